@@ -1,0 +1,121 @@
+"""The process: builds every part from the configuration, starts them, reloads, stops.
+
+Floor 3 wiring only: the parts themselves (SIP core, registrar, routing, rating, CDR) know nothing of
+each other; this module connects them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from server.http import HttpEndpoint
+from server.notify import sd_notify
+from server.sip_server import ServerSettings, SipServer
+from sipcore.transport import TransportLimits
+
+log = structlog.get_logger("sipcore.app")
+
+
+@dataclass
+class AppSettings:
+    sip: ServerSettings = field(default_factory=ServerSettings)
+    workers: int = 1
+    log_format: str = "auto"
+    log_level: str = "info"
+    state_dir: str = "var"
+
+
+@dataclass
+class LoadedConfig:
+    path: str | None
+    config: Any  # config.schema.Config
+    settings: AppSettings
+
+
+def _hp(value: Any) -> str:
+    host, port = value.host, value.port
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def load_application_config(path: str | None) -> LoadedConfig:
+    """Load and validate the YAML (the embedded example when path is None); raises ConfigError."""
+    from config.loader import load_config
+
+    cfg = load_config(path) if path else load_config(None)
+    srv = cfg.server
+    domains: set[str] = set(srv.local_addresses)
+    for customer in cfg.customers:
+        domains |= set(getattr(customer, "domains", ()) or ())
+    default_domain = getattr(cfg, "default_domain", None)
+    if default_domain:
+        domains.add(str(default_domain))
+    if getattr(cfg.registrar, "realm", None):
+        domains.add(str(cfg.registrar.realm))
+    sip = ServerSettings(
+        udp=[_hp(a) for a in srv.listen.udp],
+        tcp=[_hp(a) for a in srv.listen.tcp],
+        advertised_address=str(srv.advertised_address) if srv.advertised_address else None,
+        local_domains={d.lower() for d in domains},
+        limits=TransportLimits(
+            max_message_size=srv.limits.max_message_size,
+            max_tcp_per_source=srv.limits.max_tcp_connections_per_ip,
+            tcp_idle_timeout=float(srv.limits.tcp_idle_timeout),
+        ),
+        metrics_address=_hp(srv.metrics) if srv.metrics else None,
+    )
+    settings = AppSettings(
+        sip=sip,
+        workers=srv.workers,
+        log_format=srv.log.format,
+        log_level=srv.log.level,
+        state_dir=str(srv.state_dir),
+    )
+    return LoadedConfig(str(path) if path else None, cfg, settings)
+
+
+class Application:
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self.sip = SipServer(loaded.settings.sip)
+        self.http: HttpEndpoint | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        Path(self.loaded.settings.state_dir).mkdir(parents=True, exist_ok=True)
+        await self.sip.start()
+        addr = self.loaded.settings.sip.metrics_address
+        if addr:
+            from sipcore.transport import split_hostport
+
+            host, port = split_hostport(addr, 9090)
+            self.http = HttpEndpoint(self.sip.health)
+            self.metrics_address = await self.http.start(host, port)
+            log.info("metrics_listening", address=f"{self.metrics_address[0]}:{self.metrics_address[1]}")
+        sd_notify("READY=1")
+
+    async def reload(self) -> bool:
+        """Re-read the YAML; on any error keep the running configuration and log every problem."""
+        from server import metrics
+
+        try:
+            new = load_application_config(self.loaded.path)
+        except Exception as exc:  # noqa: BLE001
+            metrics.CONFIG_RELOADS.labels("refused").inc()
+            log.error("config_reload_refused", path=self.loaded.path, errors=str(exc))
+            return False
+        self.loaded = LoadedConfig(self.loaded.path, new.config, self.loaded.settings)
+        metrics.CONFIG_RELOADS.labels("applied").inc()
+        log.info("config_reloaded", path=self.loaded.path)
+        return True
+
+    async def close(self) -> None:
+        sd_notify("STOPPING=1")
+        if self.http is not None:
+            await self.http.close()
+        await self.sip.close()

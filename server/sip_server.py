@@ -1,0 +1,316 @@
+"""The SIP server process core: bytes in from the transports, checks, dispatch to the registrar and the
+proxy, responses out per RFC 3261 §18.2.2.
+
+No input may raise out of here: every message is parsed inside a guard; malformed requests get a 400
+(or the status the error carries) when a response can be routed, and are dropped and counted otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from sipcore.checks import SUPPORTED_OPTIONS, check_max_forwards, check_proxy_require, check_require, check_scheme
+from sipcore.errors import SipError, SipParseError
+from sipcore.flow import Flow, response_destination, stamp_via, strip_brackets
+from sipcore.framing import FramingFailed
+from sipcore.message import Request, Response, error_response, parse, validate_request, validate_response
+from sipcore.transport import TransportLimits, TransportManager, split_hostport
+from sipcore.uri import SipUri, TelUri
+
+from . import metrics
+
+log = structlog.get_logger("sipcore.server")
+
+RequestHandler = Callable[[Request, Flow], None]
+ResponseHandler = Callable[[Response, Flow], bool]
+SERVER_HEADER = "sipcore/0.1"
+
+
+@dataclass
+class ServerSettings:
+    """What the SIP floor needs from the configuration (built by the config bridge or by tests)."""
+
+    udp: list[str] = field(default_factory=lambda: ["0.0.0.0:5060"])
+    tcp: list[str] = field(default_factory=lambda: ["0.0.0.0:5070"])
+    advertised_address: str | None = None
+    local_domains: set[str] = field(default_factory=set)
+    limits: TransportLimits = field(default_factory=TransportLimits)
+    metrics_address: str | None = "127.0.0.1:9090"
+    reuse_port: bool = False
+
+
+def _local_ips() -> set[str]:
+    ips = {"127.0.0.1", "::1", "localhost"}
+    try:
+        hostname = socket.gethostname()
+        ips.add(hostname.lower())
+        for info in socket.getaddrinfo(hostname, None):
+            ips.add(str(info[4][0]))
+    except OSError:
+        pass
+    return ips
+
+
+class SipServer:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.transports = TransportManager(
+            self.on_message,
+            settings.limits,
+            on_framing_error=self._on_framing_error,
+            on_connection_closed=self._on_connection_closed,
+        )
+        self.handlers: dict[str, RequestHandler] = {}
+        self.proxy: RequestHandler | None = None
+        self.response_handler: ResponseHandler | None = None
+        self.connection_closed_hooks: list[Callable[[str], None]] = []
+        self.drop_source: Callable[[str], bool] = lambda ip: False
+        self.local_hosts: set[str] = set()
+        self.local_ports: set[int] = set()
+        self.started_at = time.time()
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        await self.transports.start(s.udp, s.tcp, reuse_port=s.reuse_port)
+        hosts = {h.lower() for h in s.local_domains}
+        for host, port in self.transports.udp_addresses + self.transports.tcp_addresses:
+            self.local_ports.add(port)
+            if host in ("0.0.0.0", "::"):
+                hosts |= _local_ips()
+            else:
+                hosts.add(host.lower())
+        if s.advertised_address:
+            host, port = split_hostport(s.advertised_address, 5060)
+            hosts.add(host.lower())
+            self.local_ports.add(port)
+        self.local_hosts = hosts
+        log.info(
+            "sip_listening",
+            udp=[f"{h}:{p}" for h, p in self.transports.udp_addresses],
+            tcp=[f"{h}:{p}" for h, p in self.transports.tcp_addresses],
+        )
+
+    async def close(self) -> None:
+        await self.transports.close()
+
+    def health(self) -> dict[str, object]:
+        return {
+            "status": "ok",
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "udp": [f"{h}:{p}" for h, p in self.transports.udp_addresses],
+            "tcp": [f"{h}:{p}" for h, p in self.transports.tcp_addresses],
+            "tcp_connections": len(self.transports.connections),
+        }
+
+    # ---- addressing ------------------------------------------------------------------------------
+    def is_local_host(self, host: str, port: int | None) -> bool:
+        return strip_brackets(host).lower() in self.local_hosts and (port is None or port in self.local_ports)
+
+    def is_local_uri(self, uri: object) -> bool:
+        if isinstance(uri, SipUri):
+            return self.is_local_host(uri.host, uri.port)
+        return isinstance(uri, TelUri)
+
+    def allow_header(self) -> str:
+        methods = ["OPTIONS", *sorted(self.handlers)]
+        if self.proxy is not None:
+            methods += ["INVITE", "ACK", "CANCEL", "BYE", "INFO", "UPDATE", "PRACK", "REFER", "NOTIFY",
+                        "SUBSCRIBE", "MESSAGE"]  # fmt: skip
+        return ", ".join(dict.fromkeys(methods))
+
+    # ---- input -----------------------------------------------------------------------------------
+    def on_message(self, data: bytes, flow: Flow) -> None:
+        """Entry point for every framed message; never raises."""
+        try:
+            if self.drop_source(flow.remote[0]):
+                metrics.DROPPED.labels("banned").inc()
+                return
+            try:
+                msg = parse(data, stream=flow.reliable)
+            except SipParseError as exc:
+                self._on_unparseable(data, exc, flow)
+                return
+            if isinstance(msg, Request):
+                self._on_request(msg, flow)
+            else:
+                self._on_response(msg, flow)
+        except Exception:  # noqa: BLE001 - the transport loop must survive any input
+            metrics.PARSE_ERRORS.labels("internal_error").inc()
+            log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
+
+    def _on_unparseable(self, data: bytes, exc: SipParseError, flow: Flow) -> None:
+        if data[:4].upper() == b"SIP/" or exc.status is None:
+            metrics.PARSE_ERRORS.labels("dropped").inc()
+            return
+        resp = error_response(data, exc.status, exc.reason, self._tag_for(data))
+        if resp is None:
+            metrics.PARSE_ERRORS.labels("dropped").inc()
+            return
+        metrics.PARSE_ERRORS.labels("answered").inc()
+        resp.headers.add("Server", SERVER_HEADER)
+        self.send_response(resp, flow)
+
+    def _on_framing_error(self, failure: FramingFailed, flow: Flow) -> bytes | None:
+        metrics.PARSE_ERRORS.labels("framing").inc()
+        if not failure.head:
+            return None
+        resp = error_response(failure.head, failure.status, failure.reason, self._tag_for(failure.head))
+        if resp is None:
+            return None
+        metrics.count_response_sent(resp.status)
+        return resp.serialize()
+
+    def _on_connection_closed(self, conn_id: str) -> None:
+        for hook in self.connection_closed_hooks:
+            try:
+                hook(conn_id)
+            except Exception:  # noqa: BLE001
+                log.exception("connection_closed_hook_failed", conn_id=conn_id)
+
+    def _on_request(self, req: Request, flow: Flow) -> None:
+        metrics.count_request(req.method)
+        try:
+            validate_request(req)
+        except SipParseError as exc:
+            metrics.PARSE_ERRORS.labels("answered").inc()
+            if req.method != "ACK":
+                self.reply(req, flow, exc.status or 400, exc.reason)
+            return
+        top = req.top_via
+        stamped = stamp_via(top, flow.remote)
+        if stamped is not top:
+            req.headers.remove_first_value("via")
+            req.headers.add("via", str(stamped), first=True)
+            req.invalidate()
+            req._cache["top_via"] = stamped
+        error = check_scheme(req)
+        if error is not None:
+            self.reply_error(req, flow, error)
+            return
+        ruri = req.ruri
+        to_self = isinstance(ruri, SipUri) and ruri.user is None and self.is_local_uri(ruri)
+        if req.method == "OPTIONS" and to_self and "route" not in req.headers:
+            self._answer_options(req, flow)
+            return
+        if req.method == "REGISTER" and self.is_local_uri(ruri):
+            error = check_require(req)
+            if error is not None:
+                self.reply_error(req, flow, error)
+                return
+            handler = self.handlers.get("REGISTER")
+            if handler is None:
+                self.reply(req, flow, 501, "Registrar not enabled", (("Allow", self.allow_header()),))
+            else:
+                handler(req, flow)
+            return
+        error = check_max_forwards(req) or check_proxy_require(req)
+        if error is not None:
+            self.reply_error(req, flow, error)
+            return
+        if self.proxy is not None:
+            self.proxy(req, flow)
+            return
+        if req.method == "ACK":
+            return
+        if not self.is_local_uri(ruri):
+            self.reply(req, flow, 403, "Relaying Forbidden")
+        elif req.method in ("INVITE", "BYE", "CANCEL", "MESSAGE", "INFO", "UPDATE", "PRACK", "REFER",
+                            "NOTIFY", "SUBSCRIBE", "PUBLISH", "OPTIONS"):  # fmt: skip
+            self.reply(req, flow, 405, None, (("Allow", self.allow_header()),))
+        else:
+            self.reply(req, flow, 501, None, (("Allow", self.allow_header()),))
+
+    def _answer_options(self, req: Request, flow: Flow) -> None:
+        error = check_require(req)
+        if error is not None:
+            self.reply_error(req, flow, error)
+            return
+        self.reply(
+            req,
+            flow,
+            200,
+            None,
+            (
+                ("Allow", self.allow_header()),
+                ("Accept", "application/sdp"),
+                ("Accept-Language", "en"),
+                ("Supported", ", ".join(sorted(SUPPORTED_OPTIONS))),
+            ),
+        )
+
+    def _on_response(self, resp: Response, flow: Flow) -> None:
+        metrics.RESPONSES_RECEIVED.labels(str(resp.status)).inc()
+        try:
+            validate_response(resp)
+        except SipParseError:
+            metrics.PARSE_ERRORS.labels("dropped").inc()
+            return
+        if self.response_handler is not None and self.response_handler(resp, flow):
+            return
+        metrics.DROPPED.labels("stray_response").inc()
+
+    # ---- output ----------------------------------------------------------------------------------
+    @staticmethod
+    def _tag_for(data: bytes | str) -> str:
+        """A To-tag stable across retransmissions of one request (stateless answers stay consistent)."""
+        raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+        return hashlib.blake2s(raw[:512], digest_size=6).hexdigest()
+
+    def reply_error(self, req: Request, flow: Flow, error: SipError) -> None:
+        self.reply(req, flow, error.status or 400, error.reason, error.headers)
+
+    def reply(
+        self,
+        req: Request,
+        flow: Flow,
+        status: int,
+        reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response | None:
+        if req.method == "ACK":
+            return None
+        try:
+            tag = self._tag_for(f"{req.call_id}|{req.headers.get('from')}|{req.top_via.branch}")
+        except SipParseError:
+            tag = self._tag_for(req.headers.get("call-id") or "")
+        resp = req.make_response(status, reason, tag)
+        for name, value in headers:
+            resp.headers.add(name, value)
+        resp.headers.add("Server", SERVER_HEADER)
+        if body:
+            resp.body = body
+            if content_type:
+                resp.headers.add("Content-Type", content_type)
+        self.send_response(resp, flow)
+        return resp
+
+    def send_response(self, resp: Response, flow: Flow) -> bool:
+        """§18.2.2: reliable → back on the connection (or a new one to the sent-by); UDP → received /
+        rport / sent-by port from the top Via."""
+        data = resp.serialize()
+        metrics.count_response_sent(resp.status)
+        if flow.reliable:
+            if self.transports.send_flow(data, flow):
+                return True
+            try:
+                via = resp.top_via
+            except SipParseError:
+                return False
+            dest = response_destination(via, 5060)
+            asyncio.get_running_loop().create_task(self.transports.send_tcp(data, dest))
+            return True
+        try:
+            dest = response_destination(resp.top_via, 5060)
+        except SipParseError:
+            return False
+        return self.transports.send_udp(data, dest, flow.local)

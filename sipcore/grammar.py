@@ -1,0 +1,41 @@
+"""RFC 3261 §25 grammar fragments, built once from named pieces (as h11's _abnf.py does for HTTP)."""
+
+from __future__ import annotations
+
+import re
+
+# token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+token = rf"[{TOKEN_CHARS}]+"
+# word additionally allows ( ) < > : \ " / [ ] ? { }
+WORD_CHARS = TOKEN_CHARS + r"()<>:\\\"/\[\]?{}"
+word = rf"[{WORD_CHARS}]+"
+LWS = r"[ \t]*"
+hexdigit = r"[0-9A-Fa-f]"
+# IPv6reference is "[" IPv6address "]"; we accept hex, ':' and '.' (RFC 5118 §4.10 asks to tolerate
+# the historical three-colon form) and let ipaddress reject nonsense where it matters.
+ipv6_reference = r"\[[0-9A-Fa-f:.]+\]"
+hostname = r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?|[A-Za-z0-9]"
+host = rf"(?:{ipv6_reference}|{hostname})"
+port = r"[0-9]{1,5}"
+
+TOKEN_RE = re.compile(rf"^{token}$")
+WORD_RE = re.compile(rf"^{word}(?:@{word})?$")
+HOST_RE = re.compile(rf"^{host}$")
+SIP_VERSION_RE = re.compile(r"^SIP/(\d+)\.(\d+)$", re.IGNORECASE)
+STATUS_CODE_RE = re.compile(r"^[1-6][0-9][0-9]$")
+# sent-protocol / sent-by with LWS allowed around the slashes (RFC 4475 wsinv)
+VIA_RE = re.compile(
+    rf"^SIP{LWS}/{LWS}[0-9]+\.[0-9]+{LWS}/{LWS}({token})[ \t]+({ipv6_reference}|[A-Za-z0-9\-.]+)"
+    rf"(?:{LWS}:{LWS}([0-9]+))?{LWS}(.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+DIGITS_RE = re.compile(r"^[0-9]+$")
+
+
+def is_token(text: str) -> bool:
+    return TOKEN_RE.match(text) is not None
+
+
+def is_host(text: str) -> bool:
+    return HOST_RE.match(text) is not None

@@ -1,0 +1,547 @@
+"""SIP message model, parser and serializer (RFC 3261 §7, §20, §25).
+
+Parsing is split so the hot path pays only for what it uses: ``parse`` reads the start line, unfolds
+and splits the header lines and frames the body; structured values (Via, From/To, CSeq, Contact…) are
+parsed on first access and cached. ``validate`` checks what every request must carry, raising a
+SipParseError that names the 400 (or 505) reason. Unknown headers keep their name and value text as
+received and are serialized back unchanged.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Iterator
+
+from .errors import SipParseError
+from .grammar import SIP_VERSION_RE, STATUS_CODE_RE, is_token
+from .headers import (
+    COMPACT,
+    LIST_HEADERS,
+    SINGLE_HEADERS,
+    Contact,
+    NameAddr,
+    Via,
+    canonical_name,
+    parse_cseq,
+    parse_uint,
+    split_list,
+)
+from .uri import Uri, parse_uri
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
+    301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
+    423: "Interval Too Brief", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here", 491: "Request Pending",
+    493: "Undecipherable", 500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}  # fmt: skip
+
+MAGIC_COOKIE = "z9hG4bK"
+_ENC = "utf-8"
+_ERR = "surrogateescape"  # bytes that are not UTF-8 survive a decode/encode round trip unchanged
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_branch() -> str:
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+class Headers:
+    """Ordered header fields: entries are [key, name-as-sent, value] with key the lower-case full name."""
+
+    __slots__ = ("_index", "entries")
+
+    def __init__(self, entries: list[list[str]] | None = None) -> None:
+        self.entries = entries if entries is not None else []
+        self._index: dict[str, list[int]] | None = None
+
+    def _idx(self) -> dict[str, list[int]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for i, e in enumerate(self.entries):
+                index.setdefault(e[0], []).append(i)
+            self._index = index
+        return index
+
+    def __contains__(self, name: str) -> bool:
+        return _key(name) in self._idx()
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """First field value (not split) of a header, or default."""
+        positions = self._idx().get(_key(name))
+        return self.entries[positions[0]][2] if positions else default
+
+    def get_fields(self, name: str) -> list[str]:
+        """Every field value of a header, in order, not split on commas."""
+        positions = self._idx().get(_key(name))
+        return [self.entries[i][2] for i in positions] if positions else []
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value, list headers split on commas (outside quotes/<>)."""
+        key = _key(name)
+        fields = self.get_fields(key)
+        if key in LIST_HEADERS:
+            out: list[str] = []
+            for f in fields:
+                out.extend(v for v in split_list(f) if v)
+            return out
+        return fields
+
+    def count(self, name: str) -> int:
+        return len(self._idx().get(_key(name), ()))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of this header by one value (kept at the first field's position)."""
+        key = _key(name)
+        positions = self._idx().get(key)
+        if positions:
+            first = positions[0]
+            self.entries[first] = [key, self.entries[first][1], value]
+            for i in reversed(positions[1:]):
+                del self.entries[i]
+        else:
+            self.entries.append([key, canonical_name(key), value])
+        self._index = None
+
+    def add(self, name: str, value: str, first: bool = False) -> None:
+        """Add a field; ``first`` puts it before the existing fields of that header (Via, Record-Route)."""
+        key = _key(name)
+        entry = [key, canonical_name(key), value]
+        if first:
+            positions = self._idx().get(key)
+            self.entries.insert(positions[0] if positions else 0, entry)
+        else:
+            self.entries.append(entry)
+        self._index = None
+
+    def remove(self, name: str) -> None:
+        key = _key(name)
+        self.entries = [e for e in self.entries if e[0] != key]
+        self._index = None
+
+    def remove_first_value(self, name: str) -> str | None:
+        """Remove the first value of a list header (e.g. the top Route), splitting a combined field."""
+        key = _key(name)
+        positions = self._idx().get(key)
+        if not positions:
+            return None
+        i = positions[0]
+        values = split_list(self.entries[i][2])
+        top = values[0]
+        if len(values) > 1:
+            self.entries[i] = [key, self.entries[i][1], ", ".join(values[1:])]
+        else:
+            del self.entries[i]
+        self._index = None
+        return top
+
+    def copy(self) -> Headers:
+        return Headers([list(e) for e in self.entries])
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _, name, value in self.entries:
+            yield name, value
+
+
+def _key(name: str) -> str:
+    key = name.lower()
+    return COMPACT.get(key, key)
+
+
+class Message:
+    """Fields and accessors shared by requests and responses."""
+
+    __slots__ = ("_cache", "body", "headers", "raw", "version")
+    is_request: bool = False
+
+    def __init__(self, headers: Headers, body: bytes = b"", version: str = "SIP/2.0") -> None:
+        self.headers = headers
+        self.body = body
+        self.version = version
+        self.raw: bytes | None = None  # the exact bytes parsed, while the message is unmodified
+        self._cache: dict[str, object] = {}
+
+    # ---- structured accessors (parsed lazily, cached) ----------------------------------------
+    def _cached(self, key: str, build):  # type: ignore[no-untyped-def]
+        cache = self._cache
+        if key in cache:
+            return cache[key]
+        value = build()
+        cache[key] = value
+        return value
+
+    @property
+    def vias(self) -> list[Via]:
+        return self._cached("vias", lambda: [Via.parse(v) for v in self.headers.get_all("via")])
+
+    @property
+    def top_via(self) -> Via:
+        def build() -> Via:
+            fields = self.headers.get_fields("via")
+            if not fields:
+                raise SipParseError("missing Via header")
+            return Via.parse(split_list(fields[0])[0])
+
+        return self._cached("top_via", build)
+
+    @property
+    def branch(self) -> str | None:
+        return self.top_via.branch
+
+    @property
+    def call_id(self) -> str:
+        def build() -> str:
+            value = self.headers.get("call-id")
+            if not value or not value.strip():
+                raise SipParseError("missing Call-ID header")
+            return value.strip()
+
+        return self._cached("call_id", build)
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        def build() -> tuple[int, str]:
+            value = self.headers.get("cseq")
+            if value is None:
+                raise SipParseError("missing CSeq header")
+            return parse_cseq(value)
+
+        return self._cached("cseq", build)
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._cached("from", lambda: _name_addr(self.headers.get("from"), "From"))
+
+    @property
+    def to(self) -> NameAddr:
+        return self._cached("to", lambda: _name_addr(self.headers.get("to"), "To"))
+
+    @property
+    def from_tag(self) -> str | None:
+        return self.from_.tag
+
+    @property
+    def to_tag(self) -> str | None:
+        return self.to.tag
+
+    @property
+    def contacts(self) -> list[Contact]:
+        return self._cached("contacts", lambda: [Contact.parse(v) for v in self.headers.get_all("contact")])
+
+    @property
+    def max_forwards(self) -> int | None:
+        def build() -> int | None:
+            value = self.headers.get("max-forwards")
+            return None if value is None else parse_uint(value, "Max-Forwards", 2**32 - 1)
+
+        return self._cached("max_forwards", build)
+
+    @property
+    def expires(self) -> int | None:
+        def build() -> int | None:
+            value = self.headers.get("expires")
+            return None if value is None else parse_uint(value, "Expires", 2**40)
+
+        return self._cached("expires", build)
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.headers.get("content-type")
+        return value.split(";", 1)[0].strip().lower() if value else None
+
+    def option_tags(self, name: str) -> list[str]:
+        return [v.strip() for v in self.headers.get_all(name) if v.strip()]
+
+    def invalidate(self) -> None:
+        """Forget cached structured values and the raw bytes after the headers were changed."""
+        self._cache.clear()
+        self.raw = None
+
+    # ---- serialization --------------------------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def serialize(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        parts = [self.start_line(), "\r\n"]
+        has_cl = False
+        body_len = str(len(self.body))
+        for key, name, value in self.headers.entries:
+            if key == "content-length":
+                if has_cl:
+                    continue
+                has_cl = True
+                value = body_len
+            parts.append(f"{name}: {value}\r\n")
+        if not has_cl:
+            parts.append(f"Content-Length: {body_len}\r\n")
+        parts.append("\r\n")
+        return "".join(parts).encode(_ENC, _ERR) + self.body
+
+    def __bytes__(self) -> bytes:
+        return self.serialize()
+
+
+class Request(Message):
+    __slots__ = ("method", "uri")
+    is_request = True
+
+    def __init__(
+        self, method: str, uri: str, headers: Headers, body: bytes = b"", version: str = "SIP/2.0"
+    ) -> None:
+        super().__init__(headers, body, version)
+        self.method = method
+        self.uri = uri
+
+    @property
+    def ruri(self) -> Uri:
+        def build() -> Uri:
+            return parse_uri(self.uri)
+
+        return self._cached("ruri", build)
+
+    def set_uri(self, uri: str) -> None:
+        self.uri = uri
+        self._cache.pop("ruri", None)
+        self.raw = None
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def make_response(
+        self, status: int, reason: str | None = None, to_tag: str | None = None
+    ) -> Response:
+        """Response per §8.2.6: Via fields, From, To (tag added if missing), Call-ID and CSeq copied."""
+        entries: list[list[str]] = []
+        for e in self.headers.entries:
+            key = e[0]
+            if key in ("via", "from", "call-id", "cseq"):
+                entries.append(list(e))
+            elif key == "to":
+                value = e[2]
+                if to_tag and status > 100:
+                    try:
+                        has_tag = self.to.tag is not None
+                    except SipParseError:
+                        has_tag = ";tag=" in value.replace(" ", "").lower()
+                    if not has_tag:
+                        value = f"{value};tag={to_tag}"
+                entries.append([key, e[1], value])
+        return Response(status, reason if reason is not None else REASONS.get(status, "Unknown"), Headers(entries))
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self, status: int, reason: str, headers: Headers, body: bytes = b"", version: str = "SIP/2.0"
+    ) -> None:
+        super().__init__(headers, body, version)
+        self.status = status
+        self.reason = reason
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def _name_addr(value: str | None, what: str) -> NameAddr:
+    if value is None:
+        raise SipParseError(f"missing {what} header")
+    return NameAddr.parse(value)
+
+
+# ---- parsing ---------------------------------------------------------------------------------------
+
+
+def split_head(data: bytes) -> tuple[bytes, bytes]:
+    """Split at the empty line; tolerate bare-LF line ends. Raises if the head never ends."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], data[end + 4 :]
+    end = data.find(b"\n\n")
+    if end >= 0:
+        return data[:end], data[end + 2 :]
+    raise SipParseError("header section not terminated by an empty line")
+
+
+def parse(data: bytes, stream: bool = False) -> Request | Response:
+    """Parse one message. On datagrams the body is framed by Content-Length (rest discarded; a
+    shorter datagram is a 400). ``stream=True`` means the caller framed it already (TCP)."""
+    # RFC 3261 §7.5: ignore CRLFs before the start line.
+    start = 0
+    while data[start : start + 2] == b"\r\n":
+        start += 2
+    if start:
+        data = data[start:]
+    head, body = split_head(data)
+    text = head.decode(_ENC, _ERR)
+    if "\r\n" in text:
+        lines = text.split("\r\n")
+    else:
+        lines = text.split("\n")
+    first = lines[0]
+    entries: list[list[str]] = []
+    last: list[str] | None = None
+    for line in lines[1:]:
+        if not line:
+            continue
+        c = line[0]
+        if c == " " or c == "\t":
+            if last is None:
+                raise SipParseError("continuation line before the first header")
+            last[2] = (last[2] + " " + line.strip()).strip()
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SipParseError(f"header line without a colon: {line[:40]!r}")
+        name = name.rstrip()
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        if not is_token(name):
+            raise SipParseError(f"invalid header name {name[:40]!r}")
+        last = [key, name, value.strip()]
+        entries.append(last)
+    headers = Headers(entries)
+
+    if first.startswith("SIP/") or first[:4].upper() == "SIP/":
+        msg: Request | Response = _response(first, headers)
+    else:
+        msg = _request(first, headers)
+
+    # Body framing by Content-Length (RFC 3261 §18.3)
+    cl_fields = headers.get_fields("content-length")
+    if cl_fields:
+        if len(cl_fields) > 1 and len({f.strip() for f in cl_fields}) > 1:
+            raise SipParseError("conflicting Content-Length headers")
+        cl_text = cl_fields[0].strip()
+        if not cl_text.isdigit() or not cl_text.isascii():
+            raise SipParseError("invalid Content-Length")
+        length = int(cl_text)
+        if length > len(body):
+            raise SipParseError("body shorter than Content-Length")
+        if length < len(body):
+            body = body[:length]
+    elif stream:
+        body = b""
+    msg.body = body
+    if start == 0 and len(data) == len(head) + len(body) + 4 and data[len(head) : len(head) + 4] == b"\r\n\r\n":
+        msg.raw = data  # unmodified bytes can be forwarded/retransmitted as they came
+    return msg
+
+
+def _request(first: str, headers: Headers) -> Request:
+    parts = first.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SipParseError("malformed Request-Line")
+    method, uri, version = parts
+    if not is_token(method):
+        raise SipParseError("invalid method in Request-Line")
+    if version != "SIP/2.0":
+        m = SIP_VERSION_RE.match(version)
+        if m is None:
+            raise SipParseError("malformed SIP-Version in Request-Line")
+        if (m.group(1), m.group(2)) != ("2", "0"):
+            raise SipParseError("SIP version not supported", status=505)
+        version = "SIP/2.0"
+    return Request(method, uri, headers, b"", version)
+
+
+def _response(first: str, headers: Headers) -> Response:
+    version, _, rest = first.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not SIP_VERSION_RE.match(version) or not STATUS_CODE_RE.match(code):
+        raise SipParseError("malformed Status-Line", status=None)
+    return Response(int(code), reason, headers, b"", version)
+
+
+def validate_request(req: Request) -> None:
+    """Check what every request must carry (RFC 3261 §8.1.1, §8.2); raises SipParseError (400)."""
+    h = req.headers
+    for key in SINGLE_HEADERS:
+        if h.count(key) > 1 and len({v.strip() for v in h.get_fields(key)}) > 1:
+            raise SipParseError(f"multiple {canonical_name(key)} headers")
+    missing = [n for n in ("via", "from", "to", "call-id", "cseq") if n not in h]
+    if missing:
+        raise SipParseError("missing " + ", ".join(canonical_name(n) for n in missing))
+    req.vias  # noqa: B018 - parses every Via value
+    req.call_id  # noqa: B018
+    number, method = req.cseq
+    if method != req.method:
+        raise SipParseError("CSeq method does not match the Request-Line")
+    req.from_.uri  # noqa: B018
+    req.to.uri  # noqa: B018
+    mf = h.get("max-forwards")
+    if mf is not None:
+        value = mf.strip()
+        if not value.isdigit():
+            raise SipParseError("malformed Max-Forwards header")
+        if int(value) > 255:  # RFC 4475 §3.1.2.4: out of range, treat as absent
+            req._cache["max_forwards"] = None
+    ruri = req.ruri
+    if getattr(ruri, "headers", None) is not None:
+        raise SipParseError("Request-URI must not contain headers")
+    expires = h.get("expires")
+    if expires is not None and not expires.strip().isdigit():
+        raise SipParseError("malformed Expires header")
+
+
+def validate_response(resp: Response) -> None:
+    """A response must at least carry a usable top Via and CSeq to be matched; else it is dropped."""
+    try:
+        resp.top_via  # noqa: B018
+        resp.cseq  # noqa: B018
+        resp.call_id  # noqa: B018
+    except SipParseError as exc:
+        raise SipParseError(exc.reason, status=None) from exc
+
+
+def error_response(data: bytes, status: int, reason: str, to_tag: str | None = None) -> Response | None:
+    """Best-effort error answer to bytes that failed to parse: the header lines are read leniently
+    (start line, body and unusable headers ignored) to copy Via/From/To/Call-ID/CSeq. None when no
+    response can be routed (no parseable Via) or the bytes are a response."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    text = head.decode(_ENC, _ERR)
+    lines = text.replace("\r\n", "\n").split("\n")
+    if not lines or lines[0].upper().startswith("SIP/"):
+        return None
+    entries: list[list[str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and entries:
+            entries[-1][2] = (entries[-1][2] + " " + line.strip()).strip()
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            continue
+        key = COMPACT.get(name.strip().lower(), name.strip().lower())
+        if key in ("via", "from", "to", "call-id", "cseq"):
+            entries.append([key, canonical_name(key), value.strip()])
+    fake = Request("UNKNOWN", "sip:invalid", Headers(entries))
+    try:
+        fake.top_via  # noqa: B018 - a response must be routable by its top Via
+    except SipParseError:
+        return None
+    if len(reason) > 120:
+        reason = reason[:120]
+    reason = "".join(c if c.isprintable() else "?" for c in reason)
+    return fake.make_response(status, reason, to_tag)

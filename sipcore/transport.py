@@ -1,0 +1,313 @@
+"""asyncio transports for SIP: UDP and TCP listeners (IPv4 and IPv6), and outbound TCP connections.
+
+This is the I/O edge: it frames bytes into messages and hands each one, with its Flow, to a single
+handler callable; it never parses SIP itself beyond TCP framing. Limits: max message size, max TCP
+connections per source address, idle timeout; RFC 5626 CRLF keep-alive pings are answered with a pong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .flow import Address, Flow
+from .framing import FramingFailed, PingReceived, StreamFramer
+
+Handler = Callable[[bytes, Flow], None]
+ErrorHandler = Callable[[FramingFailed, Flow], bytes | None]
+
+
+@dataclass(slots=True)
+class TransportLimits:
+    max_message_size: int = 65535
+    max_tcp_per_source: int = 64
+    tcp_idle_timeout: float = 3700.0
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Plain counters; the server exports them as metrics."""
+
+    udp_datagrams: int = 0
+    udp_oversize: int = 0
+    tcp_accepted: int = 0
+    tcp_refused: int = 0
+    tcp_closed_idle: int = 0
+    tcp_framing_errors: int = 0
+    keepalive_pings: int = 0
+
+
+def split_hostport(text: str, default_port: int) -> Address:
+    """'0.0.0.0:5060', '[::]:5060', 'host' → (host, port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port)
+    return text, default_port
+
+
+def _peer(addr: tuple) -> Address:  # type: ignore[type-arg]
+    return str(addr[0]), int(addr[1])
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, manager: TransportManager) -> None:
+        self.manager = manager
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.local = _peer(transport.get_extra_info("sockname"))
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        m = self.manager
+        m.stats.udp_datagrams += 1
+        if len(data) > m.limits.max_message_size:
+            m.stats.udp_oversize += 1
+            return
+        if data == b"\r\n\r\n" or data == b"\r\n":
+            m.stats.keepalive_pings += 1
+            if data == b"\r\n\r\n" and self.transport is not None:
+                self.transport.sendto(b"\r\n", addr)
+            return
+        m.dispatch(data, Flow("udp", (addr[0], addr[1]), self.local))
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: nothing to do
+        pass
+
+
+class TcpConnection(asyncio.Protocol):
+    """One TCP connection, accepted or opened by us; addressed by ``conn_id``."""
+
+    def __init__(self, manager: TransportManager, outbound: bool = False) -> None:
+        self.manager = manager
+        self.outbound = outbound
+        self.transport: asyncio.Transport | None = None
+        self.framer = StreamFramer(manager.limits.max_message_size)
+        self.conn_id = f"tcp-{next(manager._ids)}"
+        self.flow: Flow | None = None
+        self.last_activity = time.monotonic()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        remote = _peer(transport.get_extra_info("peername"))
+        local = _peer(transport.get_extra_info("sockname"))
+        m = self.manager
+        if not self.outbound and m.per_source[remote[0]] >= m.limits.max_tcp_per_source:
+            m.stats.tcp_refused += 1
+            self.closed = True
+            transport.close()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.flow = Flow("tcp", remote, local, self.conn_id)
+        m.per_source[remote[0]] += 1
+        m.connections[self.conn_id] = self
+        m.by_remote[remote] = self
+        m.stats.tcp_accepted += 0 if self.outbound else 1
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed or self.flow is None:
+            return
+        self.last_activity = time.monotonic()
+        for item in self.framer.feed(data):
+            if isinstance(item, bytes):
+                self.manager.dispatch(item, self.flow)
+            elif isinstance(item, PingReceived):
+                self.manager.stats.keepalive_pings += 1
+                self.write(b"\r\n")
+            else:
+                self.manager.stats.tcp_framing_errors += 1
+                answer = self.manager.on_framing_error(item, self.flow)
+                if answer:
+                    self.write(answer)
+                self.close()
+                return
+
+    def write(self, data: bytes) -> bool:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(data)
+        self.last_activity = time.monotonic()
+        return True
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        m = self.manager
+        if self.flow is not None:
+            m.connections.pop(self.conn_id, None)
+            if m.by_remote.get(self.flow.remote) is self:
+                del m.by_remote[self.flow.remote]
+            ip = self.flow.remote[0]
+            m.per_source[ip] -= 1
+            if m.per_source[ip] <= 0:
+                del m.per_source[ip]
+            if m.on_connection_closed is not None:
+                m.on_connection_closed(self.conn_id)
+
+
+class TransportManager:
+    """Owns every socket; ``dispatch`` hands messages to the server; ``send`` reaches a flow or address."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: TransportLimits | None = None,
+        on_framing_error: ErrorHandler | None = None,
+        on_connection_closed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.limits = limits or TransportLimits()
+        self.on_framing_error = on_framing_error or (lambda failure, flow: None)
+        self.on_connection_closed = on_connection_closed
+        self.stats = TransportStats()
+        self.udp: list[UdpEndpoint] = []
+        self.tcp_servers: list[asyncio.base_events.Server] = []
+        self.connections: dict[str, TcpConnection] = {}
+        self.by_remote: dict[Address, TcpConnection] = {}
+        self.per_source: defaultdict[str, int] = defaultdict(int)
+        self._ids = itertools.count(1)
+        self._reaper: asyncio.Task[None] | None = None
+        self._pending: dict[Address, asyncio.Future[TcpConnection]] = {}
+
+    def dispatch(self, data: bytes, flow: Flow) -> None:
+        self.handler(data, flow)
+
+    async def start(
+        self, udp: list[str], tcp: list[str], reuse_port: bool = False
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for text in udp:
+            host, port = split_hostport(text, 5060)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+                except OSError:
+                    pass
+            sock.bind((host, port))
+            sock.setblocking(False)
+            _, proto = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
+            self.udp.append(proto)
+        for text in tcp:
+            host, port = split_hostport(text, 5070)
+            server = await loop.create_server(
+                lambda: TcpConnection(self), host, port, reuse_address=True, reuse_port=reuse_port or None,
+                backlog=1024,
+            )
+            self.tcp_servers.append(server)
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    @property
+    def udp_addresses(self) -> list[Address]:
+        return [u.local for u in self.udp]
+
+    @property
+    def tcp_addresses(self) -> list[Address]:
+        out = []
+        for s in self.tcp_servers:
+            for sock in s.sockets:
+                out.append(_peer(sock.getsockname()))
+        return out
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, max(self.limits.tcp_idle_timeout / 4, 0.05)))
+            deadline = time.monotonic() - self.limits.tcp_idle_timeout
+            for conn in list(self.connections.values()):
+                if conn.last_activity < deadline:
+                    self.stats.tcp_closed_idle += 1
+                    conn.close()
+
+    # ---- sending ------------------------------------------------------------------------------
+    def _udp_for(self, local: Address | None, family_v6: bool) -> UdpEndpoint | None:
+        fallback = None
+        for u in self.udp:
+            if local is not None and u.local == local:
+                return u
+            if (":" in u.local[0]) == family_v6 and fallback is None:
+                fallback = u
+        return fallback or (self.udp[0] if self.udp else None)
+
+    def send_udp(self, data: bytes, dest: Address, local: Address | None = None) -> bool:
+        ep = self._udp_for(local, ":" in dest[0])
+        if ep is None or ep.transport is None:
+            return False
+        ep.transport.sendto(data, dest)
+        return True
+
+    def send_flow(self, data: bytes, flow: Flow) -> bool:
+        """Send back over the flow a message came in on (same UDP socket / same TCP connection)."""
+        if flow.transport == "udp":
+            return self.send_udp(data, flow.remote, flow.local)
+        conn = self.connections.get(flow.conn_id or "") or self.by_remote.get(flow.remote)
+        return conn.write(data) if conn is not None else False
+
+    async def send_tcp(self, data: bytes, dest: Address) -> bool:
+        """Send over an existing connection to ``dest`` or open one (RFC 3261 §18.1.1)."""
+        conn = self.by_remote.get(dest)
+        if conn is None or conn.closed:
+            pending = self._pending.get(dest)
+            if pending is None:
+                loop = asyncio.get_running_loop()
+                pending = loop.create_future()
+                self._pending[dest] = pending
+                try:
+                    _, conn = await asyncio.wait_for(
+                        loop.create_connection(lambda: TcpConnection(self, outbound=True), dest[0], dest[1]),
+                        timeout=5.0,
+                    )
+                    pending.set_result(conn)
+                except (OSError, asyncio.TimeoutError) as exc:
+                    pending.set_exception(exc)
+                    pending.exception()  # mark retrieved
+                    return False
+                finally:
+                    self._pending.pop(dest, None)
+            else:
+                try:
+                    conn = await asyncio.shield(pending)
+                except (OSError, asyncio.TimeoutError):
+                    return False
+        return conn.write(data)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for u in self.udp:
+            if u.transport is not None:
+                u.transport.close()
+        for s in self.tcp_servers:
+            s.close()
+        for conn in list(self.connections.values()):
+            conn.close()
+        for s in self.tcp_servers:
+            try:
+                await asyncio.wait_for(s.wait_closed(), 2.0)
+            except asyncio.TimeoutError:
+                pass
