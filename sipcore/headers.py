@@ -103,6 +103,8 @@ def split_list(value: str) -> list[str]:
 
 def parse_params(text: str) -> list[tuple[str, str | None]]:
     """Parse ``;name=value;flag`` (text starts at the first ';' or is empty); quoted values allowed."""
+    if '"' not in text:
+        return _parse_params_simple(text)
     params: list[tuple[str, str | None]] = []
     i = 0
     n = len(text)
@@ -143,6 +145,29 @@ def parse_params(text: str) -> list[tuple[str, str | None]]:
                 j = k
         params.append((name, value))
         i = j
+    return params
+
+
+def _parse_params_simple(text: str) -> list[tuple[str, str | None]]:
+    """Fast path of parse_params for the usual case: no quoted values."""
+    text = text.strip()
+    if not text:
+        return []
+    if text[0] != ";":
+        raise SipParseError("garbage where a parameter was expected")
+    params: list[tuple[str, str | None]] = []
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not name or not is_token(name):
+            raise SipParseError("empty or invalid parameter name")
+        if eq:
+            value = value.strip()
+            if not value or " " in value or "\t" in value:
+                raise SipParseError(f"invalid value for parameter {name!r}")
+            params.append((name, value))
+        else:
+            params.append((name, None))
     return params
 
 
@@ -266,11 +291,13 @@ class NameAddr:
         display: str | None = None
         rest = text
         if text[0] == '"':
-            i = 1
             n = len(text)
-            while i < n and text[i] != '"':
-                i += 2 if text[i] == "\\" else 1
-            if i >= n:
+            i = text.find('"', 1)
+            if "\\" in text[1:i if i > 0 else n]:
+                i = 1
+                while i < n and text[i] != '"':
+                    i += 2 if text[i] == "\\" else 1
+            if i < 0 or i >= n:
                 raise SipParseError("unbalanced quotes in display name")
             display = text[: i + 1]
             rest = text[i + 1 :].lstrip()
@@ -289,9 +316,10 @@ class NameAddr:
             uri_text = rest[lt + 1 : gt]
             if uri_text != uri_text.strip():
                 raise SipParseError("whitespace inside <URI>")
-            uri = parse_uri(uri_text)
+            if ":" not in uri_text:
+                raise SipParseError("URI without a scheme")
             params = parse_params(rest[gt + 1 :].strip())
-            return cls(display, uri_text, params, text, uri)
+            return cls(display, uri_text, params, text)  # URI parsed on first use
         # addr-spec form: the URI cannot carry ';' params or '?' headers (they belong to the header)
         uri_text, semi, ptext = rest.partition(";")
         uri_text = uri_text.strip()

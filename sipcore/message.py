@@ -175,28 +175,24 @@ class Message:
         self.raw: bytes | None = None  # the exact bytes parsed, while the message is unmodified
         self._cache: dict[str, object] = {}
 
-    # ---- structured accessors (parsed lazily, cached) ----------------------------------------
-    def _cached(self, key: str, build):  # type: ignore[no-untyped-def]
-        cache = self._cache
-        if key in cache:
-            return cache[key]
-        value = build()
-        cache[key] = value
-        return value
-
+    # ---- structured accessors (parsed on first use, cached until invalidate()) ----------------
     @property
     def vias(self) -> list[Via]:
-        return self._cached("vias", lambda: [Via.parse(v) for v in self.headers.get_all("via")])
+        v = self._cache.get("vias")
+        if v is None:
+            v = self._cache["vias"] = [Via.parse(x) for x in self.headers.get_all("via")]
+        return v  # type: ignore[return-value]
 
     @property
     def top_via(self) -> Via:
-        def build() -> Via:
+        v = self._cache.get("top_via")
+        if v is None:
             fields = self.headers.get_fields("via")
             if not fields:
                 raise SipParseError("missing Via header")
-            return Via.parse(split_list(fields[0])[0])
-
-        return self._cached("top_via", build)
+            first = fields[0]
+            v = self._cache["top_via"] = Via.parse(split_list(first)[0] if "," in first else first)
+        return v  # type: ignore[return-value]
 
     @property
     def branch(self) -> str | None:
@@ -204,31 +200,37 @@ class Message:
 
     @property
     def call_id(self) -> str:
-        def build() -> str:
+        v = self._cache.get("call_id")
+        if v is None:
             value = self.headers.get("call-id")
-            if not value or not value.strip():
+            if not value:
                 raise SipParseError("missing Call-ID header")
-            return value.strip()
-
-        return self._cached("call_id", build)
+            v = self._cache["call_id"] = value
+        return v  # type: ignore[return-value]
 
     @property
     def cseq(self) -> tuple[int, str]:
-        def build() -> tuple[int, str]:
+        v = self._cache.get("cseq")
+        if v is None:
             value = self.headers.get("cseq")
             if value is None:
                 raise SipParseError("missing CSeq header")
-            return parse_cseq(value)
-
-        return self._cached("cseq", build)
+            v = self._cache["cseq"] = parse_cseq(value)
+        return v  # type: ignore[return-value]
 
     @property
     def from_(self) -> NameAddr:
-        return self._cached("from", lambda: _name_addr(self.headers.get("from"), "From"))
+        v = self._cache.get("from")
+        if v is None:
+            v = self._cache["from"] = _name_addr(self.headers.get("from"), "From")
+        return v  # type: ignore[return-value]
 
     @property
     def to(self) -> NameAddr:
-        return self._cached("to", lambda: _name_addr(self.headers.get("to"), "To"))
+        v = self._cache.get("to")
+        if v is None:
+            v = self._cache["to"] = _name_addr(self.headers.get("to"), "To")
+        return v  # type: ignore[return-value]
 
     @property
     def from_tag(self) -> str | None:
@@ -240,23 +242,26 @@ class Message:
 
     @property
     def contacts(self) -> list[Contact]:
-        return self._cached("contacts", lambda: [Contact.parse(v) for v in self.headers.get_all("contact")])
+        v = self._cache.get("contacts")
+        if v is None:
+            v = self._cache["contacts"] = [Contact.parse(x) for x in self.headers.get_all("contact")]
+        return v  # type: ignore[return-value]
 
     @property
     def max_forwards(self) -> int | None:
-        def build() -> int | None:
+        cache = self._cache
+        if "max_forwards" not in cache:
             value = self.headers.get("max-forwards")
-            return None if value is None else parse_uint(value, "Max-Forwards", 2**32 - 1)
-
-        return self._cached("max_forwards", build)
+            cache["max_forwards"] = None if value is None else parse_uint(value, "Max-Forwards")
+        return cache["max_forwards"]  # type: ignore[return-value]
 
     @property
     def expires(self) -> int | None:
-        def build() -> int | None:
+        cache = self._cache
+        if "expires" not in cache:
             value = self.headers.get("expires")
-            return None if value is None else parse_uint(value, "Expires", 2**40)
-
-        return self._cached("expires", build)
+            cache["expires"] = None if value is None else parse_uint(value, "Expires", 2**40)
+        return cache["expires"]  # type: ignore[return-value]
 
     @property
     def content_type(self) -> str | None:
@@ -310,10 +315,10 @@ class Request(Message):
 
     @property
     def ruri(self) -> Uri:
-        def build() -> Uri:
-            return parse_uri(self.uri)
-
-        return self._cached("ruri", build)
+        v = self._cache.get("ruri")
+        if v is None:
+            v = self._cache["ruri"] = parse_uri(self.uri)
+        return v  # type: ignore[return-value]
 
     def set_uri(self, uri: str) -> None:
         self.uri = uri
@@ -385,6 +390,21 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
     raise SipParseError("header section not terminated by an empty line")
 
 
+_NAME_KEYS: dict[str, str] = {}
+
+
+def _name_key(name: str) -> str:
+    """Validate a header name as sent and map it to its key; valid names are remembered (bounded)."""
+    stripped = name.rstrip()
+    if not is_token(stripped):
+        raise SipParseError(f"invalid header name {stripped[:40]!r}")
+    key = stripped.lower()
+    key = COMPACT.get(key, key)
+    if len(_NAME_KEYS) < 4096:
+        _NAME_KEYS[name] = key
+    return key
+
+
 def parse(data: bytes, stream: bool = False) -> Request | Response:
     """Parse one message. On datagrams the body is framed by Content-Length (rest discarded; a
     shorter datagram is a 400). ``stream=True`` means the caller framed it already (TCP)."""
@@ -415,11 +435,12 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without a colon: {line[:40]!r}")
-        name = name.rstrip()
-        key = name.lower()
-        key = COMPACT.get(key, key)
-        if not is_token(name):
-            raise SipParseError(f"invalid header name {name[:40]!r}")
+        key = _NAME_KEYS.get(name)
+        if key is None:
+            key = _name_key(name)
+            name = name.rstrip()
+        else:
+            name = name.rstrip()
         last = [key, name, value.strip()]
         entries.append(last)
     headers = Headers(entries)
@@ -475,25 +496,36 @@ def _response(first: str, headers: Headers) -> Response:
     return Response(int(code), reason, headers, b"", version)
 
 
+_MANDATORY = ("via", "from", "to", "call-id", "cseq")
+
+
 def validate_request(req: Request) -> None:
     """Check what every request must carry (RFC 3261 §8.1.1, §8.2); raises SipParseError (400)."""
     h = req.headers
+    index = h._idx()
+    entries = h.entries
     for key in SINGLE_HEADERS:
-        if h.count(key) > 1 and len({v.strip() for v in h.get_fields(key)}) > 1:
-            raise SipParseError(f"multiple {canonical_name(key)} headers")
-    missing = [n for n in ("via", "from", "to", "call-id", "cseq") if n not in h]
+        positions = index.get(key)
+        if positions is not None and len(positions) > 1:
+            if len({entries[i][2] for i in positions}) > 1:
+                raise SipParseError(f"multiple {canonical_name(key)} headers")
+    missing = [n for n in _MANDATORY if n not in index]
     if missing:
         raise SipParseError("missing " + ", ".join(canonical_name(n) for n in missing))
-    req.vias  # noqa: B018 - parses every Via value
+    via_positions = index["via"]
+    if len(via_positions) == 1 and "," not in entries[via_positions[0]][2]:
+        req.top_via  # noqa: B018 - the only Via value
+    else:
+        req.vias  # noqa: B018 - parses every Via value
     req.call_id  # noqa: B018
-    number, method = req.cseq
+    _number, method = req.cseq
     if method != req.method:
         raise SipParseError("CSeq method does not match the Request-Line")
-    req.from_.uri  # noqa: B018
-    req.to.uri  # noqa: B018
-    mf = h.get("max-forwards")
-    if mf is not None:
-        value = mf.strip()
+    req.from_  # noqa: B018
+    req.to  # noqa: B018
+    mf_pos = index.get("max-forwards")
+    if mf_pos is not None:
+        value = entries[mf_pos[0]][2]
         if not value.isdigit():
             raise SipParseError("malformed Max-Forwards header")
         if int(value) > 255:  # RFC 4475 §3.1.2.4: out of range, treat as absent
@@ -501,8 +533,8 @@ def validate_request(req: Request) -> None:
     ruri = req.ruri
     if getattr(ruri, "headers", None) is not None:
         raise SipParseError("Request-URI must not contain headers")
-    expires = h.get("expires")
-    if expires is not None and not expires.strip().isdigit():
+    exp_pos = index.get("expires")
+    if exp_pos is not None and not entries[exp_pos[0]][2].isdigit():
         raise SipParseError("malformed Expires header")
 
 

@@ -186,6 +186,8 @@ Uri = SipUri | TelUri | AbsoluteUri
 
 
 def _scheme_ok(scheme: str) -> bool:
+    if scheme == "sip" or scheme == "sips":
+        return True
     return bool(scheme) and scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)
 
 

@@ -1,0 +1,288 @@
+"""Brute-force guard: count failed authentications, ban abusive source addresses, refuse scanners.
+
+Pure and bounded: every call takes ``now`` (seconds, any monotonic-enough clock) and returns values;
+the server drops packets from banned sources before parsing them and maps :meth:`Guard.stats` to
+Prometheus. Every table has a hard size cap so a flood of distinct (spoofed) sources cannot grow
+memory without bound; the price of the cap is that, under such a flood, the oldest counters are
+forgotten early (counted in ``evictions_total``).
+
+Counting uses a fixed window per key that starts at the key's first failure. A source is banned when
+its own failures reach ``ip_threshold`` within the window, or when it fails against a username whose
+failures (from any source) have reached ``user_threshold`` — that catches distributed guessing of
+one account without locking the real user out. IPv6 sources are keyed by their /64 (configurable):
+one host owns a whole /64 and could otherwise rotate addresses for free.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "DEFAULT_SCANNER_AGENTS",
+    "BanReason",
+    "Guard",
+    "GuardConfig",
+    "GuardStats",
+    "IpBanned",
+    "Verdict",
+]
+
+DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "vaxsipuseragent",
+    "sundayddr",
+    "sip-scan",
+    "sipscan",
+    "iwar",
+)
+MAX_USERNAME_KEY = 128  # usernames come from attackers: bound the key
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """Tunables; the defaults suit a Centrex platform whose phones re-register every 60–3600 s."""
+
+    window: float = 60.0
+    ip_threshold: int = 10
+    user_threshold: int = 30
+    ban_time: float = 900.0
+    whitelist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    block_scanners: bool = True
+    ban_scanners: bool = True
+    scanner_agents: tuple[str, ...] = DEFAULT_SCANNER_AGENTS
+    ipv6_prefix: int = 64
+    max_tracked_ips: int = 65_536
+    max_tracked_users: int = 65_536
+    max_bans: int = 65_536
+
+    def __post_init__(self) -> None:
+        if self.window <= 0 or self.ban_time <= 0:
+            raise ValueError("window and ban_time must be positive")
+        if self.ip_threshold < 1 or self.user_threshold < 1:
+            raise ValueError("thresholds must be at least 1")
+        if min(self.max_tracked_ips, self.max_tracked_users, self.max_bans) < 1:
+            raise ValueError("table sizes must be at least 1")
+        if not 1 <= self.ipv6_prefix <= 128:
+            raise ValueError("ipv6_prefix must be within 1..128")
+        for cidr in self.whitelist:
+            ipaddress.ip_network(cidr, strict=False)  # raises ValueError naming the bad entry
+
+
+class Verdict(Enum):
+    """What to do with a request from a source (see :meth:`Guard.check_request`)."""
+
+    ALLOW = "allow"
+    DROP_BANNED = "drop banned"  # silently drop: no response, no parse
+    DROP_SCANNER = "drop scanner"  # known scanner User-Agent: silently drop
+
+
+class BanReason(Enum):
+    SOURCE_FAILURES = "failures from source"
+    USERNAME_FAILURES = "failures against username"
+    SCANNER = "scanner user-agent"
+
+
+@dataclass(frozen=True, slots=True)
+class IpBanned:
+    """A source was banned (log it; ``source`` is the key: the address, or its /64 for IPv6)."""
+
+    source: str
+    until: float
+    reason: BanReason
+    username: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardStats:
+    """Counters for metrics: ``*_total`` are monotonic counters, the rest are gauges."""
+
+    failures_total: int
+    bans_total: int
+    bans_active: int
+    scanners_total: int
+    evictions_total: int
+    tracked_sources: int
+    tracked_users: int
+
+
+class _Window:
+    __slots__ = ("count", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.count = 0
+
+
+class Guard:
+    """Failure counters and the ban list. Not thread-safe: one per event loop / process."""
+
+    def __init__(self, config: GuardConfig | None = None) -> None:
+        self.config = config = config or GuardConfig()
+        self._whitelist = [ipaddress.ip_network(c, strict=False) for c in config.whitelist]
+        self._agents = tuple(a.lower() for a in config.scanner_agents)
+        self._sources: OrderedDict[str, _Window] = OrderedDict()
+        self._users: OrderedDict[str, _Window] = OrderedDict()
+        self._bans: OrderedDict[str, float] = OrderedDict()
+        self.failures_total = 0
+        self.bans_total = 0
+        self.scanners_total = 0
+        self.evictions_total = 0
+
+    # -- keys --
+    def source_key(self, ip: str) -> str:
+        """The ban/count key of an address: itself for IPv4, its network for IPv6."""
+        if ":" not in ip:
+            return ip
+        try:
+            net = ipaddress.IPv6Network((ip.split("%", 1)[0], self.config.ipv6_prefix), strict=False)
+        except ValueError:
+            return ip
+        return str(net)
+
+    def is_whitelisted(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(addr in net for net in self._whitelist)
+
+    # -- per packet --
+    def is_banned(self, ip: str, now: float) -> bool:
+        """Cheap check for every datagram/connection before parsing (a dict lookup for IPv4)."""
+        key = self.source_key(ip)
+        until = self._bans.get(key)
+        if until is None:
+            return False
+        if now >= until:
+            del self._bans[key]
+            return False
+        return True
+
+    def is_scanner(self, user_agent: str | None) -> bool:
+        if not user_agent:
+            return False
+        ua = user_agent[:256].lower()
+        return any(agent in ua for agent in self._agents)
+
+    def check_request(self, ip: str, user_agent: str | None, now: float) -> tuple[Verdict, IpBanned | None]:
+        """After parsing: drop banned sources and (optionally) known scanners, banning them if configured."""
+        if self.is_banned(ip, now):
+            return Verdict.DROP_BANNED, None
+        if not self.config.block_scanners or not self.is_scanner(user_agent) or self.is_whitelisted(ip):
+            return Verdict.ALLOW, None
+        self.scanners_total += 1
+        event = (
+            self._ban(self.source_key(ip), now, BanReason.SCANNER, None) if self.config.ban_scanners else None
+        )
+        return Verdict.DROP_SCANNER, event
+
+    # -- authentication outcomes --
+    def record_failure(self, ip: str, username: str | None, now: float) -> IpBanned | None:
+        """Count one failed authentication; returns the ban it caused, if any. Whitelisted: ignored."""
+        if self.is_whitelisted(ip):
+            return None
+        self.failures_total += 1
+        cfg = self.config
+        key = self.source_key(ip)
+        if key in self._bans and self.is_banned(ip, now):
+            return None  # already banned (late packet in flight)
+        source = self._bump(self._sources, key, now, cfg.max_tracked_ips)
+        user_count = 0
+        user_key = None
+        if username:
+            user_key = username[:MAX_USERNAME_KEY]
+            user_count = self._bump(self._users, user_key, now, cfg.max_tracked_users).count
+        if source.count >= cfg.ip_threshold:
+            return self._ban(key, now, BanReason.SOURCE_FAILURES, user_key)
+        if user_count >= cfg.user_threshold:
+            return self._ban(key, now, BanReason.USERNAME_FAILURES, user_key)
+        return None
+
+    def record_success(self, ip: str, username: str | None, now: float) -> None:
+        """A good login clears the *username's* counter (the real user got in), not the source's:
+        otherwise one valid account would let an attacker reset its address's count between guesses."""
+        if username:
+            self._users.pop(username[:MAX_USERNAME_KEY], None)
+
+    # -- administration and housekeeping --
+    def unban(self, ip: str) -> bool:
+        return self._bans.pop(self.source_key(ip), None) is not None
+
+    def banned(self, now: float) -> dict[str, float]:
+        """Active bans: source key -> until."""
+        self.expire(now)
+        return dict(self._bans)
+
+    def next_deadline(self) -> float | None:
+        """Earliest ban expiry (bans are lifted lazily anyway; this is for an optional timer)."""
+        return min(self._bans.values(), default=None)
+
+    def expire(self, now: float) -> None:
+        """Drop expired bans and finished windows. Cheap; call from a periodic timer or stats()."""
+        self._purge_bans(now)
+        self._purge(self._sources, now)
+        self._purge(self._users, now)
+
+    def stats(self, now: float) -> GuardStats:
+        self.expire(now)
+        return GuardStats(
+            failures_total=self.failures_total,
+            bans_total=self.bans_total,
+            bans_active=len(self._bans),
+            scanners_total=self.scanners_total,
+            evictions_total=self.evictions_total,
+            tracked_sources=len(self._sources),
+            tracked_users=len(self._users),
+        )
+
+    # -- internals --
+    def _bump(self, table: OrderedDict[str, _Window], key: str, now: float, cap: int) -> _Window:
+        win = table.get(key)
+        if win is None or now - win.start >= self.config.window:
+            if win is not None:
+                del table[key]
+            elif len(table) >= cap:
+                self._purge(table, now)
+                if len(table) >= cap:
+                    table.popitem(last=False)
+                    self.evictions_total += 1
+            win = _Window(now)
+            table[key] = win  # appended: the table stays ordered by window start
+        win.count += 1
+        return win
+
+    def _purge(self, table: OrderedDict[str, _Window], now: float) -> None:
+        window = self.config.window
+        while table:
+            key, win = next(iter(table.items()))
+            if now - win.start < window:
+                break
+            del table[key]
+
+    def _purge_bans(self, now: float) -> None:
+        # Bans are appended with one ban_time, so the oldest expires first: pop from the front.
+        bans = self._bans
+        while bans:
+            key, until = next(iter(bans.items()))
+            if until > now:
+                break
+            del bans[key]
+
+    def _ban(self, key: str, now: float, reason: BanReason, username: str | None) -> IpBanned:
+        cfg = self.config
+        until = now + cfg.ban_time
+        self._sources.pop(key, None)
+        if key not in self._bans and len(self._bans) >= cfg.max_bans:
+            self._purge_bans(now)
+            if len(self._bans) >= cfg.max_bans:
+                self._bans.popitem(last=False)
+                self.evictions_total += 1
+        self._bans.pop(key, None)
+        self._bans[key] = until  # appended: with one ban_time the table stays ordered by expiry
+        self.bans_total += 1
+        return IpBanned(key, until, reason, username)

@@ -1,0 +1,733 @@
+"""SIP digest authentication (RFC 3261 §22, RFC 7616, RFC 8760, RFC 2617 no-qop), sans-IO.
+
+Why it looks like this:
+- Nonces are *stateless*: ``base64url(timestamp_ms | random salt | HMAC-SHA256(secret, realm | ts |
+  salt)[:16])``. Any process or host holding the secret verifies them; no shared nonce table is needed.
+- Nothing here reads the clock or the network: ``now`` (Unix seconds, wall clock so hosts agree) is an
+  argument, randomness is injectable, credentials come from a caller-supplied lookup.
+- The only shared state is the optional "highest nc seen per nonce" table, behind a tiny protocol
+  (:class:`NonceCounterStore`) so a Redis-backed one can replace the in-memory one.
+- Unknown users cost the same hashing as known ones and get the same challenge, so neither timing nor
+  headers reveal which usernames exist.
+- Hostile input is bounded before it is looked at; :func:`parse_authorization` raises only
+  :class:`DigestParseError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+from typing import Protocol
+from urllib.parse import unquote
+
+from sipcore.errors import SipError
+
+__all__ = [
+    "AUTHORIZATION",
+    "PROXY_AUTHENTICATE",
+    "PROXY_AUTHORIZATION",
+    "WWW_AUTHENTICATE",
+    "AuthReason",
+    "AuthResult",
+    "Challenger",
+    "Credentials",
+    "DigestError",
+    "DigestParseError",
+    "MemoryNonceCounters",
+    "NonceCounterStore",
+    "NonceUse",
+    "aor_matches",
+    "build_authorization",
+    "compute_ha1",
+    "compute_response",
+    "digest_uri_matches",
+    "parse_authorization",
+    "parse_challenge",
+]
+
+WWW_AUTHENTICATE = "WWW-Authenticate"  # with 401, REGISTER
+AUTHORIZATION = "Authorization"
+PROXY_AUTHENTICATE = "Proxy-Authenticate"  # with 407, INVITE and other proxied requests
+PROXY_AUTHORIZATION = "Proxy-Authorization"
+
+# --- bounds: every field is capped so hostile headers are refused before any real work -------------
+MAX_HEADER_LEN = 4096
+MAX_PARAMS = 24
+FIELD_LIMITS: dict[str, int] = {
+    "username": 256,
+    "username*": 768,
+    "realm": 256,
+    "nonce": 128,
+    "uri": 1024,
+    "response": 128,
+    "cnonce": 256,
+    "nc": 8,
+    "qop": 64,
+    "algorithm": 32,
+    "opaque": 256,
+    "userhash": 8,
+    "stale": 8,
+    "domain": 1024,
+    "charset": 16,
+}
+OTHER_FIELD_LIMIT = 256
+
+
+class DigestError(SipError):
+    """Base error of this module; a :class:`SipError`, so ``status`` is what the edge answers."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason, status)
+
+
+class DigestParseError(DigestError):
+    """A credentials or challenge header that cannot be trusted as written (answer 400)."""
+
+
+# --- grammar (RFC 3261 §25 / RFC 7616 §3.4), built once from named fragments -------------------------
+_LWS = r"[ \t\r\n]*+"
+_TOKEN = r"[!%'*+\-.0-9A-Za-z^_`|~]+"
+_QDTEXT = r'[^"\\\x00-\x08\x0a-\x1f\x7f]'  # HTAB and UTF-8 allowed, other controls are not
+_QUOTED_PAIR = r"\\[\x00-\x09\x0b\x0c\x0e-\x7f]"
+# "unrolled loop" with possessive quantifiers: linear time, no backtracking on hostile input
+_QUOTED = rf'"({_QDTEXT}*+(?:{_QUOTED_PAIR}{_QDTEXT}*+)*+)"'
+_BARE = r'([^\x00-\x20",\\\x7f]++)'  # lenient: phones send algorithm=MD5, nc=00000001, qop=auth bare
+_PARAM_RE = re.compile(rf"{_LWS}({_TOKEN}){_LWS}={_LWS}(?:{_QUOTED}|{_BARE}){_LWS}(?:,|\Z)")
+_SCHEME_RE = re.compile(r"[ \t]*([A-Za-z][A-Za-z0-9\-]*)(?:[ \t\r\n]+|\Z)")
+_UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+_NC_RE = re.compile(r"[0-9a-fA-F]{1,8}")
+_NONCE_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+_CANONICAL_LAST = frozenset("AEIMQUYcgkosw048")
+
+
+def _parse_params(value: str | bytes | None, what: str) -> tuple[str, dict[str, str]]:
+    """Split ``Scheme k=v, k="v"`` into (lower-case scheme, {lower-case key: unescaped value})."""
+    if isinstance(value, bytes | bytearray):
+        if len(value) > MAX_HEADER_LEN:
+            raise DigestParseError(f"{what} header longer than {MAX_HEADER_LEN} bytes")
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise DigestParseError(f"{what} header is not UTF-8") from None
+    if not isinstance(value, str):
+        raise DigestParseError(f"{what} header missing or not text")
+    if len(value) > MAX_HEADER_LEN:
+        raise DigestParseError(f"{what} header longer than {MAX_HEADER_LEN} characters")
+    m = _SCHEME_RE.match(value)
+    if m is None:
+        raise DigestParseError(f"{what} header has no auth scheme")
+    scheme = m.group(1).lower()
+    if scheme != "digest":
+        raise DigestParseError(f"unsupported auth scheme {m.group(1)[:32]!r}")
+    params: dict[str, str] = {}
+    body = value.rstrip(" \t\r\n")
+    if body.endswith(","):
+        body = body[:-1]  # tolerate one trailing comma
+    pos, end = m.end(), len(body)
+    match = _PARAM_RE.match
+    while pos < end:
+        pm = match(body, pos)
+        if pm is None:
+            raise DigestParseError(f"malformed {what} parameter at offset {pos}")
+        name, quoted, bare = pm.group(1, 2, 3)
+        name = name.lower()
+        if quoted is None:
+            raw = bare
+        elif "\\" in quoted:
+            raw = _UNESCAPE_RE.sub(r"\1", quoted)
+        else:
+            raw = quoted
+        if name in params:
+            raise DigestParseError(f"duplicate {what} parameter {name[:32]!r}")
+        if len(raw) > FIELD_LIMITS.get(name, OTHER_FIELD_LIMIT):
+            raise DigestParseError(f"{what} parameter {name[:32]!r} too long")
+        params[name] = raw
+        if len(params) > MAX_PARAMS:
+            raise DigestParseError(f"too many {what} parameters")
+        pos = pm.end()
+    return scheme, params
+
+
+def parse_authorization(value: str | bytes | None) -> dict[str, str]:
+    """Parse an Authorization / Proxy-Authorization value into lower-case params.
+
+    Raises only :class:`DigestParseError`. It checks the grammar and the per-field bounds, and
+    rejects duplicates (RFC 7616 §3.4: no parameter may appear twice). Whether the values make sense
+    is left to :meth:`Challenger.verify`.
+    """
+    try:
+        return _parse_params(value, "Authorization")[1]
+    except DigestParseError:
+        raise
+    except Exception as exc:  # defensive: hostile input must never surface another error type
+        raise DigestParseError(f"unparseable Authorization header ({type(exc).__name__})") from None
+
+
+def parse_challenge(value: str | bytes) -> dict[str, str]:
+    """Parse a WWW-Authenticate / Proxy-Authenticate value (client side, used by tests and UAC code)."""
+    try:
+        return _parse_params(value, "challenge")[1]
+    except DigestParseError:
+        raise
+    except Exception as exc:
+        raise DigestParseError(f"unparseable challenge header ({type(exc).__name__})") from None
+
+
+# --- algorithms -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Algo:
+    name: str  # canonical spelling for headers
+    hasher: Callable[[bytes], object]
+    hex_len: int
+    sess: bool
+    ha1_field: str
+
+
+def _algo_table() -> dict[str, _Algo]:
+    base = {
+        "MD5": (hashlib.md5, 32, "ha1_md5"),
+        "SHA-256": (hashlib.sha256, 64, "ha1_sha256"),
+    }
+    try:
+        hashlib.new("sha512_256", b"")
+        base["SHA-512-256"] = (partial(hashlib.new, "sha512_256"), 64, "ha1_sha512_256")
+    except ValueError:  # pragma: no cover - depends on the OpenSSL build
+        pass
+    table: dict[str, _Algo] = {}
+    for name, (hasher, hex_len, field) in base.items():
+        table[name.upper()] = _Algo(name, hasher, hex_len, False, field)
+        table[f"{name}-SESS"] = _Algo(f"{name}-sess", hasher, hex_len, True, field)
+    return table
+
+
+_ALGOS = _algo_table()
+
+
+def _algo(name: str) -> _Algo:
+    try:
+        return _ALGOS[name.upper()]
+    except KeyError:
+        raise DigestError(f"unsupported digest algorithm {name[:32]!r}") from None
+
+
+def _h(algo: _Algo, text: str) -> str:
+    return algo.hasher(text.encode("utf-8")).hexdigest()  # type: ignore[attr-defined]
+
+
+def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    """``H(username:realm:password)`` — what an account may store instead of its password."""
+    return _h(_algo(algorithm), f"{username}:{realm}:{password}")
+
+
+def compute_response(
+    *,
+    username: str,
+    realm: str,
+    nonce: str,
+    method: str,
+    uri: str,
+    password: str | None = None,
+    ha1: str | None = None,
+    algorithm: str = "MD5",
+    qop: str | None = "auth",
+    nc: int | str = 1,
+    cnonce: str = "",
+) -> str:
+    """Client-side response computation, exactly as a phone does it (RFC 7616 §3.4.1, RFC 2617 no-qop).
+
+    Give ``password`` or a precomputed (non-sess) ``ha1``. ``qop=None`` gives the RFC 2069/2617 form.
+    """
+    algo = _algo(algorithm)
+    if ha1 is None:
+        if password is None:
+            raise DigestError("compute_response needs a password or an ha1")
+        ha1 = _h(algo, f"{username}:{realm}:{password}")
+    if algo.sess:
+        ha1 = _h(algo, f"{ha1.lower()}:{nonce}:{cnonce}")
+    ha2 = _h(algo, f"{method}:{uri}")
+    if qop is None:
+        return _h(algo, f"{ha1.lower()}:{nonce}:{ha2}")
+    nc_text = f"{nc:08x}" if isinstance(nc, int) else nc
+    return _h(algo, f"{ha1.lower()}:{nonce}:{nc_text}:{cnonce}:{qop}:{ha2}")
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def build_authorization(
+    challenge: str | bytes,
+    *,
+    username: str,
+    password: str,
+    method: str,
+    uri: str,
+    nc: int = 1,
+    cnonce: str = "0a4f113b",
+) -> str:
+    """Answer one challenge header value like a phone would; returns the Authorization value.
+
+    Uses qop=auth when offered, else the no-qop form. For the lead's SIP flow tests and UAC code.
+    """
+    ch = parse_challenge(challenge)
+    algorithm = ch.get("algorithm", "MD5")
+    realm, nonce = ch.get("realm", ""), ch.get("nonce", "")
+    offered = [q.strip().lower() for q in ch.get("qop", "").split(",") if q.strip()]
+    qop = "auth" if "auth" in offered else None
+    response = compute_response(
+        username=username,
+        realm=realm,
+        nonce=nonce,
+        method=method,
+        uri=uri,
+        password=password,
+        algorithm=algorithm,
+        qop=qop,
+        nc=nc,
+        cnonce=cnonce,
+    )
+    parts = [
+        f"username={_quote(username)}",
+        f"realm={_quote(realm)}",
+        f"nonce={_quote(nonce)}",
+        f"uri={_quote(uri)}",
+        f"response={_quote(response)}",
+        f"algorithm={_algo(algorithm).name}",
+    ]
+    if qop is not None:
+        parts += [f"qop={qop}", f"nc={nc:08x}", f"cnonce={_quote(cnonce)}"]
+    if "opaque" in ch:
+        parts.append(f"opaque={_quote(ch['opaque'])}")
+    return "Digest " + ", ".join(parts)
+
+
+# --- URI and identity checks -------------------------------------------------------------------------
+_DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
+
+
+def _uri_key(uri: str) -> tuple[str, str, str, int | None] | None:
+    """(scheme, user, host, port) of a SIP/SIPS/tel URI, params and headers dropped; None if unusable."""
+    uri = uri.strip()
+    if uri.startswith("<") and uri.endswith(">"):
+        uri = uri[1:-1]
+    scheme, sep, rest = uri.partition(":")
+    if not sep:
+        return None
+    scheme = scheme.lower()
+    rest = rest.split("?", 1)[0]
+    if scheme == "tel":
+        return ("tel", unquote(rest.split(";", 1)[0]), "", None)
+    if scheme not in _DEFAULT_PORTS:
+        return (scheme, rest, "", None)
+    userinfo, at, hostpart = rest.partition("@")
+    if not at:
+        userinfo, hostpart = "", rest
+    user = unquote(userinfo.split(":", 1)[0])
+    hostport = hostpart.split(";", 1)[0]
+    if hostport.startswith("["):
+        host, bracket, after = hostport[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            return None
+        port_text = after[1:]
+    else:
+        host, _, port_text = hostport.partition(":")
+    if not host:
+        return None
+    port: int | None = None
+    if port_text:
+        if not port_text.isdigit() or len(port_text) > 5:
+            return None
+        port = int(port_text)
+    return (scheme, user, host.lower(), port)
+
+
+def digest_uri_matches(digest_uri: str, request_uri: str) -> bool:
+    """Loose RFC 3261 §22.4 comparison of the digest ``uri`` with the Request-URI.
+
+    Equal scheme, user (percent-decoded, case-sensitive) and host (case-insensitive); ports equal
+    or absent on either side; URI parameters (``;transport=…``) and headers (``?…``) ignored — phones
+    disagree about them, and they do not change who the request is for.
+    """
+    a, b = _uri_key(digest_uri), _uri_key(request_uri)
+    if a is None or b is None:
+        return False
+    if a[:3] != b[:3]:
+        return False
+    return a[3] is None or b[3] is None or a[3] == b[3]
+
+
+def aor_matches(auth_username: str, aor_user: str | None, aliases: Collection[str] = ()) -> bool:
+    """Does the To user (the AOR being registered) belong to the authenticated account?
+
+    The registrar calls this after a successful :meth:`Challenger.verify` and answers 403 when it is
+    false: the SIP username itself, or one of the account's ``aliases`` (its extension, its DIDs).
+    """
+    if aor_user is None:
+        return False
+    user = unquote(aor_user)
+    return user == auth_username or user in aliases
+
+
+# --- credentials and results ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What an account keeps for digest: a password and/or per-algorithm HA1 (``H(user:realm:pw)``).
+
+    A stored HA1 is bound to the realm it was computed for.
+    """
+
+    password: str | None = None
+    ha1_md5: str | None = None
+    ha1_sha256: str | None = None
+    ha1_sha512_256: str | None = None
+
+
+CredentialsLookup = Callable[[str], Credentials | None]
+
+
+class AuthReason(Enum):
+    """Why a verification ended as it did. Values are stable strings for logs and metrics labels."""
+
+    OK = "ok"
+    NO_CREDENTIALS = "no credentials"
+    MALFORMED = "malformed"
+    WRONG_REALM = "wrong realm"
+    UNKNOWN_USER = "unknown user"
+    BAD_RESPONSE = "bad response"
+    STALE_NONCE = "stale nonce"
+    REPLAY = "replay"
+    NONCE_FORGED = "nonce forged"
+    ALGORITHM_UNSUPPORTED = "algorithm unsupported"
+    QOP_REQUIRED = "qop required"
+    URI_MISMATCH = "uri mismatch"
+
+
+# Not failures for the brute-force guard: the normal first request, and an honest expired nonce.
+_NOT_FAILURES = frozenset({AuthReason.OK, AuthReason.NO_CREDENTIALS, AuthReason.STALE_NONCE})
+_BAD_REQUEST = frozenset({AuthReason.MALFORMED, AuthReason.URI_MISMATCH})
+
+
+@dataclass(frozen=True, slots=True)
+class NonceUse:
+    """One (nonce, nc) use to record when the replay check is done at the edge (async stores)."""
+
+    nonce: str
+    nc: int
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """Outcome of :meth:`Challenger.verify`.
+
+    ``username`` is whatever the request claimed (also on failure, for the guard's per-user count).
+    ``detail`` is for logs only — never put it on the wire. UNKNOWN_USER and BAD_RESPONSE must be
+    answered identically (a fresh challenge) so the wire does not reveal which users exist.
+    """
+
+    reason: AuthReason
+    username: str | None = None
+    stale: bool = False
+    algorithm: str | None = None
+    detail: str = ""
+    nonce_use: NonceUse | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is AuthReason.OK
+
+    @property
+    def is_failure(self) -> bool:
+        """Should the brute-force guard count this? (not for no credentials, stale or success)."""
+        return self.reason not in _NOT_FAILURES
+
+    @property
+    def status(self) -> int | None:
+        """400 for a request that is broken as written; None means "challenge again" (401/407)."""
+        return 400 if self.reason in _BAD_REQUEST else None
+
+
+# --- replay protection ------------------------------------------------------------------------------
+class NonceCounterStore(Protocol):
+    """Highest nc seen per nonce. ``observe`` returns False when ``nc`` is not above it (a replay).
+
+    A store must also answer False for a nonce it can no longer vouch for (e.g. evicted), which makes
+    the client re-authenticate with a fresh nonce rather than letting a replay through.
+    """
+
+    def observe(self, nonce: str, nc: int, expires_at: float, now: float) -> bool: ...
+
+
+class MemoryNonceCounters:
+    """Bounded in-process nc table. Per process only: a replay sent to another process is not seen.
+
+    Entries die when their nonce expires. When full, the oldest entry is evicted and its expiry
+    becomes a floor: unseen nonces expiring at or before it are refused (the client gets
+    ``stale=true`` and a new nonce), so eviction can never re-open a replay window.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be positive")
+        self.max_entries = max_entries
+        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._floor = float("-inf")
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def observe(self, nonce: str, nc: int, expires_at: float, now: float) -> bool:
+        entry = self._seen.get(nonce)
+        if entry is not None:
+            if nc <= entry[0]:
+                return False
+            self._seen[nonce] = (nc, entry[1])
+            return True
+        if expires_at <= self._floor:
+            return False
+        self._purge(now)
+        if len(self._seen) >= self.max_entries:
+            _, (_, evicted_expiry) = self._seen.popitem(last=False)
+            self._floor = max(self._floor, evicted_expiry)
+            self.evictions += 1
+            if expires_at <= self._floor:
+                return False
+        self._seen[nonce] = (nc, expires_at)
+        return True
+
+    def _purge(self, now: float) -> None:
+        # Insertion order approximates expiry order (nonces are first used soon after issue).
+        seen = self._seen
+        while seen:
+            nonce, (_, expires_at) = next(iter(seen.items()))
+            if expires_at > now:
+                break
+            del seen[nonce]
+
+
+# --- the challenger ----------------------------------------------------------------------------------
+_NONCE_TAG = b"sipcore-nonce-v1\x00"
+_TS = struct.Struct(">Q")
+_SALT_LEN = 8
+_MAC_LEN = 16
+_DUMMY_PASSWORD = "sipcore-dummy-password-for-unknown-users"
+
+
+def _mac_base(secret: str | bytes, realm: str) -> hmac.HMAC:
+    key = secret.encode("utf-8") if isinstance(secret, str) else secret
+    if len(key) < 16:
+        raise ValueError("digest secret must be at least 16 bytes")
+    return hmac.new(key, _NONCE_TAG + realm.encode("utf-8") + b"\x00", hashlib.sha256)
+
+
+class Challenger:
+    """Issues challenges and verifies credentials for one realm.
+
+    ``algorithms`` are offered in order (SHA-256 first: RFC 8760 says clients pick the first they
+    support). ``previous_secrets`` still verify (stale only when expired) during a secret rotation.
+    Replays are checked against ``nonce_counters`` (a bounded in-memory table by default);
+    ``check_replay=False`` leaves that to the caller (e.g. an async Redis store) via
+    ``AuthResult.nonce_use``.
+    """
+
+    def __init__(
+        self,
+        realm: str,
+        secret: str | bytes,
+        nonce_ttl: float = 300.0,
+        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+        *,
+        allow_no_qop: bool = True,
+        check_replay: bool = True,
+        nonce_counters: NonceCounterStore | None = None,
+        previous_secrets: Collection[str | bytes] = (),
+        max_clock_skew: float = 30.0,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if not realm or '"' in realm or "\\" in realm or len(realm) > FIELD_LIMITS["realm"]:
+            raise ValueError("realm must be non-empty, short, without quotes or backslashes")
+        if nonce_ttl <= 0:
+            raise ValueError("nonce_ttl must be positive")
+        if not algorithms:
+            raise ValueError("at least one algorithm is required")
+        self.realm = realm
+        self.nonce_ttl = float(nonce_ttl)
+        self.algorithms = tuple(_algo(a) for a in algorithms)
+        self.allow_no_qop = allow_no_qop
+        self.max_clock_skew = max_clock_skew
+        self._random = random_bytes
+        self._macs = [_mac_base(secret, realm)] + [_mac_base(s, realm) for s in previous_secrets]
+        if check_replay and nonce_counters is None:
+            nonce_counters = MemoryNonceCounters()
+        self.nonce_counters: NonceCounterStore | None = nonce_counters if check_replay else None
+        self._offered = {a.name.upper(): a for a in self.algorithms}
+        quoted_realm = _quote(realm)
+        self._templates = [
+            (f'Digest realm={quoted_realm}, nonce="', f'", algorithm={a.name}, qop="auth"')
+            for a in self.algorithms
+        ]
+
+    # -- nonces --
+    def make_nonce(self, now: float) -> str:
+        """A fresh stateless nonce for ``now`` (Unix seconds)."""
+        body = _TS.pack(max(0, int(now * 1000))) + self._random(_SALT_LEN)
+        mac = self._macs[0].copy()
+        mac.update(body)
+        return base64.urlsafe_b64encode(body + mac.digest()[:_MAC_LEN]).rstrip(b"=").decode("ascii")
+
+    def nonce_issued_at(self, nonce: str) -> float | None:
+        """Issue time of a genuine nonce (any accepted secret), or None if it is not ours."""
+        # 43 chars carry 258 bits for 256: the last one must have its 2 spare bits clear, so one
+        # nonce has exactly one spelling (one entry in the nc table).
+        if len(nonce) != 43 or nonce[-1] not in _CANONICAL_LAST or not _NONCE_RE.fullmatch(nonce):
+            return None
+        raw = base64.urlsafe_b64decode(nonce + "=")
+        body, tag = raw[:-_MAC_LEN], raw[-_MAC_LEN:]
+        for base in self._macs:
+            mac = base.copy()
+            mac.update(body)
+            if hmac.compare_digest(mac.digest()[:_MAC_LEN], tag):
+                return _TS.unpack_from(body)[0] / 1000.0
+        return None
+
+    # -- challenge --
+    def challenge(self, now: float, stale: bool = False) -> list[str]:
+        """Header values for WWW-Authenticate (401) or Proxy-Authenticate (407), preferred first.
+
+        One nonce for all values; nothing here depends on who is asking.
+        """
+        nonce = self.make_nonce(now)
+        tail = ", stale=true" if stale else ""
+        return [f"{head}{nonce}{rest}{tail}" for head, rest in self._templates]
+
+    # -- verification --
+    def verify(
+        self,
+        authorization: str | bytes | None,
+        method: str,
+        credentials_lookup: CredentialsLookup,
+        now: float,
+        *,
+        request_uri: str | None = None,
+    ) -> AuthResult:
+        """Check one Authorization value. Pass ``request_uri`` to enforce the digest-uri rule."""
+        if authorization is None or (isinstance(authorization, str | bytes) and not authorization.strip()):
+            return AuthResult(AuthReason.NO_CREDENTIALS)
+        try:
+            p = parse_authorization(authorization)
+        except DigestParseError as exc:
+            return AuthResult(AuthReason.MALFORMED, detail=exc.reason)
+
+        try:
+            username = _username(p)
+        except DigestParseError as exc:
+            return AuthResult(AuthReason.MALFORMED, detail=exc.reason)
+        missing = [k for k in ("realm", "nonce", "uri", "response") if k not in p]
+        if username is None:
+            missing.insert(0, "username")
+        if missing:
+            return AuthResult(AuthReason.MALFORMED, username, detail="missing " + ", ".join(missing))
+        if p["realm"] != self.realm:
+            return AuthResult(AuthReason.WRONG_REALM, username, detail=f"realm {p['realm'][:64]!r}")
+
+        algo_name = p.get("algorithm", "MD5")
+        algo = self._offered.get(algo_name.upper())
+        if algo is None:
+            return AuthResult(AuthReason.ALGORITHM_UNSUPPORTED, username, detail=algo_name[:32])
+        response = p["response"]
+        if len(response) != algo.hex_len or not _HEX_RE.fullmatch(response):
+            return AuthResult(AuthReason.MALFORMED, username, algo.name, detail="response not hex digest")
+
+        qop = p.get("qop")
+        nc_value = 0
+        cnonce = p.get("cnonce", "")
+        if qop is not None:
+            if qop.lower() != "auth":
+                return AuthResult(AuthReason.MALFORMED, username, algorithm=algo.name, detail="qop not auth")
+            nc_text = p.get("nc")
+            if nc_text is None or not cnonce or not _NC_RE.fullmatch(nc_text):
+                return AuthResult(AuthReason.MALFORMED, username, algorithm=algo.name, detail="bad nc/cnonce")
+            nc_value = int(nc_text, 16)
+            if nc_value == 0:
+                return AuthResult(AuthReason.MALFORMED, username, algorithm=algo.name, detail="nc is zero")
+        else:
+            if not self.allow_no_qop:
+                return AuthResult(AuthReason.QOP_REQUIRED, username, algorithm=algo.name)
+            if algo.sess:
+                return AuthResult(AuthReason.MALFORMED, username, algorithm=algo.name, detail="sess w/o qop")
+
+        nonce = p["nonce"]
+        issued = self.nonce_issued_at(nonce)
+        if issued is None or issued > now + self.max_clock_skew:
+            return AuthResult(AuthReason.NONCE_FORGED, username, algorithm=algo.name)
+        if request_uri is not None and not digest_uri_matches(p["uri"], request_uri):
+            return AuthResult(AuthReason.URI_MISMATCH, username, algorithm=algo.name, detail=p["uri"][:128])
+
+        # Same work whatever the account: one A1 hash, one A2 hash, one response hash, one compare.
+        creds = credentials_lookup(username)
+        password = creds.password if creds is not None and creds.password is not None else _DUMMY_PASSWORD
+        ha1 = _h(algo, f"{username}:{self.realm}:{password}")
+        stored = getattr(creds, algo.ha1_field) if creds is not None else None
+        usable = creds is not None and (stored is not None or creds.password is not None)
+        if stored is not None:
+            ha1 = stored.lower()
+        expected = compute_response(
+            username=username,
+            realm=self.realm,
+            nonce=nonce,
+            method=method,
+            uri=p["uri"],
+            ha1=ha1,
+            algorithm=algo.name,
+            qop=qop,
+            nc=p.get("nc", ""),
+            cnonce=cnonce,
+        )
+        matched = hmac.compare_digest(expected.encode("ascii"), response.lower().encode("ascii"))
+        if creds is None:
+            return AuthResult(AuthReason.UNKNOWN_USER, username, algorithm=algo.name)
+        if not matched or not usable:
+            detail = "" if usable else f"account has no password or {algo.name} HA1"
+            return AuthResult(AuthReason.BAD_RESPONSE, username, algorithm=algo.name, detail=detail)
+
+        expires_at = issued + self.nonce_ttl
+        if now >= expires_at:
+            return AuthResult(AuthReason.STALE_NONCE, username, stale=True, algorithm=algo.name)
+        use = NonceUse(nonce, nc_value, expires_at) if qop is not None else None
+        if (
+            use is not None
+            and self.nonce_counters is not None
+            and not self.nonce_counters.observe(nonce, nc_value, expires_at, now)
+        ):
+            return AuthResult(AuthReason.REPLAY, username, stale=True, algorithm=algo.name)
+        return AuthResult(AuthReason.OK, username, algorithm=algo.name, nonce_use=use)
+
+
+def _username(p: dict[str, str]) -> str | None:
+    """``username`` or RFC 7616 ``username*=UTF-8''…``; userhash is not offered so it is refused."""
+    if p.get("userhash", "false").lower() != "false":
+        raise DigestParseError("userhash not supported")
+    plain, extended = p.get("username"), p.get("username*")
+    if plain is not None and extended is not None:
+        raise DigestParseError("both username and username*")
+    if extended is None:
+        return plain
+    charset, sep, rest = extended.partition("'")
+    _lang, sep2, encoded = rest.partition("'")
+    if not (sep and sep2) or charset.upper() != "UTF-8":
+        raise DigestParseError("username* is not UTF-8''…")
+    try:
+        return unquote(encoded, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise DigestParseError("username* is not valid UTF-8") from None

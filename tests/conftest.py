@@ -1,0 +1,49 @@
+"""Shared fixtures: free ports, an in-process SIP server on loopback, the SIPp binary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from server.sip_server import ServerSettings, SipServer
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@pytest.fixture
+async def sip_server() -> AsyncIterator[SipServer]:
+    port = free_port()
+    server = SipServer(ServerSettings(udp=[f"127.0.0.1:{port}"], tcp=[f"127.0.0.1:{port}"], metrics_address=None))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture(scope="session")
+def sipp_binary() -> str:
+    """Path of sipp; in CI a missing sipp is a failure, elsewhere the SIPp tests are skipped."""
+    path = shutil.which("sipp")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("sipp is not installed (apt-get install sip-tester)")
+        pytest.skip("sipp is not installed (apt-get install sip-tester)")
+    return path
