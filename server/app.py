@@ -83,12 +83,18 @@ class Application:
         self.loaded = loaded
         self.sip = SipServer(loaded.settings.sip)
         self.http: HttpEndpoint | None = None
+        self.registrar: Any = None
         self.metrics_address: tuple[str, int] | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
         Path(self.loaded.settings.state_dir).mkdir(parents=True, exist_ok=True)
         await self.sip.start()
+        if self.loaded.config is not None:
+            from server.registrar_service import build_registrar_service
+
+            self.registrar = build_registrar_service(self.loaded.config, self.sip, self.loaded.settings.state_dir)
+            await self.registrar.start()
         addr = self.loaded.settings.sip.metrics_address
         if addr:
             from sipcore.transport import split_hostport
@@ -119,3 +125,5 @@ class Application:
         if self.http is not None:
             await self.http.close()
         await self.sip.close()
+        if self.registrar is not None:
+            await self.registrar.close()

@@ -1,0 +1,250 @@
+"""REGISTER processing, RFC 3261 §10.3, as pure decisions.
+
+``Registrar.decide(request, flow, now)`` walks the RFC's steps — scanner/ban guard, digest
+authentication (the same 401 for unknown users and wrong passwords), AOR ownership, Contact and expiry
+rules — and returns either a reply to send, a silent drop, or the changes to apply to the location
+store. Applying them (sync for memory, async for Redis) and sending the answer is the edge's job;
+``success`` builds the 200 OK from what the store returns. Nothing here reads a clock or a socket.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+
+from registrar.guard import Guard, IpBanned, Verdict
+from registrar.location import Binding, ContactChange, OverflowPolicy, RegisterChanges
+from registrar.location import Flow as LocationFlow
+from sipcore.digest import AuthReason, AuthResult, Challenger, Credentials, aor_matches
+from sipcore.errors import SipParseError
+from sipcore.flow import Flow
+from sipcore.message import Request
+from sipcore.uri import SipUri
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What the registrar knows of one login (built from the configuration)."""
+
+    account_id: str
+    customer_id: str
+    domain: str
+    username: str
+    credentials: Credentials
+    aliases: frozenset[str] = frozenset()  # other user parts of its AOR (extension, DIDs)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarSettings:
+    realm: str
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    max_contacts: int = 5
+    policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
+    jitter_percent: int = 0  # shorten granted expiries by up to this share, to spread re-registrations
+    node_id: str = "node"  # prefix of TCP connection ids, unique per process sharing a store
+
+
+# ---- decisions --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    auth: AuthResult | None = None
+    ban: IpBanned | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    why: str
+    ban: IpBanned | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Apply:
+    """Apply ``changes`` to ``aor`` (or only fetch when ``changes`` is None), then answer 200."""
+
+    aor: str
+    account: Account
+    changes: RegisterChanges | None
+    max_contacts: int
+    policy: OverflowPolicy
+    auth: AuthResult | None = field(default=None)
+
+
+Decision = Reply | Drop | Apply
+AccountLookup = Callable[[str, str], Account | None]  # (domain, username) -> Account
+DomainOf = Callable[[SipUri], str | None]  # URI host -> configured domain, None when not ours
+
+
+class Registrar:
+    def __init__(
+        self,
+        settings: RegistrarSettings,
+        challenger: Challenger,
+        accounts: AccountLookup,
+        domain_of: DomainOf,
+        guard: Guard | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.challenger = challenger
+        self.accounts = accounts
+        self.domain_of = domain_of
+        self.guard = guard
+        self.rng = rng or random.Random()
+        self.stale_nonces = 0
+
+    # -- entry point --
+    def decide(self, req: Request, flow: Flow, now: float) -> Decision:
+        ip = flow.remote[0]
+        guard = self.guard
+        if guard is not None:
+            verdict, ban = guard.check_request(ip, req.headers.get("user-agent"), now)
+            if verdict is not Verdict.ALLOW:
+                return Drop(verdict.value, ban)
+        ruri = req.ruri
+        if not isinstance(ruri, SipUri):
+            return Reply(416)
+        domain = self.domain_of(ruri)
+        if domain is None:
+            return Reply(403, "Not a domain of this registrar")
+
+        result = self.challenger.verify(
+            req.headers.get("authorization"),
+            "REGISTER",
+            lambda user: self._credentials(domain, user),
+            now,
+            request_uri=req.uri,
+        )
+        if not result.ok:
+            if result.reason is AuthReason.STALE_NONCE:
+                self.stale_nonces += 1
+            ban = guard.record_failure(ip, result.username, now) if guard and result.is_failure else None
+            if ban is not None:
+                return Drop("banned", ban)
+            if result.status == 400:
+                return Reply(400, f"Bad Authorization header ({result.reason.value})", auth=result)
+            return self.challenge(now, result.stale, result)
+        account = self.accounts(domain, result.username or "")
+        if account is None:  # credentials vanished between lookup and now (reload): challenge again
+            return self.challenge(now, False, result)
+        if guard is not None:
+            guard.record_success(ip, result.username, now)
+
+        # §10.3 step 5: the To header is the AOR; it must be SIP/SIPS and belong to this account.
+        try:
+            to_uri = req.to.uri
+        except SipParseError as exc:
+            return Reply(400, f"Bad To header: {exc.reason}", auth=result)
+        if not isinstance(to_uri, SipUri):
+            return Reply(400, "To header is not a SIP or SIPS URI", auth=result)
+        if self.domain_of(to_uri) != account.domain or not aor_matches(
+            account.username, to_uri.user_unescaped, account.aliases
+        ):
+            return Reply(403, "AOR does not belong to the authenticated account", auth=result)
+        aor = f"sip:{account.username}@{account.domain}"
+
+        try:
+            changes = self._changes(req, flow, now)
+        except _Refusal as refusal:
+            return Reply(refusal.status, refusal.reason, refusal.headers, auth=result)
+        return Apply(aor, account, changes, self.settings.max_contacts, self.settings.policy, result)
+
+    def challenge(self, now: float, stale: bool = False, result: AuthResult | None = None) -> Reply:
+        """401 with one WWW-Authenticate per algorithm; never depends on the username."""
+        headers = tuple(("WWW-Authenticate", v) for v in self.challenger.challenge(now, stale=stale))
+        return Reply(401, None, headers, auth=result)
+
+    def _credentials(self, domain: str, user: str) -> Credentials | None:
+        account = self.accounts(domain, user)
+        return account.credentials if account is not None else None
+
+    # -- contacts and expiries --
+    def _changes(self, req: Request, flow: Flow, now: float) -> RegisterChanges | None:
+        s = self.settings
+        try:
+            contacts = req.contacts
+        except SipParseError as exc:
+            raise _Refusal(400, f"Bad Contact header: {exc.reason}") from exc
+        try:
+            header_expires = req.expires
+        except SipParseError as exc:
+            raise _Refusal(400, exc.reason) from exc
+        call_id = req.call_id
+        cseq = req.cseq[0]
+        loc_flow = LocationFlow(
+            flow.transport,
+            flow.remote[0],
+            flow.remote[1],
+            f"{flow.local[0]}:{flow.local[1]}",
+            f"{s.node_id}/{flow.conn_id}" if flow.conn_id else None,
+        )
+        user_agent = (req.headers.get("user-agent") or "")[:200]
+        path = tuple(req.headers.get_all("path"))
+        if not contacts:
+            return None  # a query: answer with the current bindings
+        if any(c.star for c in contacts):
+            if len(contacts) > 1 or header_expires != 0:
+                raise _Refusal(400, "Contact: * needs Expires: 0 and no other Contact")
+            return RegisterChanges(call_id, cseq, loc_flow, (), True, user_agent, path)
+        if len(contacts) > s.max_contacts:
+            raise _Refusal(403, f"Too many contacts (at most {s.max_contacts})")
+        out: list[ContactChange] = []
+        for c in contacts:
+            try:
+                uri = c.uri
+                param_expires = c.expires
+                q = c.q
+            except SipParseError as exc:
+                raise _Refusal(400, f"Bad Contact: {exc.reason}") from exc
+            if not isinstance(uri, SipUri):
+                raise _Refusal(400, "Contact URI must be a SIP or SIPS URI")
+            expires = param_expires if param_expires is not None else header_expires
+            if expires is None:
+                expires = s.default_expires
+            if expires != 0:
+                if expires < s.min_expires:
+                    raise _Refusal(423, None, (("Min-Expires", str(s.min_expires)),))
+                expires = min(expires, s.max_expires)
+                if s.jitter_percent:
+                    cut = int(expires * s.jitter_percent / 100)
+                    expires = max(s.min_expires, expires - self.rng.randint(0, cut))
+            instance = c.param("+sip.instance")
+            reg_id_text = c.param("reg-id")
+            reg_id = int(reg_id_text) if reg_id_text and reg_id_text.isdigit() and len(reg_id_text) < 10 else None
+            out.append(ContactChange(c.uri_text, expires, 1000 if q is None else q, instance, reg_id))
+        return RegisterChanges(call_id, cseq, loc_flow, tuple(out), False, user_agent, path)
+
+    # -- the answer --
+    @staticmethod
+    def success(req: Request, bindings: tuple[Binding, ...] | list[Binding], now: float) -> list[tuple[str, str]]:
+        """Headers of the 200 OK: every current binding with its remaining expiry, and a Date."""
+        headers: list[tuple[str, str]] = []
+        for b in bindings:
+            q = f";q={b.q / 1000:.3f}".rstrip("0").rstrip(".") if b.q != 1000 else ""
+            extra = ""
+            if b.instance:
+                extra += f";+sip.instance={b.instance}"
+            if b.reg_id is not None:
+                extra += f";reg-id={b.reg_id}"
+            headers.append(("Contact", f"<{b.contact}>;expires={b.expires_in(now)}{q}{extra}"))
+        headers.append(("Date", formatdate(now, usegmt=True)))
+        if req.headers.get("path"):
+            headers.extend(("Path", p) for p in req.headers.get_all("path"))
+        if any(b.is_outbound for b in bindings):
+            headers.append(("Require", "outbound"))
+        return headers
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, reason: str | None, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+

@@ -1,0 +1,250 @@
+"""Registrar at the edge: runs the pure Registrar's decisions against the location store, answers,
+sweeps expired bindings, drops flows of closed TCP connections, and exports registrar metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from registrar.guard import Guard, GuardConfig
+from registrar.location import LocationError, MemoryLocationStore, OverflowPolicy, RedisLocationStore
+from registrar.location import StaleCSeqError, TooManyContactsError
+from registrar.registrar import Account, Apply, Drop, Registrar, RegistrarSettings, Reply
+from sipcore.digest import Challenger, Credentials
+from sipcore.flow import Flow
+from sipcore.message import Request
+from sipcore.uri import SipUri
+
+from .sip_server import SipServer
+
+log = structlog.get_logger("sipcore.registrar")
+
+REGISTER_OUTCOMES = Counter("sipcore_register_total", "REGISTER requests by answer status", ["status"])
+AUTH_FAILURES = Counter("sipcore_auth_failures_total", "Failed digest authentications, by reason", ["reason"])
+NONCE_STALE = Counter("sipcore_nonce_stale_total", "Authorizations with an expired nonce (answered stale=true)")
+BANS = Counter("sipcore_bans_total", "Sources banned by the brute-force guard, by reason", ["reason"])
+BANS_ACTIVE = Gauge("sipcore_bans_active", "Sources currently banned")
+DROPPED_REGISTER = Counter("sipcore_register_dropped_total", "REGISTERs dropped silently, by reason", ["reason"])
+AORS = Gauge("sipcore_registered_aors", "Addresses of record with at least one binding")
+CONTACTS = Gauge("sipcore_registered_contacts", "Registered contacts (bindings)")
+
+
+def node_id() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+class RegistrarService:
+    def __init__(
+        self,
+        sip: SipServer,
+        registrar: Registrar,
+        store: MemoryLocationStore | RedisLocationStore,
+        sweep_interval: float = 1.0,
+    ) -> None:
+        self.sip = sip
+        self.registrar = registrar
+        self.store = store
+        self.sweep_interval = sweep_interval
+        self._sync = isinstance(store, MemoryLocationStore)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stale_seen = 0
+
+    async def start(self) -> None:
+        if isinstance(self.store, MemoryLocationStore):
+            restored = self.store.load(time.time())
+            self.store.start()
+            log.info("location_restored", bindings=restored)
+        self.sip.handlers["REGISTER"] = self.on_register
+        self.sip.connection_closed_hooks.append(self.on_connection_closed)
+        guard = self.registrar.guard
+        if guard is not None:
+            previous = self.sip.drop_source
+            self.sip.drop_source = lambda ip: previous(ip) or guard.is_banned(ip, time.time())
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in list(self._tasks):
+            await asyncio.wait([task], timeout=2)
+        await self.store.close()
+
+    # -- REGISTER --
+    def on_register(self, req: Request, flow: Flow) -> None:
+        now = time.time()
+        decision = self.registrar.decide(req, flow, now)
+        self._count_stale()
+        if isinstance(decision, Drop):
+            DROPPED_REGISTER.labels(decision.why).inc()
+            if decision.ban is not None:
+                self._on_ban(decision.ban)
+            return
+        if isinstance(decision, Reply):
+            if decision.auth is not None and decision.auth.is_failure:
+                AUTH_FAILURES.labels(decision.auth.reason.value).inc()
+            if decision.ban is not None:
+                self._on_ban(decision.ban)
+            self._answer(req, flow, decision.status, decision.reason, decision.headers)
+            return
+        if self._sync:
+            self._apply_sync(req, flow, decision, now)
+        else:
+            task = asyncio.get_running_loop().create_task(self._apply_async(req, flow, decision, now))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _apply_sync(self, req: Request, flow: Flow, d: Apply, now: float) -> None:
+        store = self.store
+        assert isinstance(store, MemoryLocationStore)
+        try:
+            if d.changes is None:
+                bindings = tuple(store.lookup(d.aor, now))
+            else:
+                bindings = store.register(d.aor, d.changes, now, d.max_contacts, d.policy).bindings
+        except LocationError as exc:
+            self._location_error(req, flow, exc)
+            return
+        self._answer(req, flow, 200, None, self.registrar.success(req, bindings, now))
+
+    async def _apply_async(self, req: Request, flow: Flow, d: Apply, now: float) -> None:
+        try:
+            if d.changes is None:
+                bindings = tuple(await self.store.get(d.aor, now))
+            else:
+                bindings = (await self.store.apply(d.aor, d.changes, now, d.max_contacts, d.policy)).bindings
+        except LocationError as exc:
+            self._location_error(req, flow, exc)
+            return
+        except Exception:  # noqa: BLE001 - a store outage answers 500, it never kills the server
+            log.exception("location_store_failed", aor=d.aor)
+            self._answer(req, flow, 500, "Location service unavailable", (("Retry-After", "5"),))
+            return
+        self._answer(req, flow, 200, None, self.registrar.success(req, bindings, now))
+
+    def _location_error(self, req: Request, flow: Flow, exc: LocationError) -> None:
+        if isinstance(exc, StaleCSeqError):
+            self._answer(req, flow, 500, "CSeq out of order for this Call-ID", (("Retry-After", "1"),))
+        elif isinstance(exc, TooManyContactsError):
+            self._answer(req, flow, 403, "Too many contacts for this address of record")
+        else:
+            self._answer(req, flow, 500, str(exc)[:100] or "Location service error")
+
+    def _answer(
+        self, req: Request, flow: Flow, status: int, reason: str | None, headers: Any = ()
+    ) -> None:
+        REGISTER_OUTCOMES.labels(str(status)).inc()
+        self.sip.reply(req, flow, status, reason, headers)
+
+    def _count_stale(self) -> None:
+        stale = self.registrar.stale_nonces
+        if stale != self._stale_seen:
+            NONCE_STALE.inc(stale - self._stale_seen)
+            self._stale_seen = stale
+
+    def _on_ban(self, ban: Any) -> None:
+        BANS.labels(ban.reason.value).inc()
+        log.warning("source_banned", source=ban.source, reason=ban.reason.value, username=ban.username)
+
+    def on_connection_closed(self, conn_id: str) -> None:
+        key = f"{self.registrar.settings.node_id}/{conn_id}"
+        if isinstance(self.store, MemoryLocationStore):
+            self.store.close_flow(key)
+        else:
+            task = asyncio.get_running_loop().create_task(self.store.remove_flow(key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            now = time.time()
+            try:
+                if isinstance(self.store, MemoryLocationStore):
+                    self.store.sweep(now)
+                    AORS.set(self.store.aor_count())
+                    CONTACTS.set(self.store.contact_count())
+                else:
+                    AORS.set(await self.store.count_aors(now))
+                    CONTACTS.set(await self.store.count_contacts(now))
+                guard = self.registrar.guard
+                if guard is not None:
+                    guard.expire(now)
+                    BANS_ACTIVE.set(guard.stats(now).bans_active)
+            except Exception:  # noqa: BLE001
+                log.exception("registrar_sweep_failed")
+
+
+# ---- construction from the configuration ------------------------------------------------------------
+def build_registrar_service(cfg: Any, sip: SipServer, state_dir: str) -> RegistrarService:
+    """Build the registrar, guard and location store described by the YAML configuration."""
+    from config.bridge import registrar_view
+
+    reg = cfg.registrar
+    view: Mapping[tuple[str, str], Any] = registrar_view(cfg)
+    realm = reg.realm or getattr(cfg, "default_domain", None) or "sipcore"
+    secret = reg.nonce_secret
+    if secret is None and reg.nonce_secret_file:
+        secret = open(reg.nonce_secret_file, encoding="utf-8").read().strip()  # noqa: SIM115
+    if secret is None:
+        secret = os.urandom(32).hex()
+        log.warning("nonce_secret_random", hint="set registrar.nonce_secret for multi-process setups")
+    accounts: dict[tuple[str, str], Account] = {}
+    for (domain, username), c in view.items():
+        creds = Credentials(password=c.password, ha1_md5=c.ha1 if c.realm == realm else None)
+        accounts[(domain.lower(), username)] = Account(c.account_id, c.customer_id, domain.lower(), username, creds)
+    customer_domains = {d for d, _ in accounts}
+    default_domain = (getattr(cfg, "default_domain", None) or "").lower() or None
+
+    def domain_of(uri: SipUri) -> str | None:
+        host = uri.host.lower()
+        if host in customer_domains:
+            return host
+        if sip.is_local_host(uri.host, uri.port):
+            return default_domain
+        return None
+
+    settings = RegistrarSettings(
+        realm=realm,
+        min_expires=int(reg.expires.min),
+        max_expires=int(reg.expires.max),
+        default_expires=int(reg.expires.default),
+        max_contacts=reg.max_contacts,
+        policy=OverflowPolicy(reg.max_contacts_policy),
+        jitter_percent=reg.expires_jitter_percent,
+        node_id=node_id(),
+    )
+    g = reg.guard
+    guard = None
+    if g.enabled:
+        guard = Guard(
+            GuardConfig(
+                window=float(g.window),
+                ip_threshold=g.failure_threshold,
+                ban_time=float(g.ban_time),
+                whitelist=tuple(getattr(g, "whitelist", ("127.0.0.0/8", "::1/128"))),
+                block_scanners=bool(g.refuse_user_agents),
+                scanner_agents=tuple(g.refuse_user_agents) or ("friendly-scanner",),
+            )
+        )
+    # Many phones and SIPp read only the first challenge and know only MD5; RFC 8760 clients that
+    # parse every challenge can still choose SHA-256. The order is configurable.
+    algorithms = tuple(getattr(reg, "digest_algorithms", None) or ("MD5", "SHA-256"))
+    challenger = Challenger(realm, secret, float(reg.nonce_lifetime), algorithms)
+    registrar = Registrar(settings, challenger, lambda d, u: accounts.get((d, u)), domain_of, guard)
+    loc = reg.location
+    if loc.backend == "redis":
+        store: MemoryLocationStore | RedisLocationStore = RedisLocationStore.from_url(
+            loc.url, prefix=loc.key_prefix.rstrip(":") + ":loc"
+        )
+    else:
+        path = os.path.join(state_dir, loc.state_file) if loc.state_file else None
+        store = MemoryLocationStore(path)
+    return RegistrarService(sip, registrar, store)
