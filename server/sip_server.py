@@ -21,6 +21,13 @@ from sipcore.errors import SipError, SipParseError
 from sipcore.flow import Flow, response_destination, stamp_via, strip_brackets
 from sipcore.framing import FramingFailed
 from sipcore.message import Request, Response, error_response, parse, validate_request, validate_response
+from sipcore.transaction import (
+    Output,
+    RequestReceived,
+    SendMessage,
+    TransactionLayer,
+    TransactionNotFound,
+)
 from sipcore.transport import TransportLimits, TransportManager, split_hostport
 from sipcore.uri import SipUri, TelUri
 
@@ -30,6 +37,8 @@ log = structlog.get_logger("sipcore.server")
 
 RequestHandler = Callable[[Request, Flow], None]
 ResponseHandler = Callable[[Response, Flow], bool]
+TuHandler = Callable[[Output], None]
+RequestSender = Callable[[Request, object], bool]
 SERVER_HEADER = "sipcore/0.1"
 
 
@@ -70,6 +79,14 @@ class SipServer:
         self.handlers: dict[str, RequestHandler] = {}
         self.proxy: RequestHandler | None = None
         self.response_handler: ResponseHandler | None = None
+        # The proxy receives responses, time-outs and transport failures of client transactions here,
+        # and sends requests through ``request_sender`` (it knows how to reach its destinations).
+        self.tu_handler: TuHandler | None = None
+        self.request_sender: RequestSender | None = None
+        self.transactions = TransactionLayer()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.connection_closed_hooks: list[Callable[[str], None]] = []
         self.drop_source: Callable[[str], bool] = lambda ip: False
         self.local_hosts: set[str] = set()
@@ -79,6 +96,7 @@ class SipServer:
     # ---- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        self._loop = asyncio.get_running_loop()
         await self.transports.start(s.udp, s.tcp, reuse_port=s.reuse_port)
         hosts = {h.lower() for h in s.local_domains}
         for host, port in self.transports.udp_addresses + self.transports.tcp_addresses:
@@ -99,6 +117,8 @@ class SipServer:
         )
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         await self.transports.close()
 
     def health(self) -> dict[str, object]:
@@ -191,6 +211,12 @@ class SipServer:
             req.headers.add("via", str(stamped), first=True)
             req.invalidate()
             req._cache["top_via"] = stamped
+        self.run_outputs(self.transactions.on_request(req, flow, self.now()))
+
+    def _dispatch(self, req: Request, flow: Flow, txn: object) -> None:
+        """A new request for the transaction user (registrar, proxy, or our own UAS answers)."""
+        if txn is not None:
+            req._cache["txn"] = txn
         error = check_scheme(req)
         if error is not None:
             self.reply_error(req, flow, error)
@@ -219,6 +245,9 @@ class SipServer:
             self.proxy(req, flow)
             return
         if req.method == "ACK":
+            return
+        if req.method == "CANCEL":
+            self.reply(req, flow, 481)  # without a proxy no INVITE is ever pending here
             return
         if not self.is_local_uri(ruri):
             self.reply(req, flow, 403, "Relaying Forbidden")
@@ -255,7 +284,53 @@ class SipServer:
             return
         if self.response_handler is not None and self.response_handler(resp, flow):
             return
-        metrics.DROPPED.labels("stray_response").inc()
+        outs = self.transactions.on_response(resp, self.now())
+        if self.tu_handler is None:
+            if outs and getattr(outs[0], "transaction", None) is None:
+                metrics.DROPPED.labels("stray_response").inc()
+            return
+        self.run_outputs(outs)
+
+    # ---- transactions ------------------------------------------------------------------------------
+    def now(self) -> float:
+        """Monotonic time base of transactions and timers."""
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def run_outputs(self, outs: list[Output]) -> None:
+        """Carry out what the transaction layer asked, then re-arm the single timer."""
+        for out in outs:
+            kind = type(out)
+            if kind is SendMessage:
+                msg = out.message  # type: ignore[union-attr]
+                if isinstance(msg, Response):
+                    self.send_response(msg, out.destination)  # type: ignore[union-attr, arg-type]
+                elif self.request_sender is not None:
+                    self.request_sender(msg, out.destination)  # type: ignore[union-attr]
+            elif kind is RequestReceived:
+                self._dispatch(out.request, out.source, out.transaction)  # type: ignore[union-attr]
+            elif self.tu_handler is not None:
+                self.tu_handler(out)
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.transactions.next_deadline()
+        metrics.TRANSACTIONS_ACTIVE.set(len(self.transactions))
+        if deadline is None or self._loop is None:
+            return
+        if self._timer is not None:
+            if self._timer_when <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_when = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self.run_outputs(self.transactions.on_timer(self.now()))
+        except Exception:  # noqa: BLE001 - a timer must never stop the loop
+            log.exception("transaction_timer_failed")
+            self._arm()
 
     # ---- output ----------------------------------------------------------------------------------
     @staticmethod
@@ -291,8 +366,20 @@ class SipServer:
             resp.body = body
             if content_type:
                 resp.headers.add("Content-Type", content_type)
-        self.send_response(resp, flow)
+        self.respond(req, resp, flow)
         return resp
+
+    def respond(self, req: Request, resp: Response, flow: Flow) -> None:
+        """Send a response to ``req``: through its server transaction when it has one (so
+        retransmissions of the request are answered again), else statelessly."""
+        txn = req._cache.get("txn")
+        if txn is not None:
+            try:
+                self.run_outputs(self.transactions.send_response(resp, self.now(), txn))  # type: ignore[arg-type]
+                return
+            except TransactionNotFound:
+                pass
+        self.send_response(resp, flow)
 
     def send_response(self, resp: Response, flow: Flow) -> bool:
         """§18.2.2: reliable → back on the connection (or a new one to the sent-by); UDP → received /

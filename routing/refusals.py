@@ -1,0 +1,58 @@
+"""Refusals carry the SIP answer: status, reason phrase and Warning text, plus a cause for the CDR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class RefusalCause(StrEnum):
+    NOT_FOUND = "not_found"
+    ADDRESS_INCOMPLETE = "address_incomplete"
+    PREMIUM_BLOCKED = "premium_blocked"
+    OUT_OF_PLAN = "out_of_plan"
+    CALL_LIMIT = "call_limit"
+    NOT_AUTHORISED = "not_authorised"
+    BAD_FEATURE_CODE = "bad_feature_code"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The answer to send instead of routing: e.g. ``403 Forbidden`` with a human Warning text."""
+
+    status: int
+    reason: str
+    warning: str
+    cause: RefusalCause
+
+
+def not_found(dialed: str) -> Refusal:
+    return Refusal(404, "Not Found", f"No such extension or number: {dialed}", RefusalCause.NOT_FOUND)
+
+
+def address_incomplete(dialed: str) -> Refusal:
+    return Refusal(
+        484, "Address Incomplete", f"Cannot make a number out of {dialed!r}", RefusalCause.ADDRESS_INCOMPLETE
+    )
+
+
+def premium_blocked(number: str) -> Refusal:
+    return Refusal(
+        403,
+        "Forbidden",
+        f"Premium-rate numbers are blocked for this account: {number}",
+        RefusalCause.PREMIUM_BLOCKED,
+    )
+
+
+def out_of_plan(number: str, why: str) -> Refusal:
+    text = f"Destination out of plan is blocked for this account: {number}"
+    return Refusal(403, "Forbidden", f"{text} ({why})" if why else text, RefusalCause.OUT_OF_PLAN)
+
+
+def call_limit(limit: int) -> Refusal:
+    return Refusal(403, "Forbidden", f"Simultaneous call limit reached ({limit})", RefusalCause.CALL_LIMIT)
+
+
+def bad_feature_code(dialed: str, why: str) -> Refusal:
+    return Refusal(484, "Address Incomplete", f"Feature code {dialed}: {why}", RefusalCause.BAD_FEATURE_CODE)
