@@ -93,7 +93,7 @@ class Application:
         if self.loaded.config is not None:
             from server.registrar_service import build_registrar_service
 
-            self.registrar = build_registrar_service(self.loaded.config, self.sip, self.loaded.settings.state_dir)
+            self.registrar = build_registrar_service(self.loaded.config, self.sip)
             await self.registrar.start()
         addr = self.loaded.settings.sip.metrics_address
         if addr:

@@ -183,16 +183,14 @@ class RegistrarService:
 
 
 # ---- construction from the configuration ------------------------------------------------------------
-def build_registrar_service(cfg: Any, sip: SipServer, state_dir: str) -> RegistrarService:
+def build_registrar_service(cfg: Any, sip: SipServer) -> RegistrarService:
     """Build the registrar, guard and location store described by the YAML configuration."""
     from config.bridge import registrar_view
 
     reg = cfg.registrar
     view: Mapping[tuple[str, str], Any] = registrar_view(cfg)
     realm = reg.realm or getattr(cfg, "default_domain", None) or "sipcore"
-    secret = reg.nonce_secret
-    if secret is None and reg.nonce_secret_file:
-        secret = open(reg.nonce_secret_file, encoding="utf-8").read().strip()  # noqa: SIM115
+    secret: bytes | str | None = cfg.nonce_secret
     if secret is None:
         secret = os.urandom(32).hex()
         log.warning("nonce_secret_random", hint="set registrar.nonce_secret for multi-process setups")
@@ -228,15 +226,16 @@ def build_registrar_service(cfg: Any, sip: SipServer, state_dir: str) -> Registr
             GuardConfig(
                 window=float(g.window),
                 ip_threshold=g.failure_threshold,
+                user_threshold=g.user_failure_threshold,
                 ban_time=float(g.ban_time),
-                whitelist=tuple(getattr(g, "whitelist", ("127.0.0.0/8", "::1/128"))),
+                whitelist=tuple(g.whitelist),
                 block_scanners=bool(g.refuse_user_agents),
                 scanner_agents=tuple(g.refuse_user_agents) or ("friendly-scanner",),
             )
         )
     # Many phones and SIPp read only the first challenge and know only MD5; RFC 8760 clients that
     # parse every challenge can still choose SHA-256. The order is configurable.
-    algorithms = tuple(getattr(reg, "digest_algorithms", None) or ("MD5", "SHA-256"))
+    algorithms = tuple(reg.digest_algorithms)
     challenger = Challenger(realm, secret, float(reg.nonce_lifetime), algorithms)
     registrar = Registrar(settings, challenger, lambda d, u: accounts.get((d, u)), domain_of, guard)
     loc = reg.location
@@ -245,6 +244,5 @@ def build_registrar_service(cfg: Any, sip: SipServer, state_dir: str) -> Registr
             loc.url, prefix=loc.key_prefix.rstrip(":") + ":loc"
         )
     else:
-        path = os.path.join(state_dir, loc.state_file) if loc.state_file else None
-        store = MemoryLocationStore(path)
+        store = MemoryLocationStore(cfg.paths.location_state_file)
     return RegistrarService(sip, registrar, store)

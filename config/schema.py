@@ -1,0 +1,448 @@
+"""The YAML schema: pydantic v2 models, strict about keys (a typo is an error), frozen once validated.
+
+This file is the operator's interface; docs/configuration.md describes every key. Rules of thumb:
+- every model forbids unknown keys and is frozen; lists become tuples, maps become read-only mappings;
+- defaults are the embedded single-box setup (in-memory location, SQLite CDRs, GSM feature codes);
+- checks that need only one object live here (model validators); checks across objects (references,
+  duplicates, files) live in config/semantics.py so that *all* of them are reported at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, model_validator
+
+from config.values import (
+    E164,
+    Amount,
+    DestinationValue,
+    Dialable,
+    DialableOrUri,
+    Digits,
+    Domain,
+    Duration,
+    Extension,
+    Fee,
+    HostPort,
+    HostPortValue,
+    ListenAddress,
+    Percent,
+    PerMinute,
+    Prefix,
+    Pulse,
+    PulseValue,
+    SipAddress,
+    SipUser,
+    Text,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HA1 = re.compile(r"^[0-9a-fA-F]{32}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(f"{value!r} is not a name (letters, digits, '_', '.', '-'; up to 64)")
+    return value
+
+
+def _country(value: Any) -> str:
+    text = str(value).upper() if isinstance(value, str) else ""
+    if len(text) != 2 or phonenumbers.country_code_for_region(text) == 0:
+        raise ValueError(f"{value!r} is not an ISO 3166 country code with a telephone plan (e.g. FR)")
+    return text
+
+
+def _currency(value: Any) -> str:
+    if not isinstance(value, str) or not _CURRENCY.match(value):
+        raise ValueError(f"{value!r} is not an ISO 4217 currency code (e.g. EUR)")
+    return value
+
+
+Name = Annotated[str, PlainValidator(_name)]
+Country = Annotated[str, PlainValidator(_country)]
+Currency = Annotated[str, PlainValidator(_currency)]
+
+
+def _min_len(n: int) -> AfterValidator:
+    def check(value: str) -> str:
+        if len(value) < n:
+            raise ValueError(f"must be at least {n} characters long")
+        return value
+
+    return AfterValidator(check)
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or network (192.0.2.10, 192.0.2.0/24)") from None
+
+
+Network = Annotated[Text, AfterValidator(_network)]
+
+
+def _empty_map() -> Mapping[Any, Any]:
+    return MappingProxyType({})
+
+
+def _frozen_map(value: dict[Any, Any]) -> Mapping[Any, Any]:
+    return MappingProxyType(value)
+
+
+_FROZEN = AfterValidator(_frozen_map)
+_NO_ENTRIES: Any = Field(default_factory=_empty_map)
+
+
+class Strict(BaseModel):
+    """Base of every section: unknown keys are errors and validated objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
+
+
+# --------------------------------------------------------------------------------------------- server
+class Listen(Strict):
+    udp: tuple[ListenAddress, ...] = (HostPort("0.0.0.0", 5060),)
+    tcp: tuple[ListenAddress, ...] = (HostPort("0.0.0.0", 5070),)
+
+
+class Limits(Strict):
+    max_message_size: int = Field(65535, ge=1024, le=1 << 20)
+    max_tcp_connections_per_ip: int = Field(64, ge=1)
+    tcp_idle_timeout: Duration = Field(600, ge=1)
+
+
+class LogSettings(Strict):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ServerSection(Strict):
+    listen: Listen = Listen()
+    advertised_address: SipAddress | None = None
+    local_addresses: tuple[Domain, ...] = ()
+    limits: Limits = Limits()
+    workers: int = Field(1, ge=1, le=64)
+    metrics: HostPortValue | None = HostPort("127.0.0.1", 9090)
+    log: LogSettings = LogSettings()
+    state_dir: Text = "var"
+
+
+# ------------------------------------------------------------------------------------------ registrar
+class Expires(Strict):
+    min: Duration = Field(60, ge=1)
+    max: Duration = Field(3600, ge=1)
+    default: Duration = Field(3600, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Expires:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(f"need min <= default <= max, got {self.min} / {self.default} / {self.max}")
+        return self
+
+
+class MemoryLocation(Strict):
+    backend: Literal["memory"]
+    state_file: Text | None = "location.msgpack"
+
+
+class RedisLocation(Strict):
+    backend: Literal["redis"]
+    url: Text = "redis://127.0.0.1:6379/0"
+    key_prefix: Text = "sipcore:"
+
+
+DEFAULT_SCANNERS = ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sundayddr", "iwar", "sipbomber")
+
+
+class Guard(Strict):
+    enabled: bool = True
+    failure_threshold: int = Field(10, ge=1)
+    window: Duration = Field(60, ge=1)
+    ban_time: Duration = Field(600, ge=1)
+    user_failure_threshold: int = Field(30, ge=1)  # per username, across sources: bans the sources
+    refuse_user_agents: tuple[Text, ...] = DEFAULT_SCANNERS
+    whitelist: tuple[Network, ...] = ("127.0.0.0/8", "::1/128")  # never banned
+
+
+class RegistrarSection(Strict):
+    realm: Domain | None = None
+    nonce_secret: Annotated[Text, _min_len(16)] | None = None
+    nonce_secret_file: Text | None = None
+    nonce_lifetime: Duration = Field(300, ge=10)
+    expires: Expires = Expires()
+    max_contacts: int = Field(5, ge=1, le=100)
+    max_contacts_policy: Literal["reject", "drop_oldest"] = "drop_oldest"
+    expires_jitter_percent: int = Field(0, ge=0, le=50)
+    # Order of the WWW-Authenticate challenges. Many phones (and SIPp) read only the first one and know
+    # only MD5, so MD5 comes first by default; RFC 8760 clients that read all can still pick SHA-256.
+    digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = Field(("MD5", "SHA-256"), min_length=1)
+    location: Annotated[MemoryLocation | RedisLocation, Field(discriminator="backend")] = MemoryLocation(
+        backend="memory"
+    )
+    guard: Guard = Guard()
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> RegistrarSection:
+        if self.nonce_secret is not None and self.nonce_secret_file is not None:
+            raise ValueError("give nonce_secret or nonce_secret_file, not both")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- proxy
+class FeatureCode(Strict):
+    """``set`` ends in ``X#``: the user dials the prefix, the target number, then ``#``."""
+
+    set: Text
+    clear: Text
+
+    @model_validator(mode="after")
+    def _shape(self) -> FeatureCode:
+        if not re.fullmatch(r"[*#][0-9*#]*X#", self.set):
+            raise ValueError(f"set code {self.set!r} must be * or #, digits, then X# (e.g. *21*X#)")
+        if not re.fullmatch(r"[*#][0-9*#]*", self.clear):
+            raise ValueError(f"clear code {self.clear!r} must start with * or # (e.g. #21#)")
+        return self
+
+
+class FeatureCodes(Strict):
+    permanent: FeatureCode = FeatureCode(set="*21*X#", clear="#21#")
+    no_answer: FeatureCode = FeatureCode(set="*61*X#", clear="#61#")
+    busy: FeatureCode = FeatureCode(set="*67*X#", clear="#67#")
+    unreachable: FeatureCode = FeatureCode(set="*62*X#", clear="#62#")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FeatureCodes:
+        rules = (self.permanent, self.no_answer, self.busy, self.unreachable)
+        codes = [c for fc in rules for c in (fc.set, fc.clear)]
+        dup = sorted({c for c in codes if codes.count(c) > 1})
+        if dup:
+            raise ValueError(f"feature codes used twice: {', '.join(dup)}")
+        return self
+
+
+class ProxySection(Strict):
+    max_call_duration: Duration = Field(14400, ge=1)
+    no_answer_timeout: Duration = Field(20, ge=1)
+    max_forward_hops: int = Field(5, ge=1, le=20)
+    media_service: SipAddress | None = HostPort("127.0.0.1", 5080)
+    support_destination: DialableOrUri | None = None  # number (on-net DID or via trunk) or sip: URI
+    outbound_trunk: Name | None = None
+    feature_codes: FeatureCodes = FeatureCodes()
+
+
+# --------------------------------------------------------------------------------------------- trunks
+class Trunk(Strict):
+    address: SipAddress
+    transport: Literal["udp", "tcp"] = "udp"
+    username: Text | None = None
+    password: Text | None = None
+    realm: Text | None = None
+    inbound_sources: tuple[Network, ...] = ()
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Trunk:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("trunk credentials need both username and password")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------ cdr
+class SqliteCdr(Strict):
+    backend: Literal["sqlite"]
+    path: Text = "cdr.sqlite3"
+    spool_dir: Text = "spool"
+    batch_size: int = Field(100, ge=1, le=100_000)
+
+
+class PostgresCdr(Strict):
+    backend: Literal["postgresql"]
+    dsn: Text
+    spool_dir: Text = "spool"
+    batch_size: int = Field(100, ge=1, le=100_000)
+
+
+CdrSection = Annotated[SqliteCdr | PostgresCdr, Field(discriminator="backend")]
+
+
+# --------------------------------------------------------------------------------------------- rating
+class Markup(Strict):
+    """Sell price per minute = (cost + fixed) x (1 + percent / 100)."""
+
+    fixed: PerMinute = Decimal(0)
+    percent: Percent = Decimal(0)
+
+
+class FreeZones(Strict):
+    countries: tuple[Country, ...] = ()
+    prefixes: tuple[Prefix, ...] = ()
+    max_cost: PerMinute | None = None
+
+
+class Package(Strict):
+    rate_table: Name
+    markup: Markup = Markup()
+    pulse: PulseValue = Pulse(60, 60)
+    connect_fee: Fee = Decimal(0)
+    overrides: Annotated[Mapping[Prefix, PerMinute], _FROZEN] = _NO_ENTRIES
+    free_zones: FreeZones = FreeZones()
+    included_categories: tuple[Annotated[Text, AfterValidator(str.lower)], ...] = ()
+    free_minutes: int = Field(0, ge=0)
+    monthly_fee: Fee = Decimal(0)
+    setup_fee: Fee = Decimal(0)
+
+
+class RatingSection(Strict):
+    premium_categories: tuple[Annotated[Text, AfterValidator(str.lower)], ...] = ("premium",)
+    rate_tables: Annotated[Mapping[Name, Text], _FROZEN] = _NO_ENTRIES
+    packages: Annotated[Mapping[Name, Package], _FROZEN] = _NO_ENTRIES
+
+
+# ------------------------------------------------------------------------------------------ customers
+class Dialing(Strict):
+    national_prefix: Digits | None = "0"
+    international_prefix: Digits = "00"
+    outbound_prefix: Digits | None = None
+    premium_prefixes: tuple[Prefix, ...] | None = None  # None: the country's default (08 in France)
+
+
+class Balance(Strict):
+    mode: Literal["SOFT", "HARD"] = "SOFT"
+    initial: Amount = Decimal(0)
+    low_threshold: Amount | None = None
+    daily_cap: Fee | None = None
+
+
+class Did(Strict):
+    number: E164
+    to: DestinationValue
+    setup_fee: Fee = Decimal(0)
+    monthly_fee: Fee = Decimal(0)
+    incoming_rate: PerMinute = Decimal(0)
+    pulse: PulseValue = Pulse(60, 60)
+    billing_start: date | None = None
+    billing_end: date | None = None
+
+
+class GroupMember(Strict):
+    extension: Extension
+    ring_time: Duration = Field(20, ge=1)
+
+
+class Group(Strict):
+    name: Text | None = None
+    strategy: Literal["parallel", "sequential"] = "parallel"
+    members: tuple[GroupMember, ...] = Field(min_length=1)
+    fallback: Dialable | None = None  # dialed like a forward target when nobody answers
+
+
+ShowCaller = Literal["original", "account"]
+
+
+class ForwardTarget(Strict):
+    to: Dialable
+    show_caller: ShowCaller = "original"
+
+
+class RingStep(Strict):
+    """One staggered target: rings ``ring_time`` s, starting ``delay`` s after the rule fires
+    (default: when the previous target's ring time ends, i.e. one after the other)."""
+
+    to: Dialable
+    delay: Duration | None = None
+    ring_time: Duration = Field(20, ge=1)
+
+
+class NoAnswerForward(Strict):
+    delay: Duration | None = Field(None, ge=1)  # None: proxy.no_answer_timeout
+    targets: tuple[RingStep, ...] = ()
+    voicemail: bool = False
+    show_caller: ShowCaller = "original"
+
+    @model_validator(mode="after")
+    def _something(self) -> NoAnswerForward:
+        if not self.targets and not self.voicemail:
+            raise ValueError("no_answer forwarding needs targets or voicemail: true")
+        return self
+
+
+class Forwarding(Strict):
+    permanent: ForwardTarget | None = None
+    busy: ForwardTarget | None = None
+    unreachable: ForwardTarget | None = None
+    no_answer: NoAnswerForward | None = None
+
+
+class FollowMe(Strict):
+    enabled: bool = True
+    destinations: tuple[RingStep, ...] = Field(min_length=1)
+    voicemail: bool = False
+    show_caller: ShowCaller = "original"
+
+
+class Account(Strict):
+    extension: Extension
+    username: SipUser
+    password: Annotated[Text, _min_len(1)] | None = None
+    ha1: Text | None = None
+    display_name: Text | None = None
+    outgoing_number: E164 | None = None
+    mobile: E164 | None = None
+    voicemail: bool = False
+    call_waiting: bool = True
+    max_calls: int = Field(2, ge=1, le=1000)
+    package: Name | None = None
+    block_out_of_plan: bool = False
+    block_premium: bool = False
+    billing_start: date | None = None
+    billing_end: date | None = None
+    ring_time: Duration | None = Field(None, ge=1)  # own phones ring; None: proxy.no_answer_timeout
+    forwarding: Forwarding = Forwarding()
+    follow_me: FollowMe | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> Account:
+        if (self.password is None) == (self.ha1 is None):
+            raise ValueError("an account needs exactly one of password or ha1")
+        if self.ha1 is not None and not _HA1.match(self.ha1):
+            raise ValueError("ha1 must be 32 hex digits: md5(username:realm:password)")
+        return self
+
+
+class Customer(Strict):
+    id: Name
+    name: Text
+    reference: Text
+    country: Country
+    dialing: Dialing = Dialing()
+    domains: tuple[Domain, ...] = Field(min_length=1)
+    currency: Currency = "EUR"
+    balance: Balance = Balance()
+    internal: bool = False
+    default_package: Name | None = None
+    trunk: Name | None = None  # None: the platform's proxy.outbound_trunk
+    dids: tuple[Did, ...] = ()
+    groups: Annotated[Mapping[Name, Group], _FROZEN] = _NO_ENTRIES
+    accounts: tuple[Account, ...] = ()
+
+
+# ------------------------------------------------------------------------------------------------ root
+class ConfigFile(Strict):
+    default_domain: Domain | None = None
+    server: ServerSection = ServerSection()
+    registrar: RegistrarSection = RegistrarSection()
+    proxy: ProxySection = ProxySection()
+    trunks: Annotated[Mapping[Name, Trunk], _FROZEN] = _NO_ENTRIES
+    cdr: CdrSection = SqliteCdr(backend="sqlite")
+    rating: RatingSection = Field(default_factory=RatingSection)
+    customers: tuple[Customer, ...] = ()
