@@ -84,6 +84,7 @@ class Application:
         self.sip = SipServer(loaded.settings.sip)
         self.http: HttpEndpoint | None = None
         self.registrar: Any = None
+        self.proxy: Any = None
         self.metrics_address: tuple[str, int] | None = None
         self.started_at = time.time()
 
@@ -95,6 +96,10 @@ class Application:
 
             self.registrar = build_registrar_service(self.loaded.config, self.sip)
             await self.registrar.start()
+            from server.proxy_service import build_proxy_service
+
+            self.proxy = build_proxy_service(self.loaded.config, self.sip, self.registrar)
+            self.proxy.start()
         addr = self.loaded.settings.sip.metrics_address
         if addr:
             from sipcore.transport import split_hostport

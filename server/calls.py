@@ -1,0 +1,56 @@
+"""Call facts the proxy hands to the rater and CDR writer when a call ends (or is refused)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """One call leg's facts, in epoch seconds. ``disposition``: answered, busy, no_answer, failed,
+    cancelled, refused. ``hangup_by``: caller, callee, system (cut-off, max duration) or None.
+
+    ``billed_account_id`` pays an outside leg (the caller, or the forwarding account on a forwarded
+    leg); ``rated`` says whether the leg leaves through the trunk and is priced by the rater.
+    """
+
+    call_id: str
+    leg: str  # "0" for the caller's leg; "f<N>" for a forwarded outside leg
+    direction: str  # outbound | inbound | internal | forwarded
+    customer_id: str | None
+    account_id: str | None
+    billed_account_id: str | None
+    caller: str
+    dialed: str
+    normalised: str
+    callee_account_id: str | None
+    did: str | None
+    start: float
+    answer: float | None
+    end: float
+    disposition: str
+    sip_status: int
+    hangup_by: str | None
+    rated: bool
+    reason: str = ""
+
+    @property
+    def duration(self) -> int:
+        """Answered seconds, rounded up to whole seconds (the rater bills from this)."""
+        if self.answer is None:
+            return 0
+        seconds = self.end - self.answer
+        whole = int(seconds)
+        return whole + (1 if seconds - whole > 1e-6 else 0)
+
+
+def disposition_for(status: int, cancelled: bool = False) -> str:
+    if cancelled or status == 487:
+        return "cancelled"
+    if 200 <= status < 300:
+        return "answered"
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480):
+        return "no_answer"
+    return "failed"

@@ -1,0 +1,173 @@
+"""Stateful-proxy message operations (RFC 3261 §16), as pure functions over messages.
+
+The call controller at the edge decides *where* a request goes; these functions build *what* is sent:
+the forwarded copy (Request-URI, Max-Forwards, Record-Route, Via), Route pre-processing (§16.4),
+the response relayed upstream (§16.7 step 3), CANCEL (§9.1), best-response choice (§16.7 step 6),
+the ACK branch for a 2xx (stateless forwarding keeps retransmissions on one branch), and in-dialog
+requests the proxy itself originates (a BYE for a prepaid cut-off).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .headers import NameAddr, split_list
+from .message import MAGIC_COOKIE, Headers, Request, Response, new_branch
+from .uri import SipUri, parse_uri
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """Our own address for one transport: what goes in Via and Record-Route."""
+
+    transport: str  # "UDP" | "TCP"
+    host: str
+    port: int
+
+    def via(self, branch: str) -> str:
+        return f"SIP/2.0/{self.transport} {self.host}:{self.port};branch={branch};rport"
+
+    def record_route(self) -> str:
+        tp = ";transport=tcp" if self.transport == "TCP" else ""
+        return f"<sip:{self.host}:{self.port}{tp};lr>"
+
+
+def forward_request(
+    req: Request,
+    ruri: str,
+    hop: Hop,
+    branch: str | None = None,
+    record_route: tuple[str, ...] = (),
+    extra_headers: tuple[tuple[str, str], ...] = (),
+    replace_headers: tuple[tuple[str, str], ...] = (),
+) -> Request:
+    """§16.6: a copy with the new Request-URI, Max-Forwards decremented (70 when absent), our
+    Record-Route values on top, our Via on top. The received request is left untouched."""
+    headers = req.headers.copy()
+    mf = req.max_forwards
+    headers.set("max-forwards", str(70 if mf is None else mf - 1))
+    for value in reversed(record_route):
+        headers.add("record-route", value, first=True)
+    for name, value in replace_headers:
+        headers.set(name, value)
+    for name, value in extra_headers:
+        headers.add(name, value)
+    headers.add("via", hop.via(branch or new_branch()), first=True)
+    return Request(req.method, ruri, headers, req.body)
+
+
+def pre_process_route(req: Request, is_me: Callable[[SipUri], bool]) -> None:
+    """§16.4: undo a strict router's rewrite (Request-URI is our Record-Route value: the real target is
+    the last Route), then drop Route values that name us (one, or two with double Record-Route)."""
+    ruri = req.ruri
+    if isinstance(ruri, SipUri) and is_me(ruri) and "route" in req.headers:
+        routes = req.headers.get_all("route")
+        last = NameAddr.parse(routes[-1])
+        if ruri.user is None and ruri.has_param("lr") is False:
+            req.set_uri(last.uri_text)
+            _remove_last_route(req.headers)
+    changed = False
+    for _ in range(2):
+        top = req.headers.get("route")
+        if top is None:
+            break
+        first = split_list(top)[0]
+        uri = NameAddr.parse(first).uri
+        if isinstance(uri, SipUri) and is_me(uri):
+            req.headers.remove_first_value("route")
+            changed = True
+        else:
+            break
+    if changed:
+        req.invalidate()
+
+
+def _remove_last_route(headers: Headers) -> None:
+    values = headers.get_all("route")
+    headers.remove("route")
+    for v in values[:-1]:
+        headers.add("route", v)
+
+
+def next_hop(req: Request) -> SipUri | None:
+    """Where a request goes next by the book: the top Route (loose routing), else the Request-URI."""
+    top = req.headers.get("route")
+    if top is not None:
+        uri = NameAddr.parse(split_list(top)[0]).uri
+    else:
+        uri = req.ruri
+    return uri if isinstance(uri, SipUri) else None
+
+
+def relay_response(resp: Response) -> Response:
+    """§16.7 step 3: the response to pass upstream, without our (top) Via."""
+    headers = resp.headers.copy()
+    headers.remove_first_value("via")
+    return Response(resp.status, resp.reason, headers, resp.body)
+
+
+def make_cancel(invite: Request) -> Request:
+    """§9.1: CANCEL of a forwarded INVITE: same Request-URI, top Via (branch), From, To, Call-ID,
+    CSeq number and Route set."""
+    entries: list[list[str]] = [["via", "Via", invite.headers.get_fields("via")[0].split(",")[0].strip()]]
+    for key in ("route", "from", "to", "call-id"):
+        for value in invite.headers.get_fields(key):
+            entries.append([key, key.title() if key != "call-id" else "Call-ID", value])
+    entries.append(["max-forwards", "Max-Forwards", "70"])
+    entries.append(["cseq", "CSeq", f"{invite.cseq[0]} CANCEL"])
+    return Request("CANCEL", invite.uri, Headers(entries))
+
+
+def ack_branch(incoming_branch: str | None, salt: str) -> str:
+    """Deterministic branch for a statelessly forwarded ACK of a 2xx, so retransmissions agree."""
+    digest = hashlib.blake2s(f"{incoming_branch}|{salt}".encode(), digest_size=8).hexdigest()
+    return MAGIC_COOKIE + "a" + digest
+
+
+def best_response(responses: list[Response]) -> Response | None:
+    """§16.7 step 6: a 6xx wins; otherwise the lowest class among 3xx–5xx, preferring specific
+    4xx over 408/480-like generic ones only through the class order. 503 is sent as 500 (§16.7)."""
+    finals = [r for r in responses if r.status >= 300]
+    if not finals:
+        return None
+    six = [r for r in finals if r.status >= 600]
+    if six:
+        return six[0]
+    return min(finals, key=lambda r: (r.status // 100, r.status in (408, 480, 503), r.status))
+
+
+def in_dialog_request(
+    method: str,
+    remote_target: str,
+    local: str,
+    remote: str,
+    call_id: str,
+    cseq: int,
+    hop: Hop,
+    route_set: tuple[str, ...] = (),
+) -> Request:
+    """A request the proxy originates inside a dialog on behalf of one party (e.g. BYE at a prepaid
+    cut-off): From = that party's address with its tag, To = the peer's with its tag."""
+    headers = Headers(
+        [
+            ["via", "Via", hop.via(new_branch())],
+            ["max-forwards", "Max-Forwards", "70"],
+            ["from", "From", local],
+            ["to", "To", remote],
+            ["call-id", "Call-ID", call_id],
+            ["cseq", "CSeq", f"{cseq} {method}"],
+        ]
+    )
+    for value in route_set:
+        headers.add("route", value)
+    headers.add("Reason", 'SIP;cause=200;text="Call duration limit"')
+    return Request(method, remote_target, headers)
+
+
+def target_uri_of(contact_value: str) -> str:
+    """The URI inside a Contact value (``<sip:…>;params`` or a bare URI)."""
+    na = NameAddr.parse(contact_value)
+    parse_uri(na.uri_text)
+    return na.uri_text
