@@ -216,13 +216,17 @@ class Registrar:
                     expires = max(s.min_expires, expires - self.rng.randint(0, cut))
             instance = c.param("+sip.instance")
             reg_id_text = c.param("reg-id")
-            reg_id = int(reg_id_text) if reg_id_text and reg_id_text.isdigit() and len(reg_id_text) < 10 else None
+            reg_id = (
+                int(reg_id_text) if reg_id_text and reg_id_text.isdigit() and len(reg_id_text) < 10 else None
+            )
             out.append(ContactChange(c.uri_text, expires, 1000 if q is None else q, instance, reg_id))
         return RegisterChanges(call_id, cseq, loc_flow, tuple(out), False, user_agent, path)
 
     # -- the answer --
     @staticmethod
-    def success(req: Request, bindings: tuple[Binding, ...] | list[Binding], now: float) -> list[tuple[str, str]]:
+    def success(
+        req: Request, bindings: tuple[Binding, ...] | list[Binding], now: float
+    ) -> list[tuple[str, str]]:
         """Headers of the 200 OK: every current binding with its remaining expiry, and a Date."""
         headers: list[tuple[str, str]] = []
         for b in bindings:
@@ -247,4 +251,3 @@ class _Refusal(Exception):
         self.status = status
         self.reason = reason
         self.headers = headers
-

@@ -28,6 +28,7 @@ class AppSettings:
     log_format: str = "auto"
     log_level: str = "info"
     state_dir: str = "var"
+    location_backend: str = "memory"
 
 
 @dataclass
@@ -74,6 +75,7 @@ def load_application_config(path: str | None) -> LoadedConfig:
         log_format=srv.log.format,
         log_level=srv.log.level,
         state_dir=str(srv.state_dir),
+        location_backend=cfg.registrar.location.backend,
     )
     return LoadedConfig(str(path) if path else None, cfg, settings)
 
@@ -116,7 +118,7 @@ class Application:
 
         try:
             new = load_application_config(self.loaded.path)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             metrics.CONFIG_RELOADS.labels("refused").inc()
             log.error("config_reload_refused", path=self.loaded.path, errors=str(exc))
             return False

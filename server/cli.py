@@ -16,7 +16,8 @@ import server.commands as _commands
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sipcore", description="SIP registrar, proxy and call-rating engine for hosted business telephony."
+        prog="sipcore",
+        description="SIP registrar, proxy and call-rating engine for hosted business telephony.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda m: m.name):

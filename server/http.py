@@ -45,7 +45,7 @@ class HttpEndpoint:
                 + body
             )
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()

@@ -28,7 +28,6 @@ from prometheus_client import Gauge
 
 from registrar.location import MemoryLocationStore
 from routing import (
-    AccountRoute,
     Authorisation,
     AuthoriseRequest,
     BranchAnswered,
@@ -49,7 +48,8 @@ from routing import (
     plan_incoming,
     route_outgoing,
 )
-from routing.targets import AccountContacts, MediaService, SipUri as TargetUri, TrunkNumber
+from routing.targets import AccountContacts, MediaService, TrunkNumber
+from routing.targets import SipUri as TargetUri
 from sipcore.digest import build_authorization
 from sipcore.errors import SipParseError
 from sipcore.flow import Flow, response_destination, strip_brackets
@@ -223,7 +223,10 @@ class ProxyService:
         adv = self.sip.settings.advertised_address
         adv_host = strip_brackets(adv.rsplit(":", 1)[0]) if adv and adv.count(":") <= 1 else adv
         hops: dict[str, Hop] = {}
-        for transport, addrs in (("UDP", self.sip.transports.udp_addresses), ("TCP", self.sip.transports.tcp_addresses)):
+        for transport, addrs in (
+            ("UDP", self.sip.transports.udp_addresses),
+            ("TCP", self.sip.transports.tcp_addresses),
+        ):
             if addrs:
                 host, port = addrs[0]
                 if adv_host:
@@ -295,7 +298,9 @@ class ProxyService:
     def _looped(self, req: Request) -> bool:
         """A request that already went through us (one of our Via sent-by values) is a loop."""
         ours = {(h.host.lower(), h.port) for h in self.hops.values()}
-        return any((v.host.lower(), v.port) in ours and (v.branch or "").startswith("z9hG4bK") for v in req.vias[1:])
+        return any(
+            (v.host.lower(), v.port) in ours and (v.branch or "").startswith("z9hG4bK") for v in req.vias[1:]
+        )
 
     def _outbound(self, req: Request, flow: Flow) -> None:
         """A call placed by a phone: authenticate, then route by the dialed digits."""
@@ -312,20 +317,26 @@ class ProxyService:
         result = reg.challenger.verify(
             req.headers.get("proxy-authorization"),
             "INVITE",
-            lambda user: (a.credentials if (a := reg.accounts(domain, user)) else None),
+            lambda user: a.credentials if (a := reg.accounts(domain, user)) else None,
             now,
             # The digest uri is not compared with the Request-URI for INVITE: SIPp and several phones
             # put the proxy's address there; the response hash still covers whatever uri they used.
         )
         if not result.ok:
             guard = reg.guard
-            ban = guard.record_failure(flow.remote[0], result.username, now) if guard and result.is_failure else None
+            ban = (
+                guard.record_failure(flow.remote[0], result.username, now)
+                if guard and result.is_failure
+                else None
+            )
             if ban is not None:
                 return
             if result.status == 400:
                 self.sip.reply(req, flow, 400, f"Bad Proxy-Authorization header ({result.reason.value})")
                 return
-            headers = tuple(("Proxy-Authenticate", v) for v in reg.challenger.challenge(now, stale=result.stale))
+            headers = tuple(
+                ("Proxy-Authenticate", v) for v in reg.challenger.challenge(now, stale=result.stale)
+            )
             self.sip.reply(req, flow, 407, None, headers)
             return
         caller = self.setup.find_user(domain, result.username or "")
@@ -491,13 +502,19 @@ class ProxyService:
         from_uri = from_na.sip_uri
         if shown and from_uri is not None and unquote(from_uri.user or "") != shown:
             new_uri = from_uri.replace(user=shown)
-            display = f'"{ring.caller_display}" ' if ring.caller_display else (f"{from_na.display} " if from_na.display else "")
+            display = (
+                f'"{ring.caller_display}" '
+                if ring.caller_display
+                else (f"{from_na.display} " if from_na.display else "")
+            )
             params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in from_na.params)
             replace.append(("from", f"{display}<{new_uri}>{params}"))
             headers.append(("P-Asserted-Identity", f"<{new_uri.replace(params=[])}>"))
         for d in ring.diversions:
             reason = d.reason.value if d.reason.value != "follow-me" else "unknown"
-            headers.append(("Diversion", f"<sip:{d.diverting_number}@{hop.host}>;reason={reason};counter={d.counter}"))
+            headers.append(
+                ("Diversion", f"<sip:{d.diverting_number}@{hop.host}>;reason={reason};counter={d.counter}")
+            )
         return forward_request(call.invite, ruri, hop, record_route=rr, extra_headers=tuple(headers),
                                replace_headers=tuple(replace))  # fmt: skip
 
@@ -536,7 +553,9 @@ class ProxyService:
             uri = parse_uri(target.uri) if target.uri else None
             if not isinstance(uri, SipUri):
                 return []
-            user = target.service + (f"-{target.mailbox or target.room}" if (target.mailbox or target.room) else "")
+            user = target.service + (
+                f"-{target.mailbox or target.room}" if (target.mailbox or target.room) else ""
+            )
             user = user.replace("/", "-")
             dest = Destination("udp", _resolve_host(uri.host), uri.port or 5060)
             return [(f"sip:{user}@{uri.host}:{uri.port or 5060}", dest, ())]
@@ -544,7 +563,13 @@ class ProxyService:
             uri = parse_uri(target.uri)
             if not isinstance(uri, SipUri):
                 return []
-            return [(target.uri, Destination(uri.transport or "udp", _resolve_host(uri.host), uri.port or 5060), ())]
+            return [
+                (
+                    target.uri,
+                    Destination(uri.transport or "udp", _resolve_host(uri.host), uri.port or 5060),
+                    (),
+                )
+            ]
         return []
 
     def _cancel_branch(self, call: Call, plan_branch: int) -> None:
@@ -703,7 +728,7 @@ class ProxyService:
         try:
             value = build_authorization(challenge, username=cfg.username, password=cfg.password,
                                         method="INVITE", uri=branch.request.uri)  # fmt: skip
-        except Exception:  # noqa: BLE001 - an unusable challenge is a plain failure
+        except Exception:
             return False
         fwd = branch.request.headers.copy()
         fwd.remove_first_value("via")
@@ -791,7 +816,9 @@ class ProxyService:
             self.send_request(fwd, dest)
             return
         fwd = forward_request(req, req.uri, hop)
-        txn, outs = self.sip.transactions.send_request(fwd, dest, self.sip.now(), reliable=dest.transport == "tcp")
+        txn, outs = self.sip.transactions.send_request(
+            fwd, dest, self.sip.now(), reliable=dest.transport == "tcp"
+        )
         self.relays[txn] = (req, flow, call)
         self.sip.run_outputs(outs)
 
@@ -832,7 +859,9 @@ class ProxyService:
 
     def _fire(self, req: Request, dest: Destination) -> None:
         """Send a request whose answer nobody waits for (its transaction still retransmits it)."""
-        _, outs = self.sip.transactions.send_request(req, dest, self.sip.now(), reliable=dest.transport == "tcp")
+        _, outs = self.sip.transactions.send_request(
+            req, dest, self.sip.now(), reliable=dest.transport == "tcp"
+        )
         self.sip.run_outputs(outs)
 
     def _finish(self, call: Call, status: int, hangup_by: str | None) -> None:
@@ -868,7 +897,9 @@ class ProxyService:
         if self.active[account_id] <= 0:
             del self.active[account_id]
 
-    def _emit_simple(self, base: dict[str, Any], direction: str, status: int, disposition: str, reason: str) -> None:
+    def _emit_simple(
+        self, base: dict[str, Any], direction: str, status: int, disposition: str, reason: str
+    ) -> None:
         now = time.time()
         CALLS_TOTAL.labels(disposition).inc()
         self._emit(
@@ -887,7 +918,7 @@ class ProxyService:
         for sink in self.call_ended_sinks:
             try:
                 sink(event)
-            except Exception:  # noqa: BLE001 - a failing sink must not break call handling
+            except Exception:
                 log.exception("call_ended_sink_failed", call_id=event.call_id)
 
     # ---- sending -------------------------------------------------------------------------------------

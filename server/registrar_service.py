@@ -14,8 +14,14 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from registrar.guard import Guard, GuardConfig
-from registrar.location import LocationError, MemoryLocationStore, OverflowPolicy, RedisLocationStore
-from registrar.location import StaleCSeqError, TooManyContactsError
+from registrar.location import (
+    LocationError,
+    MemoryLocationStore,
+    OverflowPolicy,
+    RedisLocationStore,
+    StaleCSeqError,
+    TooManyContactsError,
+)
 from registrar.registrar import Account, Apply, Drop, Registrar, RegistrarSettings, Reply
 from sipcore.digest import Challenger, Credentials
 from sipcore.flow import Flow
@@ -28,10 +34,14 @@ log = structlog.get_logger("sipcore.registrar")
 
 REGISTER_OUTCOMES = Counter("sipcore_register_total", "REGISTER requests by answer status", ["status"])
 AUTH_FAILURES = Counter("sipcore_auth_failures_total", "Failed digest authentications, by reason", ["reason"])
-NONCE_STALE = Counter("sipcore_nonce_stale_total", "Authorizations with an expired nonce (answered stale=true)")
+NONCE_STALE = Counter(
+    "sipcore_nonce_stale_total", "Authorizations with an expired nonce (answered stale=true)"
+)
 BANS = Counter("sipcore_bans_total", "Sources banned by the brute-force guard, by reason", ["reason"])
 BANS_ACTIVE = Gauge("sipcore_bans_active", "Sources currently banned")
-DROPPED_REGISTER = Counter("sipcore_register_dropped_total", "REGISTERs dropped silently, by reason", ["reason"])
+DROPPED_REGISTER = Counter(
+    "sipcore_register_dropped_total", "REGISTERs dropped silently, by reason", ["reason"]
+)
 AORS = Gauge("sipcore_registered_aors", "Addresses of record with at least one binding")
 CONTACTS = Gauge("sipcore_registered_contacts", "Registered contacts (bindings)")
 
@@ -123,7 +133,7 @@ class RegistrarService:
         except LocationError as exc:
             self._location_error(req, flow, exc)
             return
-        except Exception:  # noqa: BLE001 - a store outage answers 500, it never kills the server
+        except Exception:
             log.exception("location_store_failed", aor=d.aor)
             self._answer(req, flow, 500, "Location service unavailable", (("Retry-After", "5"),))
             return
@@ -137,9 +147,7 @@ class RegistrarService:
         else:
             self._answer(req, flow, 500, str(exc)[:100] or "Location service error")
 
-    def _answer(
-        self, req: Request, flow: Flow, status: int, reason: str | None, headers: Any = ()
-    ) -> None:
+    def _answer(self, req: Request, flow: Flow, status: int, reason: str | None, headers: Any = ()) -> None:
         REGISTER_OUTCOMES.labels(str(status)).inc()
         self.sip.reply(req, flow, status, reason, headers)
 
@@ -178,7 +186,7 @@ class RegistrarService:
                 if guard is not None:
                     guard.expire(now)
                     BANS_ACTIVE.set(guard.stats(now).bans_active)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("registrar_sweep_failed")
 
 
@@ -197,7 +205,9 @@ def build_registrar_service(cfg: Any, sip: SipServer) -> RegistrarService:
     accounts: dict[tuple[str, str], Account] = {}
     for (domain, username), c in view.items():
         creds = Credentials(password=c.password, ha1_md5=c.ha1 if c.realm == realm else None)
-        accounts[(domain.lower(), username)] = Account(c.account_id, c.customer_id, domain.lower(), username, creds)
+        accounts[(domain.lower(), username)] = Account(
+            c.account_id, c.customer_id, domain.lower(), username, creds
+        )
     customer_domains = {d for d, _ in accounts}
     default_domain = (getattr(cfg, "default_domain", None) or "").lower() or None
 

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from sipcore.checks import SUPPORTED_OPTIONS, check_max_forwards, check_proxy_require, check_require, check_scheme
+from sipcore.checks import (
+    SUPPORTED_OPTIONS,
+    check_max_forwards,
+    check_proxy_require,
+    check_require,
+    check_scheme,
+)
 from sipcore.errors import SipError, SipParseError
 from sipcore.flow import Flow, response_destination, stamp_via, strip_brackets
 from sipcore.framing import FramingFailed
@@ -162,7 +168,7 @@ class SipServer:
                 self._on_request(msg, flow)
             else:
                 self._on_response(msg, flow)
-        except Exception:  # noqa: BLE001 - the transport loop must survive any input
+        except Exception:
             metrics.PARSE_ERRORS.labels("internal_error").inc()
             log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
 
@@ -192,7 +198,7 @@ class SipServer:
         for hook in self.connection_closed_hooks:
             try:
                 hook(conn_id)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("connection_closed_hook_failed", conn_id=conn_id)
 
     def _on_request(self, req: Request, flow: Flow) -> None:
@@ -328,7 +334,7 @@ class SipServer:
         self._timer = None
         try:
             self.run_outputs(self.transactions.on_timer(self.now()))
-        except Exception:  # noqa: BLE001 - a timer must never stop the loop
+        except Exception:
             log.exception("transaction_timer_failed")
             self._arm()
 

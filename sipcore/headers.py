@@ -293,7 +293,7 @@ class NameAddr:
         if text[0] == '"':
             n = len(text)
             i = text.find('"', 1)
-            if "\\" in text[1:i if i > 0 else n]:
+            if "\\" in text[1 : i if i > 0 else n]:
                 i = 1
                 while i < n and text[i] != '"':
                     i += 2 if text[i] == "\\" else 1

@@ -10,7 +10,7 @@ received and are serialized back unchanged.
 from __future__ import annotations
 
 import secrets
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import SipParseError
 from .grammar import SIP_VERSION_RE, STATUS_CODE_RE, is_token
@@ -328,9 +328,7 @@ class Request(Message):
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
 
-    def make_response(
-        self, status: int, reason: str | None = None, to_tag: str | None = None
-    ) -> Response:
+    def make_response(self, status: int, reason: str | None = None, to_tag: str | None = None) -> Response:
         """Response per §8.2.6: Via fields, From, To (tag added if missing), Call-ID and CSeq copied."""
         entries: list[list[str]] = []
         for e in self.headers.entries:
@@ -347,7 +345,9 @@ class Request(Message):
                     if not has_tag:
                         value = f"{value};tag={to_tag}"
                 entries.append([key, e[1], value])
-        return Response(status, reason if reason is not None else REASONS.get(status, "Unknown"), Headers(entries))
+        return Response(
+            status, reason if reason is not None else REASONS.get(status, "Unknown"), Headers(entries)
+        )
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
@@ -466,7 +466,11 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     elif stream:
         body = b""
     msg.body = body
-    if start == 0 and len(data) == len(head) + len(body) + 4 and data[len(head) : len(head) + 4] == b"\r\n\r\n":
+    if (
+        start == 0
+        and len(data) == len(head) + len(body) + 4
+        and data[len(head) : len(head) + 4] == b"\r\n\r\n"
+    ):
         msg.raw = data  # unmodified bytes can be forwarded/retransmitted as they came
     return msg
 
@@ -506,9 +510,8 @@ def validate_request(req: Request) -> None:
     entries = h.entries
     for key in SINGLE_HEADERS:
         positions = index.get(key)
-        if positions is not None and len(positions) > 1:
-            if len({entries[i][2] for i in positions}) > 1:
-                raise SipParseError(f"multiple {canonical_name(key)} headers")
+        if positions is not None and len(positions) > 1 and len({entries[i][2] for i in positions}) > 1:
+            raise SipParseError(f"multiple {canonical_name(key)} headers")
     missing = [n for n in _MANDATORY if n not in index]
     if missing:
         raise SipParseError("missing " + ", ".join(canonical_name(n) for n in missing))

@@ -192,9 +192,7 @@ class TransportManager:
     def dispatch(self, data: bytes, flow: Flow) -> None:
         self.handler(data, flow)
 
-    async def start(
-        self, udp: list[str], tcp: list[str], reuse_port: bool = False
-    ) -> None:
+    async def start(self, udp: list[str], tcp: list[str], reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for text in udp:
             host, port = split_hostport(text, 5060)
@@ -217,7 +215,11 @@ class TransportManager:
         for text in tcp:
             host, port = split_hostport(text, 5070)
             server = await loop.create_server(
-                lambda: TcpConnection(self), host, port, reuse_address=True, reuse_port=reuse_port or None,
+                lambda: TcpConnection(self),
+                host,
+                port,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
                 backlog=1024,
             )
             self.tcp_servers.append(server)
@@ -283,7 +285,7 @@ class TransportManager:
                         timeout=5.0,
                     )
                     pending.set_result(conn)
-                except (OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError) as exc:
                     pending.set_exception(exc)
                     pending.exception()  # mark retrieved
                     return False
@@ -292,7 +294,7 @@ class TransportManager:
             else:
                 try:
                     conn = await asyncio.shield(pending)
-                except (OSError, asyncio.TimeoutError):
+                except (TimeoutError, OSError):
                     return False
         return conn.write(data)
 
@@ -309,5 +311,5 @@ class TransportManager:
         for s in self.tcp_servers:
             try:
                 await asyncio.wait_for(s.wait_closed(), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

@@ -101,7 +101,11 @@ class SipUri:
     def aor(self) -> str:
         """Canonical address-of-record key: scheme:user@host, user unescaped, host lower-cased."""
         user = self.user_unescaped
-        return f"{self.scheme}:{user}@{self.host.lower()}" if user is not None else f"{self.scheme}:{self.host.lower()}"
+        return (
+            f"{self.scheme}:{user}@{self.host.lower()}"
+            if user is not None
+            else f"{self.scheme}:{self.host.lower()}"
+        )
 
     def __str__(self) -> str:
         if self._raw is not None:
@@ -193,7 +197,7 @@ def _scheme_ok(scheme: str) -> bool:
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI as found in a Request-URI or inside <...>. Raises SipParseError (400)."""
-    if not text or any(c in text for c in " \t\r\n<>\""):
+    if not text or any(c in text for c in ' \t\r\n<>"'):
         raise SipParseError("malformed URI")
     scheme, colon, rest = text.partition(":")
     if not colon or not _scheme_ok(scheme):

@@ -30,7 +30,9 @@ def free_port() -> int:
 @pytest.fixture
 async def sip_server() -> AsyncIterator[SipServer]:
     port = free_port()
-    server = SipServer(ServerSettings(udp=[f"127.0.0.1:{port}"], tcp=[f"127.0.0.1:{port}"], metrics_address=None))
+    server = SipServer(
+        ServerSettings(udp=[f"127.0.0.1:{port}"], tcp=[f"127.0.0.1:{port}"], metrics_address=None)
+    )
     await server.start()
     try:
         yield server

@@ -23,11 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.app import Application, load_application_config
+    from server.app import load_application_config
 
     try:
         loaded = load_application_config(args.config)
-    except Exception as exc:  # noqa: BLE001 - config errors are printed, not raised
+    except Exception as exc:
         print(str(exc))
         return 1
     settings = loaded.settings

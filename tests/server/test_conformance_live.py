@@ -18,7 +18,9 @@ FOREIGN_DOMAIN = 403
 
 
 async def run_corpus(server: SipServer, transport: str) -> tuple[int, dict]:  # type: ignore[type-arg]
-    host, port = (server.transports.tcp_addresses if transport == "tcp" else server.transports.udp_addresses)[0]
+    host, port = (server.transports.tcp_addresses if transport == "tcp" else server.transports.udp_addresses)[
+        0
+    ]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(RUNNER), "--host", host, "--port", str(port), "--transport", transport,
         "--timeout-ms", "400", "--unique-branch", "--json",

@@ -45,7 +45,7 @@ class UdpClient(asyncio.DatagramProtocol):
     async def recv(self, timeout: float = 2.0) -> bytes | None:
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     def close(self) -> None:
@@ -62,6 +62,6 @@ async def udp_client() -> UdpClient:
 async def read_message(reader: asyncio.StreamReader, timeout: float = 2.0) -> bytes | None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-    except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+    except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
         return None
     return head

@@ -11,7 +11,13 @@ from sipcore.uri import AbsoluteUri, SipUri, TelUri, parse_uri
 def test_full_sip_uri() -> None:
     u = parse_uri("sips:alice:secret@Atlanta.example.com:5061;transport=tcp;lr?subject=x%20y")
     assert isinstance(u, SipUri)
-    assert (u.scheme, u.user, u.password, u.host, u.port) == ("sips", "alice", "secret", "Atlanta.example.com", 5061)
+    assert (u.scheme, u.user, u.password, u.host, u.port) == (
+        "sips",
+        "alice",
+        "secret",
+        "Atlanta.example.com",
+        5061,
+    )
     assert u.transport == "tcp" and u.lr
     assert u.headers == "subject=x%20y"
     assert str(u) == "sips:alice:secret@Atlanta.example.com:5061;transport=tcp;lr?subject=x%20y"
@@ -38,7 +44,8 @@ def test_tel_and_other_schemes() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["sip:user@2001:db8::10", "sip:a@b:99999", "sip:a@[::1", "sip:a b@c", "nocolon", "sip:@h", "sip:a@b;=x"]
+    "bad",
+    ["sip:user@2001:db8::10", "sip:a@b:99999", "sip:a@[::1", "sip:a b@c", "nocolon", "sip:@h", "sip:a@b;=x"],
 )
 def test_invalid(bad: str) -> None:
     with pytest.raises(SipParseError):

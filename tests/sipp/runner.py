@@ -39,7 +39,7 @@ async def run_sipp(
         )
         try:
             _, err = await asyncio.wait_for(proc.communicate(), timeout + 15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise
