@@ -122,10 +122,40 @@ class Application:
             metrics.CONFIG_RELOADS.labels("refused").inc()
             log.error("config_reload_refused", path=self.loaded.path, errors=str(exc))
             return False
+        try:
+            self._apply(new)
+        except Exception as exc:
+            metrics.CONFIG_RELOADS.labels("refused").inc()
+            log.error("config_reload_refused", path=self.loaded.path, errors=repr(exc))
+            return False
         self.loaded = LoadedConfig(self.loaded.path, new.config, self.loaded.settings)
         metrics.CONFIG_RELOADS.labels("applied").inc()
         log.info("config_reloaded", path=self.loaded.path)
         return True
+
+    def _apply(self, new: LoadedConfig) -> None:
+        """Build every view of the new configuration first, then swap them in one step (no await in
+        between, so no message sees half of each). Listening addresses, workers and the location
+        backend are fixed for the life of the process; calls in progress keep their plans."""
+        if self.registrar is None or new.config is None:
+            return
+        from config.bridge import registrar_view, routing_setup
+        from server.proxy_service import trunks_of
+        from server.registrar_service import build_registrar
+
+        cfg = new.config
+        registrar = build_registrar(cfg, self.sip, self.registrar.registrar)
+        setup = routing_setup(cfg)
+        trunks = trunks_of(cfg)
+        aor_of = {c.account_id: f"sip:{c.username}@{c.domain.lower()}" for c in registrar_view(cfg).values()}
+        local_domains = {d.lower() for d in new.settings.sip.local_domains}
+        if new.settings.location_backend != self.loaded.settings.location_backend:
+            log.warning("config_reload_partial", detail="location backend changes need a restart")
+        # -- swap --
+        self.registrar.registrar = registrar
+        if self.proxy is not None:
+            self.proxy.update(setup, trunks, aor_of, float(cfg.proxy.max_call_duration))
+        self.sip.local_hosts |= local_domains
 
     async def close(self) -> None:
         sd_notify("STOPPING=1")

@@ -24,7 +24,22 @@ CONFIG_RELOADS = Counter("sipcore_config_reloads_total", "Configuration reloads,
 _requests: dict[str, object] = {}
 _responses: dict[int, object] = {}
 _KNOWN_METHODS = frozenset(
-    ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"]
+    [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    ]
 )
 
 

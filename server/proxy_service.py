@@ -214,6 +214,15 @@ class ProxyService:
         self.hops = self._hops()
 
     # ---- wiring ----------------------------------------------------------------------------------
+    def update(self, setup: Any, trunks: dict[str, tuple[Destination, Any]], aor_of: dict[str, str],
+               max_call_duration: float) -> None:  # fmt: skip
+        """Swap in a reloaded configuration; calls in progress keep the plans they started with."""
+        self.setup = setup
+        self.trunks = trunks
+        self.aor_of = aor_of
+        self.max_call_duration = max_call_duration
+        self.trunk_sources = self._trunk_networks()
+
     def start(self) -> None:
         self.sip.proxy = self.on_request
         self.sip.tu_handler = self.on_tu_event
@@ -962,15 +971,21 @@ def _resolve_host(host: str) -> str:
             return host
 
 
+def trunks_of(cfg: Any) -> dict[str, tuple[Destination, Any]]:
+    """Trunk name -> (where to send, its configuration); host names resolved once, here."""
+    trunks: dict[str, tuple[Destination, Any]] = {}
+    for name, t in cfg.trunks.items():
+        trunks[name] = (Destination(t.transport, _resolve_host(str(t.address.host)), int(t.address.port)), t)
+    return trunks
+
+
 def build_proxy_service(cfg: Any, sip: SipServer, registrar: Any) -> ProxyService:
     """Build the call controller from the configuration (routing setup, trunks, forwarding store)."""
     from config.bridge import registrar_view, routing_setup
     from routing import JsonForwardingStore
 
     setup = routing_setup(cfg)
-    trunks: dict[str, tuple[Destination, Any]] = {}
-    for name, t in cfg.trunks.items():
-        trunks[name] = (Destination(t.transport, _resolve_host(str(t.address.host)), int(t.address.port)), t)
+    trunks = trunks_of(cfg)
     aor_of = {c.account_id: f"sip:{c.username}@{c.domain.lower()}" for c in registrar_view(cfg).values()}
     store = JsonForwardingStore.in_state_dir(str(cfg.paths.state_dir))
     return ProxyService(sip, registrar, setup, trunks, aor_of, float(cfg.proxy.max_call_duration),

@@ -191,17 +191,15 @@ class RegistrarService:
 
 
 # ---- construction from the configuration ------------------------------------------------------------
-def build_registrar_service(cfg: Any, sip: SipServer) -> RegistrarService:
-    """Build the registrar, guard and location store described by the YAML configuration."""
+def build_registrar(cfg: Any, sip: SipServer, previous: Registrar | None = None) -> Registrar:
+    """The pure Registrar for a configuration. On a reload (``previous`` given) the brute-force
+    guard keeps its counters and bans, and the challenger is kept while realm and secret are
+    unchanged, so nonces already handed out stay valid."""
     from config.bridge import registrar_view
 
     reg = cfg.registrar
     view: Mapping[tuple[str, str], Any] = registrar_view(cfg)
     realm = reg.realm or getattr(cfg, "default_domain", None) or "sipcore"
-    secret: bytes | str | None = cfg.nonce_secret
-    if secret is None:
-        secret = os.urandom(32).hex()
-        log.warning("nonce_secret_random", hint="set registrar.nonce_secret for multi-process setups")
     accounts: dict[tuple[str, str], Account] = {}
     for (domain, username), c in view.items():
         creds = Credentials(password=c.password, ha1_md5=c.ha1 if c.realm == realm else None)
@@ -227,28 +225,47 @@ def build_registrar_service(cfg: Any, sip: SipServer) -> RegistrarService:
         max_contacts=reg.max_contacts,
         policy=OverflowPolicy(reg.max_contacts_policy),
         jitter_percent=reg.expires_jitter_percent,
-        node_id=node_id(),
+        node_id=previous.settings.node_id if previous else node_id(),
     )
     g = reg.guard
     guard = None
     if g.enabled:
-        guard = Guard(
-            GuardConfig(
-                window=float(g.window),
-                ip_threshold=g.failure_threshold,
-                user_threshold=g.user_failure_threshold,
-                ban_time=float(g.ban_time),
-                whitelist=tuple(g.whitelist),
-                block_scanners=bool(g.refuse_user_agents),
-                scanner_agents=tuple(g.refuse_user_agents) or ("friendly-scanner",),
-            )
+        guard_config = GuardConfig(
+            window=float(g.window),
+            ip_threshold=g.failure_threshold,
+            user_threshold=g.user_failure_threshold,
+            ban_time=float(g.ban_time),
+            whitelist=tuple(g.whitelist),
+            block_scanners=bool(g.refuse_user_agents),
+            scanner_agents=tuple(g.refuse_user_agents) or ("friendly-scanner",),
         )
+        guard = Guard(guard_config)
+        if previous is not None and previous.guard is not None:
+            old_guard = previous.guard  # keep counters and bans across the reload
+            for name in ("_sources", "_users", "_bans", "failures_total", "bans_total", "scanners_total",
+                         "evictions_total"):  # fmt: skip
+                setattr(guard, name, getattr(old_guard, name))
     # Many phones and SIPp read only the first challenge and know only MD5; RFC 8760 clients that
     # parse every challenge can still choose SHA-256. The order is configurable.
     algorithms = tuple(reg.digest_algorithms)
-    challenger = Challenger(realm, secret, float(reg.nonce_lifetime), algorithms)
-    registrar = Registrar(settings, challenger, lambda d, u: accounts.get((d, u)), domain_of, guard)
-    loc = reg.location
+    secret: bytes | str | None = cfg.nonce_secret
+    old = previous.challenger if previous is not None else None
+    same = old is not None and old.realm == realm and getattr(previous, "secret", None) == secret
+    if same and tuple(a.name for a in old.algorithms) == algorithms:  # type: ignore[union-attr]
+        challenger = old
+    else:
+        if secret is None:
+            log.warning("nonce_secret_random", hint="set registrar.nonce_secret for multi-process setups")
+        challenger = Challenger(realm, secret or os.urandom(32), float(reg.nonce_lifetime), algorithms)
+    registrar = Registrar(settings, challenger, lambda d, u: accounts.get((d, u)), domain_of, guard)  # type: ignore[arg-type]
+    registrar.secret = secret  # type: ignore[attr-defined]
+    return registrar
+
+
+def build_registrar_service(cfg: Any, sip: SipServer) -> RegistrarService:
+    """Build the registrar, guard and location store described by the YAML configuration."""
+    registrar = build_registrar(cfg, sip)
+    loc = cfg.registrar.location
     if loc.backend == "redis":
         store: MemoryLocationStore | RedisLocationStore = RedisLocationStore.from_url(
             loc.url, prefix=loc.key_prefix.rstrip(":") + ":loc"
