@@ -161,3 +161,38 @@ async def test_tcp_limits_per_source_and_idle_timeout() -> None:
         for _, w in conns:
             w.close()
         await server.close()
+
+
+async def test_ipv6_udp_and_tcp() -> None:
+    import socket as _socket
+
+    probe = _socket.socket(_socket.AF_INET6, _socket.SOCK_DGRAM)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        import pytest
+
+        pytest.skip("no IPv6 loopback on this machine")
+    port = probe.getsockname()[1]
+    probe.close()
+    server = SipServer(ServerSettings(udp=[f"[::1]:{port}"], tcp=[f"[::1]:{port}"], metrics_address=None))
+    await server.start()
+    loop = asyncio.get_running_loop()
+    try:
+        sock = _socket.socket(_socket.AF_INET6, _socket.SOCK_DGRAM)
+        sock.bind(("::1", 0))
+        sock.setblocking(False)
+        local = sock.getsockname()[1]
+        msg = options("[::1]", port, local).replace(b"127.0.0.1", b"[::1]")
+        await loop.sock_sendto(sock, msg, ("::1", port))
+        data = await asyncio.wait_for(loop.sock_recv(sock, 65535), 2)
+        assert data.startswith(b"SIP/2.0 200 OK")
+        sock.close()
+        reader, writer = await asyncio.open_connection("::1", port)
+        fresh = options("[::1]", port, local, "TCP").replace(b"127.0.0.1", b"[::1]")  # a new transaction
+        writer.write(fresh)
+        head = await read_message(reader)
+        assert head is not None and head.startswith(b"SIP/2.0 200 OK")
+        writer.close()
+    finally:
+        await server.close()
