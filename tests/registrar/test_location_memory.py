@@ -1,0 +1,226 @@
+"""Memory backend specifics: the expiry sweep, the SQLite state file (write-behind, restart) and the
+memory footprint per binding."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from registrar.location import (
+    BindingExpired,
+    ContactChange,
+    Flow,
+    MemoryLocationStore,
+    RegisterChanges,
+)
+
+T0 = 1_700_000_000.0
+UDP = Flow("udp", "198.51.100.7", 5060, "203.0.113.5:5060")
+
+
+def reg(call_id: str, cseq: int, uri: str, expires: int = 3600, flow: Flow = UDP, **kw) -> RegisterChanges:
+    return RegisterChanges(call_id, cseq, flow, (ContactChange(uri, expires, **kw),), user_agent="baresip")
+
+
+def rows(path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as db:
+        return sorted(db.execute("SELECT aor, key FROM location_bindings"))
+
+
+# -- sweep --------------------------------------------------------------------------------------------
+
+
+def test_sweep_returns_what_expired_and_nothing_else() -> None:
+    s = MemoryLocationStore()
+    s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1", 60), T0)
+    s.register("sip:a@x", reg("1", 2, "sip:a@10.0.0.2", 120), T0)
+    s.register("sip:b@x", reg("2", 1, "sip:b@10.0.0.3", 30), T0)
+    assert s.next_expiry() == T0 + 30
+    assert s.sweep(T0 + 29) == []
+    assert [b.contact for b in s.sweep(T0 + 60)] == ["sip:b@10.0.0.3", "sip:a@10.0.0.1"]
+    assert s.aor_count() == 1 and s.contact_count() == 1
+    assert [b.contact for b in s.sweep(T0 + 1000)] == ["sip:a@10.0.0.2"]
+    assert s.aor_count() == 0 and s.contact_count() == 0 and s.sweep(T0 + 5000) == []
+
+
+def test_sweep_after_a_refresh_does_not_expire_the_refreshed_binding() -> None:
+    s = MemoryLocationStore()
+    s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1", 60), T0)
+    s.register("sip:a@x", reg("1", 2, "sip:a@10.0.0.1", 60), T0 + 50)  # now expires at T0+110
+    assert s.sweep(T0 + 60) == []  # the stale heap entry pops harmlessly and reschedules
+    assert s.next_expiry() == T0 + 110
+    assert len(s.sweep(T0 + 110)) == 1
+
+
+def test_sweep_cost_follows_what_expired_not_the_store_size() -> None:
+    s = MemoryLocationStore()
+    for i in range(2000):
+        s.register(f"sip:{i}@x", reg(str(i), 1, f"sip:{i}@10.0.0.1", 3600 if i % 100 else 10), T0)
+    assert len(s.sweep(T0 + 10)) == 20
+    assert len(s._heap) == 1980  # only the survivors remain scheduled
+
+
+# -- state file ---------------------------------------------------------------------------------------
+
+
+async def test_restart_restores_bindings_and_drops_the_expired(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    s = MemoryLocationStore(path)
+    s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1;x=1?H=v%20w", 60), T0)
+    s.register("sip:b@x", reg("2", 1, "sip:b@10.0.0.2", 3600), T0)
+    await s.close()
+
+    s2 = MemoryLocationStore(path)
+    assert s2.load(T0 + 10) == 2
+    [a] = s2.lookup("sip:a@x", T0 + 10)
+    assert (a.contact, a.cseq, a.user_agent, a.flow) == ("sip:a@10.0.0.1;x=1?H=v%20w", 1, "baresip", UDP)
+    await s2.close()
+
+    s3 = MemoryLocationStore(path)  # restarted after a's expiry: only b comes back, a's row is deleted
+    assert s3.load(T0 + 61) == 1
+    assert s3.lookup("sip:a@x", T0 + 61) == [] and len(s3.lookup("sip:b@x", T0 + 61)) == 1
+    assert rows(path) == [("sip:b@x", "u\x00sip:b@10.0.0.2")]
+    # the restored store goes on applying the CSeq rule from what it loaded
+    s3.register("sip:b@x", reg("2", 2, "sip:b@10.0.0.2", 3600), T0 + 62)
+    await s3.close()
+
+
+async def test_restart_treats_tcp_flows_as_closed(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    s = MemoryLocationStore(path)
+    conn = Flow("tcp", "198.51.100.8", 40000, "203.0.113.5:5070", "h/1/1")
+    s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1;transport=tcp", flow=conn), T0)
+    s.register(
+        "sip:a@x", reg("2", 1, "sip:ob@10.0.0.1;transport=tcp", flow=conn, instance="<urn:1>", reg_id=1), T0
+    )
+    await s.close()
+    s2 = MemoryLocationStore(path)
+    s2.load(T0 + 1)
+    [b] = s2.lookup("sip:a@x", T0 + 1)
+    assert b.contact == "sip:a@10.0.0.1;transport=tcp" and not b.flow_alive
+    await s2.close()
+    assert len(rows(path)) == 1
+
+
+async def test_register_does_not_touch_the_disk_flush_does(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    s = MemoryLocationStore(path)
+    s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1"), T0)
+    s.register("sip:b@x", reg("2", 1, "sip:b@10.0.0.1"), T0)
+    assert rows(path) == [] and s.dirty_count == 2
+    assert await s.flush() == 2
+    assert len(rows(path)) == 2 and s.dirty_count == 0
+    s.register("sip:a@x", reg("1", 2, "sip:a@10.0.0.1", 0), T0 + 1)
+    assert await s.flush() == 1
+    assert [r[0] for r in rows(path)] == ["sip:b@x"]
+    await s.close()
+
+
+async def test_write_behind_flushes_once_the_batch_is_full(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    s = MemoryLocationStore(path, flush_interval=3600, flush_batch=3)  # only the batch can trigger it
+    s.start()
+    try:
+        await asyncio.sleep(0)  # let the task arm its wake-up event
+        for i in range(3):
+            s.register(f"sip:{i}@x", reg(str(i), 1, f"sip:{i}@10.0.0.1"), T0)
+
+        async def flushed() -> None:
+            while len(rows(path)) < 3:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(flushed(), 5)
+        assert s.dirty_count == 0
+    finally:
+        await s.close()
+
+
+async def test_write_behind_flushes_on_its_interval(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    s = MemoryLocationStore(path, flush_interval=0.02, flush_batch=10_000)
+    s.start()
+    try:
+        s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1"), T0)
+
+        async def flushed() -> None:
+            while not rows(path):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(flushed(), 5)
+    finally:
+        await s.close()
+
+
+def test_flush_now_without_a_loop(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    s = MemoryLocationStore(path)
+    s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1"), T0)
+    assert s.flush_now() == 1 and len(rows(path)) == 1
+
+
+# -- footprint ----------------------------------------------------------------------------------------
+
+
+def test_footprint_stays_under_one_kilobyte_per_binding() -> None:
+    n = 5_000
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        s = MemoryLocationStore()
+        for i in range(n):
+            ip = f"198.51.{i // 250 % 250}.{i % 250}"
+            flow = (
+                Flow("udp", ip, 1024 + i % 60000, "203.0.113.5:5060")
+                if i % 3
+                else Flow("tcp", ip, 1024 + i % 60000, "203.0.113.5:5070", f"h1/{i}")
+            )
+            ch = RegisterChanges(
+                f"{i:08x}-5c1e-4d2a-9b7f@{ip}",
+                1,
+                flow,
+                (
+                    ContactChange(
+                        f"sip:{1000 + i}@{ip}:{1024 + i % 60000};transport={flow.transport};line=ab{i}", 3600
+                    ),
+                ),
+                user_agent="Yealink SIP-T46U 66.86.0.15",
+            )
+            s.register(f"sip:{1000 + i}@customer{i % 500}.example", ch, T0)
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert s.contact_count() == n
+    assert used / n < 1024, f"{used / n:.0f} bytes per binding"
+
+
+async def test_sweeper_task_reports_expiry_events() -> None:
+    s = MemoryLocationStore()
+    s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1", 60), T0)
+    s.register("sip:b@x", reg("2", 1, "sip:b@10.0.0.1", 3600), T0)
+    got: list = []
+    done = asyncio.Event()
+
+    def on_expired(events: list) -> None:
+        got.extend(events)
+        done.set()
+
+    task = asyncio.create_task(s.run_sweeper(on_expired, clock=lambda: T0 + 61, max_wait=0.01))
+    try:
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        task.cancel()
+    assert [e.binding.contact for e in got] == ["sip:a@10.0.0.1"] and isinstance(got[0], BindingExpired)
+    assert s.contact_count() == 1
+
+
+async def test_a_failed_flush_keeps_the_aors_dirty(tmp_path: Path) -> None:
+    s = MemoryLocationStore(tmp_path / "state.sqlite")
+    s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1"), T0)
+    s._state._db.close()  # the disk went away under us
+    with pytest.raises(sqlite3.ProgrammingError):
+        await s.flush()
+    assert s.dirty_count == 1
