@@ -6,6 +6,7 @@ each other; this module connects them.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,19 @@ def load_application_config(path: str | None) -> LoadedConfig:
     return LoadedConfig(str(path) if path else None, cfg, settings)
 
 
+def settle_heap() -> None:
+    """Move everything built at start-up (or reload) out of the cyclic collector's reach.
+
+    The configuration of a large platform is hundreds of thousands of long-lived objects; without
+    this every full collection walks them, which profiling showed to cost more than the SIP work
+    itself on the REGISTER path. Young-generation thresholds are raised for the same reason: the
+    hot path allocates many short-lived, acyclic objects.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 class Application:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
@@ -110,6 +124,7 @@ class Application:
             self.http = HttpEndpoint(self.sip.health)
             self.metrics_address = await self.http.start(host, port)
             log.info("metrics_listening", address=f"{self.metrics_address[0]}:{self.metrics_address[1]}")
+        settle_heap()
         sd_notify("READY=1")
 
     async def reload(self) -> bool:
@@ -129,6 +144,7 @@ class Application:
             log.error("config_reload_refused", path=self.loaded.path, errors=repr(exc))
             return False
         self.loaded = LoadedConfig(self.loaded.path, new.config, self.loaded.settings)
+        settle_heap()
         metrics.CONFIG_RELOADS.labels("applied").inc()
         log.info("config_reloaded", path=self.loaded.path)
         return True
