@@ -157,9 +157,18 @@ class Headers:
             yield name, value
 
 
+_KEYS: dict[str, str] = {}
+
+
 def _key(name: str) -> str:
-    key = name.lower()
-    return COMPACT.get(key, key)
+    """Lookup key of a header name (lower-case full form), memoised: called many times per message."""
+    key = _KEYS.get(name)
+    if key is None:
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        if len(_KEYS) < 1024:
+            _KEYS[name] = key
+    return key
 
 
 class Message:
