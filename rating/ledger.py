@@ -1,0 +1,102 @@
+"""The ledger: every movement of a customer's balance, the book of record behind `balance show`.
+
+Why a ledger and not just a counter: invoices and disputes need each payment, charge, fee and
+call debit with its date and memo; the balance is their sum. Amounts are signed (credit > 0,
+debit < 0) and kept as integer micro-units; `post` reports a low-balance crossing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from rating.events import LowBalanceCrossed
+from rating.money import from_micros, to_micros
+from rating.settlement import crossed_low_balance
+
+
+class EntryKind(StrEnum):
+    PAYMENT = "payment"  # credit
+    CHARGE = "charge"  # manual debit
+    CALL = "call"  # call debit (batched from settled calls)
+    FEE = "fee"  # monthly / setup fee
+
+
+CREDIT_KINDS = frozenset({EntryKind.PAYMENT})
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One balance movement; `amount_micros` is signed (payments > 0, everything else < 0)."""
+
+    customer_id: str
+    kind: EntryKind
+    amount_micros: int
+    at: datetime
+    memo: str = ""
+    id: int | None = None
+
+    @property
+    def amount(self) -> Decimal:
+        return from_micros(self.amount_micros)
+
+
+class Ledger(Protocol):
+    def append(self, entry: LedgerEntry) -> LedgerEntry:
+        """Store an entry; returns it with its id."""
+        ...
+
+    def balance_micros(self, customer_id: str) -> int: ...
+
+    def entries(self, customer_id: str, limit: int | None = None) -> list[LedgerEntry]:
+        """Entries oldest first (the last `limit` when given)."""
+        ...
+
+
+class MemoryLedger:
+    """Ledger kept in a list (tests, one-shot tools)."""
+
+    def __init__(self) -> None:
+        self._entries: list[LedgerEntry] = []
+
+    def append(self, entry: LedgerEntry) -> LedgerEntry:
+        stored = replace(entry, id=len(self._entries) + 1)
+        self._entries.append(stored)
+        return stored
+
+    def balance_micros(self, customer_id: str) -> int:
+        return sum(e.amount_micros for e in self._entries if e.customer_id == customer_id)
+
+    def entries(self, customer_id: str, limit: int | None = None) -> list[LedgerEntry]:
+        mine = [e for e in self._entries if e.customer_id == customer_id]
+        return mine[-limit:] if limit else mine
+
+
+def signed_micros(kind: EntryKind, amount: Decimal) -> int:
+    """A positive amount as the signed ledger movement of its kind (credit or debit)."""
+    micros = to_micros(amount, f"{kind} amount")
+    if micros <= 0:
+        raise ValueError(f"{kind} amount must be positive, got {amount}")
+    return micros if kind in CREDIT_KINDS else -micros
+
+
+def post(
+    ledger: Ledger,
+    customer_id: str,
+    kind: EntryKind,
+    amount: Decimal,
+    at: datetime,
+    memo: str = "",
+    low_balance_threshold: Decimal = Decimal(0),
+) -> tuple[LedgerEntry, LowBalanceCrossed | None]:
+    """Append a movement (amount given positive; sign from its kind) and detect a threshold crossing."""
+    delta = signed_micros(kind, amount)
+    before = ledger.balance_micros(customer_id)
+    entry = ledger.append(LedgerEntry(customer_id, kind, delta, at, memo))
+    event = crossed_low_balance(
+        customer_id, before, before + delta, to_micros(low_balance_threshold, "threshold"), at
+    )
+    return entry, event
