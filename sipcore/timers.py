@@ -20,7 +20,9 @@ class TimerConfig:
     response retransmission intervals), T4 = 5 s (how long a message stays in the network), timer D at
     least 32 s on unreliable transports. ``trying_delay`` is how long an INVITE server transaction waits
     for the TU's first response before answering 100 Trying itself (§17.2.1): 0.2 s by default, 0 sends
-    it at once, None never.
+    it at once, None never. ``rfc6026`` keeps an INVITE server transaction in Accepted for timer L
+    (64*T1) after a 2xx, so a retransmitted INVITE is absorbed instead of reaching the TU as a new
+    call; False is RFC 3261's immediate Terminated.
     """
 
     t1: float = 0.5
@@ -28,6 +30,7 @@ class TimerConfig:
     t4: float = 5.0
     timer_d: float = 32.0
     trying_delay: float | None = 0.2
+    rfc6026: bool = True
 
     def __post_init__(self) -> None:
         if not (self.t1 > 0 and self.t2 >= self.t1 and self.t4 > 0 and self.timer_d >= 0):
@@ -37,7 +40,7 @@ class TimerConfig:
 
     @property
     def timeout(self) -> float:
-        """64*T1: timers B, F, H (give up) and J (absorb request retransmissions on UDP)."""
+        """64*T1: timers B, F, H (give up), J (absorb request retransmissions on UDP) and L."""
         return 64 * self.t1
 
 

@@ -11,9 +11,10 @@ input it does not list (late responses, stray ACKs, TU responses after the final
 names explicitly as "absorbed" or "discarded" are written in with no steps, so the table documents
 them.
 
-Deliberately RFC 3261 as written (not RFC 6026): an INVITE client transaction ends on a 2xx and an
-INVITE server transaction ends when the TU sends a 2xx; 2xx retransmissions and their ACKs are the
-TU's (UA core or proxy core) business.
+The INVITE client transaction is RFC 3261 as written: it ends on a 2xx, and 2xx retransmissions come
+up as stray responses for the TU. The INVITE server transaction adds RFC 6026's Accepted state (timer
+L = 64*T1, ``TimerConfig.rfc6026``) so an INVITE retransmitted after the 2xx is absorbed, not a new
+call.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class SendMessage:
 
 @dataclass(frozen=True, slots=True)
 class RequestReceived:
-    """A new request for the TU. ``transaction`` is None for an ACK that matched no transaction
-    (the ACK of a 2xx, which belongs to the dialog, not to a transaction)."""
+    """A new request for the TU. ``transaction`` is None for the ACK of a 2xx (it matched no
+    transaction, or an INVITE server transaction in Accepted): dialog business, not a transaction's."""
 
     request: Any
     source: Any
@@ -116,6 +117,7 @@ class State(StrEnum):
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
     CONFIRMED = "Confirmed"
+    ACCEPTED = "Accepted"  # RFC 6026 §8.7: INVITE server after a 2xx, absorbing INVITE retransmissions
     TERMINATED = "Terminated"
 
 
@@ -140,9 +142,11 @@ class Input(StrEnum):
     TIMER_I = "timer I"
     TIMER_J = "timer J"
     TIMER_K = "timer K"
+    TIMER_L = "timer L"
     TIMER_TRYING = "100 Trying timer"
 
 
+_TERMINATED = State.TERMINATED
 _IC, _NIC, _IS, _NIS = (
     Machine.INVITE_CLIENT,
     Machine.NON_INVITE_CLIENT,
@@ -195,7 +199,7 @@ TRANSITIONS: dict[tuple[Machine, State, Input], tuple[tuple[str, ...], State]] =
     (_IS, _S.PROCEEDING, _I.TIMER_TRYING): (("send_trying",), _S.PROCEEDING),
     (_IS, _S.PROCEEDING, _I.REQUEST): (("answer_retransmission",), _S.PROCEEDING),
     (_IS, _S.PROCEEDING, _I.TU_1XX): (("stop_timers", "send_response"), _S.PROCEEDING),
-    (_IS, _S.PROCEEDING, _I.TU_2XX): (("send_response",), _S.TERMINATED),
+    (_IS, _S.PROCEEDING, _I.TU_2XX): (("stop_timers", "send_response", "start_L"), _S.ACCEPTED),
     (_IS, _S.PROCEEDING, _I.TU_FINAL): (("stop_timers", "send_response", "start_G", "start_H"), _S.COMPLETED),
     (_IS, _S.PROCEEDING, _I.TRANSPORT_ERROR): (("transport_failed",), _S.TERMINATED),
     (_IS, _S.COMPLETED, _I.REQUEST): (("resend_final",), _S.COMPLETED),
@@ -206,6 +210,11 @@ TRANSITIONS: dict[tuple[Machine, State, Input], tuple[tuple[str, ...], State]] =
     (_IS, _S.CONFIRMED, _I.REQUEST): ((), _S.CONFIRMED),  # absorbed
     (_IS, _S.CONFIRMED, _I.ACK): ((), _S.CONFIRMED),  # absorbed
     (_IS, _S.CONFIRMED, _I.TIMER_I): ((), _S.TERMINATED),
+    # RFC 6026 §8.7 (Figure 5 of RFC 6026); timer L = 0 (rfc6026=False) makes it RFC 3261's Terminated
+    (_IS, _S.ACCEPTED, _I.REQUEST): ((), _S.ACCEPTED),  # absorbed: the TU retransmits its 2xx
+    (_IS, _S.ACCEPTED, _I.ACK): (("pass_ack",), _S.ACCEPTED),  # the 2xx's ACK belongs to the TU
+    (_IS, _S.ACCEPTED, _I.TU_2XX): (("send_response",), _S.ACCEPTED),  # 2xx retransmissions, forked 2xx
+    (_IS, _S.ACCEPTED, _I.TIMER_L): ((), _S.TERMINATED),
     # ---- non-INVITE server, §17.2.2 (Figure 8)
     (_NIS, _S.INITIAL, _I.START): (("pass_request",), _S.TRYING),
     (_NIS, _S.TRYING, _I.REQUEST): ((), _S.TRYING),  # discarded
@@ -237,13 +246,14 @@ _TIMER_INPUT = {
     "I": _I.TIMER_I,
     "J": _I.TIMER_J,
     "K": _I.TIMER_K,
+    "L": _I.TIMER_L,
     "trying": _I.TIMER_TRYING,
 }
 
 
 # --------------------------------------------------------------------------- steps
 
-Step = Callable[["Any", float, Any, list], None]
+Step = Callable[[Any, float, Any, list], None]  # (transaction, now, message, outputs)
 
 
 def _start(t: Transaction, name: str, duration: float, now: float) -> None:
@@ -305,6 +315,14 @@ def _start_t4(name: str) -> Step:
         _start(t, name, 0.0 if t.reliable else t.config.t4, now)
 
     return step
+
+
+def _start_l(t: Transaction, now: float, msg: Any, out: list) -> None:
+    _start(t, "L", t.config.timeout if t.config.rfc6026 else 0.0, now)
+
+
+def _pass_ack(t: ServerTransaction, now: float, msg: Any, out: list) -> None:
+    out.append(RequestReceived(msg, t.source, None))
 
 
 def _start_j(t: Transaction, now: float, msg: Any, out: list) -> None:
@@ -394,6 +412,8 @@ _STEPS: dict[str, Step] = {
     "start_H": _start_timeout("H"),
     "start_I": _start_t4("I"),
     "start_J": _start_j,
+    "start_L": _start_l,
+    "pass_ack": _pass_ack,
     "stop_timers": _stop_timers,
     "pass_response": _pass_response,
     "send_ack": _send_ack,
@@ -476,7 +496,7 @@ class Transaction:
 
     @property
     def terminated(self) -> bool:
-        return self.state is State.TERMINATED
+        return self.state is _TERMINATED
 
     @property
     def method(self) -> str:
@@ -518,7 +538,7 @@ class Transaction:
         for step in steps:
             step(self, now, msg, out)
         self.state = next_state
-        if next_state is State.TERMINATED:
+        if next_state is _TERMINATED:
             self._timers.clear()
             self._immediate = None
             out.append(TransactionTerminated(self))
@@ -718,7 +738,8 @@ class TransactionLayer:
         key = server_key(request)
         txn = self._server.get(key)
         if txn is not None and (key[0] is not None or _rfc2543_match(txn, request)):  # type: ignore[index]
-            self.stats["retransmissions_absorbed"] += 1
+            if request.method != "ACK":
+                self.stats["retransmissions_absorbed"] += 1
             out = txn.receive_request(request, now)
             self._settle(txn)
             return out
@@ -751,7 +772,10 @@ class TransactionLayer:
     def on_timer(self, now: float) -> list[Output]:
         out: list[Output] = []
         for txn in self._heap.pop_due(now):
-            out += txn.on_timer(now)
+            fired = txn.on_timer(now)
+            if txn.state is State.TERMINATED and any(type(o) is TransactionTimedOut for o in fired):
+                self.stats["timed_out"] += 1
+            out += fired
             self._settle(txn)
         return out
 
@@ -798,11 +822,13 @@ class TransactionLayer:
         return out
 
     def find_cancel_target(self, cancel: Any) -> ServerTransaction | None:
-        """The live INVITE server transaction a received CANCEL refers to (§9.2), if any."""
+        """The INVITE server transaction a received CANCEL refers to (§9.2), if it can still be
+        cancelled (Proceeding: no final response sent). None otherwise: the caller answers the CANCEL
+        481, or 200 with no further effect once the final went out (§9.2)."""
         key = server_key(cancel)
         key = (*key[:-1], "INVITE") if key[0] is not None else (*key[:5], "INVITE", *key[6:])  # type: ignore[index]
         txn = self._server.get(key)
-        if txn is None or txn.request.method != "INVITE":
+        if txn is None or txn.state is not State.PROCEEDING:
             return None
         if key[0] is None and cancel.to_tag != txn.request.to_tag:
             return None
@@ -816,11 +842,11 @@ class TransactionLayer:
 
     # ---- bookkeeping
     def _settle(self, txn: Transaction) -> None:
-        if txn.state is not State.TERMINATED:
+        if txn.state is not _TERMINATED:
             self._heap.schedule(txn)
             return
         table: dict = self._server if isinstance(txn, ServerTransaction) else self._client
         if table.get(txn.key) is txn:
             del table[txn.key]
-        if len(self._heap) > 2 * len(self) + 1024:
+        if len(self._heap) > 2 * (len(self._server) + len(self._client)) + 1024:
             self._heap.compact()
