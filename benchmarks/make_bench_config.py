@@ -41,7 +41,7 @@ customers:
     internal: true
     default_package: bench
     accounts:
-      - {{extension: "{FIRST - 1}", username: callee, password: pwcallee}}
+      - {{extension: "{FIRST - 1}", username: callee, password: pwcallee, max_calls: 1000}}
 """
 
 RATES = """\

@@ -400,7 +400,7 @@ class Account(Strict):
     mobile: E164 | None = None
     voicemail: bool = False
     call_waiting: bool = True
-    max_calls: int = Field(2, ge=1, le=1000)
+    max_calls: int = Field(2, ge=1, le=100_000)
     package: Name | None = None
     block_out_of_plan: bool = False
     block_premium: bool = False

@@ -101,6 +101,7 @@ class Application:
         self.http: HttpEndpoint | None = None
         self.registrar: Any = None
         self.proxy: Any = None
+        self.billing: Any = None
         self.metrics_address: tuple[str, int] | None = None
         self.started_at = time.time()
 
@@ -115,6 +116,12 @@ class Application:
             from server.proxy_service import build_proxy_service
 
             self.proxy = build_proxy_service(self.loaded.config, self.sip, self.registrar)
+            from server.billing import build_billing
+
+            self.billing = build_billing(self.loaded.config)
+            await self.billing.start()
+            self.proxy.authorise = self.billing.authorise
+            self.proxy.call_ended_sinks.append(self.billing.on_call_ended)
             self.proxy.start()
         addr = self.loaded.settings.sip.metrics_address
         if addr:
@@ -178,5 +185,7 @@ class Application:
         if self.http is not None:
             await self.http.close()
         await self.sip.close()
+        if self.billing is not None:
+            await self.billing.close()
         if self.registrar is not None:
             await self.registrar.close()

@@ -104,6 +104,7 @@ class Branch:
     txn: ClientTransaction | None = None
     provisional: bool = False
     cancel_pending: bool = False
+    cancel_sent: bool = False  # a branch is CANCELled once (plan and caller may both ask)
     final: int | None = None
     response: Response | None = None
     auth_tried: bool = False
@@ -583,7 +584,7 @@ class ProxyService:
 
     def _cancel_branch(self, call: Call, plan_branch: int) -> None:
         for branch in call.branches.get(plan_branch, ()):
-            if branch.final is not None:
+            if branch.final is not None or branch.cancel_sent:
                 continue
             if branch.provisional:
                 self._send_cancel(branch)
@@ -592,6 +593,9 @@ class ProxyService:
 
     def _send_cancel(self, branch: Branch) -> None:
         branch.cancel_pending = False
+        if branch.cancel_sent:
+            return
+        branch.cancel_sent = True
         cancel = make_cancel(branch.request)
         _, outs = self.sip.transactions.send_request(cancel, branch.dest, self.sip.now(),
                                                      reliable=branch.dest.transport == "tcp")  # fmt: skip
@@ -683,6 +687,10 @@ class ProxyService:
         if isinstance(target, AccountContacts):
             call.callee_account_id = target.account_id
             self.active[target.account_id] += 1
+        if isinstance(target, TrunkNumber):
+            call.normalised = target.number  # the number actually reached (a forward's target)
+            if call.direction != "outbound":
+                call.direction = "forwarded"  # an outside leg of a forwarded call: billed to the forwarder
         if ring is not None:
             call.billed_account_id = ring.billed_account_id
             call.rated = call.rated or ring.rated

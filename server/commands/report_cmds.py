@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cdr.periods import months_between, next_month
 from cdr.record import Direction
 from cdr.report_render import FORMATS, render
 from cdr.reports import (
@@ -47,16 +48,6 @@ def parse_when(text: str, *, end: bool) -> datetime:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an ISO date or datetime: {text!r}") from exc
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def months_between(start: datetime, end: datetime) -> list[tuple[int, int]]:
-    """Calendar months intersecting [start, end)."""
-    out: list[tuple[int, int]] = []
-    y, m = start.year, start.month
-    while datetime(y, m, 1, tzinfo=UTC) < end:
-        out.append((y, m))
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    return out
 
 
 def _load_config(path: str) -> Any:
@@ -201,7 +192,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _this_month() -> tuple[datetime, datetime]:
     now = datetime.now(UTC)
-    y, m = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    y, m = next_month(now.year, now.month)
     return datetime(now.year, now.month, 1, tzinfo=UTC), datetime(y, m, 1, tzinfo=UTC)
 
 

@@ -1,0 +1,219 @@
+"""Money at the edge: the rater's authorisation as routing's hook at call setup, and at call end the
+settlement (free minutes, balance debit, low-balance events), the CDR into the durable pipeline and
+the call debit into the ledger.
+
+Balances live in a MemoryCounterStore seeded at start from the configuration's opening balances plus
+every ledger movement since (payments, charges, fees and earlier call debits), so a restart does not
+forget what prepaid customers spent. Call debits are appended to the ledger in batches off the call
+path; the CDR spool is what makes a finished call durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cdr import CdrPipeline, CdrRecord, open_store
+from rating.alerts import publish_low_balance
+from rating.counters import MemoryCounterStore
+from rating.ledger import EntryKind, LedgerEntry
+from rating.ledger_sqlite import SqliteLedger
+from rating.model import CallToRate, Direction, Refusal
+from rating.money import from_micros, to_micros
+from rating.rater import Rater
+from rating.settlement import authorise_call, settle_call
+from routing import Authorisation, AuthoriseRequest
+
+from .calls import CallEnded
+
+log = structlog.get_logger("sipcore.billing")
+
+# Refusal → (SIP status, reason phrase, Warning text)
+REFUSALS: dict[Refusal, tuple[int, str, str]] = {
+    Refusal.NO_RATE: (404, "No Route To Destination", "destination not in the rate table"),
+    Refusal.BLOCKED_CATEGORY: (403, "Destination Blocked", "destination category blocked for this account"),
+    Refusal.OUT_OF_PLAN_BLOCKED: (403, "Out Of Plan", "out-of-plan calls are blocked for this account"),
+    Refusal.BALANCE_EXHAUSTED: (402, "Payment Required", "prepaid balance exhausted"),
+    Refusal.DAILY_CAP_REACHED: (403, "Daily Spending Cap Reached", "daily spending cap reached"),
+    Refusal.BILLING_ENDED: (403, "Billing Ended", "account past its billing end date"),
+}
+
+_DIRECTIONS = {
+    "outbound": Direction.OUTBOUND,
+    "inbound": Direction.INBOUND,
+    "internal": Direction.INTERNAL,
+    "forwarded": Direction.FORWARDED,
+}
+
+
+def run_now(coro: Any) -> Any:
+    """Run a coroutine that never suspends (the memory counter store) to completion, synchronously:
+    routing's authorisation hook is a plain function on the call path."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("counter store suspended: use an async authorisation path for remote stores")
+
+
+class Billing:
+    def __init__(self, cfg: Any, rater: Rater, pipeline: CdrPipeline, ledger_path: Path) -> None:
+        self.cfg = cfg
+        self.rater = rater
+        self.pipeline = pipeline
+        self.counters = MemoryCounterStore()
+        self.ledger_path = ledger_path
+        self._debits: list[LedgerEntry] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- lifecycle --
+    async def start(self) -> None:
+        from config.bridge import initial_balances
+
+        opening = initial_balances(self.cfg)
+
+        def ledger_movements() -> dict[str, int]:
+            ledger = SqliteLedger(self.ledger_path)
+            try:
+                return {customer_id: ledger.balance_micros(customer_id) for customer_id in opening}
+            finally:
+                ledger.close()
+
+        moved = await asyncio.to_thread(ledger_movements)
+        for customer_id, amount in opening.items():
+            await self.counters.set_balance(customer_id, to_micros(Decimal(amount), "balance") + moved[customer_id])
+        await self.pipeline.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_debits_loop())
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self._flush_debits()
+        await self.pipeline.stop()
+
+    # -- call setup --
+    def authorise(self, request: AuthoriseRequest) -> Authorisation:
+        call = CallToRate(Direction.OUTBOUND, request.account_id, request.number, datetime.now(UTC))
+        try:
+            answer = run_now(authorise_call(self.rater, self.counters, call))
+        except Exception:
+            log.exception("authorise_failed", account=request.account_id)
+            return Authorisation(False, 500, "Rating Unavailable", "the rater could not price this call")
+        if answer.allowed:
+            return Authorisation(True, max_duration=answer.max_seconds)
+        status, reason, warning = REFUSALS.get(answer.reason, (403, "Forbidden", str(answer.reason)))
+        out_of_plan = answer.reason is Refusal.OUT_OF_PLAN_BLOCKED
+        return Authorisation(False, status, reason, warning, out_of_plan)
+
+    # -- call end --
+    def on_call_ended(self, event: CallEnded) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, event: CallEnded) -> None:
+        start = datetime.fromtimestamp(event.start, UTC)
+        end = datetime.fromtimestamp(max(event.end, event.start), UTC)
+        answer = datetime.fromtimestamp(event.answer, UTC) if event.answer is not None else None
+        direction = _DIRECTIONS.get(event.direction, Direction.OUTBOUND)
+        account = event.billed_account_id if direction is not Direction.INBOUND else None
+        destination = event.did if direction is Direction.INBOUND and event.did else event.normalised
+        customer = self.cfg.customers_by_id.get(event.customer_id) if event.customer_id else None
+        rated = None
+        if event.disposition != "refused" and (account or direction is Direction.INBOUND):
+            call = CallToRate(
+                direction, account, destination, start,
+                on_net=direction is Direction.INTERNAL or (event.did is not None and direction is not Direction.INBOUND),
+                answered=event.answer is not None, duration=event.duration,
+            )  # fmt: skip
+            try:
+                settled, low = await settle_call(self.rater, self.counters, call)
+                rated = settled.rated
+                if settled.debited_micros and rated.customer_id:
+                    self._debits.append(
+                        LedgerEntry(
+                            rated.customer_id, EntryKind.CALL, -settled.debited_micros, end, event.call_id
+                        )
+                    )
+                if low is not None:
+                    publish_low_balance(low)
+            except Exception:
+                log.exception("settlement_failed", call_id=event.call_id)
+        customer_id = (rated.customer_id if rated is not None else None) or event.customer_id or "unknown"
+        customer = self.cfg.customers_by_id.get(customer_id) or customer
+        record = CdrRecord(
+            call_id=event.call_id,
+            leg=0 if event.leg == "0" else int(event.leg.lstrip("f") or 0) + 1,
+            customer_id=customer_id,
+            customer_ref=getattr(customer, "reference", "") or "",
+            internal=bool(getattr(customer, "internal", False)),
+            direction=direction.value,
+            caller=event.caller,
+            dialed=event.dialed,
+            normalised=event.normalised,
+            start=start,
+            end=end,
+            answer=answer,
+            duration=event.duration,
+            billed_seconds=rated.billed_seconds if rated is not None else 0,
+            disposition=event.disposition,
+            sip_status=event.sip_status,
+            cost=from_micros(rated.cost_micros) if rated is not None else Decimal(0),
+            price=from_micros(rated.price_micros) if rated is not None else Decimal(0),
+            currency=(rated.currency if rated is not None else getattr(customer, "currency", "EUR")) or "EUR",
+            account_id=event.account_id,
+            prefix=rated.matched_prefix if rated is not None else None,
+            destination=rated.destination_name if rated is not None else None,
+            free_minutes=rated.free_minutes_used if rated is not None else 0,
+            package=rated.package if rated is not None else None,
+        )
+        self.pipeline.append(record)
+
+    async def _flush_debits_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._flush_debits()
+            except Exception:
+                log.exception("ledger_flush_failed")
+
+    async def _flush_debits(self) -> None:
+        if not self._debits:
+            return
+        batch, self._debits = self._debits, []
+
+        def write() -> None:
+            ledger = SqliteLedger(self.ledger_path)
+            try:
+                for entry in batch:
+                    ledger.append(entry)
+            finally:
+                ledger.close()
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception:
+            self._debits[:0] = batch
+            raise
+
+
+def build_billing(cfg: Any) -> Billing:
+    from config.bridge import rating_setup
+
+    rater = Rater(rating_setup(cfg))
+    c = cfg.cdr
+    if c.backend == "postgresql":
+        store = open_store(c.dsn)
+    else:
+        store = open_store(f"sqlite:{cfg.paths.cdr_database}")
+    pipeline = CdrPipeline(cfg.paths.cdr_spool_dir, store, batch_size=max(c.batch_size, 100))
+    return Billing(cfg, rater, pipeline, Path(cfg.paths.state_dir) / "ledger.sqlite3")
