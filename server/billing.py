@@ -206,6 +206,19 @@ class Billing:
             raise
 
 
+_CDR_METRICS: Any = None
+
+
+def cdr_metrics() -> Any:
+    """One set of CDR metrics per process (a reload or a second server in tests reuses them)."""
+    global _CDR_METRICS
+    if _CDR_METRICS is None:
+        from cdr.metrics import CdrMetrics
+
+        _CDR_METRICS = CdrMetrics()
+    return _CDR_METRICS
+
+
 def build_billing(cfg: Any) -> Billing:
     from config.bridge import rating_setup
 
@@ -215,5 +228,5 @@ def build_billing(cfg: Any) -> Billing:
         store = open_store(c.dsn)
     else:
         store = open_store(f"sqlite:{cfg.paths.cdr_database}")
-    pipeline = CdrPipeline(cfg.paths.cdr_spool_dir, store, batch_size=max(c.batch_size, 100))
+    pipeline = CdrPipeline(cfg.paths.cdr_spool_dir, store, batch_size=max(c.batch_size, 100), metrics=cdr_metrics())
     return Billing(cfg, rater, pipeline, Path(cfg.paths.state_dir) / "ledger.sqlite3")
