@@ -187,6 +187,9 @@ class RegistrarSection(Strict):
     # Order of the WWW-Authenticate challenges. Many phones (and SIPp) read only the first one and know
     # only MD5, so MD5 comes first by default; RFC 8760 clients that read all can still pick SHA-256.
     digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = Field(("MD5", "SHA-256"), min_length=1)
+    # Clients that abort on a challenge with an algorithm they do not know, even after one they could
+    # answer (baresip 1.0 fails with ENOSYS): User-Agent substrings, case-insensitive, challenged MD5 only.
+    md5_only_user_agents: tuple[Text, ...] = ("baresip",)
     location: Annotated[MemoryLocation | RedisLocation, Field(discriminator="backend")] = MemoryLocation(
         backend="memory"
     )

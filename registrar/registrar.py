@@ -45,6 +45,7 @@ class RegistrarSettings:
     max_contacts: int = 5
     policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
     jitter_percent: int = 0  # shorten granted expiries by up to this share, to spread re-registrations
+    md5_only_user_agents: tuple[str, ...] = ()  # lower-case User-Agent substrings challenged MD5 only
     node_id: str = "node"  # prefix of TCP connection ids, unique per process sharing a store
 
 
@@ -129,10 +130,10 @@ class Registrar:
                 return Drop("banned", ban)
             if result.status == 400:
                 return Reply(400, f"Bad Authorization header ({result.reason.value})", auth=result)
-            return self.challenge(now, result.stale, result)
+            return self.challenge(now, result.stale, result, req.headers.get("user-agent"))
         account = self.accounts(domain, result.username or "")
         if account is None:  # credentials vanished between lookup and now (reload): challenge again
-            return self.challenge(now, False, result)
+            return self.challenge(now, False, result, req.headers.get("user-agent"))
         if guard is not None:
             guard.record_success(ip, result.username, now)
 
@@ -155,9 +156,23 @@ class Registrar:
             return Reply(refusal.status, refusal.reason, refusal.headers, auth=result)
         return Apply(aor, account, changes, self.settings.max_contacts, self.settings.policy, result)
 
-    def challenge(self, now: float, stale: bool = False, result: AuthResult | None = None) -> Reply:
-        """401 with one WWW-Authenticate per algorithm; never depends on the username."""
-        headers = tuple(("WWW-Authenticate", v) for v in self.challenger.challenge(now, stale=stale))
+    def challenge_values(self, now: float, stale: bool = False, user_agent: str | None = None) -> list[str]:
+        """One challenge per algorithm; never depends on the username. Only MD5 for User-Agents known
+        to abort on an algorithm they do not know."""
+        values = self.challenger.challenge(now, stale=stale)
+        agents = self.settings.md5_only_user_agents
+        if agents and user_agent:
+            ua = user_agent.lower()
+            if any(a in ua for a in agents):
+                md5 = [v for v in values if "algorithm=MD5" in v.replace('"', "")]
+                values = md5 or values
+        return values
+
+    def challenge(
+        self, now: float, stale: bool = False, result: AuthResult | None = None, user_agent: str | None = None
+    ) -> Reply:
+        """401 with the challenges (WWW-Authenticate)."""
+        headers = tuple(("WWW-Authenticate", v) for v in self.challenge_values(now, stale, user_agent))
         return Reply(401, None, headers, auth=result)
 
     def _credentials(self, domain: str, user: str) -> Credentials | None:

@@ -344,9 +344,8 @@ class ProxyService:
             if result.status == 400:
                 self.sip.reply(req, flow, 400, f"Bad Proxy-Authorization header ({result.reason.value})")
                 return
-            headers = tuple(
-                ("Proxy-Authenticate", v) for v in reg.challenger.challenge(now, stale=result.stale)
-            )
+            values = reg.challenge_values(now, result.stale, req.headers.get("user-agent"))
+            headers = tuple(("Proxy-Authenticate", v) for v in values)
             self.sip.reply(req, flow, 407, None, headers)
             return
         caller = self.setup.find_user(domain, result.username or "")

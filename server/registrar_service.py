@@ -226,6 +226,7 @@ def build_registrar(cfg: Any, sip: SipServer, previous: Registrar | None = None)
         policy=OverflowPolicy(reg.max_contacts_policy),
         jitter_percent=reg.expires_jitter_percent,
         node_id=previous.settings.node_id if previous else node_id(),
+        md5_only_user_agents=tuple(a.lower() for a in reg.md5_only_user_agents),
     )
     g = reg.guard
     guard = None

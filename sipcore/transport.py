@@ -198,7 +198,8 @@ class TransportManager:
             host, port = split_hostport(text, 5060)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # No SO_REUSEADDR on UDP: it would let a second server bind the same port silently and
+            # receive part of the traffic. Workers share a port on purpose with SO_REUSEPORT only.
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
