@@ -281,8 +281,14 @@ class Message:
         return [v.strip() for v in self.headers.get_all(name) if v.strip()]
 
     def invalidate(self) -> None:
-        """Forget cached structured values and the raw bytes after the headers were changed."""
-        self._cache.clear()
+        """Forget cached structured values and the raw bytes after the headers were changed.
+
+        The server transaction the edge attached (key ``txn``) is not a parsed value and is kept."""
+        cache = self._cache
+        txn = cache.get("txn")
+        cache.clear()
+        if txn is not None:
+            cache["txn"] = txn
         self.raw = None
 
     # ---- serialization --------------------------------------------------------------------------

@@ -201,3 +201,13 @@ def test_parser_survives_mutated_messages(pos: int, junk: bytes) -> None:
             msg.serialize()
     except SipParseError:
         pass
+
+
+def test_invalidate_keeps_the_attached_transaction() -> None:
+    msg = parse(BASIC)
+    marker = object()
+    msg._cache["txn"] = marker
+    msg.top_via  # noqa: B018
+    msg.invalidate()
+    assert msg._cache == {"txn": marker}
+    assert msg.raw is None
