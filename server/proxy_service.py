@@ -639,8 +639,10 @@ class ProxyService:
                 if branch.final is None:
                     self._branch_final(call, branch, status, None)
             elif txn in self.relays:
-                req, flow, _ = self.relays.pop(txn)
+                req, flow, relayed_call = self.relays.pop(txn)
                 self.sip.reply(req, flow, status)
+                if req.method == "BYE" and relayed_call is not None and not relayed_call.ended:
+                    self._finish(relayed_call, 200, relayed_call.hangup_by)  # the BYE was sent: call over
         elif isinstance(out, TransactionTerminated):
             self.branch_of.pop(out.transaction, None)  # type: ignore[arg-type]
             self.relays.pop(out.transaction, None)  # type: ignore[arg-type]
