@@ -56,29 +56,50 @@ class CdrWriter:
 
     async def run(self) -> None:
         await self._retry("open", self._open_store)
-        while True:
-            self._wake.clear()  # before reading: a wake() during the read is not missed
-            # stop() sets the flag after its final flush: only a read that began after that has
-            # seen everything, so test the flag as it was before reading.
-            stopping = self._stopping
-            batch = await asyncio.to_thread(self.spool.read_batch, self.batch_size)
-            if not batch.payloads:
-                if batch.end != self.spool.acked:
-                    await asyncio.to_thread(self.spool.ack, batch.end)
-                if stopping:
-                    return
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.idle_poll)
-                except TimeoutError:
-                    pass
-                continue
-            records = self._decode(batch)
-            new = await self._retry("write", lambda recs=records: self.store.write_wire_batch(recs))
-            await asyncio.to_thread(self.spool.ack, batch.end)
-            self.written += new
-            self.acked_records += len(records)
-            if self.metrics is not None:
-                self.metrics.written.inc(new)
+        prefetch: asyncio.Future[SpoolBatch] | None = None
+        prefetch_stopping = False
+        try:
+            while True:
+                if prefetch is None:
+                    stopping, batch = await self._read()
+                else:
+                    stopping, batch = prefetch_stopping, await prefetch
+                    prefetch = None
+                if not batch.payloads:
+                    if batch.end != self.spool.acked:
+                        await asyncio.to_thread(self.spool.ack, batch.end)
+                    if stopping:
+                        return
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+                    except TimeoutError:
+                        pass
+                    continue
+                records = self._decode(batch)
+                # Read the next batch while this one is being stored (one reader: order is kept).
+                self._wake.clear()
+                prefetch_stopping = self._stopping
+                prefetch = asyncio.ensure_future(asyncio.to_thread(self.spool.read_batch, self.batch_size))
+                new = await self._retry("write", lambda recs=records: self.store.write_wire_batch(recs))
+                await asyncio.to_thread(self.spool.ack, batch.end)
+                self.written += new
+                self.acked_records += len(records)
+                if self.metrics is not None:
+                    self.metrics.written.inc(new)
+        finally:
+            if prefetch is not None:
+                prefetch.cancel()
+
+    async def _read(self) -> tuple[bool, SpoolBatch]:
+        """Read a batch; also say whether stop was requested *before* the read began.
+
+        stop() sets the flag after its final flush, so only a read that began after that has seen
+        every CDR: an empty read may end the writer only then. The wake event is cleared first so
+        that a wake() during the read is not missed.
+        """
+        self._wake.clear()
+        stopping = self._stopping
+        return stopping, await asyncio.to_thread(self.spool.read_batch, self.batch_size)
 
     async def _open_store(self) -> None:
         await self.store.open()

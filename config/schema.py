@@ -265,14 +265,14 @@ class SqliteCdr(Strict):
     backend: Literal["sqlite"]
     path: Text = "cdr.sqlite3"
     spool_dir: Text = "spool"
-    batch_size: int = Field(100, ge=1, le=100_000)
+    batch_size: int = Field(1000, ge=1, le=100_000)
 
 
 class PostgresCdr(Strict):
     backend: Literal["postgresql"]
     dsn: Text
     spool_dir: Text = "spool"
-    batch_size: int = Field(100, ge=1, le=100_000)
+    batch_size: int = Field(1000, ge=1, le=100_000)
 
 
 CdrSection = Annotated[SqliteCdr | PostgresCdr, Field(discriminator="backend")]

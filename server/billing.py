@@ -88,7 +88,9 @@ class Billing:
 
         moved = await asyncio.to_thread(ledger_movements)
         for customer_id, amount in opening.items():
-            await self.counters.set_balance(customer_id, to_micros(Decimal(amount), "balance") + moved[customer_id])
+            await self.counters.set_balance(
+                customer_id, to_micros(Decimal(amount), "balance") + moved[customer_id]
+            )
         await self.pipeline.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_debits_loop())
 
@@ -228,5 +230,7 @@ def build_billing(cfg: Any) -> Billing:
         store = open_store(c.dsn)
     else:
         store = open_store(f"sqlite:{cfg.paths.cdr_database}")
-    pipeline = CdrPipeline(cfg.paths.cdr_spool_dir, store, batch_size=max(c.batch_size, 100), metrics=cdr_metrics())
+    pipeline = CdrPipeline(
+        cfg.paths.cdr_spool_dir, store, batch_size=c.batch_size, metrics=cdr_metrics()
+    )
     return Billing(cfg, rater, pipeline, Path(cfg.paths.state_dir) / "ledger.sqlite3")

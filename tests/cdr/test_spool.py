@@ -190,3 +190,30 @@ def test_frames_larger_than_a_read_are_delivered(tmp_path: Path) -> None:
     s2 = opened(tmp_path)  # and from a closed segment after a restart
     assert s2.read_batch(1).payloads == [big]
     s2.close()
+
+
+def test_failed_flush_keeps_frames_and_leaves_no_torn_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    s = opened(tmp_path)
+    s.append(make_record(1))
+    s.flush()
+    s.append(make_record(2))
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def failing_fsync(fd: int) -> None:
+        calls["n"] += 1
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        s.flush()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert calls["n"] == 1 and s.buffered == 1  # the frame is still waiting, not lost
+    s.append(make_record(3))
+    assert s.flush() == 2
+    assert keys(drain(s)) == ["call-1@sip.example", "call-2@sip.example", "call-3@sip.example"]
+    s.close()

@@ -159,3 +159,18 @@ async def test_usage_by_month_splits_at_utc_midnight_of_the_first(store: CdrStor
         datetime(2025, 12, 20, tzinfo=UTC), datetime(2026, 1, 10, tzinfo=UTC), by="month"
     )
     assert [(u.month, u.calls) for u in rows] == [("2025-12", 1), ("2026-01", 1)]
+
+
+async def test_concurrent_postgres_migrations_apply_once(pg_schema: str) -> None:
+    import asyncio
+
+    from tests.cdr.conftest import pg_store
+
+    a, b = pg_store(pg_schema), pg_store(pg_schema)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        assert await asyncio.gather(a.migrate(), b.migrate()) == [1, 1]
+        async with a.pool.acquire() as con:
+            assert await con.fetchval("SELECT COUNT(*) FROM cdr_schema_version") == 1
+    finally:
+        await asyncio.gather(a.close(), b.close())
