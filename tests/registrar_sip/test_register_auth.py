@@ -91,3 +91,22 @@ async def test_registering_another_users_aor_is_403_and_stores_nothing(registrar
         assert store.lookup("sip:1001@demo.sipcore.test", now) == []  # type: ignore[union-attr]
     finally:
         await phone.client.close()
+
+
+async def test_md5_only_user_agents_get_a_single_md5_challenge(registrar: Running) -> None:
+    """Clients that abort on an unknown algorithm (baresip) see MD5 only; the same 401 otherwise."""
+    baresip = await registrar.phone(user_agent="baresip v1.0.0 (x86_64/linux)")
+    other = await registrar.phone(user_agent="Yealink SIP-T46S 66.86.0.15")
+    try:
+        only_md5 = await baresip.client.request(baresip.build(expires=600))
+        both = await other.client.request(other.build(expires=600))
+        assert only_md5 is not None and both is not None and only_md5.status == both.status == 401
+        assert [parse_challenge(v)["algorithm"] for v in only_md5.headers.get_all("www-authenticate")] == [
+            "MD5"
+        ]
+        assert len(both.headers.get_all("www-authenticate")) == 2
+        resp = await baresip.register(expires=600)  # and it can register with it
+        assert resp is not None and resp.status == 200
+    finally:
+        await baresip.client.close()
+        await other.client.close()
