@@ -11,6 +11,7 @@ path; the CDR spool is what makes a finished call durable.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -230,7 +231,11 @@ def build_billing(cfg: Any) -> Billing:
         store = open_store(c.dsn)
     else:
         store = open_store(f"sqlite:{cfg.paths.cdr_database}")
+    spool_dir = Path(cfg.paths.cdr_spool_dir)
+    worker = os.environ.get("SIPCORE_WORKER")
+    if worker is not None:  # a spool is one process's: each worker appends to its own
+        spool_dir = spool_dir / f"worker-{worker}"
     pipeline = CdrPipeline(
-        cfg.paths.cdr_spool_dir, store, batch_size=c.batch_size, metrics=cdr_metrics()
+        spool_dir, store, batch_size=c.batch_size, metrics=cdr_metrics()
     )
     return Billing(cfg, rater, pipeline, Path(cfg.paths.state_dir) / "ledger.sqlite3")

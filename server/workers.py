@@ -15,13 +15,19 @@ log = structlog.get_logger("sipcore.workers")
 
 
 def run_workers(config_path: str | None, settings: Any) -> int:
-    if settings.workers > 1 and getattr(settings, "location_backend", "memory") == "memory":
-        log.warning("workers_without_shared_location", hint="use registrar.location.backend: redis")
+    if getattr(settings, "location_backend", "memory") == "memory":
+        print(
+            f"{config_path or 'the embedded configuration'}: server.workers > 1 needs "
+            "registrar.location.backend: redis (workers must share registrations)",
+            file=sys.stderr,
+        )
+        return 2
     settings.sip.reuse_port = True
     children: list[int] = []
     for index in range(settings.workers):
         pid = os.fork()
-        if pid == 0:  # child: one full server with SO_REUSEPORT sockets
+        if pid == 0:  # child: one full server with SO_REUSEPORT sockets and its own CDR spool
+            os.environ["SIPCORE_WORKER"] = str(index)
             try:
                 import uvloop  # type: ignore[import-not-found]
 
@@ -39,7 +45,11 @@ def run_workers(config_path: str | None, settings: Any) -> int:
         children.append(pid)
     log.info("workers_started", pids=children)
 
+    stopping = False
+
     def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = stopping or signum in (signal.SIGTERM, signal.SIGINT)
         for pid in children:
             try:
                 os.kill(pid, signum)
@@ -51,8 +61,8 @@ def run_workers(config_path: str | None, settings: Any) -> int:
     status = 0
     for pid in children:
         _, code = os.waitpid(pid, 0)
-        status = status or (
-            os.waitstatus_to_exitcode(code) if hasattr(os, "waitstatus_to_exitcode") else code
-        )
+        if os.WIFSIGNALED(code) and stopping and os.WTERMSIG(code) in (signal.SIGTERM, signal.SIGINT):
+            continue  # asked to stop before its own handlers were installed: a clean stop
+        status = status or os.waitstatus_to_exitcode(code)
     sys.stdout.flush()
     return int(status)
