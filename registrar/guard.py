@@ -125,6 +125,7 @@ class Guard:
         self.config = config = config or GuardConfig()
         self._whitelist = [ipaddress.ip_network(c, strict=False) for c in config.whitelist]
         self._agents = tuple(a.lower() for a in config.scanner_agents)
+        self._whitelisted: dict[str, bool] = {}
         self._sources: OrderedDict[str, _Window] = OrderedDict()
         self._users: OrderedDict[str, _Window] = OrderedDict()
         self._bans: OrderedDict[str, float] = OrderedDict()
@@ -145,11 +146,20 @@ class Guard:
         return str(net)
 
     def is_whitelisted(self, ip: str) -> bool:
+        """Memoised (bounded): asked for every authentication outcome of every phone."""
+        cache = self._whitelisted
+        known = cache.get(ip)
+        if known is not None:
+            return known
         try:
             addr = ipaddress.ip_address(ip.split("%", 1)[0])
+            result = any(addr in net for net in self._whitelist)
         except ValueError:
-            return False
-        return any(addr in net for net in self._whitelist)
+            result = False
+        if len(cache) >= 65_536:
+            cache.clear()
+        cache[ip] = result
+        return result
 
     # -- per packet --
     def is_banned(self, ip: str, now: float) -> bool:

@@ -33,6 +33,8 @@ def strip_brackets(host: str) -> str:
 
 
 def same_host(via_host: str, ip: str) -> bool:
+    if via_host == ip:  # the common case, without parsing addresses
+        return True
     try:
         return ipaddress.ip_address(strip_brackets(via_host)) == ipaddress.ip_address(ip)
     except ValueError:
