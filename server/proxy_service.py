@@ -81,6 +81,7 @@ log = structlog.get_logger("sipcore.proxy")
 
 CALLS_ACTIVE = Gauge("sipcore_calls_active", "Calls being set up or in progress")
 CALLS_TOTAL = PromCounter("sipcore_calls_total", "Finished calls by disposition", ["disposition"])
+CANCEL_GRACE = 4.0  # seconds a CANCELled branch may take to answer before the caller gets 487 anyway
 CUTOFFS = PromCounter("sipcore_call_cutoffs_total", "Calls ended by the proxy, by reason", ["reason"])
 
 
@@ -128,6 +129,7 @@ class Call:
     did: str | None = None
     rated: bool = False
     max_duration: int | None = None
+    caller_public: str | None = None  # the caller account's outgoing (public) number
     branches: dict[int, list[Branch]] = field(default_factory=dict)
     rings: dict[int, RingBranch] = field(default_factory=dict)
     finals: list[Response] = field(default_factory=list)
@@ -210,6 +212,7 @@ class ProxyService:
         self.branch_of: dict[ClientTransaction, tuple[Call, Branch]] = {}
         self.relays: dict[ClientTransaction, tuple[Request, Flow, Call | None]] = {}
         self.active: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.call_ended_sinks: list[Callable[[CallEnded], None]] = []
         self.trunk_sources = self._trunk_networks()
         self.hops = self._hops()
@@ -407,7 +410,8 @@ class ProxyService:
             direction = "outbound"
             did = None
         call = Call(direction=direction, plan=plan, did=did, rated=decision.rated,
-                    max_duration=decision.max_duration, **base)  # type: ignore[arg-type]  # fmt: skip
+                    max_duration=decision.max_duration, caller_public=caller.outgoing_number,
+                    **base)  # type: ignore[arg-type]  # fmt: skip
         self._begin(call)
 
     def _inbound(self, req: Request, flow: Flow, trunk: str) -> None:
@@ -486,7 +490,27 @@ class ProxyService:
 
     def _ring(self, call: Call, ring: RingBranch) -> list[Any]:
         """Start a plan branch; returns plan actions when it cannot even start (no contact)."""
-        targets = self._resolve(ring.target)
+        target = ring.target
+        if isinstance(target, AccountContacts) and not isinstance(self.registrar.store, MemoryLocationStore):
+            task = asyncio.get_running_loop().create_task(self._ring_shared(call, ring))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return []
+        return self._ring_targets(call, ring, self._resolve(target))
+
+    async def _ring_shared(self, call: Call, ring: RingBranch) -> None:
+        """Look the account's contacts up in the shared (Redis) store, then ring them."""
+        aor = self.aor_of.get(ring.target.account_id)  # type: ignore[union-attr]
+        try:
+            bindings = await self.registrar.store.get(aor, time.time()) if aor else []
+        except Exception:
+            log.exception("location_lookup_failed", aor=aor)
+            bindings = []
+        if call.done or call.ended:
+            return
+        self._run(call, self._ring_targets(call, ring, [self._binding_target(b) for b in bindings]))
+
+    def _ring_targets(self, call: Call, ring: RingBranch, targets: list[Any]) -> list[Any]:
         if not targets:
             return call.plan.on_branch_event(ring.branch_id, BranchUnreachable(), self.sip.now())
         subs: list[Branch] = []
@@ -508,6 +532,8 @@ class ProxyService:
         headers = list(extra)
         from_na = call.invite.from_
         shown = ring.caller_id
+        if isinstance(ring.target, TrunkNumber) and not shown.startswith("+") and call.caller_public:
+            shown = call.caller_public  # the carrier sees a public number, never an extension
         from_uri = from_na.sip_uri
         if shown and from_uri is not None and unquote(from_uri.user or "") != shown:
             new_uri = from_uri.replace(user=shown)
@@ -542,16 +568,7 @@ class ProxyService:
             store = self.registrar.store
             if aor is None or not isinstance(store, MemoryLocationStore):
                 return []
-            out = []
-            for b in store.lookup(aor, time.time()):
-                f = b.flow
-                flow = None
-                if b.flow_alive:
-                    conn = f.connection_id.rsplit("/", 1)[-1] if f.connection_id else None
-                    lhost, _, lport = f.local_address.rpartition(":")
-                    flow = Flow(f.transport, (f.source_ip, f.source_port), (lhost, int(lport or 0)), conn)
-                out.append((b.contact, Destination(f.transport, f.source_ip, f.source_port, flow), ()))
-            return out
+            return [self._binding_target(b) for b in store.lookup(aor, time.time())]
         if isinstance(target, TrunkNumber):
             trunk = self.trunks.get(target.trunk)
             if trunk is None:
@@ -580,6 +597,17 @@ class ProxyService:
                 )
             ]
         return []
+
+    @staticmethod
+    def _binding_target(b: Any) -> tuple[str, Destination, tuple[tuple[str, str], ...]]:
+        """Request-URI and destination of a registered contact: over the flow it registered on."""
+        f = b.flow
+        flow = None
+        if b.flow_alive:
+            conn = f.connection_id.rsplit("/", 1)[-1] if f.connection_id else None
+            lhost, _, lport = f.local_address.rpartition(":")
+            flow = Flow(f.transport, (f.source_ip, f.source_port), (lhost, int(lport or 0)), conn)
+        return (b.contact, Destination(f.transport, f.source_ip, f.source_port, flow), ())
 
     def _cancel_branch(self, call: Call, plan_branch: int) -> None:
         for branch in call.branches.get(plan_branch, ()):
@@ -677,6 +705,9 @@ class ProxyService:
         self._branch_final(call, branch, status, resp)
 
     def _answered(self, call: Call, branch: Branch, resp: Response) -> None:
+        if call.cancelled and call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
         call.answered = branch
         call.answered_at = time.time()
         call.callee_tag = resp.to_tag
@@ -709,6 +740,10 @@ class ProxyService:
         branch.response = resp
         if resp is not None and status != 487:
             call.finals.append(resp)
+        if call.cancelled:
+            if not self._pending(call):
+                self._end_cancelled(call)
+            return
         subs = call.branches.get(branch.plan_branch, [])
         if any(b.final is None for b in subs) or call.done:
             return
@@ -785,6 +820,8 @@ class ProxyService:
 
     # ---- CANCEL and in-dialog requests ---------------------------------------------------------------
     def _on_cancel(self, req: Request, flow: Flow) -> None:
+        """§16.10: 200 to the CANCEL, CANCEL every pending branch; the caller's INVITE is answered by
+        what the branches answer (487, or a 2xx that crossed the CANCEL, which is relayed)."""
         target = self.sip.transactions.find_cancel_target(req)
         call = self.calls.get(req.call_id)
         if target is None or call is None or call.done:
@@ -792,12 +829,25 @@ class ProxyService:
             return
         self.sip.reply(req, flow, 200)
         call.cancelled = True
-        call.done = True
+        call.hangup_by = "caller"
         self._run(call, call.plan.cancel())
         for subs in call.branches.values():
             for b in subs:
                 if b.final is None:
                     self._cancel_branch(call, b.plan_branch)
+        call.done = True
+        if not self._pending(call):
+            self._end_cancelled(call)
+        else:  # a branch that never answers its CANCEL must not hold the caller (no Timer C here)
+            call.timer = asyncio.get_running_loop().call_later(CANCEL_GRACE, self._end_cancelled, call)
+
+    @staticmethod
+    def _pending(call: Call) -> bool:
+        return any(b.final is None for subs in call.branches.values() for b in subs)
+
+    def _end_cancelled(self, call: Call) -> None:
+        if call.ended or call.answered is not None:
+            return
         self.sip.reply(call.invite, call.flow, 487)
         self._finish(call, 487, "caller")
 

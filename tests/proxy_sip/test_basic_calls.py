@@ -111,7 +111,6 @@ async def test_tcp_phone_called_over_its_connection(proxy: Platform) -> None:
     assert (await alice.response(dlg.call_id, "BYE")).status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="the proxy answers 487 itself and drops a 2xx that crossed the CANCEL")
 async def test_answer_crossing_cancel_reaches_the_caller(proxy: Platform) -> None:
     """RFC 3261 §16.7: a 2xx that crosses the caller's CANCEL must still be relayed, so the caller
     can ACK and then BYE it; otherwise the callee keeps a call nobody ACKs."""

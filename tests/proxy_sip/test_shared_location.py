@@ -25,7 +25,6 @@ def _redis_up() -> bool:
         return False
 
 
-@pytest.mark.xfail(strict=True, reason="the proxy looks contacts up only in the in-memory location store")
 async def test_call_to_phone_registered_in_redis(tmp_path: Path) -> None:
     if not _redis_up():
         pytest.skip("Redis is not reachable at 127.0.0.1:6379")

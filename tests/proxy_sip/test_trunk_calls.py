@@ -94,9 +94,6 @@ async def test_forwarded_outside_leg_caller_number(
     assert ok.status == 200
 
 
-@pytest.mark.xfail(
-    strict=True, reason="routing gives an internal caller's extension as the 'original' number"
-)
 async def test_internal_caller_forwarded_outside_shows_a_public_number(proxy: Platform) -> None:
     """Alice (1001, outgoing +33184000001) calls 1013, permanently forwarded to a mobile with
     ``show_caller: original``: the carrier should see Alice's public number, not extension 1001."""
