@@ -61,10 +61,12 @@ SINGLE_HEADERS = frozenset(
 
 
 def canonical_name(key: str) -> str:
-    """Display form of a lower-case full header name."""
+    """Display form of a lower-case full header name (memoised for names seen, bounded)."""
     name = CANONICAL.get(key)
     if name is None:
         name = "-".join(p.capitalize() for p in key.split("-"))
+        if len(CANONICAL) < 1024:
+            CANONICAL[key] = name
     return name
 
 
