@@ -18,7 +18,9 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 QUICK = ["bench_parser"]  # pure and self-contained: re-run on every `make bench`
 ORDER = [
+    "summary",
     "parser",
+    "options",
     "transaction",
     "digest",
     "register",
