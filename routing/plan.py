@@ -157,6 +157,40 @@ class CallPlan(Host):
     def finished(self) -> bool:
         return self.result is not None
 
+    def dispose(self) -> None:
+        """Break the plan's reference cycles once the call is over.
+
+        Nodes point at the plan and at their parents, parents at their children, and closures at
+        both; left alone, every finished call would wait for the cyclic garbage collector, whose
+        passes over a busy proxy's heap are what stalls it (measured: p95 call setup of seconds).
+        After this the plan answers nothing: every node slot is cleared."""
+        stack: list[Any] = [n for n in (self._root, *self._branches.values()) if n is not None]
+        stack.extend(entry[2] for entry in self.timers._heap)  # noqa: SLF001 - same package
+        seen: set[int] = set()
+        while stack:
+            node = stack.pop()
+            if id(node) in seen or not isinstance(node, Node):
+                continue
+            seen.add(id(node))
+            for cls in type(node).__mro__:
+                for name in getattr(cls, "__slots__", ()):
+                    value = getattr(node, name, None)
+                    if isinstance(value, Node):
+                        stack.append(value)
+                    elif isinstance(value, list | tuple | set):
+                        stack.extend(v for v in value if isinstance(v, Node))
+                    elif isinstance(value, dict):
+                        stack.extend(v for v in value.values() if isinstance(v, Node))
+                    try:
+                        setattr(node, name, None)
+                    except AttributeError:
+                        pass
+        self._root = None
+        self._branches.clear()
+        self._rung.clear()
+        self.timers = Timers()
+        self.visited.clear()
+
     def branch(self, branch_id: int) -> RingBranch:
         """What a branch rang (target, caller ID, diversions, billing) — for the proxy and the CDR."""
         return self._rung[branch_id]

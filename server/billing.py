@@ -235,7 +235,5 @@ def build_billing(cfg: Any) -> Billing:
     worker = os.environ.get("SIPCORE_WORKER")
     if worker is not None:  # a spool is one process's: each worker appends to its own
         spool_dir = spool_dir / f"worker-{worker}"
-    pipeline = CdrPipeline(
-        spool_dir, store, batch_size=c.batch_size, metrics=cdr_metrics()
-    )
+    pipeline = CdrPipeline(spool_dir, store, batch_size=c.batch_size, metrics=cdr_metrics())
     return Billing(cfg, rater, pipeline, Path(cfg.paths.state_dir) / "ledger.sqlite3")

@@ -939,8 +939,13 @@ class ProxyService:
         call.done = True
         if call.timer is not None:
             call.timer.cancel()
+            call.timer = None  # the handle refers back to the call: drop the cycle
         if call.cutoff is not None:
             call.cutoff.cancel()
+            call.cutoff = None
+        dispose = getattr(call.plan, "dispose", None)
+        if dispose is not None:
+            dispose()  # free the routing plan's graph now, not at the next cyclic collection
         if call.account_id:
             self._release(call.account_id)
         if call.callee_account_id:

@@ -33,6 +33,7 @@ from sipcore.transaction import (
     SendMessage,
     TransactionLayer,
     TransactionNotFound,
+    TransactionTerminated,
 )
 from sipcore.transport import TransportLimits, TransportManager, split_hostport
 from sipcore.uri import SipUri, TelUri
@@ -314,8 +315,15 @@ class SipServer:
                     self.request_sender(msg, out.destination)  # type: ignore[union-attr]
             elif kind is RequestReceived:
                 self._dispatch(out.request, out.source, out.transaction)  # type: ignore[union-attr]
-            elif self.tu_handler is not None:
-                self.tu_handler(out)
+            else:
+                if kind is TransactionTerminated:
+                    # The request points at its server transaction and back: break the cycle so
+                    # both are freed by reference counting, not left to the cyclic collector.
+                    request = getattr(out.transaction, "request", None)  # type: ignore[union-attr]
+                    if request is not None:
+                        request._cache.pop("txn", None)
+                if self.tu_handler is not None:
+                    self.tu_handler(out)
         self._arm()
 
     def _arm(self) -> None:
