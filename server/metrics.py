@@ -5,7 +5,7 @@ Label children are cached in dicts so the per-message cost is one dict lookup an
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("sipcore_requests_total", "SIP requests received, by method", ["method"])
 RESPONSES_SENT = Counter("sipcore_responses_sent_total", "SIP responses sent, by status code", ["code"])
@@ -19,6 +19,10 @@ DROPPED = Counter("sipcore_dropped_total", "Messages dropped without an answer, 
 TRANSACTIONS_ACTIVE = Gauge("sipcore_transactions_active", "SIP transactions in progress")
 TCP_CONNECTIONS = Gauge("sipcore_tcp_connections", "Open SIP TCP connections")
 KEEPALIVES = Counter("sipcore_keepalive_pings_total", "CRLF keep-alive pings answered")
+GC_COLLECTED = Counter(
+    "sipcore_gc_collected_total", "Objects freed by the periodic full collection (should stay near 0)"
+)
+GC_PAUSE = Histogram("sipcore_gc_pause_seconds", "Duration of the periodic full collections")
 CONFIG_RELOADS = Counter("sipcore_config_reloads_total", "Configuration reloads, by outcome", ["outcome"])
 
 _requests: dict[str, object] = {}

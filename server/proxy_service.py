@@ -81,6 +81,7 @@ log = structlog.get_logger("sipcore.proxy")
 
 CALLS_ACTIVE = Gauge("sipcore_calls_active", "Calls being set up or in progress")
 CALLS_TOTAL = PromCounter("sipcore_calls_total", "Finished calls by disposition", ["disposition"])
+ACK_WAIT = 32.0  # 64*T1: an answered call whose 2xx is never ACKed is ended (BYE both ways)
 CANCEL_GRACE = 4.0  # seconds a CANCELled branch may take to answer before the caller gets 487 anyway
 CUTOFFS = PromCounter("sipcore_call_cutoffs_total", "Calls ended by the proxy, by reason", ["reason"])
 
@@ -149,6 +150,7 @@ class Call:
     hangup_by: str | None = None
     timer: asyncio.TimerHandle | None = None
     cutoff: asyncio.TimerHandle | None = None
+    ack_timer: asyncio.TimerHandle | None = None
 
 
 class DirectPlan:
@@ -208,6 +210,7 @@ class ProxyService:
         self.max_call_duration = max_call_duration
         self.authorise = authorise
         self.forwarding_store = forwarding_store
+        self.ack_wait = ACK_WAIT
         self.calls: dict[str, Call] = {}
         self.branch_of: dict[ClientTransaction, tuple[Call, Branch]] = {}
         self.relays: dict[ClientTransaction, tuple[Request, Flow, Call | None]] = {}
@@ -733,7 +736,10 @@ class ProxyService:
         reason = "max_duration"
         if call.max_duration is not None and call.max_duration < limit:
             limit, reason = float(call.max_duration), "prepaid_limit"
-        call.cutoff = asyncio.get_running_loop().call_later(limit, self._cut_off, call, reason)
+        loop = asyncio.get_running_loop()
+        call.cutoff = loop.call_later(limit, self._cut_off, call, reason)
+        # §13.3.1.4: a UAS gives up on a 2xx not ACKed within 64*T1; the dialog is dead then.
+        call.ack_timer = loop.call_later(self.ack_wait, self._cut_off, call, "no_ack")
 
     def _branch_final(self, call: Call, branch: Branch, status: int, resp: Response | None) -> None:
         branch.final = status
@@ -879,6 +885,14 @@ class ProxyService:
                 return
             dest = Destination(hop_uri.transport or "udp", _resolve_host(hop_uri.host), hop_uri.port or 5060)
         hop = self.hop_for(dest)
+        if (
+            req.method == "ACK"
+            and call is not None
+            and call.ack_timer is not None
+            and from_tag == call.caller_tag
+        ):
+            call.ack_timer.cancel()
+            call.ack_timer = None
         if req.method == "ACK":
             fwd = forward_request(req, req.uri, hop, branch=ack_branch(req.top_via.branch, req.call_id))
             self.send_request(fwd, dest)
@@ -943,6 +957,9 @@ class ProxyService:
         if call.cutoff is not None:
             call.cutoff.cancel()
             call.cutoff = None
+        if call.ack_timer is not None:
+            call.ack_timer.cancel()
+            call.ack_timer = None
         dispose = getattr(call.plan, "dispose", None)
         if dispose is not None:
             dispose()  # free the routing plan's graph now, not at the next cyclic collection

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -10,6 +11,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server.sip_server import ServerSettings, SipServer
+
+
+@pytest.fixture(autouse=True)
+def _restore_gc():
+    """An Application in the test process freezes the heap and disables automatic collection (as
+    the server does); give the next test the interpreter's normal collector back."""
+    yield
+    gc.unfreeze()
+    gc.enable()
 
 
 def free_port() -> int:

@@ -77,3 +77,18 @@ async def test_prepaid_cut_off_at_the_granted_duration(proxy: Platform) -> None:
     event = proxy.ended[0]
     assert (event.disposition, event.hangup_by, event.rated) == ("answered", "system", True)
     assert 2 <= event.duration <= 3
+
+
+async def test_answered_call_never_acked_is_ended(proxy: Platform) -> None:
+    """§13.3.1.4: a 2xx nobody ACKs means a dead dialog. The proxy ends the call after 64*T1 (made
+    short here) with a BYE both ways, so the callee is not held busy until the maximum duration."""
+    proxy.app.proxy.ack_wait = 1.0
+    alice = await proxy.phone("1001")
+    bruno = await proxy.phone("1002")
+    dlg = await alice.call("1002")
+    ok = await alice.response(dlg.call_id)
+    assert ok.status == 200  # ... and alice never ACKs it
+    bye_callee = await bruno.request("BYE", timeout=5)
+    assert bye_callee.call_id == dlg.call_id
+    assert [(e.disposition, e.hangup_by) for e in proxy.ended] == [("answered", "system")]
+    assert not proxy.app.proxy.active  # nobody is left counted as in a call
