@@ -165,7 +165,7 @@ class CallPlan(Host):
         passes over a busy proxy's heap are what stalls it (measured: p95 call setup of seconds).
         After this the plan answers nothing: every node slot is cleared."""
         stack: list[Any] = [n for n in (self._root, *self._branches.values()) if n is not None]
-        stack.extend(entry[2] for entry in self.timers._heap)  # noqa: SLF001 - same package
+        stack.extend(entry[2] for entry in self.timers._heap)  # the plan owns its timer heap
         seen: set[int] = set()
         while stack:
             node = stack.pop()
