@@ -156,8 +156,8 @@ class PostgresCdrStore:
         *,
         schema: str | None = None,
         max_connections: int = 4,
-        command_timeout: float = 30.0,
-        connect_timeout: float = 5.0,
+        command_timeout: float = 30.0,  # not money: seconds
+        connect_timeout: float = 5.0,  # not money: seconds
     ) -> None:
         self.dsn = dsn
         self.schema = schema
