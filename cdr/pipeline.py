@@ -31,10 +31,10 @@ class CdrPipeline:
         *,
         registry: CollectorRegistry | None = None,
         metrics: CdrMetrics | None = None,
-        flush_interval: float = 0.02,
+        flush_interval: float = 0.02,  # not money: seconds
         batch_size: int = 5000,
         segment_bytes: int = 32 << 20,
-        retry_max: float = 5.0,
+        retry_max: float = 5.0,  # not money: seconds
     ) -> None:
         self.metrics = metrics or CdrMetrics(registry)
         self.spool = Spool(spool_dir, segment_bytes=segment_bytes, metrics=self.metrics)
@@ -75,7 +75,7 @@ class CdrPipeline:
             if await asyncio.to_thread(self.spool.flush):
                 self.writer.wake()
 
-    async def stop(self, timeout: float = 10.0) -> bool:
+    async def stop(self, timeout: float = 10.0) -> bool:  # not money: seconds
         """Flush, let the writer store what it can within `timeout`, close. True if fully drained.
 
         Whatever is not stored stays in the spool and is replayed by the next start().

@@ -30,8 +30,8 @@ class CdrWriter:
         metrics: CdrMetrics | None = None,
         batch_size: int = 5000,
         idle_poll: float = 0.2,  # not money: seconds
-        retry_min: float = 0.05,
-        retry_max: float = 5.0,
+        retry_min: float = 0.05,  # not money: seconds
+        retry_max: float = 5.0,  # not money: seconds
     ) -> None:
         self.spool = spool
         self.store = store
