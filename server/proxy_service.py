@@ -53,7 +53,7 @@ from routing.targets import SipUri as TargetUri
 from sipcore.digest import build_authorization
 from sipcore.errors import SipParseError
 from sipcore.flow import Flow, response_destination, strip_brackets
-from sipcore.message import Request, Response, new_tag
+from sipcore.message import Request, Response, new_branch
 from sipcore.proxy import (
     Hop,
     ack_branch,
@@ -64,6 +64,7 @@ from sipcore.proxy import (
     next_hop,
     pre_process_route,
     relay_response,
+    target_uri_of,
 )
 from sipcore.transaction import (
     ClientTransaction,
@@ -72,6 +73,7 @@ from sipcore.transaction import (
     TransactionTimedOut,
     TransportFailed,
 )
+from sipcore.transport import split_hostport
 from sipcore.uri import SipUri, parse_uri
 
 from .calls import CallEnded, disposition_for
@@ -236,8 +238,9 @@ class ProxyService:
         self.sip.request_sender = self.send_request
 
     def _hops(self) -> dict[str, Hop]:
+        """Our Via/Record-Route address per transport: the advertised host, else the listening one."""
         adv = self.sip.settings.advertised_address
-        adv_host = strip_brackets(adv.rsplit(":", 1)[0]) if adv and adv.count(":") <= 1 else adv
+        adv_host = split_hostport(adv, 5060)[0] if adv else None
         hops: dict[str, Hop] = {}
         for transport, addrs in (
             ("UDP", self.sip.transports.udp_addresses),
@@ -245,11 +248,8 @@ class ProxyService:
         ):
             if addrs:
                 host, port = addrs[0]
-                if adv_host:
-                    host = adv_host.split(":")[0] if adv_host.count(":") == 1 else adv_host
-                elif host in ("0.0.0.0", "::"):
-                    host = "127.0.0.1"
-                hops[transport] = Hop(transport, host, port)
+                host = adv_host or ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
+                hops[transport] = Hop(transport, f"[{host}]" if ":" in host else host, port)
         return hops
 
     def _trunk_networks(self) -> list[tuple[Any, str]]:
@@ -380,7 +380,9 @@ class ProxyService:
             ref = decision.refusal
             assert ref is not None
             self._reply_warning(req, flow, ref.status, ref.reason, ref.warning)
-            self._emit_simple(base, "outbound", ref.status, "refused", ref.reason)
+            CALLS_TOTAL.labels("refused").inc()
+            refused = Call(direction="outbound", plan=None, **base)  # type: ignore[arg-type]
+            self._emit(self._ended(refused, "refused", ref.status, None, ref.reason))
             return
         if kind is DecisionKind.FEATURE:
             change = decision.change
@@ -792,7 +794,7 @@ class ProxyService:
         fwd = branch.request.headers.copy()
         fwd.remove_first_value("via")
         hop = self.hop_for(branch.dest)
-        fwd.add("via", hop.via(_fresh_branch()), first=True)
+        fwd.add("via", hop.via(new_branch()), first=True)
         cseq, method = branch.request.cseq
         fwd.set("cseq", f"{cseq + 1} {method}")
         fwd.set("authorization" if resp.status == 401 else "proxy-authorization", value)
@@ -926,14 +928,14 @@ class ProxyService:
         from_value = invite.headers.get("from") or ""
         to_value = call.callee_to or invite.headers.get("to") or ""
         if call.callee_contact:
-            callee_target = _contact_uri(call.callee_contact)
+            callee_target = target_uri_of(call.callee_contact)
             bye = in_dialog_request("BYE", callee_target, from_value, to_value, call.call_id,
                                     call.caller_cseq + 1 if call.caller_cseq else invite.cseq[0] + 1, hop_callee)  # fmt: skip
             self._fire(bye, call.answered.dest)
         caller_contacts = invite.headers.get_all("contact")
         if caller_contacts:
             hop_caller = self.hop_for(call.caller_dest)
-            bye = in_dialog_request("BYE", _contact_uri(caller_contacts[0]), to_value, from_value, call.call_id,
+            bye = in_dialog_request("BYE", target_uri_of(caller_contacts[0]), to_value, from_value, call.call_id,
                                     call.callee_cseq + 1 if call.callee_cseq else 1, hop_caller)  # fmt: skip
             self._fire(bye, call.caller_dest)
         call.hangup_by = "system"
@@ -972,35 +974,26 @@ class ProxyService:
         answered = call.answered_at is not None
         disposition = "answered" if answered else disposition_for(status, call.cancelled)
         CALLS_TOTAL.labels(disposition).inc()
-        event = CallEnded(
+        self._emit(self._ended(call, disposition, 200 if answered else status, hangup_by or call.hangup_by))
+
+    @staticmethod
+    def _ended(
+        call: Call, disposition: str, status: int, hangup_by: str | None, reason: str = ""
+    ) -> CallEnded:
+        """The CallEnded facts of a call (finished, or refused before any branch rang)."""
+        return CallEnded(
             call_id=call.call_id, leg="0", direction=call.direction, customer_id=call.customer_id,
             account_id=call.account_id, billed_account_id=call.billed_account_id or call.account_id,
             caller=call.caller_number, dialed=call.dialed, normalised=call.normalised,
             callee_account_id=call.callee_account_id, did=call.did, start=call.started,
-            answer=call.answered_at, end=time.time(), disposition=disposition,
-            sip_status=200 if answered else status, hangup_by=hangup_by or call.hangup_by, rated=call.rated,
+            answer=call.answered_at, end=time.time(), disposition=disposition, sip_status=status,
+            hangup_by=hangup_by, rated=call.rated, reason=reason,
         )  # fmt: skip
-        self._emit(event)
 
     def _release(self, account_id: str) -> None:
         self.active[account_id] -= 1
         if self.active[account_id] <= 0:
             del self.active[account_id]
-
-    def _emit_simple(
-        self, base: dict[str, Any], direction: str, status: int, disposition: str, reason: str
-    ) -> None:
-        now = time.time()
-        CALLS_TOTAL.labels(disposition).inc()
-        self._emit(
-            CallEnded(
-                call_id=base["call_id"], leg="0", direction=direction, customer_id=base["customer_id"],
-                account_id=base["account_id"], billed_account_id=base["account_id"], caller=base["caller_number"],
-                dialed=base["dialed"], normalised=base["normalised"], callee_account_id=None, did=None,
-                start=base["started"], answer=None, end=now, disposition=disposition, sip_status=status,
-                hangup_by=None, rated=False, reason=reason,
-            )
-        )  # fmt: skip
 
     def _emit(self, event: CallEnded) -> None:
         log.info("call_ended", call_id=event.call_id, disposition=event.disposition, status=event.sip_status,
@@ -1025,19 +1018,6 @@ class ProxyService:
 
     def _dest_of_flow(self, flow: Flow) -> Destination:
         return Destination(flow.transport, flow.remote[0], flow.remote[1], flow)
-
-
-def _contact_uri(value: str) -> str:
-    value = value.strip()
-    if "<" in value:
-        return value[value.index("<") + 1 : value.index(">")]
-    return value.split(";", 1)[0]
-
-
-def _fresh_branch() -> str:
-    from sipcore.message import new_branch
-
-    return new_branch()
 
 
 def _resolve_host(host: str) -> str:
@@ -1073,4 +1053,4 @@ def build_proxy_service(cfg: Any, sip: SipServer, registrar: Any) -> ProxyServic
                         forwarding_store=store)  # fmt: skip
 
 
-__all__ = ["Branch", "Call", "Destination", "ProxyService", "build_proxy_service", "new_tag"]
+__all__ = ["Branch", "Call", "Destination", "ProxyService", "build_proxy_service"]

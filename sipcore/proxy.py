@@ -13,9 +13,10 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import SipParseError
 from .headers import NameAddr, split_list
 from .message import MAGIC_COOKIE, Headers, Request, Response, new_branch
-from .uri import SipUri, parse_uri
+from .uri import SipUri
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,11 @@ def in_dialog_request(
 
 
 def target_uri_of(contact_value: str) -> str:
-    """The URI inside a Contact value (``<sip:…>;params`` or a bare URI)."""
-    na = NameAddr.parse(contact_value)
-    parse_uri(na.uri_text)
-    return na.uri_text
+    """The URI inside a Contact value (``<sip:…>;params`` or a bare URI): the remote target."""
+    try:
+        return NameAddr.parse(contact_value).uri_text
+    except SipParseError:  # a peer's odd Contact: take what lies between <> or before ';'
+        value = contact_value.strip()
+        if "<" in value and ">" in value:
+            return value[value.index("<") + 1 : value.index(">")]
+        return value.split(";", 1)[0]
