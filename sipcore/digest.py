@@ -30,6 +30,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from sipcore.errors import SipError
+from sipcore.uri import SipUri, TelUri, parse_uri
 
 __all__ = [
     "AUTHORIZATION",
@@ -312,43 +313,24 @@ def build_authorization(
 
 
 # --- URI and identity checks -------------------------------------------------------------------------
-_DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
-
-
 def _uri_key(uri: str) -> tuple[str, str, str, int | None] | None:
-    """(scheme, user, host, port) of a SIP/SIPS/tel URI, params and headers dropped; None if unusable."""
+    """(scheme, user, host, port) of a URI, parameters and headers dropped; None if unusable.
+
+    Parsed by the SIP core's URI parser (sipcore.uri), so digest and routing agree on what a URI is.
+    """
     uri = uri.strip()
     if uri.startswith("<") and uri.endswith(">"):
         uri = uri[1:-1]
-    scheme, sep, rest = uri.partition(":")
-    if not sep:
+    try:
+        parsed = parse_uri(uri)
+    except SipError:
         return None
-    scheme = scheme.lower()
-    rest = rest.split("?", 1)[0]
-    if scheme == "tel":
-        return ("tel", unquote(rest.split(";", 1)[0]), "", None)
-    if scheme not in _DEFAULT_PORTS:
-        return (scheme, rest, "", None)
-    userinfo, at, hostpart = rest.partition("@")
-    if not at:
-        userinfo, hostpart = "", rest
-    user = unquote(userinfo.split(":", 1)[0])
-    hostport = hostpart.split(";", 1)[0]
-    if hostport.startswith("["):
-        host, bracket, after = hostport[1:].partition("]")
-        if not bracket or (after and not after.startswith(":")):
-            return None
-        port_text = after[1:]
-    else:
-        host, _, port_text = hostport.partition(":")
-    if not host:
-        return None
-    port: int | None = None
-    if port_text:
-        if not port_text.isdigit() or len(port_text) > 5:
-            return None
-        port = int(port_text)
-    return (scheme, user, host.lower(), port)
+    if isinstance(parsed, SipUri):
+        host = parsed.host[1:-1] if parsed.host.startswith("[") else parsed.host
+        return (parsed.scheme, parsed.user_unescaped or "", host.lower(), parsed.port)
+    if isinstance(parsed, TelUri):
+        return ("tel", unquote(parsed.number), "", None)
+    return (parsed.scheme, uri.partition(":")[2].split("?", 1)[0], "", None)
 
 
 def digest_uri_matches(digest_uri: str, request_uri: str) -> bool:
