@@ -7,6 +7,7 @@ which is what makes spool replay after a crash safe.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -109,6 +110,20 @@ class CdrRecord:
     def key(self) -> tuple[str, int]:
         """Idempotency key: the call's unique id and the leg number."""
         return (self.call_id, self.leg)
+
+
+ROW_FIELDS = (
+    "call_id", "leg", "customer_id", "customer_ref", "internal", "account_id", "direction", "caller",
+    "dialed", "normalised", "prefix", "destination", "start", "answer", "end", "duration",
+    "billed_seconds", "disposition", "sip_status", "cost", "price", "margin", "currency",
+    "free_minutes", "package",
+)  # fmt: skip
+"""Field order of a stored row, as every store selects its columns."""
+
+
+def record_from_row(row: Sequence[Any]) -> CdrRecord:
+    """A CdrRecord from a stored row in ROW_FIELDS order, values already converted by the store."""
+    return CdrRecord(**dict(zip(ROW_FIELDS, row, strict=True)))
 
 
 WIRE_VERSION = 1

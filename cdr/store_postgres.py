@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from cdr.periods import month_slices
-from cdr.record import CdrRecord, Direction, Disposition, record_to_wire
+from cdr.record import CdrRecord, Direction, record_from_row, record_to_wire
 from cdr.store import Usage, UsageBy
 
 COLUMNS = (
@@ -120,33 +120,7 @@ _STAGE_SELECT = ", ".join(
 
 
 def _record(t: asyncpg.Record) -> CdrRecord:
-    return CdrRecord(
-        call_id=t[0],
-        leg=t[1],
-        customer_id=t[2],
-        customer_ref=t[3],
-        internal=t[4],
-        account_id=t[5],
-        direction=Direction(t[6]),
-        caller=t[7],
-        dialed=t[8],
-        normalised=t[9],
-        prefix=t[10],
-        destination=t[11],
-        start=t[12],
-        answer=t[13],
-        end=t[14],
-        duration=t[15],
-        billed_seconds=t[16],
-        disposition=Disposition(t[17]),
-        sip_status=t[18],
-        cost=t[19],
-        price=t[20],
-        margin=t[21],
-        currency=t[22],
-        free_minutes=t[23],
-        package=t[24],
-    )
+    return record_from_row(t)  # asyncpg already gives datetimes, Decimals and booleans
 
 
 class PostgresCdrStore:

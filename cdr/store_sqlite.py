@@ -21,8 +21,8 @@ from cdr.record import (
     WIRE_PRICE,
     CdrRecord,
     Direction,
-    Disposition,
     from_epoch_us,
+    record_from_row,
     record_to_wire,
     to_epoch_us,
 )
@@ -73,33 +73,14 @@ def _wire_row(w: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _record(t: Sequence[Any]) -> CdrRecord:
-    return CdrRecord(
-        call_id=t[0],
-        leg=t[1],
-        customer_id=t[2],
-        customer_ref=t[3],
-        internal=bool(t[4]),
-        account_id=t[5],
-        direction=Direction(t[6]),
-        caller=t[7],
-        dialed=t[8],
-        normalised=t[9],
-        prefix=t[10],
-        destination=t[11],
-        start=from_epoch_us(t[12]),
-        answer=None if t[13] is None else from_epoch_us(t[13]),
-        end=from_epoch_us(t[14]),
-        duration=t[15],
-        billed_seconds=t[16],
-        disposition=Disposition(t[17]),
-        sip_status=t[18],
-        cost=from_micros(t[19]),
-        price=from_micros(t[20]),
-        margin=from_micros(t[21]),
-        currency=t[22],
-        free_minutes=t[23],
-        package=t[24],
-    )
+    """SQLite keeps booleans as 0/1, instants as epoch microseconds and money as micro-units."""
+    row = list(t)
+    row[4] = bool(row[4])
+    row[12] = from_epoch_us(row[12])
+    row[13] = None if row[13] is None else from_epoch_us(row[13])
+    row[14] = from_epoch_us(row[14])
+    row[19], row[20], row[21] = from_micros(row[19]), from_micros(row[20]), from_micros(row[21])
+    return record_from_row(row)
 
 
 class SqliteCdrStore:
