@@ -19,10 +19,8 @@ import csv
 import datetime
 import json
 import os
-import platform
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import cpu_model, free_port, load_note
 from benchmarks.make_bench_config import write_bench_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,23 +37,10 @@ SIPP_DIR = BENCH / "sipp"
 RESULTS = ROOT / "benchmarks" / "results" / "call.md"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process (its own threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
@@ -187,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = ", ".join(f"{r['ok']:.0f}/{r['failed']:.0f}" for r in runs)
     lines = [
         f"### {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC — `{shlex.join(sys.argv)}`",
-        f"machine: {os.cpu_count()} CPUs, {cpu_model()}; measured under load (other helpers running)",
+        f"machine: {os.cpu_count()} CPUs, {cpu_model()}; {load_note()}",
         f"- server CPU per call at {args.rate} calls/s, {args.calls} calls x {args.repeat}: median "
         f"**{cpu:.2f} ms** (runs: {per_run}); ok/failed: {outcomes}",
         f"- CPU-bound ceiling on one core: ~{1000 / cpu:.0f} calls/s",

@@ -21,21 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import cpu_model as _cpu_model
 from benchmarks.make_bench_config import write_bench_config
 from config.bridge import rating_setup, registrar_view, routing_setup
 from config.loader import load_config
 
 RESULTS = Path(__file__).parent / "results" / "config.md"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _time(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:

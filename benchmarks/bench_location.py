@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.machine import cpu_model
 from registrar.location import ContactChange, Flow, MemoryLocationStore, RedisLocationStore, RegisterChanges
 
 T0 = 1_700_000_000.0
@@ -122,16 +123,6 @@ async def _redis(n: int, concurrency: int) -> dict[str, float]:
 def median_of(runs: int, fn: Callable[[], dict[str, float]]) -> dict[str, float]:
     results = [fn() for _ in range(runs)]
     return {k: statistics.median(r[k] for r in results) for k in results[0]}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

@@ -16,22 +16,17 @@ import io
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "tests" / "sipp" / "options.xml"
 CLK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

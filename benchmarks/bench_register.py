@@ -35,27 +35,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import free_port, load_note
 from benchmarks.make_bench_config import write_bench_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "register.md"
 HARNESS = Path("/work/shared/bench/bench.py")
 SIPP_DIR = HARNESS.parent / "sipp"
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (plain binds: a port someone holds fails)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def machine() -> str:
@@ -196,7 +182,7 @@ def report_steps(summary: dict[str, Any]) -> str:
     lines = [
         f"### Step-rate REGISTER+digest over UDP ({_stamp()})",
         "",
-        f"- machine: {machine()}; measured under load (2 noisy cores shared with other helpers' tests)",
+        f"- machine: {machine()}; {load_note()}",
         f"- command: `{summary['command']}`",
         f"- highest sustained rate per search: {maxes}; **median {statistics.median(maxes):g}/s** "
         "(target 9,000/s; Kamailio 18,000/s on this harness)",
@@ -227,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         per_reg = f["cpu_s"] / f["calls"] * 1000
         section = (
             f"### cProfile of the server in-process ({_stamp()})\n\n"
-            f"- machine: {machine()}; measured under load\n"
+            f"- machine: {machine()}; {load_note()}\n"
             f"- command: `.venv/bin/python -m benchmarks.bench_register --profile --profile-rate "
             f"{args.profile_rate} --seconds {args.seconds:g}`\n"
             f"- timer: wall clock (so `sendto` includes waking SIPp); plain asyncio loop, not uvloop\n"

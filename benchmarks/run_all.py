@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.machine import cpu_model
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 QUICK = ["bench_parser"]  # pure and self-contained: re-run on every `make bench`
@@ -31,16 +33,6 @@ ORDER = [
     "rating",
     "cdr",
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
