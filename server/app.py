@@ -51,13 +51,10 @@ def load_application_config(path: str | None) -> LoadedConfig:
 
     cfg = load_config(path) if path else load_config(None)
     srv = cfg.server
-    domains: set[str] = set(srv.local_addresses)
-    for customer in cfg.customers:
-        domains |= set(getattr(customer, "domains", ()) or ())
-    default_domain = getattr(cfg, "default_domain", None)
-    if default_domain:
-        domains.add(str(default_domain))
-    if getattr(cfg.registrar, "realm", None):
+    # The server's own hosts and the customers' SIP domains, as the configuration resolved them
+    # (default_domain is one of the customer domains); the realm is answered for as well.
+    domains: set[str] = set(cfg.local_hosts) | set(cfg.domains)
+    if cfg.registrar.realm:
         domains.add(str(cfg.registrar.realm))
     sip = ServerSettings(
         udp=[_hp(a) for a in srv.listen.udp],

@@ -130,7 +130,6 @@ class Billing:
         direction = _DIRECTIONS.get(event.direction, Direction.OUTBOUND)
         account = event.billed_account_id if direction is not Direction.INBOUND else None
         destination = event.did if direction is Direction.INBOUND and event.did else event.normalised
-        customer = self.cfg.customers_by_id.get(event.customer_id) if event.customer_id else None
         rated = None
         if event.disposition != "refused" and (account or direction is Direction.INBOUND):
             call = CallToRate(
@@ -152,7 +151,7 @@ class Billing:
             except Exception:
                 log.exception("settlement_failed", call_id=event.call_id)
         customer_id = (rated.customer_id if rated is not None else None) or event.customer_id or "unknown"
-        customer = self.cfg.customers_by_id.get(customer_id) or customer
+        customer = self.cfg.customers_by_id.get(customer_id)
         record = CdrRecord(
             call_id=event.call_id,
             leg=0 if event.leg == "0" else int(event.leg.lstrip("f") or 0) + 1,
