@@ -252,12 +252,24 @@ class Registrar:
             if b.reg_id is not None:
                 extra += f";reg-id={b.reg_id}"
             headers.append(("Contact", f"<{b.contact}>;expires={b.expires_in(now)}{q}{extra}"))
-        headers.append(("Date", formatdate(now, usegmt=True)))
+        headers.append(("Date", _http_date(now)))
         if req.headers.get("path"):
             headers.extend(("Path", p) for p in req.headers.get_all("path"))
         if any(b.is_outbound for b in bindings):
             headers.append(("Require", "outbound"))
         return headers
+
+
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _http_date(now: float) -> str:
+    """RFC 1123 date of ``now``, formatted once per second (every 200 OK carries one)."""
+    global _date_cache
+    second = int(now)
+    if _date_cache[0] != second:
+        _date_cache = (second, formatdate(second, usegmt=True))
+    return _date_cache[1]
 
 
 class _Refusal(Exception):

@@ -340,6 +340,8 @@ def digest_uri_matches(digest_uri: str, request_uri: str) -> bool:
     or absent on either side; URI parameters (``;transport=…``) and headers (``?…``) ignored — phones
     disagree about them, and they do not change who the request is for.
     """
+    if digest_uri == request_uri and request_uri[:1] not in ("<", " "):
+        return _uri_key(request_uri) is not None  # the usual case: the phone copied the Request-URI
     a, b = _uri_key(digest_uri), _uri_key(request_uri)
     if a is None or b is None:
         return False

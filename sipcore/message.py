@@ -124,9 +124,16 @@ class Headers:
         if first:
             positions = self._idx().get(key)
             self.entries.insert(positions[0] if positions else 0, entry)
+            self._index = None
         else:
+            index = self._index
+            if index is not None:  # appending keeps every position: extend the index, do not rebuild it
+                positions = index.get(key)
+                if positions is None:
+                    index[key] = [len(self.entries)]
+                else:
+                    positions.append(len(self.entries))
             self.entries.append(entry)
-        self._index = None
 
     def remove(self, name: str) -> None:
         key = _key(name)
@@ -523,10 +530,10 @@ def validate_request(req: Request) -> None:
     h = req.headers
     index = h._idx()
     entries = h.entries
-    for key in SINGLE_HEADERS:
-        positions = index.get(key)
-        if positions is not None and len(positions) > 1 and len({entries[i][2] for i in positions}) > 1:
-            raise SipParseError(f"multiple {canonical_name(key)} headers")
+    if len(index) < len(entries):  # some header appears more than once: is it a single-valued one?
+        for key, positions in index.items():
+            if len(positions) > 1 and key in SINGLE_HEADERS and len({entries[i][2] for i in positions}) > 1:
+                raise SipParseError(f"multiple {canonical_name(key)} headers")
     missing = [n for n in _MANDATORY if n not in index]
     if missing:
         raise SipParseError("missing " + ", ".join(canonical_name(n) for n in missing))
