@@ -70,10 +70,34 @@ def canonical_name(key: str) -> str:
     return name
 
 
+def _split_outside_angles(value: str) -> list[str]:
+    """split_list for a value without quotes: commas inside <...> are skipped by jumping to '>'."""
+    out: list[str] = []
+    start = pos = 0
+    while True:
+        c = value.find(",", pos)
+        if c < 0:
+            break
+        if value.rfind("<", 0, c) > value.rfind(">", 0, c):  # inside <...>
+            close = value.find(">", c)
+            if close < 0:
+                break
+            pos = close + 1
+            continue
+        out.append(value[start:c].strip())
+        start = pos = c + 1
+    out.append(value[start:].strip())
+    return out
+
+
 def split_list(value: str) -> list[str]:
     """Split a list header value on commas that are outside quotes and <...>."""
     if "," not in value:
         return [value.strip()]
+    if '"' not in value:  # no quoting: only <...> can hide a comma, so split with C-level str methods
+        if "<" not in value:
+            return [v.strip() for v in value.split(",")]
+        return _split_outside_angles(value)
     out: list[str] = []
     start = 0
     in_quote = False
