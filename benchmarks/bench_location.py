@@ -1,8 +1,10 @@
 """Location service throughput and footprint: apply()/get() per second for each backend, and bytes
 per binding at 100,000 bindings in the memory backend (tracemalloc).
 
-Run: .venv/bin/python -m benchmarks.bench_location [--runs 3] [--no-redis] [--write]
-Each figure is the median of ``--runs`` runs; ``--write`` rewrites benchmarks/results/location.md.
+Run: .venv/bin/python -m benchmarks.bench_location [--runs 3] [--no-redis | --redis-only] [--baseline REV]
+[--uvloop] [--write]. Each figure is the median of ``--runs`` runs; ``--write`` rewrites
+benchmarks/results/location.md. ``--baseline REV`` runs the Redis figures of that git revision's
+redis_store.py interleaved with the current one, so before/after are compared under the same load.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ import gc
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
+import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from pathlib import Path
 
-from benchmarks.machine import cpu_model
+import redis.asyncio as aioredis
+
+from benchmarks.machine import cpu_model, load_note
 from registrar.location import ContactChange, Flow, MemoryLocationStore, RedisLocationStore, RegisterChanges
 
 T0 = 1_700_000_000.0
+REDIS_URL = "redis://127.0.0.1:6379/0"
 RESULTS = Path(__file__).parent / "results" / "location.md"
 
 
@@ -88,36 +96,86 @@ def bench_footprint(n: int) -> dict[str, float]:
     return {f"memory bytes per binding at {n:,} bindings": used / n}
 
 
-async def _redis(n: int, concurrency: int) -> dict[str, float]:
+async def _redis(n: int, concurrency: int, cls: type = RedisLocationStore) -> dict[str, float]:
+    """Each phase: wall-clock ops/s, CPU µs per op of this (client) process — the cost the registrar
+    pays, much less sensitive to the machine's load than ops/s — and the Redis server's CPU µs per op
+    (from INFO cpu: it counts every client of that Redis, so other test runs inflate it)."""
     prefix = f"bench:loc:{uuid.uuid4().hex[:8]}"
-    s = RedisLocationStore.from_url(prefix=prefix)
+    s = cls.from_url(prefix=prefix)
     regs = [changes(i) for i in range(n)]
+    refresh = [(a, changes(i, 2)[1]) for i, (a, _) in enumerate(regs)]
+    refresh2 = [(a, changes(i, 3)[1]) for i, (a, _) in enumerate(regs)]
+    aors = [a for a, _ in regs]
     out: dict[str, float] = {}
+    info = aioredis.Redis.from_url(REDIS_URL)
+
+    async def server_cpu() -> float:
+        cpu = await info.info("cpu")
+        return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
+
+    async def phase(name: str, coro: Awaitable[object]) -> None:
+        gc.collect()
+        server = await server_cpu()
+        t, cpu = time.perf_counter(), time.process_time()
+        await coro
+        cpu, t = time.process_time() - cpu, time.perf_counter() - t
+        server = await server_cpu() - server
+        out[f"redis {name}, ops/s"] = n / t
+        out[f"redis {name}, client CPU µs/op"] = cpu / n * 1e6
+        out[f"redis {name}, Redis server CPU µs/op"] = server / n * 1e6
+
+    async def seq_apply(items: list[tuple[str, RegisterChanges]], now: float) -> None:
+        for a, c in items:
+            await s.apply(a, c, now)
+
+    async def seq_get() -> None:
+        for a in aors:
+            await s.get(a, T0 + 2)
+
+    async def in_flight(ops: Iterable[Callable[[], Awaitable[object]]]) -> None:
+        """``concurrency`` callers sharing one queue of operations, as concurrent REGISTERs would."""
+        it = iter(ops)
+
+        async def worker() -> None:
+            for op in it:
+                await op()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    def par_apply(items: list[tuple[str, RegisterChanges]], now: float) -> Awaitable[None]:
+        return in_flight(partial(s.apply, a, c, now) for a, c in items)
+
+    def par_get() -> Awaitable[None]:
+        return in_flight(partial(s.get, a, T0 + 2) for a in aors)
+
     try:
-        t = time.perf_counter()
-        for a, c in regs:
-            await s.apply(a, c, T0)
-        out["redis apply() sequential, ops/s"] = n / (time.perf_counter() - t)
-        t = time.perf_counter()
-        for a, _ in regs:
-            await s.get(a, T0)
-        out["redis get() sequential, ops/s"] = n / (time.perf_counter() - t)
-        refresh = [(a, changes(i, 2)[1]) for i, (a, _) in enumerate(regs)]
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(a: str, c: RegisterChanges) -> None:
-            async with sem:
-                await s.apply(a, c, T0 + 1)
-
-        t = time.perf_counter()
-        await asyncio.gather(*(one(a, c) for a, c in refresh))
-        out[f"redis apply() {concurrency} in flight, ops/s"] = n / (time.perf_counter() - t)
+        await phase("apply() new, sequential", seq_apply(regs, T0))
+        await phase("apply() refresh, sequential", seq_apply(refresh, T0 + 1))
+        await phase("get() sequential", seq_get())
+        await phase(f"apply() refresh, {concurrency} in flight", par_apply(refresh2, T0 + 2))
+        await phase(f"get() {concurrency} in flight", par_get())
+        assert len(await s.get(aors[-1], T0 + 2)) == 1 and await s.count_contacts(T0 + 2) == len(set(aors))
     finally:
-        keys = [k async for k in s._r.scan_iter(match=f"{prefix}:*", count=1000)]
+        keys = [k async for k in info.scan_iter(match=f"{prefix}:*", count=1000)]
         for i in range(0, len(keys), 1000):
-            await s._r.delete(*keys[i : i + 1000])
+            await info.delete(*keys[i : i + 1000])
+        await info.aclose()
         await s.close()
     return out
+
+
+def baseline_store(rev: str) -> type:
+    """RedisLocationStore as it was at git revision ``rev``, to compare before/after within one run."""
+    src = subprocess.run(
+        ["git", "show", f"{rev}:registrar/location/redis_store.py"],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"redis_store_{rev}")
+    exec(compile(src, f"{rev}:redis_store.py", "exec"), module.__dict__)
+    return module.RedisLocationStore
 
 
 def median_of(runs: int, fn: Callable[[], dict[str, float]]) -> dict[str, float]:
@@ -131,14 +189,33 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=20_000, help="operations per throughput run")
     ap.add_argument("--footprint", type=int, default=100_000)
     ap.add_argument("--redis-n", type=int, default=5_000)
+    ap.add_argument("--in-flight", type=int, default=50)
     ap.add_argument("--no-redis", action="store_true")
+    ap.add_argument("--redis-only", action="store_true", help="skip the memory backend figures")
+    ap.add_argument("--baseline", metavar="REV", help="also run redis_store.py of git REV (interleaved)")
+    ap.add_argument("--uvloop", action="store_true", help="run the Redis figures on uvloop (as workers do)")
     ap.add_argument("--write", action="store_true", help=f"write {RESULTS}")
     args = ap.parse_args()
 
-    figures = median_of(args.runs, lambda: bench_memory(args.n))
-    figures |= median_of(args.runs, lambda: bench_footprint(args.footprint))
+    figures: dict[str, float] = {}
+    if not args.redis_only:
+        figures |= median_of(args.runs, lambda: bench_memory(args.n))
+        figures |= median_of(args.runs, lambda: bench_footprint(args.footprint))
     if not args.no_redis:
-        figures |= median_of(args.runs, lambda: asyncio.run(_redis(args.redis_n, 50)))
+        run = asyncio.run
+        if args.uvloop:
+            import uvloop
+
+            run = uvloop.run
+        stores = {"": RedisLocationStore}
+        if args.baseline:
+            stores = {f"[{args.baseline}] ": baseline_store(args.baseline), "": RedisLocationStore}
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label in stores}
+        for _ in range(args.runs):  # interleaved, so both see the same machine load
+            for label, cls in stores.items():
+                runs[label].append(run(_redis(args.redis_n, args.in_flight, cls)))
+        for label, results in runs.items():
+            figures |= {label + k: statistics.median(r[k] for r in results) for k in results[0]}
 
     machine = f"{os.cpu_count()} CPU ({cpu_model()}), Python {platform.python_version()}"
     lines = [
@@ -147,7 +224,7 @@ def main() -> int:
         f"- machine: {machine}",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- command: `.venv/bin/python -m benchmarks.bench_location {' '.join(sys.argv[1:])}`",
-        f"- median of {args.runs} runs; measured under load (2 noisy cores shared with other test runs)",
+        f"- median of {args.runs} runs; {load_note()}",
         "",
         "| figure | value |",
         "|---|---:|",

@@ -69,18 +69,22 @@ def prefix() -> str:
     return f"test:loc:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-nocache"])
 async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator:
+    """``redis`` plans from its per-process cache of AOR states; ``redis-nocache`` reads every time."""
     if request.param == "memory":
         s = MemoryLocationStore()
         yield s
         await s.close()
         return
     client = await _redis_client()
-    s = RedisLocationStore(client, prefix=prefix)
+    s = RedisLocationStore.from_url(
+        REDIS_URL, prefix=prefix, cache_size=0 if "nocache" in request.param else 50_000
+    )
     try:
         yield s
     finally:
+        await s.close()
         await _drop_prefix(client, prefix)
         await client.aclose()
 
@@ -314,8 +318,11 @@ async def test_closed_tcp_flow_drops_outbound_and_marks_the_rest_dead(store) -> 
 
 
 async def test_two_redis_stores_share_bindings_and_serialise_races(prefix: str) -> None:
-    c1, c2 = await _redis_client(), await _redis_client()
-    s1, s2 = RedisLocationStore(c1, prefix=prefix), RedisLocationStore(c2, prefix=prefix)
+    c1 = await _redis_client()
+    s1, s2 = (
+        RedisLocationStore.from_url(REDIS_URL, prefix=prefix),
+        RedisLocationStore.from_url(REDIS_URL, prefix=prefix),
+    )
     try:
         await s1.apply(AOR, reg("x", 1, c("sip:x@10.0.0.1")), T0)
         assert [b.contact for b in await s2.get(AOR, T0)] == ["sip:x@10.0.0.1"]
@@ -331,9 +338,10 @@ async def test_two_redis_stores_share_bindings_and_serialise_races(prefix: str) 
         await s2.apply(AOR, reg("x", 2, wildcard=True), T0 + 2)
         assert await s1.get(AOR, T0 + 2) == [] and await s1.count_aors(T0 + 2) == 0
     finally:
+        await s1.close()
+        await s2.close()
         await _drop_prefix(c1, prefix)
         await c1.aclose()
-        await c2.aclose()
 
 
 async def test_a_real_subprocess_writes_and_this_process_reads(prefix: str) -> None:
@@ -356,7 +364,7 @@ async def test_a_real_subprocess_writes_and_this_process_reads(prefix: str) -> N
     try:
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
         assert proc.returncode == 0, proc.stderr
-        store = RedisLocationStore(client, prefix=prefix)
+        store = RedisLocationStore.from_url(REDIS_URL, prefix=prefix)
         [b] = await store.get(AOR, T0 + 1)
         assert (b.contact, b.q, b.call_id, b.flow.connection_id) == (
             "sip:1001@10.9.9.9;ob",
@@ -365,6 +373,7 @@ async def test_a_real_subprocess_writes_and_this_process_reads(prefix: str) -> N
             "hostB/7/1",
         )
         assert [type(e) for e in await store.remove_flow("hostB/7/1")] == [BindingFlowLost]
+        await store.close()
     finally:
         await _drop_prefix(client, prefix)
         await client.aclose()
@@ -372,7 +381,7 @@ async def test_a_real_subprocess_writes_and_this_process_reads(prefix: str) -> N
 
 async def test_redis_drops_expired_aors_by_itself(prefix: str) -> None:
     client = await _redis_client()
-    store = RedisLocationStore(client, prefix=prefix, ttl_margin=0.2)
+    store = RedisLocationStore.from_url(REDIS_URL, prefix=prefix, ttl_margin=0.2)
     now = time.time()
     try:
         await store.apply(AOR, reg("c1", 1, c("sip:1001@10.0.0.1", 1)), now)
@@ -385,6 +394,7 @@ async def test_redis_drops_expired_aors_by_itself(prefix: str) -> None:
         assert await store.get(AOR, time.time()) == []
         assert await client.exists(f"{prefix}:aor:sip:keep@acme.example") == 1
     finally:
+        await store.close()
         await _drop_prefix(client, prefix)
         await client.aclose()
 
