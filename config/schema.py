@@ -305,10 +305,28 @@ class Package(Strict):
     setup_fee: Fee = Decimal(0)
 
 
+class MemoryCounters(Strict):
+    """Balances, daily spend and free minutes in the process (one process: `make run` needs no Redis)."""
+
+    backend: Literal["memory"]
+
+
+class RedisCounters(Strict):
+    """Shared by every process through Redis; authorisation reads a cache refreshed every interval."""
+
+    backend: Literal["redis"]
+    url: Text = "redis://127.0.0.1:6379/0"
+    key_prefix: Text = "sipcore:rating:"
+    refresh_interval: float = Field(1.0, gt=0, le=60)
+
+
 class RatingSection(Strict):
     premium_categories: tuple[Annotated[Text, AfterValidator(str.lower)], ...] = ("premium",)
     rate_tables: Annotated[Mapping[Name, Text], _FROZEN] = _NO_ENTRIES
     packages: Annotated[Mapping[Name, Package], _FROZEN] = _NO_ENTRIES
+    counters: Annotated[MemoryCounters | RedisCounters, Field(discriminator="backend")] = MemoryCounters(
+        backend="memory"
+    )
 
 
 # ------------------------------------------------------------------------------------------ customers

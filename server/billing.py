@@ -2,16 +2,20 @@
 settlement (free minutes, balance debit, low-balance events), the CDR into the durable pipeline and
 the call debit into the ledger.
 
-Balances live in a MemoryCounterStore seeded at start from the configuration's opening balances plus
-every ledger movement since (payments, charges, fees and earlier call debits), so a restart does not
-forget what prepaid customers spent. Call debits are appended to the ledger in batches off the call
-path; the CDR spool is what makes a finished call durable.
+With `rating.counters.backend: memory` (the default) balances live in a MemoryCounterStore seeded at
+start from the configuration's opening balances plus every ledger movement since (payments, charges,
+fees and earlier call debits), so a restart does not forget what prepaid customers spent; each process
+has its own copy. With `redis` they are shared by every process (server.shared_counters): authorisation
+still reads a local cache synchronously, settlement moves the counters in Redis. Call debits are
+appended to the ledger in batches off the call path (with Redis, once Redis has them); the CDR spool is
+what makes a finished call durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,16 +25,19 @@ import structlog
 
 from cdr import CdrPipeline, CdrRecord, open_store
 from rating.alerts import publish_low_balance
+from rating.balance_redis import RedisCounterStore
 from rating.counters import MemoryCounterStore
 from rating.ledger import EntryKind, LedgerEntry
 from rating.ledger_sqlite import SqliteLedger
-from rating.model import CallToRate, Direction, Refusal
+from rating.model import BalanceMode, CallToRate, Direction, RatingSetup, Refusal
 from rating.money import from_micros, to_micros
 from rating.rater import Rater
 from rating.settlement import authorise_call, settle_call
 from routing import Authorisation, AuthoriseRequest
 
 from .calls import CallEnded
+from .pending_ops import Op, PendingOps
+from .shared_counters import SharedCounters, Watch
 
 log = structlog.get_logger("sipcore.billing")
 
@@ -64,11 +71,22 @@ def run_now(coro: Any) -> Any:
 
 
 class Billing:
-    def __init__(self, cfg: Any, rater: Rater, pipeline: CdrPipeline, ledger_path: Path) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        rater: Rater,
+        pipeline: CdrPipeline,
+        ledger_path: Path,
+        shared: SharedCounters | None = None,
+    ) -> None:
         self.cfg = cfg
         self.rater = rater
         self.pipeline = pipeline
-        self.counters = MemoryCounterStore()
+        self.shared = shared
+        # what authorisation reads: the memory store, or the shared store's local cache
+        self.counters: MemoryCounterStore = shared.cache if shared is not None else MemoryCounterStore()
+        if shared is not None:
+            shared.on_debit = self._ledger_debit
         self.ledger_path = ledger_path
         self._debits: list[LedgerEntry] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -76,9 +94,18 @@ class Billing:
 
     # -- lifecycle --
     async def start(self) -> None:
+        await self._seed_counters()
+        await self.pipeline.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_debits_loop())
+
+    async def _seed_counters(self) -> None:
+        """Opening balance + ledger movements: into the memory store, or folded into Redis once."""
         from config.bridge import initial_balances
 
-        opening = initial_balances(self.cfg)
+        opening = {c: to_micros(Decimal(v), "balance") for c, v in initial_balances(self.cfg).items()}
+        if self.shared is not None:
+            await self.shared.start(opening, self.ledger_path)
+            return
 
         def ledger_movements() -> dict[str, int]:
             ledger = SqliteLedger(self.ledger_path)
@@ -89,17 +116,15 @@ class Billing:
 
         moved = await asyncio.to_thread(ledger_movements)
         for customer_id, amount in opening.items():
-            await self.counters.set_balance(
-                customer_id, to_micros(Decimal(amount), "balance") + moved[customer_id]
-            )
-        await self.pipeline.start()
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_debits_loop())
+            await self.counters.set_balance(customer_id, amount + moved[customer_id])
 
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         if self._flusher is not None:
             self._flusher.cancel()
+        if self.shared is not None:
+            await self.shared.close()  # a last replay: what Redis takes joins the ledger below
         await self._flush_debits()
         await self.pipeline.stop()
 
@@ -138,9 +163,13 @@ class Billing:
                 answered=event.answer is not None, duration=event.duration,
             )  # fmt: skip
             try:
-                settled, low = await settle_call(self.rater, self.counters, call)
+                if self.shared is not None:  # the debit reaches the ledger through _ledger_debit
+                    store = self.shared.settlement(uuid.uuid4().hex, end, event.call_id)
+                    settled, low = await settle_call(self.rater, store, call)  # type: ignore[arg-type]
+                else:
+                    settled, low = await settle_call(self.rater, self.counters, call)
                 rated = settled.rated
-                if settled.debited_micros and rated.customer_id:
+                if settled.debited_micros and rated.customer_id and self.shared is None:
                     self._debits.append(
                         LedgerEntry(
                             rated.customer_id, EntryKind.CALL, -settled.debited_micros, end, event.call_id
@@ -179,6 +208,11 @@ class Billing:
             package=rated.package if rated is not None else None,
         )
         self.pipeline.append(record)
+
+    def _ledger_debit(self, op: Op) -> None:
+        """A call debit Redis has taken: into the ledger with the next batch."""
+        at = datetime.fromisoformat(op.at)
+        self._debits.append(LedgerEntry(op.subject, EntryKind.CALL, -op.amount, at, op.memo))
 
     async def _flush_debits_loop(self) -> None:
         while True:
@@ -224,7 +258,8 @@ def cdr_metrics() -> Any:
 def build_billing(cfg: Any) -> Billing:
     from config.bridge import rating_setup
 
-    rater = Rater(rating_setup(cfg))
+    setup = rating_setup(cfg)
+    rater = Rater(setup)
     c = cfg.cdr
     if c.backend == "postgresql":
         store = open_store(c.dsn)
@@ -235,4 +270,54 @@ def build_billing(cfg: Any) -> Billing:
     if worker is not None:  # a spool is one process's: each worker appends to its own
         spool_dir = spool_dir / f"worker-{worker}"
     pipeline = CdrPipeline(spool_dir, store, batch_size=c.batch_size, metrics=cdr_metrics())
-    return Billing(cfg, rater, pipeline, Path(cfg.paths.state_dir) / "ledger.sqlite3")
+    state_dir = Path(cfg.paths.state_dir)
+    counters = cfg.rating.counters
+    shared = None
+    if counters.backend == "redis":
+        shared = build_shared_counters(counters, setup, state_dir, worker)
+    elif (cfg.server.workers > 1 or worker is not None) and worker in (None, "0"):
+        log.warning(
+            "balances_per_process",
+            detail="rating.counters.backend is memory with several workers: each process keeps its own "
+            "prepaid balances, daily spend and free minutes, so a customer may spend up to workers x "
+            "its balance; set rating.counters.backend: redis",
+            workers=cfg.server.workers,
+        )
+    return Billing(cfg, rater, pipeline, state_dir / "ledger.sqlite3", shared)
+
+
+def counters_watch(setup: RatingSetup) -> Watch:
+    """Authorisation reads the balance of HARD customers, today's spend of capped ones and the free
+    minutes of their accounts; SOFT customers without a cap are never refused on money."""
+    billed = [c for c in setup.customers.values() if not c.internal]
+    hard = tuple(sorted(c.id for c in billed if c.balance_mode is BalanceMode.HARD))
+    capped = tuple(sorted(c.id for c in billed if c.daily_cap is not None))
+    checked = set(hard) | set(capped)
+    accounts = tuple(
+        a.id
+        for a in setup.accounts.values()
+        if a.customer_id in checked and setup.packages[a.package].free_minutes > 0
+    )
+    return Watch(tuple(setup.customers), hard, capped, accounts)
+
+
+def build_shared_counters(
+    counters: Any, setup: RatingSetup, state_dir: Path, worker: str | None
+) -> SharedCounters:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    # Fail fast (one retry, for a pooled connection Redis closed): settlement falls back to the
+    # cache and its queue instead of waiting; a resend is safe (operation ids).
+    client = aioredis.Redis.from_url(
+        counters.url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1)
+    )
+    pending = PendingOps(state_dir / "counters-pending", f"worker-{worker}" if worker is not None else "main")
+    return SharedCounters(
+        RedisCounterStore(client, prefix=counters.key_prefix),
+        pending,
+        counters_watch(setup),
+        float(counters.refresh_interval),
+        client=client,
+    )

@@ -1,0 +1,346 @@
+"""Prepaid balances, daily spend and free minutes shared by every server process (Redis), with the
+call path kept synchronous.
+
+Why a cache: routing's authorisation hook is a plain function on the call path (server.billing
+.run_now), so it cannot wait for Redis. Authorisation reads a CounterCache; settlement, at call end
+and off the call path, applies the call's free minutes and debit atomically in Redis and writes the
+values Redis answers into the cache at once; a refresh every `refresh_interval` pulls the counters
+authorisation depends on (balance and today's spend of HARD or capped customers, free minutes of their
+accounts), so another process's debit is seen within one interval. What is left: two processes may
+each authorise a call against the same last euro within that interval (docs/rating.md).
+
+Redis unreachable, or emptied (no seed marker): settlement is applied to the cache alone, queued on
+disk (server.pending_ops) and the store is marked down (no more waiting on Redis per call). The
+refresh task then re-seeds if needed, replays the queue and refreshes. Each operation carries an id
+Redis remembers, so a replay whose first attempt did land is not applied twice; the cache always shows
+Redis's value plus this process's queued operations, so a refresh never forgets a queued debit. A
+debit reaches the ledger only once Redis has it (server.counter_seed relies on that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import Gauge
+from redis.exceptions import RedisError
+
+from rating.balance_redis import RedisCounterStore
+from rating.counters import MemoryCounterStore, Snapshot
+from server.counter_seed import local_balances, seed_redis
+from server.pending_ops import Op, OpKind, PendingOps
+
+log = structlog.get_logger("sipcore.counters")
+
+REDIS_UP = Gauge("sipcore_counters_redis_up", "1 while settlement reaches the shared counters in Redis")
+PENDING = Gauge("sipcore_counters_pending_operations", "Counter operations queued for Redis (this process)")
+
+UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
+CLOSE_TIMEOUT = 5.0
+
+
+class Unseeded(Exception):
+    """Redis has no seed marker (emptied or new): it must be seeded before anything is applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Which counters to load: every customer's balance at start (and after a re-seed); at each
+    refresh only what authorisation reads — the balance of `hard` (prepaid) customers, today's spend
+    of `capped` ones, and the free minutes of their bundled `accounts`."""
+
+    customers: tuple[str, ...]
+    hard: tuple[str, ...]
+    capped: tuple[str, ...]
+    accounts: tuple[str, ...]
+
+
+class CounterCache(MemoryCounterStore):
+    """The memory store, plus writing values read from Redis."""
+
+    def put(
+        self,
+        balances: Mapping[str, int] | None = None,
+        spent: Mapping[tuple[str, str], int] | None = None,
+        free: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        with self._lock:
+            self._balance.update(balances or {})
+            self._spent.update(spent or {})
+            self._free.update(free or {})
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SharedCounters:
+    """The CounterStore Billing reads (snapshot and balance from the cache, never suspending) and
+    settles through (`settlement()`)."""
+
+    def __init__(
+        self,
+        redis: RedisCounterStore,
+        pending: PendingOps,
+        watch: Watch,
+        refresh_interval: float,
+        on_debit: Callable[[Op], None] | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        client: Any = None,
+    ) -> None:
+        self.redis = redis
+        self.pending = pending
+        self.watch = watch
+        self.refresh_interval = refresh_interval
+        self.on_debit = on_debit or (lambda op: None)  # a debit Redis has: Billing ledgers it
+        self.clock = clock
+        self._client = client  # closed with the store when given
+        self.cache = CounterCache()
+        self.up = False
+        self._down_logged = False
+        self._needs_seed = True
+        self._opening: Mapping[str, int] = {}
+        self._ledger_path = Path()
+        self._queued: dict[str, Op] = {}
+        self._d_bal: Counter[str] = Counter()
+        self._d_spent: Counter[tuple[str, str]] = Counter()
+        self._d_free: Counter[tuple[str, str]] = Counter()
+        self._seq = 0  # bumped by every write to the cache from an operation
+        self._written: dict[tuple[str, ...], int] = {}
+        self._answered: list[str] = []  # op ids whose Redis marker can go
+        self._task: asyncio.Task[None] | None = None
+        self._busy = asyncio.Lock()  # one seed / replay / refresh at a time
+
+    # -- lifecycle --
+    async def start(self, opening: Mapping[str, int], ledger_path: Path) -> None:
+        """Seed Redis (or, unreachable, the cache from config + ledger), replay what an earlier run
+        left queued, load the counters, then refresh every interval."""
+        self._opening, self._ledger_path = opening, ledger_path
+        for op in await asyncio.to_thread(self.pending.open):
+            self._hold(op)
+        if not await self.sync():  # unreachable: what the memory backend would start from
+            balances = await asyncio.to_thread(local_balances, opening, ledger_path)
+            self.cache.put(
+                # a balance Redis answered before failing (a replayed debit) is fresher than the ledger
+                {c: v + self._d_bal[c] for c, v in balances.items() if ("b", c) not in self._written},
+                dict(self._d_spent),
+                dict(self._d_free),
+            )
+        self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self.up:  # last replay and marker clean-up; whatever is left stays on disk
+            try:
+                await asyncio.wait_for(self.sync(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("counters_close_timeout", queued=len(self._queued))
+        await asyncio.to_thread(self.pending.close)
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("counters_refresh_failed")
+
+    async def sync(self) -> bool:
+        """Seed if needed, replay the queue, load counters; True when Redis answered all of it.
+        An emptied Redis (no seed marker) is seeded again from config + ledger in the same pass."""
+        async with self._busy:
+            for attempt in (1, 2):
+                try:
+                    await self._sync_once()
+                    break
+                except (*UNREACHABLE, Unseeded) as exc:
+                    if attempt == 1 and _unseeded(exc):
+                        self._needs_seed = True
+                        continue
+                    self._down(exc)
+                    return False
+        if not self.up:
+            log.info("counters_redis_up", queued=len(self._queued))
+        self.up, self._down_logged = True, False
+        REDIS_UP.set(1)
+        return True
+
+    async def _sync_once(self) -> None:
+        full = self._needs_seed or not self.up
+        if self._needs_seed:
+            await seed_redis(self.redis, self._opening, self._ledger_path)
+            self._needs_seed = False
+        if self._queued:
+            await self._replay()
+        await self._load(everything=full)
+        answered, self._answered = self._answered, []
+        await self.redis.forget_ops(answered)
+
+    def _down(self, exc: BaseException) -> None:
+        if _unseeded(exc):
+            self._needs_seed = True
+        if self.up or not self._down_logged:  # once per outage, not once per call or refresh
+            log.warning("counters_redis_down", error=repr(exc), queued=len(self._queued))
+            self._down_logged = True
+        self.up = False
+        REDIS_UP.set(0)
+
+    # -- reads (authorisation; never suspend) --
+    async def snapshot(self, customer_id: str, account_id: str | None, day: str, cycle: str) -> Snapshot:
+        return await self.cache.snapshot(customer_id, account_id, day, cycle)
+
+    async def balance(self, customer_id: str) -> int:
+        return await self.cache.balance(customer_id)
+
+    def settlement(self, op_id: str, at: datetime, memo: str) -> CallSettlement:
+        """The CounterStore one call's settlement moves counters through; `op_id` must be unique."""
+        return CallSettlement(self, op_id, at.isoformat(), memo)
+
+    # -- operations --
+    async def take_free(self, op: Op, bundle: int) -> int:
+        if self.up:
+            try:
+                granted, used = await self.redis.take_free_once(
+                    op.id, op.subject, op.period, op.amount, bundle
+                )
+            except UNREACHABLE as exc:
+                self._down(exc)
+            else:
+                self._answered.append(op.id)
+                self._put_free(op.subject, op.period, used)
+                return granted
+        granted = await self.cache.take_free_minutes(op.subject, op.period, op.amount, bundle)
+        await self._queue(replace(op, amount=granted))
+        return granted
+
+    async def debit(self, op: Op) -> int:
+        if self.up:
+            try:
+                bal, spent = await self.redis.debit_once(op.id, op.subject, op.period, op.amount)
+            except UNREACHABLE as exc:
+                self._down(exc)
+            else:
+                self._answered.append(op.id)
+                self._put_debit(op.subject, op.period, bal, spent)
+                self.on_debit(op)
+                return await self.cache.balance(op.subject)
+        balance = await self.cache.debit_call(op.subject, op.period, op.amount)
+        await self._queue(op)
+        return balance
+
+    async def _queue(self, op: Op) -> None:
+        """Hold an operation applied to the cache alone until Redis has it (on disk first)."""
+        self._hold(op)
+        try:
+            await asyncio.to_thread(self.pending.add, op)
+        except Exception:
+            log.exception("counters_pending_write_failed", op=op.id)  # kept in memory all the same
+
+    def _hold(self, op: Op) -> None:
+        self._queued[op.id] = op
+        self._shift(op, 1)
+        PENDING.set(len(self._queued))
+
+    def _shift(self, op: Op, sign: int) -> None:
+        if op.kind is OpKind.DEBIT:
+            self._d_bal[op.subject] -= sign * op.amount
+            self._d_spent[(op.subject, op.period)] += sign * op.amount
+        else:
+            self._d_free[(op.subject, op.period)] += sign * op.amount
+
+    async def _replay(self) -> None:
+        done: list[str] = []
+        try:
+            for op in list(self._queued.values()):
+                if op.kind is OpKind.DEBIT:
+                    bal, spent = await self.redis.debit_once(op.id, op.subject, op.period, op.amount)
+                else:
+                    used = await self.redis.force_free(op.id, op.subject, op.period, op.amount)
+                del self._queued[op.id]
+                self._shift(op, -1)
+                done.append(op.id)
+                if op.kind is OpKind.DEBIT:
+                    self._put_debit(op.subject, op.period, bal, spent)
+                    self.on_debit(op)
+                else:
+                    self._put_free(op.subject, op.period, used)
+        finally:
+            PENDING.set(len(self._queued))
+            if done:
+                self._answered += done
+                log.info("counters_replayed", operations=len(done), left=len(self._queued))
+                await asyncio.to_thread(self.pending.remove, done)
+
+    # -- the cache: Redis's value plus what is still queued --
+    def _put_debit(self, customer_id: str, day: str, balance: int, spent: int) -> None:
+        self._seq += 1
+        self._written[("b", customer_id)] = self._written[("s", customer_id, day)] = self._seq
+        self.cache.put(
+            {customer_id: balance + self._d_bal[customer_id]},
+            {(customer_id, day): spent + self._d_spent[(customer_id, day)]},
+        )
+
+    def _put_free(self, account_id: str, cycle: str, used: int) -> None:
+        self._seq += 1
+        self._written[("f", account_id, cycle)] = self._seq
+        self.cache.put(free={(account_id, cycle): used + self._d_free[(account_id, cycle)]})
+
+    async def _load(self, everything: bool) -> None:
+        """Pull the watched counters; a key an operation wrote meanwhile is left for the next pass."""
+        now = self.clock()
+        day, cycle = now.date().isoformat(), now.strftime("%Y-%m")
+        w = self.watch
+        customers = list(w.customers if everything else w.hard)
+        spent_keys = [(c, day) for c in w.capped]
+        free_keys = [(a, cycle) for a in w.accounts]
+        seq = self._seq
+        seeded, balances, spent, used = await self.redis.read(customers, spent_keys, free_keys)
+        if not seeded:
+            raise Unseeded("no seed marker in Redis")
+
+        def fresh(key: tuple[str, ...]) -> bool:
+            return self._written.get(key, 0) <= seq
+
+        self.cache.put(
+            {c: v + self._d_bal[c] for c, v in zip(customers, balances, strict=True) if fresh(("b", c))},
+            {k: v + self._d_spent[k] for k, v in zip(spent_keys, spent, strict=True) if fresh(("s", *k))},
+            {k: v + self._d_free[k] for k, v in zip(free_keys, used, strict=True) if fresh(("f", *k))},
+        )
+        self._written = {k: s for k, s in self._written.items() if s > seq}
+
+
+def _unseeded(exc: BaseException) -> bool:
+    return isinstance(exc, Unseeded) or "UNSEEDED" in str(exc)
+
+
+class CallSettlement:
+    """What `rating.settlement.settle_call` sees for one call: reads from the cache, moves under
+    this settlement's operation ids (one for its free minutes, one for its debit). The part of the
+    CounterStore protocol settlement uses: balances are set and adjusted through the ledger."""
+
+    def __init__(self, shared: SharedCounters, op_id: str, at: str, memo: str) -> None:
+        self._shared, self._id, self._at, self._memo = shared, op_id, at, memo
+
+    async def snapshot(self, customer_id: str, account_id: str | None, day: str, cycle: str) -> Snapshot:
+        return await self._shared.snapshot(customer_id, account_id, day, cycle)
+
+    async def balance(self, customer_id: str) -> int:
+        return await self._shared.balance(customer_id)
+
+    async def take_free_minutes(self, account_id: str, cycle: str, wanted: int, bundle: int) -> int:
+        op = Op(f"{self._id}:f", OpKind.FREE, account_id, cycle, wanted)
+        return await self._shared.take_free(op, bundle)
+
+    async def debit_call(self, customer_id: str, day: str, micros: int) -> int:
+        op = Op(f"{self._id}:d", OpKind.DEBIT, customer_id, day, micros, self._at, self._memo)
+        return await self._shared.debit(op)
