@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -59,6 +60,10 @@ _DIRECTIONS = {
 }
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def run_now(coro: Any) -> Any:
     """Run a coroutine that never suspends (the memory counter store) to completion, synchronously:
     routing's authorisation hook is a plain function on the call path."""
@@ -91,6 +96,7 @@ class Billing:
         self._debits: list[LedgerEntry] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self.clock: Callable[[], datetime] = _utc_now  # the call-setup time authorisation prices at
 
     # -- lifecycle --
     async def start(self) -> None:
@@ -130,7 +136,7 @@ class Billing:
 
     # -- call setup --
     def authorise(self, request: AuthoriseRequest) -> Authorisation:
-        call = CallToRate(Direction.OUTBOUND, request.account_id, request.number, datetime.now(UTC))
+        call = CallToRate(Direction.OUTBOUND, request.account_id, request.number, self.clock())
         try:
             answer = run_now(authorise_call(self.rater, self.counters, call))
         except Exception:

@@ -99,6 +99,7 @@ def make_billing(
     cfg = load_config_text(config_yaml(base / "var", prefix, **yaml), base)
     monkeypatch.setenv("SIPCORE_WORKER", worker)
     billing = build_billing(cfg)
+    billing.clock = lambda: T0  # authorisation prices at T0, whatever today's date
     if billing.shared is not None:
         billing.shared.clock = lambda: T0  # the refresh reads T0's day and cycle
     return billing
