@@ -4,19 +4,28 @@ Hot path = authorise + rate one finished call (HARD prepaid customer, so max dur
 100,000-prefix table, a realistic package (markup fixed + percent, 30/6 pulse, pro+ included
 categories, free minutes, overrides and a free zone). Table load = parse a 100,000-row CSV and
 build the Rater (per-package compilation included).
+
+`--against REV` measures before/after in one run: the `rating/` package of git revision REV
+(extracted with `git archive` into a temporary directory) and the working tree's, alternately, each
+in a fresh process on the same workload, so both sides see the same machine load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from benchmarks.machine import cpu_model, load_note
 from rating.model import (
     AccountBilling,
     BalanceMode,
@@ -133,12 +142,59 @@ def load_time(csv_path: Path) -> tuple[float, float]:
     return time.process_time() - c0, time.perf_counter() - w0
 
 
+def child(args: argparse.Namespace) -> None:
+    """One side of --against: print the hot-path calls/CPU-s for both mixes (one line each)."""
+    import rating
+
+    print("rating", Path(rating.__file__).parent, file=sys.stderr)
+    table = synthetic_table()
+    rater = Rater(bench_setup(table))
+    for mix in ("uniform", "zipf"):
+        print(mix, hot_path(rater, sample_calls(table, args.calls, mix=mix), args.rounds)[0])
+
+
+def against(args: argparse.Namespace) -> None:
+    """Alternate fresh processes running REV's rating/ and the working tree's, then compare medians."""
+    root = Path(__file__).resolve().parent.parent
+    runs: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(root), "archive", args.against, "rating"], check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        # python -m puts the working directory first on sys.path: run each side from its rating/'s parent
+        sides = {"before": (tmp, f"{tmp}{os.pathsep}{root}"), "after": (root, str(root))}
+        for _ in range(args.repeat):
+            for side, (cwd, path) in sides.items():
+                cmd = [sys.executable, "-m", "benchmarks.bench_rating", "--child", "--calls", str(args.calls),
+                       "--rounds", str(args.rounds)]  # fmt: skip
+                out = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path}, cwd=cwd, check=True,
+                                     capture_output=True, text=True).stdout  # fmt: skip
+                for line in out.splitlines():
+                    mix, rate = line.split()
+                    runs[side].setdefault(mix, []).append(float(rate))
+    med = statistics.median
+    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}")
+    for mix in ("uniform", "zipf"):
+        before, after = runs["before"][mix], runs["after"][mix]
+        print(f"hot path authorise+rate, {mix}: {args.against} median {med(before):,.0f} calls/CPU-s "
+              f"(runs {', '.join(f'{x:,.0f}' for x in before)}); working tree median {med(after):,.0f} "
+              f"(runs {', '.join(f'{x:,.0f}' for x in after)}); ratio {med(after) / med(before):.2f}")  # fmt: skip
+    print(load_note())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--calls", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--against", metavar="REV", help="compare the hot path with git revision REV's rating/")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return child(args)
+    if args.against:
+        return against(args)
     table = synthetic_table()
     rater = Rater(bench_setup(table))
     speeds = {}
@@ -150,6 +206,7 @@ def main() -> None:
         write_rate_file(table, path)
         loads = [load_time(path) for _ in range(args.repeat)]
     med = statistics.median
+    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}")
     print(
         f"calibration loop: {med([calibration() for _ in range(5)]):.0f} CPU-ns per step (lower = faster machine)"
     )
@@ -162,6 +219,7 @@ def main() -> None:
     detail = ", ".join(f"{x:.3f}" for x in cpu_l)
     print(f"load 100,000-prefix CSV + build Rater: median {med(cpu_l):.3f} CPU-s, "
           f"{med(wall_l):.3f} wall-s (CPU runs: {detail})")  # fmt: skip
+    print(load_note())
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from rating.model import (
 )
 from rating.money import AMOUNT_DIVISOR, MoneyError, amount_ratio, rate_units, to_micros
 from rating.pulse import billed_seconds
-from rating.tariff import OUT_OF_PLAN, PREMIUM, CompiledTable, Route, compile_package, row_terms
+from rating.tariff import OUT_OF_PLAN, PREMIUM, CompiledTable, Entry, Route, compile_package, row_terms
 
 _INBOUND = Direction.INBOUND
 _OUTBOUND = Direction.OUTBOUND
@@ -39,7 +39,7 @@ _ALLOWED_UNLIMITED = Authorisation(True, None, None)
 _new = tuple.__new__  # builds a NamedTuple from a ready tuple, skipping the generated __new__
 
 
-def _refused(reason: Refusal, route: Route | None = None) -> Authorisation:
+def _refused(reason: Refusal, route: Entry | None = None) -> Authorisation:
     return Authorisation(False, reason, None, route)
 
 
@@ -64,14 +64,16 @@ class _Plan:
         "incoming_ratio",
         "initial",
         "internal",
-        "lengths",
+        "lower",
         "package",
         "package_name",
+        "pivot",
+        "pivot_get",
         "rate_terms",
-        "routes_get",
         "simple_prepaid",
         "subsequent",
         "table",
+        "upper",
     )
 
     def __init__(
@@ -88,8 +90,10 @@ class _Plan:
         self.package = package
         self.package_name = package.name if package else None
         self.table = table
-        self.routes_get = table.routes.get if table else {}.get
-        self.lengths = table.lengths if table else ()
+        self.pivot = table.pivot if table else slice(0)  # CompiledTable's search, inlined in authorise
+        self.pivot_get = table.pivot_get if table else {}.get
+        self.lower = table.lower if table else ()
+        self.upper = table.upper if table else ()
         self.blocks = 0
         if account is not None:
             self.blocks = (PREMIUM if account.block_premium else 0) | (
@@ -230,37 +234,41 @@ class Rater:
         plan = self._plans.get(call.account_id)  # type: ignore[arg-type]
         if plan is None:
             raise UnknownAccount("account", call.account_id)
-        # longest-prefix match, inlined (this is the hot path): one probe per key length, longest
-        # first. No length check needed: number[:L] of a shorter number is the number itself,
-        # which is then rightly its own longest prefix if it is a key.
+        # longest-prefix match: CompiledTable.find, inlined (this is the hot path). No length check
+        # needed: number[:L] of a shorter number is the number itself, which is then rightly its
+        # own longest prefix if it is a key.
         number = call.destination
-        get = plan.routes_get
-        route = None
-        for length in plan.lengths:
-            route = get(number[:length])
-            if route is not None:
-                break
-        if route is None:
+        route = plan.pivot_get(number[plan.pivot])
+        if route is None or route[5]:
+            for head, get in plan.lower if route is None else plan.upper:
+                hit = get(number[head])
+                if hit is not None:
+                    route = hit
+                    break
+        if route is None or route[0] is None:
             return _REFUSALS[Refusal.NO_RATE]
-        # one tuple unpack beats five NamedTuple attribute loads on CPython 3.11
-        (_p, _d, _c, _pr, _cp2, _cq, _cq2, _ci, _cs, _cc, sp2, sq, sq2, flags, _cr, _sr) = route
+        # route is a tariff entry (rating.tariff.Entry); index only the terms needed here: each
+        # object loaded is a memory touch, and cold when destinations spread over a large table
+        shape = route[4]
+        flags = shape[9]
         if flags & plan.blocks:
             blocked = Refusal.BLOCKED_CATEGORY if flags & plan.blocks & PREMIUM else None
             return _refused(blocked or Refusal.OUT_OF_PLAN_BLOCKED, route)
+        sp2 = route[3]
         if not sp2 or plan.internal:
             return _new(Authorisation, (True, None, None, route))
         if plan.simple_prepaid and balance_micros > 0:
             # the common prepaid case, inlined: longest pulse-aligned duration the balance pays
             budget = balance_micros - plan.connect
             if budget >= 0:
-                raw = (sq2 * budget + sq - 1) // sp2
+                raw = (shape[8] * budget + shape[7] - 1) // sp2
                 initial = plan.initial
                 if raw >= initial:
-                    paid = initial + (raw - initial) // plan.subsequent * plan.subsequent
+                    paid = raw - (raw - initial) % plan.subsequent  # = initial + whole steps
                     if free_minutes_left > 0 and plan.bundle:
                         paid += free_minutes_left * 60
                     return _new(Authorisation, (True, None, paid, route))
-        ratio = (sp2, sq, sq2)
+        ratio = (sp2, shape[7], shape[8])
         return self._money(plan, route, ratio, call, balance_micros, spent_today_micros, free_minutes_left)
 
     def _authorise_other(self, call: CallToRate, balance_micros: int, spent_today: int) -> Authorisation:
@@ -277,7 +285,7 @@ class Rater:
     @staticmethod
     def _money(
         plan: _Plan,
-        route: Route | None,
+        route: Entry | None,
         ratio: tuple[int, int, int],
         call: CallToRate,
         balance_micros: int,
@@ -305,7 +313,7 @@ class Rater:
             p2, q, q2 = ratio  # price(B) = (p2*B + q) // q2 <= budget  <=>  B < (q2*budget + q) / p2
             raw = (q2 * budget + q - 1) // p2
             initial = plan.initial
-            paid = 0 if raw < initial else initial + (raw - initial) // plan.subsequent * plan.subsequent
+            paid = 0 if raw < initial else raw - (raw - initial) % plan.subsequent
         free_seconds = free_minutes_left * 60 if free_minutes_left > 0 and plan.bundle else 0
         if paid < 0 or (paid == 0 and free_seconds == 0):
             by_balance = hard and budget + plan.connect == balance_micros
@@ -317,7 +325,7 @@ class Rater:
         """Cost, price, margin, billed seconds and free minutes of a finished call.
 
         `free_minutes_left` is what the account's bundle has left this cycle (the caller reads
-        it from the counter store); `route` may be the Authorisation's token.
+        it from the counter store); `route` may be the Authorisation's token (a tariff entry).
         """
         direction = call.direction
         if direction is _INBOUND:
@@ -325,20 +333,18 @@ class Rater:
         plan = self._plans.get(call.account_id)  # type: ignore[arg-type]
         if plan is None:
             raise UnknownAccount("account", call.account_id)
-        customer_id = plan.customer_id
         if direction is _INTERNAL or call.on_net:
             pricing = Pricing.INTERNAL if direction is _INTERNAL else Pricing.ON_NET
             return CallRated(
-                direction, customer_id, call.account_id, plan.package_name, plan.currency,
+                direction, plan.customer_id, call.account_id, plan.package_name, plan.currency,
                 None, "on-net", "on_net", pricing, 0, 0, 0, 0,
             )  # fmt: skip
         if route is None:
-            route = plan.table.match(call.destination)  # type: ignore[union-attr]
+            route = plan.table.find(call.destination)  # type: ignore[union-attr]
             if route is None:
                 raise NoRate(call.destination, plan.package_name or "")
-        (prefix, destination, category, pricing, cp2, cq, cq2, ci, cs, cconn, sp2, sq, sq2, _f, _cr, _sr) = (
-            route  # type: ignore[misc]
-        )
+        prefix, destination, cp2, sp2, shape, _extended = route  # type: ignore[misc]
+        category, pricing, cq, cq2, ci, cs, cconn, sq, sq2, _flags = shape
         (customer_id, package_name, currency, pi, ps, pconn, bundle, internal) = plan.rate_terms
         duration = call.duration
         if not call.answered:
@@ -346,12 +352,13 @@ class Rater:
                 direction, customer_id, call.account_id, package_name, currency,
                 prefix, destination, category, Pricing.UNANSWERED, 0, 0, 0, 0,
             ))  # fmt: skip
-        # cost: carrier increments and carrier connect fee
-        if duration <= 0:
-            cost = cconn
+        # cost: carrier increments and carrier connect fee. Past the first increment,
+        # i - (i - d) // s * s is i + ceil((d - i) / s) * s in fewer integer operations.
+        if duration > ci:
+            cb = duration if cs == 1 else ci - (ci - duration) // cs * cs
         else:
-            cb = ci if duration <= ci else ci + (duration - ci + cs - 1) // cs * cs
-            cost = (cp2 * cb + cq) // cq2 + cconn
+            cb = ci if duration > 0 else 0
+        cost = (cp2 * cb + cq) // cq2 + cconn  # (0 + q) // 2q = 0 for a 0 s call
         if internal:
             sp2, pricing = 0, Pricing.INTERNAL
         used = 0
@@ -362,9 +369,11 @@ class Rater:
                 used, rest = need, 0
             else:
                 used, rest = free_minutes_left, duration - free_minutes_left * 60
-        billed = 0  # package pulse on the seconds the bundle did not cover
-        if rest > 0:
-            billed = pi if rest <= pi else pi + (rest - pi + ps - 1) // ps * ps
+        # package pulse on the seconds the bundle did not cover
+        if rest > pi:
+            billed = rest if ps == 1 else pi - (pi - rest) // ps * ps
+        else:
+            billed = pi if rest > 0 else 0
         price = (sp2 * billed + sq) // sq2 + pconn if sp2 else 0
         return _new(CallRated, (
             direction, customer_id, call.account_id, package_name, currency,
