@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -265,12 +266,19 @@ def build_registrar(cfg: Any, sip: SipServer, previous: Registrar | None = None)
 
 def build_registrar_service(cfg: Any, sip: SipServer) -> RegistrarService:
     """Build the registrar, guard and location store described by the YAML configuration."""
+    from server.workers import current_worker
+
     registrar = build_registrar(cfg, sip)
+    worker = current_worker()
+    if worker is not None:  # one node id for all workers: a TCP flow id names the same connection in each
+        registrar.settings = replace(registrar.settings, node_id=worker.node_id)
     loc = cfg.registrar.location
     if loc.backend == "redis":
         store: MemoryLocationStore | RedisLocationStore = RedisLocationStore.from_url(
             loc.url, prefix=loc.key_prefix.rstrip(":") + ":loc"
         )
+    elif worker is not None:  # several workers without Redis: each keeps a replica
+        store = worker.location_store(cfg.paths.location_state_file)
     else:
         store = MemoryLocationStore(cfg.paths.location_state_file)
     return RegistrarService(sip, registrar, store)

@@ -57,6 +57,49 @@ def _peer(addr: tuple) -> Address:  # type: ignore[type-arg]
     return str(addr[0]), int(addr[1])
 
 
+def bind_udp(text: str, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket for ``text`` ('host:port'), with large kernel buffers."""
+    host, port = split_hostport(text, 5060)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        # No SO_REUSEADDR on UDP: it would let a second server bind the same port silently and
+        # receive part of the traffic. Workers share one socket bound once (inherited over fork).
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+            except OSError:
+                pass
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_tcp(text: str) -> socket.socket:
+    """A listening, non-blocking TCP socket for ``text``, to share between worker processes."""
+    host, port = split_hostport(text, 5070)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class UdpEndpoint(asyncio.DatagramProtocol):
     def __init__(self, manager: TransportManager) -> None:
         self.manager = manager
@@ -84,6 +127,36 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         pass
 
 
+class SendOnlyUdp:
+    """The sending half of a UDP socket another process reads (worker processes sharing a socket):
+    what `UdpEndpoint` needs of a transport, without a reader in this event loop. Like UDP itself, a
+    datagram the kernel cannot take right now is dropped (the SIP layer retransmits)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.closed = False
+        self.dropped = 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "sockname":
+            return self.sock.getsockname()
+        return self.sock if name == "socket" else default
+
+    def sendto(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        try:
+            self.sock.sendto(data, addr)
+        except OSError:  # full buffer (EAGAIN), unreachable: as lost on the wire
+            self.dropped += 1
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+
 class TcpConnection(asyncio.Protocol):
     """One TCP connection, accepted or opened by us; addressed by ``conn_id``."""
 
@@ -92,7 +165,7 @@ class TcpConnection(asyncio.Protocol):
         self.outbound = outbound
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer(manager.limits.max_message_size)
-        self.conn_id = f"tcp-{next(manager._ids)}"
+        self.conn_id = f"{manager.conn_prefix}{next(manager._ids)}"
         self.flow: Flow | None = None
         self.last_activity = time.monotonic()
         self.closed = False
@@ -188,6 +261,13 @@ class TransportManager:
         self._ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
         self._pending: dict[Address, asyncio.Future[TcpConnection]] = {}
+        # Worker processes: listening sockets bound by the master, keyed by ("udp"|"tcp", address
+        # text), some only to send on; the prefix of our connection ids; and where writes to another
+        # worker's connection go.
+        self.inherited: dict[tuple[str, str], socket.socket] = {}
+        self.send_only_udp: set[str] = set()  # UDP addresses another worker reads
+        self.conn_prefix = "tcp-"
+        self.remote_writer: Callable[[bytes, Flow], bool] | None = None
 
     def dispatch(self, data: bytes, flow: Flow) -> None:
         self.handler(data, flow)
@@ -195,25 +275,20 @@ class TransportManager:
     async def start(self, udp: list[str], tcp: list[str], reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for text in udp:
-            host, port = split_hostport(text, 5060)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            # No SO_REUSEADDR on UDP: it would let a second server bind the same port silently and
-            # receive part of the traffic. Workers share a port on purpose with SO_REUSEPORT only.
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-                except OSError:
-                    pass
-            sock.bind((host, port))
-            sock.setblocking(False)
-            _, proto = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
+            sock = self.inherited.pop(("udp", text), None) or bind_udp(text, reuse_port)
+            if text in self.send_only_udp:  # another worker reads it: only send on it here
+                proto = UdpEndpoint(self)
+                proto.connection_made(SendOnlyUdp(sock))  # type: ignore[arg-type]
+            else:
+                _, proto = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
             self.udp.append(proto)
         for text in tcp:
+            inherited = self.inherited.pop(("tcp", text), None)
+            if inherited is not None:
+                self.tcp_servers.append(
+                    await loop.create_server(lambda: TcpConnection(self), sock=inherited, backlog=1024)
+                )
+                continue
             host, port = split_hostport(text, 5070)
             server = await loop.create_server(
                 lambda: TcpConnection(self),
@@ -268,7 +343,11 @@ class TransportManager:
         """Send back over the flow a message came in on (same UDP socket / same TCP connection)."""
         if flow.transport == "udp":
             return self.send_udp(data, flow.remote, flow.local)
-        conn = self.connections.get(flow.conn_id or "") or self.by_remote.get(flow.remote)
+        conn = self.connections.get(flow.conn_id or "")
+        if conn is None:
+            if flow.conn_id and self.remote_writer is not None and self.remote_writer(data, flow):
+                return True  # another worker holds that connection: handed to it
+            conn = self.by_remote.get(flow.remote)
         return conn.write(data) if conn is not None else False
 
     async def send_tcp(self, data: bytes, dest: Address) -> bool:

@@ -119,6 +119,23 @@ class MemoryLocationStore:
                 self._put(aor, rec, kept)
         return events
 
+    def bindings_of(self, aor: str) -> tuple[Binding, ...]:
+        """Everything stored for ``aor``, expired-but-unswept bindings included (a replica's snapshot)."""
+        rec = self._aors.get(aor)
+        return rec.bindings if rec is not None else ()
+
+    def install(self, aor: str, bindings: tuple[Binding, ...]) -> None:
+        """Replace ``aor``'s bindings with a snapshot another process planned (replication): no
+        re-planning, but the expiry heap, the TCP flow index and the state file follow."""
+        rec = self._aors.get(aor)
+        if rec is not None:
+            keep = {b.flow.connection_id for b in bindings if b.flow_alive}
+            for b in rec.bindings:
+                cid = b.flow.connection_id
+                if cid is not None and b.flow_alive and cid not in keep:
+                    self._unindex_flow(cid, aor)
+        self._put(aor, rec, bindings)
+
     def sweep(self, now: float) -> list[Binding]:
         """Remove and return the bindings expired at ``now``; cost is proportional to what expired."""
         expired: list[Binding] = []
@@ -267,6 +284,15 @@ class MemoryLocationStore:
             snapshot[aor] = rec.bindings if rec is not None else ()
         self._dirty = set()
         return snapshot
+
+    def _unindex_flow(self, connection_id: str, aor: str) -> None:
+        owners = self._flows.get(connection_id)
+        if owners == aor:
+            del self._flows[connection_id]
+        elif isinstance(owners, set):
+            owners.discard(aor)
+            if not owners:
+                del self._flows[connection_id]
 
     def _put(self, aor: str, rec: _Aor | None, bindings: tuple[Binding, ...], dirty: bool = True) -> None:
         self._contacts += len(bindings) - (len(rec.bindings) if rec is not None else 0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         from server.workers import run_workers
 
-        return run_workers(args.config, settings)
+        return run_workers(loaded)
     try:
         import uvloop  # type: ignore[import-not-found]
 
@@ -53,12 +55,22 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(loaded))
 
 
-async def _serve(loaded) -> int:  # type: ignore[no-untyped-def]
+async def _serve(
+    loaded: Any,
+    prepare: Callable[[Any], object] | None = None,
+    started: Callable[[Any], object] | None = None,
+) -> int:
+    """Run the application until SIGTERM/SIGINT. Workers (server/workers.py) plug in through
+    ``prepare`` (before start: sockets, routing) and ``started`` (after: hand-offs, readiness)."""
     from server.app import Application
 
     log = structlog.get_logger("sipcore")
     app = Application(loaded)
+    if prepare is not None:
+        prepare(app)
     await app.start()
+    if started is not None:
+        started(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,5 +1,6 @@
-"""`sipcore serve --workers 2`: two processes share the SIP port (SO_REUSEPORT) and Redis; SIGTERM stops
-them all; the in-process location store is refused with workers."""
+"""`sipcore serve --workers 2` with the Redis location store: both workers serve the one SIP port
+(the master binds it, the workers inherit it); SIGTERM stops them all. The memory store with workers
+(replicated) and calls across workers are in test_workers_calls.py."""
 
 from __future__ import annotations
 
@@ -64,14 +65,3 @@ async def test_two_workers_share_the_port(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()[-1500:]
-
-
-async def test_workers_refuse_the_memory_location_store(tmp_path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "serve", "--workers", "2", "--udp", f"127.0.0.1:{free_port()}",
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 2
-    assert b"needs registrar.location.backend: redis" in err

@@ -1,0 +1,118 @@
+"""Which worker process owns a SIP message, from its raw bytes (several workers reading one socket).
+
+Every message of a call must reach the one process holding its transactions and dialog state, and
+every REGISTER of an address of record the one process writing it. The owner is decided before any
+parsing, with a cheap scan of the header section: ``crc32(Call-ID) % workers``, except REGISTER
+requests, owned by the To-URI user part (one writer per AOR, whatever Call-ID the phone uses).
+crc32 is stable across processes (``hash()`` is salted per process). Anything without a usable
+key (no Call-ID) belongs to whoever read it: the parser answers it with a 400 there.
+
+TCP connection ids carry the index of the worker holding the connection ("w1-tcp-7"), so any worker
+knows where to hand a write for that flow.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from urllib.parse import unquote_to_bytes
+
+# A header line's name at a line start (compact form too), then its value with any folded
+# continuation lines (CRLF or LF followed by a space or tab).
+_CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:((?:[^\r\n]|\r?\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
+_TO = re.compile(rb"^(?:to|t)[ \t]*:((?:[^\r\n]|\r?\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
+
+
+def _header_end(data: bytes) -> int:
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        end = data.find(b"\n\n")
+    return len(data) if end < 0 else end
+
+
+def _value(pattern: re.Pattern[bytes], canonical: bytes, data: bytes, end: int) -> bytes | None:
+    # Fast path: the usual spelling ("\r\nCall-ID: ...") on one line. Another header of the same
+    # name earlier in other case or compact form would make the message invalid (two Call-IDs); it
+    # still gets one deterministic owner, and its 400 there.
+    pos = data.find(canonical, 0, end)
+    if pos >= 0:
+        start = pos + len(canonical)
+        stop = data.find(b"\n", start, end + 2)
+        if stop > 0 and data[stop + 1 : stop + 2] not in (b" ", b"\t"):
+            value = data[start:stop].strip()
+            if value and b"  " not in value and b"\t" not in value and b"\r" not in value:
+                return value
+    m = pattern.search(data, 0, end)
+    if m is None:
+        return None
+    value = m.group(1)
+    if b"\n" in value or b"\t" in value or b"  " in value:
+        value = b" ".join(value.split())  # unfold, collapse linear whitespace
+    value = value.strip()
+    return value or None
+
+
+def call_id_of(data: bytes) -> bytes | None:
+    """The Call-ID value (unfolded, trimmed), or None when the header section has none."""
+    return _value(_CALL_ID, b"\nCall-ID:", data, _header_end(data))
+
+
+def to_user_of(data: bytes) -> bytes | None:
+    """The user part of the To URI (percent-decoded), or the whole URI when it has no user part."""
+    value = _value(_TO, b"\nTo:", data, _header_end(data))
+    if value is None:
+        return None
+    lt = value.find(b"<", _after_display_name(value))
+    if lt >= 0:
+        gt = value.find(b">", lt)
+        uri = value[lt + 1 : gt if gt > 0 else len(value)]
+    else:
+        uri = value.split(b";", 1)[0]  # addr-spec form: the parameters are the header's
+    colon = uri.find(b":")
+    rest = uri[colon + 1 :] if colon >= 0 else uri
+    at = rest.find(b"@")
+    if at < 0:
+        return uri.strip() or None
+    user = rest[:at]
+    return unquote_to_bytes(user) if b"%" in user else user
+
+
+def _after_display_name(value: bytes) -> int:
+    """Where to look for "<": past a quoted display name (which may itself hold "<" or "@")."""
+    if not value.startswith(b'"'):
+        return 0
+    i, n = 1, len(value)
+    while i < n:
+        c = value[i]
+        if c == 0x5C:  # backslash: quoted pair
+            i += 2
+            continue
+        if c == 0x22:
+            return i + 1
+        i += 1
+    return 0
+
+
+def owner_of(data: bytes, workers: int) -> int | None:
+    """Index of the worker that must handle ``data``; None: no key, handle it where it was read."""
+    if workers <= 1:
+        return 0
+    key = to_user_of(data) if data.startswith(b"REGISTER ") else None
+    if key is None:
+        key = call_id_of(data)
+        if key is None:
+            return None
+    return zlib.crc32(key) % workers
+
+
+def conn_prefix(worker: int) -> str:
+    """Prefix of the TCP connection ids worker ``worker`` hands out."""
+    return f"w{worker}-tcp-"
+
+
+def worker_of_conn(conn_id: str | None) -> int | None:
+    """The worker holding connection ``conn_id`` (see `conn_prefix`); None if it names none."""
+    if not conn_id or conn_id[0] != "w":
+        return None
+    index, sep, _ = conn_id[1:].partition("-")
+    return int(index) if sep and index.isdigit() else None
