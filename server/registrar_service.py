@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from registrar.guard import Guard, GuardConfig
 from registrar.location import (
@@ -29,22 +29,28 @@ from sipcore.flow import Flow
 from sipcore.message import Request
 from sipcore.uri import SipUri
 
+from .metrics import FastCounter
 from .sip_server import SipServer
 
 log = structlog.get_logger("sipcore.registrar")
 
-REGISTER_OUTCOMES = Counter("sipcore_register_total", "REGISTER requests by answer status", ["status"])
-AUTH_FAILURES = Counter("sipcore_auth_failures_total", "Failed digest authentications, by reason", ["reason"])
-NONCE_STALE = Counter(
+REGISTER_OUTCOMES = FastCounter("sipcore_register_total", "REGISTER requests by answer status", ["status"])
+AUTH_FAILURES = FastCounter(
+    "sipcore_auth_failures_total", "Failed digest authentications, by reason", ["reason"]
+)
+NONCE_STALE = FastCounter(
     "sipcore_nonce_stale_total", "Authorizations with an expired nonce (answered stale=true)"
 )
-BANS = Counter("sipcore_bans_total", "Sources banned by the brute-force guard, by reason", ["reason"])
+BANS = FastCounter("sipcore_bans_total", "Sources banned by the brute-force guard, by reason", ["reason"])
 BANS_ACTIVE = Gauge("sipcore_bans_active", "Sources currently banned")
-DROPPED_REGISTER = Counter(
+DROPPED_REGISTER = FastCounter(
     "sipcore_register_dropped_total", "REGISTERs dropped silently, by reason", ["reason"]
 )
 AORS = Gauge("sipcore_registered_aors", "Addresses of record with at least one binding")
 CONTACTS = Gauge("sipcore_registered_contacts", "Registered contacts (bindings)")
+
+
+_OUTCOMES: dict[int, Any] = {}  # status -> REGISTER_OUTCOMES cell
 
 
 def node_id() -> str:
@@ -149,7 +155,10 @@ class RegistrarService:
             self._answer(req, flow, 500, str(exc)[:100] or "Location service error")
 
     def _answer(self, req: Request, flow: Flow, status: int, reason: str | None, headers: Any = ()) -> None:
-        REGISTER_OUTCOMES.labels(str(status)).inc()
+        cell = _OUTCOMES.get(status)
+        if cell is None:
+            cell = _OUTCOMES[status] = REGISTER_OUTCOMES.labels(str(status))
+        cell.value += 1
         self.sip.reply(req, flow, status, reason, headers)
 
     def _count_stale(self) -> None:

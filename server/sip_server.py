@@ -287,7 +287,7 @@ class SipServer:
         )
 
     def _on_response(self, resp: Response, flow: Flow) -> None:
-        metrics.RESPONSES_RECEIVED.labels(str(resp.status)).inc()
+        metrics.count_response_received(resp.status)
         try:
             validate_response(resp)
         except SipParseError:

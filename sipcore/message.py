@@ -367,9 +367,13 @@ class Request(Message):
                     if not has_tag:
                         value = f"{value};tag={to_tag}"
                 entries.append([key, e[1], value])
-        return Response(
+        resp = Response(
             status, reason if reason is not None else REASONS.get(status, "Unknown"), Headers(entries)
         )
+        top_via = self._cache.get("top_via")
+        if top_via is not None:  # the Via fields are copied as they are: so is their parsed top value
+            resp._cache["top_via"] = top_via
+        return resp
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
@@ -444,6 +448,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         lines = text.split("\n")
     first = lines[0]
     entries: list[list[str]] = []
+    index: dict[str, list[int]] = {}  # built here: every later lookup needs it
     last: list[str] | None = None
     for line in lines[1:]:
         if not line:
@@ -464,8 +469,14 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         else:
             name = name.rstrip()
         last = [key, name, value.strip()]
+        positions = index.get(key)
+        if positions is None:
+            index[key] = [len(entries)]
+        else:
+            positions.append(len(entries))
         entries.append(last)
     headers = Headers(entries)
+    headers._index = index
 
     if first.startswith("SIP/") or first[:4].upper() == "SIP/":
         msg: Request | Response = _response(first, headers)

@@ -6,12 +6,14 @@ so what a proxy forwards is byte-exact (unknown parameters and escaped headers i
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 from .errors import SipParseError
 from .grammar import DIGITS_RE, is_host, is_token
 
 DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
+_FORBIDDEN = re.compile(r'[ \t\r\n<>"]').search  # characters no URI may hold unescaped
 
 
 def _split_params(text: str) -> list[tuple[str, str | None]]:
@@ -197,7 +199,7 @@ def _scheme_ok(scheme: str) -> bool:
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI as found in a Request-URI or inside <...>. Raises SipParseError (400)."""
-    if not text or any(c in text for c in ' \t\r\n<>"'):
+    if not text or _FORBIDDEN(text) is not None:
         raise SipParseError("malformed URI")
     scheme, colon, rest = text.partition(":")
     if not colon or not _scheme_ok(scheme):
