@@ -152,6 +152,13 @@ async def run_registers(app: Any, cap: Capture, host: str, port: int, n: int, st
     return time.process_time() - c0 - driver
 
 
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 async def _started(work: Path) -> tuple[Any, Capture, str, int]:
     from server.app import Application, load_application_config
 
@@ -182,8 +189,10 @@ async def measure(mode: str, n: int, repeat: int, profile: bool) -> dict[str, li
                 if prof:
                     prof.enable()
                 if mode in ("register", "both"):
+                    rss0 = _rss_kib()
                     cpu = await run_registers(app, cap, host, port, n, r * n)
                     out.setdefault("register", []).append(cpu / n * 1e6)
+                    out.setdefault("register RSS growth KiB/1000", []).append((_rss_kib() - rss0) / n * 1000)
                 if prof:
                     prof.disable()
             if prof:
@@ -215,7 +224,7 @@ def against(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
                                      capture_output=True, text=True).stdout  # fmt: skip
                 for line in out.splitlines():
                     if line.startswith("CHILD "):
-                        _, what, value = line.split()
+                        what, _, value = line[6:].rpartition(" ")
                         sides[side].setdefault(what, []).append(float(value))
     return sides
 

@@ -21,6 +21,7 @@ from sipcore.digest import AuthReason, AuthResult, Challenger, Credentials, aor_
 from sipcore.errors import SipParseError
 from sipcore.flow import Flow
 from sipcore.message import Request
+from sipcore.records import fast_init
 from sipcore.uri import SipUri
 
 
@@ -50,6 +51,7 @@ class RegistrarSettings:
 
 
 # ---- decisions --------------------------------------------------------------------------------------
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
@@ -59,12 +61,14 @@ class Reply:
     ban: IpBanned | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Drop:
     why: str
     ban: IpBanned | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Apply:
     """Apply ``changes`` to ``aor`` (or only fetch when ``changes`` is None), then answer 200."""

@@ -30,6 +30,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from sipcore.errors import SipError
+from sipcore.records import fast_init
 from sipcore.uri import SipUri, TelUri, parse_uri
 
 __all__ = [
@@ -103,6 +104,8 @@ _QUOTED_PAIR = r"\\[\x00-\x09\x0b\x0c\x0e-\x7f]"
 _QUOTED = rf'"({_QDTEXT}*+(?:{_QUOTED_PAIR}{_QDTEXT}*+)*+)"'
 _BARE = r'([^\x00-\x20",\\\x7f]++)'  # lenient: phones send algorithm=MD5, nc=00000001, qop=auth bare
 _PARAM_RE = re.compile(rf"{_LWS}({_TOKEN}){_LWS}={_LWS}(?:{_QUOTED}|{_BARE}){_LWS}(?:,|\Z)")
+# a whole parameter list, validated in one pass before findall extracts its items
+_PARAM_LIST_RE = re.compile(rf"(?:{_LWS}{_TOKEN}{_LWS}={_LWS}(?:{_QUOTED}|{_BARE}){_LWS}(?:,|\Z))*+")
 _SCHEME_RE = re.compile(r"[ \t]*([A-Za-z][A-Za-z0-9\-]*)(?:[ \t\r\n]+|\Z)")
 _UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
@@ -130,32 +133,34 @@ def _parse_params(value: str | bytes | None, what: str) -> tuple[str, dict[str, 
     scheme = m.group(1).lower()
     if scheme != "digest":
         raise DigestParseError(f"unsupported auth scheme {m.group(1)[:32]!r}")
-    params: dict[str, str] = {}
     body = value.rstrip(" \t\r\n")
     if body.endswith(","):
         body = body[:-1]  # tolerate one trailing comma
-    pos, end = m.end(), len(body)
-    match = _PARAM_RE.match
-    while pos < end:
-        pm = match(body, pos)
-        if pm is None:
-            raise DigestParseError(f"malformed {what} parameter at offset {pos}")
-        name, quoted, bare = pm.group(1, 2, 3)
+    start = m.end()
+    if _PARAM_LIST_RE.fullmatch(body, start) is None:  # one C pass proves the list well formed...
+        pos, end = start, len(body)
+        while pos < end:  # ...else find where it breaks, for the message
+            pm = _PARAM_RE.match(body, pos)
+            if pm is None:
+                raise DigestParseError(f"malformed {what} parameter at offset {pos}")
+            pos = pm.end()
+        raise DigestParseError(f"malformed {what} parameters")  # pragma: no cover - same grammar
+    found = _PARAM_RE.findall(body, start)  # ...so these are exactly its items, in order
+    if len(found) > MAX_PARAMS:
+        raise DigestParseError(f"too many {what} parameters")
+    params: dict[str, str] = {}
+    limits = FIELD_LIMITS
+    for name, quoted, bare in found:
         name = name.lower()
-        if quoted is None:
-            raw = bare
-        elif "\\" in quoted:
-            raw = _UNESCAPE_RE.sub(r"\1", quoted)
-        else:
-            raw = quoted
+        # findall gives "" for a group that did not take part: a bare value is never empty
+        raw = bare or quoted
+        if "\\" in raw:
+            raw = _UNESCAPE_RE.sub(r"\1", raw)
         if name in params:
             raise DigestParseError(f"duplicate {what} parameter {name[:32]!r}")
-        if len(raw) > FIELD_LIMITS.get(name, OTHER_FIELD_LIMIT):
+        if len(raw) > limits.get(name, OTHER_FIELD_LIMIT):
             raise DigestParseError(f"{what} parameter {name[:32]!r} too long")
         params[name] = raw
-        if len(params) > MAX_PARAMS:
-            raise DigestParseError(f"too many {what} parameters")
-        pos = pm.end()
     return scheme, params
 
 
@@ -313,11 +318,28 @@ def build_authorization(
 
 
 # --- URI and identity checks -------------------------------------------------------------------------
+_URI_KEYS: dict[str, tuple[str, str, str, int | None] | None] = {}
+_URI_KEYS_MAX = 4096
+
+
 def _uri_key(uri: str) -> tuple[str, str, str, int | None] | None:
     """(scheme, user, host, port) of a URI, parameters and headers dropped; None if unusable.
 
     Parsed by the SIP core's URI parser (sipcore.uri), so digest and routing agree on what a URI is.
+    Memoised (bounded, cleared when full): every phone of a domain sends the same registrar URI.
     """
+    try:
+        return _URI_KEYS[uri]
+    except KeyError:
+        pass
+    key = _parse_uri_key(uri)
+    if len(_URI_KEYS) >= _URI_KEYS_MAX:
+        _URI_KEYS.clear()
+    _URI_KEYS[uri] = key
+    return key
+
+
+def _parse_uri_key(uri: str) -> tuple[str, str, str, int | None] | None:
     uri = uri.strip()
     if uri.startswith("<") and uri.endswith(">"):
         uri = uri[1:-1]
@@ -401,6 +423,7 @@ _NOT_FAILURES = frozenset({AuthReason.OK, AuthReason.NO_CREDENTIALS, AuthReason.
 _BAD_REQUEST = frozenset({AuthReason.MALFORMED, AuthReason.URI_MISMATCH})
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NonceUse:
     """One (nonce, nc) use to record when the replay check is done at the edge (async stores)."""
@@ -410,6 +433,7 @@ class NonceUse:
     expires_at: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     """Outcome of :meth:`Challenger.verify`.
@@ -613,34 +637,37 @@ class Challenger:
         except DigestParseError as exc:
             return AuthResult(AuthReason.MALFORMED, detail=exc.reason)
 
-        try:
-            username = _username(p)
-        except DigestParseError as exc:
-            return AuthResult(AuthReason.MALFORMED, detail=exc.reason)
-        missing = [k for k in ("realm", "nonce", "uri", "response") if k not in p]
-        if username is None:
-            missing.insert(0, "username")
-        if missing:
+        if "username*" in p or "userhash" in p:
+            try:
+                username = _username(p)
+            except DigestParseError as exc:
+                return AuthResult(AuthReason.MALFORMED, detail=exc.reason)
+        else:
+            username = p.get("username")
+        realm, nonce, uri, response = p.get("realm"), p.get("nonce"), p.get("uri"), p.get("response")
+        if username is None or realm is None or nonce is None or uri is None or response is None:
+            missing = [k for k in ("realm", "nonce", "uri", "response") if k not in p]
+            if username is None:
+                missing.insert(0, "username")
             return AuthResult(AuthReason.MALFORMED, username, detail="missing " + ", ".join(missing))
-        if p["realm"] != self.realm:
-            return AuthResult(AuthReason.WRONG_REALM, username, detail=f"realm {p['realm'][:64]!r}")
+        if realm != self.realm:
+            return AuthResult(AuthReason.WRONG_REALM, username, detail=f"realm {realm[:64]!r}")
 
         algo_name = p.get("algorithm", "MD5")
-        algo = self._offered.get(algo_name.upper())
+        algo = self._offered.get(algo_name) or self._offered.get(algo_name.upper())
         if algo is None:
             return AuthResult(AuthReason.ALGORITHM_UNSUPPORTED, username, detail=algo_name[:32])
-        response = p["response"]
         if len(response) != algo.hex_len or not _HEX_RE.fullmatch(response):
             return AuthResult(AuthReason.MALFORMED, username, algo.name, detail="response not hex digest")
 
         qop = p.get("qop")
         nc_value = 0
         cnonce = p.get("cnonce", "")
+        nc_text = p.get("nc", "")
         if qop is not None:
-            if qop.lower() != "auth":
+            if qop != "auth" and qop.lower() != "auth":
                 return AuthResult(AuthReason.MALFORMED, username, algorithm=algo.name, detail="qop not auth")
-            nc_text = p.get("nc")
-            if nc_text is None or not cnonce or not _NC_RE.fullmatch(nc_text):
+            if not nc_text or not cnonce or not _NC_RE.fullmatch(nc_text):
                 return AuthResult(AuthReason.MALFORMED, username, algorithm=algo.name, detail="bad nc/cnonce")
             nc_value = int(nc_text, 16)
             if nc_value == 0:
@@ -651,33 +678,27 @@ class Challenger:
             if algo.sess:
                 return AuthResult(AuthReason.MALFORMED, username, algorithm=algo.name, detail="sess w/o qop")
 
-        nonce = p["nonce"]
         issued = self.nonce_issued_at(nonce)
         if issued is None or issued > now + self.max_clock_skew:
             return AuthResult(AuthReason.NONCE_FORGED, username, algorithm=algo.name)
-        if request_uri is not None and not digest_uri_matches(p["uri"], request_uri):
-            return AuthResult(AuthReason.URI_MISMATCH, username, algorithm=algo.name, detail=p["uri"][:128])
+        if request_uri is not None and not digest_uri_matches(uri, request_uri):
+            return AuthResult(AuthReason.URI_MISMATCH, username, algorithm=algo.name, detail=uri[:128])
 
         # Same work whatever the account: one A1 hash, one A2 hash, one response hash, one compare.
         creds = credentials_lookup(username)
         password = creds.password if creds is not None and creds.password is not None else _DUMMY_PASSWORD
-        ha1 = _h(algo, f"{username}:{self.realm}:{password}")
+        ha1 = _h(algo, f"{username}:{realm}:{password}")
         stored = getattr(creds, algo.ha1_field) if creds is not None else None
         usable = creds is not None and (stored is not None or creds.password is not None)
         if stored is not None:
             ha1 = stored.lower()
-        expected = compute_response(
-            username=username,
-            realm=self.realm,
-            nonce=nonce,
-            method=method,
-            uri=p["uri"],
-            ha1=ha1,
-            algorithm=algo.name,
-            qop=qop,
-            nc=p.get("nc", ""),
-            cnonce=cnonce,
-        )
+        if algo.sess:
+            ha1 = _h(algo, f"{ha1}:{nonce}:{cnonce}")
+        ha2 = _h(algo, f"{method}:{uri}")
+        if qop is None:
+            expected = _h(algo, f"{ha1}:{nonce}:{ha2}")
+        else:
+            expected = _h(algo, f"{ha1}:{nonce}:{nc_text}:{cnonce}:{qop}:{ha2}")
         matched = hmac.compare_digest(expected.encode("ascii"), response.lower().encode("ascii"))
         if creds is None:
             return AuthResult(AuthReason.UNKNOWN_USER, username, algorithm=algo.name)

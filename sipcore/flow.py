@@ -5,11 +5,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from sipcore.records import fast_init
+
 from .headers import Via
 
 Address = tuple[str, int]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Flow:
     """A message's way in: transport, peer and local address, and the TCP connection id if any.

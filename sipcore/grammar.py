@@ -33,9 +33,28 @@ VIA_RE = re.compile(
 DIGITS_RE = re.compile(r"^[0-9]+$")
 
 
+# Valid tokens and hosts seen, remembered (bounded): method names, header and parameter names and the
+# hosts of phones and servers repeat on nearly every message, and a set probe is cheaper than a match.
+_TOKENS: set[str] = set()
+_HOSTS: set[str] = set()
+_MEMO_MAX = 4096
+
+
 def is_token(text: str) -> bool:
-    return TOKEN_RE.match(text) is not None
+    if text in _TOKENS:
+        return True
+    if TOKEN_RE.match(text) is None:
+        return False
+    if len(_TOKENS) < _MEMO_MAX:
+        _TOKENS.add(text)
+    return True
 
 
 def is_host(text: str) -> bool:
-    return HOST_RE.match(text) is not None
+    if text in _HOSTS:
+        return True
+    if HOST_RE.match(text) is None:
+        return False
+    if len(_HOSTS) < _MEMO_MAX:
+        _HOSTS.add(text)
+    return True

@@ -7,8 +7,10 @@ untouched header is forwarded as received.
 
 from __future__ import annotations
 
+import re
+
 from .errors import SipParseError
-from .grammar import DIGITS_RE, VIA_RE, is_host, is_token
+from .grammar import DIGITS_RE, TOKEN_CHARS, VIA_RE, is_host, is_token
 from .uri import SipUri, Uri, parse_uri
 
 COMPACT = {
@@ -208,6 +210,16 @@ def format_params(params: list[tuple[str, str | None]]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
 
 
+# A Via value as nearly every element writes it: "SIP/2.0/UDP host[:port][;name[=value]]*" with a
+# valid hostname or IPv4 (the sent-by grammar of HOST_RE), token parameter names and values without
+# whitespace or quotes. What it accepts, Via.parse's general path accepts with the same result; the
+# rest (LWS around the slashes, IPv6, quoted values) takes the general path.
+_VIA_PLAIN = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)(?::([0-9]{{1,5}}))?"
+    rf"((?:;[{TOKEN_CHARS}]+(?:=[^;\s\"]+)?)*)\Z"
+).match
+
+
 class Via:
     """One Via value: sent-protocol, sent-by and parameters (branch, received, rport, …)."""
 
@@ -229,6 +241,25 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        m = _VIA_PLAIN(text)
+        if m is not None:  # the usual spelling: no whitespace but the one space, no quoted parameter
+            transport, host, port_text, rest = m.groups()
+            port = None
+            if port_text is not None:
+                port = int(port_text)
+                if port > 65535:
+                    raise SipParseError("Via port out of range")
+            params: list[tuple[str, str | None]] = []
+            if rest:
+                for part in rest[1:].split(";"):  # names are tokens, values non-empty (the regex)
+                    name, eq, value = part.partition("=")
+                    params.append((name, value if eq else None))
+            return cls(transport.upper(), host, port, params, text)
+        return cls.parse_general(text)
+
+    @classmethod
+    def parse_general(cls, text: str) -> Via:
+        """Every Via the grammar allows (LWS, IPv6 references, quoted parameter values)."""
         m = VIA_RE.match(text)
         if m is None:
             raise SipParseError("malformed Via header")

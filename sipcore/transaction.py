@@ -26,6 +26,7 @@ from typing import Any
 
 from sipcore.message import MAGIC_COOKIE, Headers, Request, Response
 from sipcore.message import new_branch as new_branch  # re-exported for TUs calling send_request
+from sipcore.records import fast_init
 from sipcore.timers import DEFAULT_TIMERS, DeadlineHeap, TimerConfig
 
 RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
@@ -34,6 +35,7 @@ RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
 # --------------------------------------------------------------------------- outputs
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SendMessage:
     """Hand ``message`` to the transport: to ``destination`` (client side: what the TU chose, §18.1.1)
@@ -45,6 +47,7 @@ class SendMessage:
     retransmission: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RequestReceived:
     """A new request for the TU. ``transaction`` is None for the ACK of a 2xx (it matched no
@@ -55,6 +58,7 @@ class RequestReceived:
     transaction: ServerTransaction | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
     """A response for the TU. ``transaction`` is None for a stray response (e.g. a 2xx
@@ -64,6 +68,7 @@ class ResponseReceived:
     transaction: ClientTransaction | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TransactionTimedOut:
     """Timer B or F (no final response: the TU treats it as 408) or H (no ACK for our final)."""
@@ -72,6 +77,7 @@ class TransactionTimedOut:
     timer: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TransportFailed:
     """The transport reported a send failure (§17.1.4, §17.2.4); the TU treats it as 503."""
@@ -79,6 +85,7 @@ class TransportFailed:
     transaction: Transaction
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TransactionTerminated:
     """The transaction reached Terminated and has been (or can be) forgotten."""

@@ -10,7 +10,7 @@ import re
 from urllib.parse import unquote
 
 from .errors import SipParseError
-from .grammar import DIGITS_RE, is_host, is_token
+from .grammar import DIGITS_RE, TOKEN_CHARS, is_host, is_token
 
 DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
 _FORBIDDEN = re.compile(r'[ \t\r\n<>"]').search  # characters no URI may hold unescaped
@@ -215,7 +215,34 @@ def parse_uri(text: str) -> Uri:
     return AbsoluteUri(low, text)
 
 
+# "[user@]host[:port][;name[=value]]*" with a plain user (no ':', ';', '?' or '@'), a hostname or
+# IPv4 of HOST_RE's grammar, token parameter names and no headers: what nearly every URI looks like.
+# What it accepts, _parse_sip_general accepts with the same result.
+_SIP_PLAIN = re.compile(
+    r"(?:([^@:;?\s]+)@)?([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)(?::([0-9]{1,5}))?"
+    rf"((?:;[{TOKEN_CHARS}]+(?:=[^;?@\s]*)?)*)\Z"
+).match
+
+
 def _parse_sip(scheme: str, rest: str, raw: str) -> SipUri:
+    m = _SIP_PLAIN(rest)
+    if m is None:
+        return _parse_sip_general(scheme, rest, raw)
+    user, host, port_text, ptext = m.groups()
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            raise SipParseError("port out of range in URI")
+    params: list[tuple[str, str | None]] = []
+    if ptext:
+        for part in ptext[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params.append((name, value if eq else None))
+    return SipUri(scheme, user, host, port, params, None, None, raw)
+
+
+def _parse_sip_general(scheme: str, rest: str, raw: str) -> SipUri:
     # '@' cannot appear unescaped in parameters or headers, so the last one ends the userinfo
     # (whose user part may itself hold '?' and ';', RFC 4475 intmeth/semiuri).
     user = password = None

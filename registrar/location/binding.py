@@ -11,8 +11,10 @@ import sys
 from dataclasses import dataclass, replace
 
 from registrar.location.contact_key import contact_key
+from sipcore.records import fast_init
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Flow:
     """Where a REGISTER came from: the path the server uses to reach the phone behind its NAT.
@@ -29,11 +31,17 @@ class Flow:
 
     def __post_init__(self) -> None:
         # Many phones share a NAT's public ip and every binding shares a few local addresses.
-        object.__setattr__(self, "transport", sys.intern(self.transport))
-        object.__setattr__(self, "source_ip", sys.intern(self.source_ip))
-        object.__setattr__(self, "local_address", sys.intern(self.local_address))
+        _set_transport(self, sys.intern(self.transport))
+        _set_source_ip(self, sys.intern(self.source_ip))
+        _set_local_address(self, sys.intern(self.local_address))
 
 
+_set_transport = Flow.transport.__set__  # type: ignore[attr-defined]  # slot writers (the class is frozen)
+_set_source_ip = Flow.source_ip.__set__  # type: ignore[attr-defined]
+_set_local_address = Flow.local_address.__set__  # type: ignore[attr-defined]
+
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Binding:
     """One contact registered for an address of record (RFC 3261 §10).

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from registrar.location.binding import Flow
 from registrar.location.errors import InvalidChangesError
+from sipcore.records import fast_init
 
 
 class OverflowPolicy(enum.StrEnum):
@@ -16,6 +17,7 @@ class OverflowPolicy(enum.StrEnum):
     DROP_OLDEST = "drop_oldest"  # evict the least recently registered bindings to make room
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ContactChange:
     """One Contact of the REGISTER with its effective expiry (param, else Expires header, else default,
@@ -34,6 +36,7 @@ class ContactChange:
             raise InvalidChangesError(f"negative expires: {self.expires}")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RegisterChanges:
     """All changes of one REGISTER, applied atomically. ``wildcard`` is ``Contact: *`` (remove all),

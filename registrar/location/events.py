@@ -5,19 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from registrar.location.binding import Binding
+from sipcore.records import fast_init
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BindingAdded:
     binding: Binding
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BindingRefreshed:
     binding: Binding
     previous: Binding
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BindingRemoved:
     """``reason``: "unregistered" (expires=0), "wildcard" (Contact: *), "dropped" (evicted by the
@@ -27,11 +31,13 @@ class BindingRemoved:
     reason: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BindingExpired:
     binding: Binding
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BindingFlowLost:
     """The binding's TCP connection closed; it is kept, reached through its Contact from now on."""

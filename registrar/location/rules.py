@@ -20,8 +20,10 @@ from registrar.location.events import (
     BindingRemoved,
     LocationEvent,
 )
+from sipcore.records import fast_init
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     """The AOR's live bindings after the REGISTER (ordered, for the 200 OK Contact list) and what
