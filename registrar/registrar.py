@@ -107,39 +107,21 @@ class Registrar:
     # -- entry point --
     def decide(self, req: Request, flow: Flow, now: float) -> Decision:
         ip = flow.remote[0]
-        guard = self.guard
-        if guard is not None:
-            verdict, ban = guard.check_request(ip, req.headers.get("user-agent"), now)
-            if verdict is not Verdict.ALLOW:
-                return Drop(verdict.value, ban)
+        headers = req.headers
+        user_agent = headers.get("user-agent")
+        refused = self.screen(ip, user_agent, now)
+        if refused is not None:
+            return refused
         ruri = req.ruri
         if not isinstance(ruri, SipUri):
             return Reply(416)
         domain = self.domain_of(ruri)
         if domain is None:
             return Reply(403, "Not a domain of this registrar")
-
-        result = self.challenger.verify(
-            req.headers.get("authorization"),
-            "REGISTER",
-            lambda user: self._credentials(domain, user),
-            now,
-            request_uri=req.uri,
-        )
-        if not result.ok:
-            if result.reason is AuthReason.STALE_NONCE:
-                self.stale_nonces += 1
-            ban = guard.record_failure(ip, result.username, now) if guard and result.is_failure else None
-            if ban is not None:
-                return Drop("banned", ban)
-            if result.status == 400:
-                return Reply(400, f"Bad Authorization header ({result.reason.value})", auth=result)
-            return self.challenge(now, result.stale, result, req.headers.get("user-agent"))
-        account = self.accounts(domain, result.username or "")
-        if account is None:  # credentials vanished between lookup and now (reload): challenge again
-            return self.challenge(now, False, result, req.headers.get("user-agent"))
-        if guard is not None:
-            guard.record_success(ip, result.username, now)
+        outcome = self.authenticate(ip, headers.get("authorization"), req.uri, domain, user_agent, now)
+        if not isinstance(outcome, tuple):
+            return outcome
+        account, result = outcome
 
         # §10.3 step 5: the To header is the AOR; it must be SIP/SIPS and belong to this account.
         try:
@@ -148,9 +130,10 @@ class Registrar:
             return Reply(400, f"Bad To header: {exc.reason}", auth=result)
         if not isinstance(to_uri, SipUri):
             return Reply(400, "To header is not a SIP or SIPS URI", auth=result)
-        if self.domain_of(to_uri) != account.domain or not aor_matches(
-            account.username, to_uri.user_unescaped, account.aliases
-        ):
+        to_domain = (
+            domain if to_uri.host == ruri.host and to_uri.port == ruri.port else self.domain_of(to_uri)
+        )
+        if not self.owns(account, to_uri.user, to_domain):
             return Reply(403, "AOR does not belong to the authenticated account", auth=result)
         aor = f"sip:{account.username}@{account.domain}"
 
@@ -159,6 +142,59 @@ class Registrar:
         except _Refusal as refusal:
             return Reply(refusal.status, refusal.reason, refusal.headers, auth=result)
         return Apply(aor, account, changes, self.settings.max_contacts, self.settings.policy, result)
+
+    # -- the steps of decide, shared with the REGISTER lane (registrar/lane.py) --
+    def screen(self, ip: str, user_agent: str | None, now: float) -> Drop | None:
+        """The brute-force guard's word on a source before any work: a ban or a scanner is dropped."""
+        guard = self.guard
+        if guard is not None:
+            verdict, ban = guard.check_request(ip, user_agent, now)
+            if verdict is not Verdict.ALLOW:
+                return Drop(verdict.value, ban)
+        return None
+
+    def authenticate(
+        self,
+        ip: str,
+        authorization: str | None,
+        request_uri: str,
+        domain: str,
+        user_agent: str | None,
+        now: float,
+    ) -> tuple[Account, AuthResult] | Reply | Drop:
+        """Digest verification for ``domain``: (account, result) when it succeeds, else the answer
+        (a challenge, the same for unknown users and wrong passwords; 400; or a drop once banned)."""
+        accounts = self.accounts
+        found: list[Account] = []  # the account the credentials came from, looked up once
+
+        def credentials(user: str) -> Credentials | None:
+            account = accounts(domain, user)
+            if account is None:
+                return None
+            found.append(account)
+            return account.credentials
+
+        result = self.challenger.verify(authorization, "REGISTER", credentials, now, request_uri=request_uri)
+        guard = self.guard
+        if not result.ok:
+            if result.reason is AuthReason.STALE_NONCE:
+                self.stale_nonces += 1
+            ban = guard.record_failure(ip, result.username, now) if guard and result.is_failure else None
+            if ban is not None:
+                return Drop("banned", ban)
+            if result.status == 400:
+                return Reply(400, f"Bad Authorization header ({result.reason.value})", auth=result)
+            return self.challenge(now, result.stale, result, user_agent)
+        if not found:  # pragma: no cover - verify succeeded, so credentials were found
+            return self.challenge(now, False, result, user_agent)
+        if guard is not None:
+            guard.record_success(ip, result.username, now)
+        return found[0], result
+
+    @staticmethod
+    def owns(account: Account, to_user: str | None, to_domain: str | None) -> bool:
+        """§10.3 step 5: the AOR (To user, percent-escaped as sent, in ``to_domain``) is the account's."""
+        return to_domain == account.domain and aor_matches(account.username, to_user, account.aliases)
 
     def challenge_values(self, now: float, stale: bool = False, user_agent: str | None = None) -> list[str]:
         """One challenge per algorithm; never depends on the username. Only MD5 for User-Agents known
@@ -194,19 +230,14 @@ class Registrar:
             header_expires = req.expires
         except SipParseError as exc:
             raise _Refusal(400, exc.reason) from exc
-        call_id = req.call_id
-        cseq = req.cseq[0]
-        loc_flow = LocationFlow(
-            flow.transport,
-            flow.remote[0],
-            flow.remote[1],
-            f"{flow.local[0]}:{flow.local[1]}",
-            f"{s.node_id}/{flow.conn_id}" if flow.conn_id else None,
-        )
-        user_agent = (req.headers.get("user-agent") or "")[:200]
-        path = tuple(req.headers.get_all("path"))
         if not contacts:
             return None  # a query: answer with the current bindings
+        call_id = req.call_id
+        cseq = req.cseq[0]
+        loc_flow = self.location_flow(flow)
+        headers = req.headers
+        user_agent = (headers.get("user-agent") or "")[:200]
+        path = tuple(headers.get_all("path")) if "path" in headers else ()
         if any(c.star for c in contacts):
             if len(contacts) > 1 or header_expires != 0:
                 raise _Refusal(400, "Contact: * needs Expires: 0 and no other Contact")
@@ -223,23 +254,49 @@ class Registrar:
                 raise _Refusal(400, f"Bad Contact: {exc.reason}") from exc
             if not isinstance(uri, SipUri):
                 raise _Refusal(400, "Contact URI must be a SIP or SIPS URI")
-            expires = param_expires if param_expires is not None else header_expires
-            if expires is None:
-                expires = s.default_expires
-            if expires != 0:
-                if expires < s.min_expires:
-                    raise _Refusal(423, None, (("Min-Expires", str(s.min_expires)),))
-                expires = min(expires, s.max_expires)
-                if s.jitter_percent:
-                    cut = int(expires * s.jitter_percent / 100)
-                    expires = max(s.min_expires, expires - self.rng.randint(0, cut))
-            instance = c.param("+sip.instance")
-            reg_id_text = c.param("reg-id")
-            reg_id = (
-                int(reg_id_text) if reg_id_text and reg_id_text.isdigit() and len(reg_id_text) < 10 else None
+            out.append(
+                self.contact_change(
+                    c.uri_text, param_expires, header_expires, q, c.param("+sip.instance"), c.param("reg-id")
+                )
             )
-            out.append(ContactChange(c.uri_text, expires, 1000 if q is None else q, instance, reg_id))
         return RegisterChanges(call_id, cseq, loc_flow, tuple(out), False, user_agent, path)
+
+    def location_flow(self, flow: Flow) -> LocationFlow:
+        """The flow a binding keeps (a TCP connection named across the processes sharing a store)."""
+        conn_id = flow.conn_id
+        remote = flow.remote
+        return LocationFlow(
+            flow.transport,
+            remote[0],
+            remote[1],
+            _local_text(flow.local),
+            f"{self.settings.node_id}/{conn_id}" if conn_id else None,
+        )
+
+    def contact_change(
+        self,
+        uri_text: str,
+        param_expires: int | None,
+        header_expires: int | None,
+        q: int | None,
+        instance: str | None,
+        reg_id_text: str | None,
+    ) -> ContactChange:
+        """One Contact's change: its expiry (the parameter, else the Expires header, else the default;
+        below the minimum is 423, above the maximum is clamped, then the optional jitter)."""
+        s = self.settings
+        expires = param_expires if param_expires is not None else header_expires
+        if expires is None:
+            expires = s.default_expires
+        if expires != 0:
+            if expires < s.min_expires:
+                raise _Refusal(423, None, (("Min-Expires", str(s.min_expires)),))
+            expires = min(expires, s.max_expires)
+            if s.jitter_percent:
+                cut = int(expires * s.jitter_percent / 100)
+                expires = max(s.min_expires, expires - self.rng.randint(0, cut))
+        reg_id = int(reg_id_text) if reg_id_text and reg_id_text.isdigit() and len(reg_id_text) < 10 else None
+        return ContactChange(uri_text, expires, 1000 if q is None else q, instance, reg_id)
 
     # -- the answer --
     @staticmethod
@@ -247,6 +304,14 @@ class Registrar:
         req: Request, bindings: tuple[Binding, ...] | list[Binding], now: float
     ) -> list[tuple[str, str]]:
         """Headers of the 200 OK: every current binding with its remaining expiry, and a Date."""
+        path = tuple(req.headers.get_all("path")) if req.headers.get("path") else ()
+        return Registrar.success_headers(bindings, now, path)
+
+    @staticmethod
+    def success_headers(
+        bindings: tuple[Binding, ...] | list[Binding], now: float, path: tuple[str, ...] = ()
+    ) -> list[tuple[str, str]]:
+        """The 200 OK's headers from the bindings and the request's Path values."""
         headers: list[tuple[str, str]] = []
         for b in bindings:
             q = f";q={b.q / 1000:.3f}".rstrip("0").rstrip(".") if b.q != 1000 else ""
@@ -257,11 +322,24 @@ class Registrar:
                 extra += f";reg-id={b.reg_id}"
             headers.append(("Contact", f"<{b.contact}>;expires={b.expires_in(now)}{q}{extra}"))
         headers.append(("Date", _http_date(now)))
-        if req.headers.get("path"):
-            headers.extend(("Path", p) for p in req.headers.get_all("path"))
+        if path:
+            headers.extend(("Path", p) for p in path)
         if any(b.is_outbound for b in bindings):
             headers.append(("Require", "outbound"))
         return headers
+
+
+_LOCAL_TEXT: dict[tuple[str, int], str] = {}
+
+
+def _local_text(local: tuple[str, int]) -> str:
+    """'host:port' of a listening address (a handful per process), formatted once."""
+    text = _LOCAL_TEXT.get(local)
+    if text is None:
+        text = f"{local[0]}:{local[1]}"
+        if len(_LOCAL_TEXT) < 256:
+            _LOCAL_TEXT[local] = text
+    return text
 
 
 _date_cache: tuple[int, str] = (-1, "")

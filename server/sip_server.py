@@ -48,6 +48,7 @@ ResponseHandler = Callable[[Response, Flow], bool]
 TuHandler = Callable[[Output], None]
 RequestSender = Callable[[Request, object], bool]
 SERVER_HEADER = "sipcore/0.1"
+_SERVER = ("Server", SERVER_HEADER)
 TIMER_SLACK = 0.01  # seconds: transaction timers fire on a 10 ms grid (see SipServer._arm)
 
 
@@ -381,10 +382,7 @@ class SipServer:
             tag = self._tag_for(f"{req.call_id}|{req.headers.get('from')}|{req.top_via.branch}")
         except SipParseError:
             tag = self._tag_for(req.headers.get("call-id") or "")
-        resp = req.make_response(status, reason, tag)
-        for name, value in headers:
-            resp.headers.add(name, value)
-        resp.headers.add("Server", SERVER_HEADER)
+        resp = req.make_response(status, reason, tag, (*headers, _SERVER))
         if body:
             resp.body = body
             if content_type:

@@ -575,6 +575,9 @@ class Challenger:
         self.allow_no_qop = allow_no_qop
         self.max_clock_skew = max_clock_skew
         self._random = random_bytes
+        # salts are cut from a pool refilled 512 at a time: one getrandom() per 512 nonces, not per nonce
+        self._pool = b""
+        self._pool_at = 0
         self._macs = [_mac_base(secret, realm)] + [_mac_base(s, realm) for s in previous_secrets]
         if check_replay and nonce_counters is None:
             nonce_counters = MemoryNonceCounters()
@@ -589,7 +592,11 @@ class Challenger:
     # -- nonces --
     def make_nonce(self, now: float) -> str:
         """A fresh stateless nonce for ``now`` (Unix seconds)."""
-        body = _TS.pack(max(0, int(now * 1000))) + self._random(_SALT_LEN)
+        at = self._pool_at
+        if at >= len(self._pool):
+            self._pool, at = self._random(_SALT_LEN * 512), 0
+        self._pool_at = at + _SALT_LEN
+        body = _TS.pack(max(0, int(now * 1000))) + self._pool[at : at + _SALT_LEN]
         mac = self._macs[0].copy()
         mac.update(body)
         return base64.urlsafe_b64encode(body + mac.digest()[:_MAC_LEN]).rstrip(b"=").decode("ascii")

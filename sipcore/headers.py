@@ -206,6 +206,17 @@ def get_param(params: list[tuple[str, str | None]], name: str) -> str | None:
     return None
 
 
+def param_map(params: list[tuple[str, str | None]]) -> dict[str, str]:
+    """Lower-case name -> value ('' for a flag), first occurrence winning: what get_param answers,
+    built once so each later lookup is one dict probe."""
+    out: dict[str, str] = {}
+    for k, v in params:
+        k = k.lower()
+        if k not in out:
+            out[k] = "" if v is None else v
+    return out
+
+
 def format_params(params: list[tuple[str, str | None]]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
 
@@ -223,7 +234,7 @@ _VIA_PLAIN = re.compile(
 class Via:
     """One Via value: sent-protocol, sent-by and parameters (branch, received, rport, …)."""
 
-    __slots__ = ("host", "params", "port", "raw", "transport")
+    __slots__ = ("_pmap", "host", "params", "port", "raw", "transport")
 
     def __init__(
         self,
@@ -238,6 +249,7 @@ class Via:
         self.port = port
         self.params = params
         self.raw = raw
+        self._pmap: dict[str, str] | None = None
 
     @classmethod
     def parse(cls, text: str) -> Via:
@@ -275,15 +287,19 @@ class Via:
         return cls(transport.upper(), host, port, params, text)
 
     def param(self, name: str) -> str | None:
-        return get_param(self.params, name)
+        """Value of a parameter ('' for a flag), None when absent (``name`` in lower case)."""
+        pmap = self._pmap
+        if pmap is None:
+            pmap = self._pmap = param_map(self.params)
+        return pmap.get(name)
 
     @property
     def branch(self) -> str | None:
-        return get_param(self.params, "branch")
+        return self.param("branch")
 
     @property
     def received(self) -> str | None:
-        return get_param(self.params, "received")
+        return self.param("received")
 
     @property
     def sent_by(self) -> tuple[str, int | None]:
@@ -306,7 +322,7 @@ class Via:
 class NameAddr:
     """From/To/Contact/Route value: optional display name, URI, header parameters (tag, expires, q…)."""
 
-    __slots__ = ("_uri", "display", "params", "raw", "uri_text")
+    __slots__ = ("_pmap", "_uri", "display", "params", "raw", "uri_text")
 
     def __init__(
         self,
@@ -321,6 +337,7 @@ class NameAddr:
         self.params = params
         self.raw = raw
         self._uri = uri
+        self._pmap: dict[str, str] | None = None
 
     @property
     def uri(self) -> Uri:
@@ -335,10 +352,14 @@ class NameAddr:
 
     @property
     def tag(self) -> str | None:
-        return get_param(self.params, "tag")
+        return self.param("tag")
 
     def param(self, name: str) -> str | None:
-        return get_param(self.params, name)
+        """Value of a header parameter ('' for a flag), None when absent (``name`` in lower case)."""
+        pmap = self._pmap
+        if pmap is None:
+            pmap = self._pmap = param_map(self.params)
+        return pmap.get(name)
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:

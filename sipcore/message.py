@@ -47,6 +47,7 @@ REASONS = {
 }  # fmt: skip
 
 MAGIC_COOKIE = "z9hG4bK"
+_COPIED = frozenset({"via", "from", "call-id", "cseq"})  # copied into a response as they are (§8.2.6)
 _ENC = "utf-8"
 _ERR = "surrogateescape"  # bytes that are not UTF-8 survive a decode/encode round trip unchanged
 
@@ -350,12 +351,19 @@ class Request(Message):
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
 
-    def make_response(self, status: int, reason: str | None = None, to_tag: str | None = None) -> Response:
-        """Response per §8.2.6: Via fields, From, To (tag added if missing), Call-ID and CSeq copied."""
+    def make_response(
+        self,
+        status: int,
+        reason: str | None = None,
+        to_tag: str | None = None,
+        extra: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+    ) -> Response:
+        """Response per §8.2.6: Via fields, From, To (tag added if missing), Call-ID and CSeq copied;
+        then the ``extra`` headers, in order (as ``headers.add`` would append them)."""
         entries: list[list[str]] = []
         for e in self.headers.entries:
             key = e[0]
-            if key in ("via", "from", "call-id", "cseq"):
+            if key in _COPIED:
                 entries.append(list(e))
             elif key == "to":
                 value = e[2]
@@ -367,6 +375,9 @@ class Request(Message):
                     if not has_tag:
                         value = f"{value};tag={to_tag}"
                 entries.append([key, e[1], value])
+        for name, value in extra:
+            key = _key(name)
+            entries.append([key, canonical_name(key), value])
         resp = Response(
             status, reason if reason is not None else REASONS.get(status, "Unknown"), Headers(entries)
         )

@@ -58,6 +58,22 @@ def plan_register(
             _check_cseq(b, call_id, cseq)
         return ApplyResult((), tuple(BindingRemoved(b, "wildcard") for b in ordered(live)))
 
+    if len(changes.contacts) == 1 and len(live) <= 1:
+        quick = _one_contact(aor, live, changes, now)
+        if quick is not None:
+            return quick
+    return _plan_general(aor, live, changes, now, max_contacts, policy)
+
+
+def _plan_general(
+    aor: str,
+    live: list[Binding],
+    changes: RegisterChanges,
+    now: float,
+    max_contacts: int | None,
+    policy: OverflowPolicy,
+) -> ApplyResult:
+    call_id, cseq = changes.call_id, changes.cseq
     # One slot per binding identity: (stored binding or None, binding after this REGISTER or None).
     slots = _Slots(live)
     written: list[int] = []
@@ -117,6 +133,28 @@ def plan_register(
         assert new is not None
         events.append(BindingAdded(new) if old is None else BindingRefreshed(new, old))
     return ApplyResult(ordered([b for b in slots.after if b is not None]), tuple(events))
+
+
+def _one_contact(aor: str, live: list[Binding], changes: RegisterChanges, now: float) -> ApplyResult | None:
+    """The everyday REGISTER: one Contact, and either no binding yet or the phone's own binding (same
+    Contact text, instance and reg-id). Same result as the general walk below (one binding never
+    exceeds a limit: 0 means none); None for anything else, such as a binding that only matches
+    after canonicalisation."""
+    change = changes.contacts[0]
+    old = live[0] if live else None
+    if old is not None and (
+        old.contact != change.contact or old.instance != change.instance or old.reg_id != change.reg_id
+    ):
+        return None
+    if old is not None:
+        _check_cseq(old, changes.call_id, changes.cseq)
+    if change.expires == 0:
+        return ApplyResult((), ()) if old is None else ApplyResult((), (BindingRemoved(old, "unregistered"),))
+    new = Binding(
+        aor, change.contact, now + change.expires, change.q, changes.call_id, changes.cseq, changes.flow, now,
+        change.instance, change.reg_id, sys.intern(changes.user_agent), changes.path, changes.received,
+    )  # fmt: skip
+    return ApplyResult((new,), (BindingAdded(new) if old is None else BindingRefreshed(new, old),))
 
 
 class _Slots:

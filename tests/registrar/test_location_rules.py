@@ -133,3 +133,54 @@ def test_one_register_listing_a_contact_twice_makes_one_binding() -> None:
     gone = RegisterChanges("c", 1, UDP, (ContactChange("sip:a@h", 60), ContactChange("sip:a@H", 0)))
     assert plan_register("sip:x@y", (), gone, T0) == plan_register("sip:x@y", (), gone, T0)
     assert plan_register("sip:x@y", (), gone, T0).bindings == ()
+
+
+_contacts = st.sampled_from(
+    ["sip:1001@198.51.100.7:5060", "sip:1001@198.51.100.7:5062", "SIP:1001@198.51.100.7:5060"]
+)
+
+
+@given(
+    old=st.none()
+    | st.builds(
+        lambda contact, expires_at, call_id, cseq, instance, reg_id: Binding(
+            "sip:1001@acme.example", contact, expires_at, 1000, call_id, cseq, UDP, T0 - 100, instance, reg_id
+        ),
+        _contacts,
+        st.sampled_from([T0 - 1, T0 + 60]),
+        st.sampled_from(["c1", "c2"]),
+        st.integers(1, 3),
+        st.sampled_from([None, "<urn:uuid:1>"]),
+        st.sampled_from([None, 1]),
+    ),
+    contact=_contacts,
+    expires=st.sampled_from([0, 60, 3600]),
+    q=st.integers(0, 1000),
+    call_id=st.sampled_from(["c1", "c2"]),
+    cseq=st.integers(1, 3),
+    instance=st.sampled_from([None, "<urn:uuid:1>"]),
+    reg_id=st.sampled_from([None, 1]),
+    max_contacts=st.sampled_from([None, 0, 1, 5]),
+)
+def test_the_one_contact_fast_path_plans_like_the_general_walk(
+    old, contact, expires, q, call_id, cseq, instance, reg_id, max_contacts
+) -> None:  # type: ignore[no-untyped-def]
+    from registrar.location import LocationError, OverflowPolicy
+    from registrar.location.rules import _plan_general
+
+    current = (old,) if old is not None else ()
+    ch = RegisterChanges(
+        call_id, cseq, UDP, (ContactChange(contact, expires, q, instance, reg_id),), user_agent="ua"
+    )
+
+    def outcome(fn):  # type: ignore[no-untyped-def]
+        try:
+            return fn()
+        except LocationError as exc:
+            return (type(exc).__name__, str(exc))
+
+    live = [b for b in current if b.expires_at > T0]
+    for policy in OverflowPolicy:
+        fast = outcome(lambda: plan_register("sip:1001@acme.example", current, ch, T0, max_contacts, policy))  # noqa: B023
+        general = outcome(lambda: _plan_general("sip:1001@acme.example", live, ch, T0, max_contacts, policy))  # noqa: B023
+        assert fast == general
