@@ -139,7 +139,7 @@ class Registrar:
 
         try:
             changes = self._changes(req, flow, now)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             return Reply(refusal.status, refusal.reason, refusal.headers, auth=result)
         return Apply(aor, account, changes, self.settings.max_contacts, self.settings.policy, result)
 
@@ -225,11 +225,11 @@ class Registrar:
         try:
             contacts = req.contacts
         except SipParseError as exc:
-            raise _Refusal(400, f"Bad Contact header: {exc.reason}") from exc
+            raise Refusal(400, f"Bad Contact header: {exc.reason}") from exc
         try:
             header_expires = req.expires
         except SipParseError as exc:
-            raise _Refusal(400, exc.reason) from exc
+            raise Refusal(400, exc.reason) from exc
         if not contacts:
             return None  # a query: answer with the current bindings
         call_id = req.call_id
@@ -240,10 +240,10 @@ class Registrar:
         path = tuple(headers.get_all("path")) if "path" in headers else ()
         if any(c.star for c in contacts):
             if len(contacts) > 1 or header_expires != 0:
-                raise _Refusal(400, "Contact: * needs Expires: 0 and no other Contact")
+                raise Refusal(400, "Contact: * needs Expires: 0 and no other Contact")
             return RegisterChanges(call_id, cseq, loc_flow, (), True, user_agent, path)
         if len(contacts) > s.max_contacts:
-            raise _Refusal(403, f"Too many contacts (at most {s.max_contacts})")
+            raise Refusal(403, f"Too many contacts (at most {s.max_contacts})")
         out: list[ContactChange] = []
         for c in contacts:
             try:
@@ -251,9 +251,9 @@ class Registrar:
                 param_expires = c.expires
                 q = c.q
             except SipParseError as exc:
-                raise _Refusal(400, f"Bad Contact: {exc.reason}") from exc
+                raise Refusal(400, f"Bad Contact: {exc.reason}") from exc
             if not isinstance(uri, SipUri):
-                raise _Refusal(400, "Contact URI must be a SIP or SIPS URI")
+                raise Refusal(400, "Contact URI must be a SIP or SIPS URI")
             out.append(
                 self.contact_change(
                     c.uri_text, param_expires, header_expires, q, c.param("+sip.instance"), c.param("reg-id")
@@ -290,7 +290,7 @@ class Registrar:
             expires = s.default_expires
         if expires != 0:
             if expires < s.min_expires:
-                raise _Refusal(423, None, (("Min-Expires", str(s.min_expires)),))
+                raise Refusal(423, None, (("Min-Expires", str(s.min_expires)),))
             expires = min(expires, s.max_expires)
             if s.jitter_percent:
                 cut = int(expires * s.jitter_percent / 100)
@@ -354,7 +354,7 @@ def _http_date(now: float) -> str:
     return _date_cache[1]
 
 
-class _Refusal(Exception):
+class Refusal(Exception):
     def __init__(self, status: int, reason: str | None, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(reason)
         self.status = status

@@ -7,30 +7,33 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import structlog
 from prometheus_client import Gauge
 
+from registrar import lane
 from registrar.guard import Guard, GuardConfig
 from registrar.location import (
     LocationError,
     MemoryLocationStore,
     OverflowPolicy,
     RedisLocationStore,
+    RegisterChanges,
     StaleCSeqError,
     TooManyContactsError,
 )
-from registrar.registrar import Account, Apply, Drop, Registrar, RegistrarSettings, Reply
+from registrar.registrar import Account, Apply, Decision, Drop, Refusal, Registrar, RegistrarSettings, Reply
 from sipcore.digest import Challenger, Credentials
 from sipcore.flow import Flow
 from sipcore.message import Request
 from sipcore.uri import SipUri
 
+from . import metrics
 from .metrics import FastCounter
-from .sip_server import SipServer
+from .sip_server import SERVER_HEADER, SipServer
 
 log = structlog.get_logger("sipcore.registrar")
 
@@ -51,6 +54,7 @@ CONTACTS = Gauge("sipcore_registered_contacts", "Registered contacts (bindings)"
 
 
 _OUTCOMES: dict[int, Any] = {}  # status -> REGISTER_OUTCOMES cell
+Answer = Callable[..., None]  # (status, reason, headers): answers the request being decided
 
 
 def node_id() -> str:
@@ -73,6 +77,8 @@ class RegistrarService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._stale_seen = 0
+        # answers of the lane's requests kept for their retransmissions (timer J, as a transaction)
+        self._answers = lane.AnswerCache(sip.transactions.config.timeout)
 
     async def start(self) -> None:
         if isinstance(self.store, MemoryLocationStore):
@@ -80,6 +86,7 @@ class RegistrarService:
             self.store.start()
             log.info("location_restored", bindings=restored)
         self.sip.handlers["REGISTER"] = self.on_register
+        self.sip.register_lane = self.on_register_bytes
         self.sip.connection_closed_hooks.append(self.on_connection_closed)
         guard = self.registrar.guard
         if guard is not None:
@@ -96,8 +103,88 @@ class RegistrarService:
 
     # -- REGISTER --
     def on_register(self, req: Request, flow: Flow) -> None:
+        """The general path: a REGISTER the SIP core parsed and validated, in a server transaction."""
         now = time.time()
-        decision = self.registrar.decide(req, flow, now)
+        path = tuple(req.headers.get_all("path")) if "path" in req.headers else ()
+
+        def answer(status: int, reason: str | None, headers: Any = ()) -> None:
+            self.sip.reply(req, flow, status, reason, headers)
+
+        self._carry_out(self.registrar.decide(req, flow, now), answer, now, path)
+
+    def on_register_bytes(self, data: bytes, flow: Flow) -> bool:
+        """The REGISTER lane (registrar/lane.py): True when it took the request (answered, dropped
+        or absorbed as a retransmission), False to leave it to the general path."""
+        req = lane.read(data, flow.remote)
+        if req is None:
+            return False
+        sip = self.sip
+        registrar = self.registrar
+        if not sip.is_local_host(req.ruri_host, req.ruri_port) or registrar.settings.max_contacts < 1:
+            return False
+        metrics.count_request("REGISTER")
+        reliable = flow.reliable
+        cache = self._answers
+        if not reliable:
+            mono = sip.now()
+            kept = cache.get(req.key, mono)
+            if kept is not False:  # a retransmission: the kept answer again, or dropped while pending
+                sip.transactions.stats["retransmissions_absorbed"] += 1
+                if kept is not None:
+                    sip.send_answer(kept, int(kept[8:11]), flow, req.destination)
+                return True
+        now = time.time()
+
+        def answer(status: int, reason: str | None, headers: Any = ()) -> None:
+            data = lane.render(req, status, reason, headers, SERVER_HEADER)
+            if not reliable:
+                cache.keep(req.key, data, sip.now())
+            sip.send_answer(data, status, flow, req.destination)
+
+        decision = self._decide_lane(req, flow, now)
+        if not reliable and isinstance(decision, Apply) and not self._sync:
+            cache.pending(req.key, sip.now())
+        self._carry_out(decision, answer, now, ())
+        return True
+
+    def _decide_lane(self, req: lane.LaneRequest, flow: Flow, now: float) -> Decision:
+        """Registrar.decide's steps, in its order, on what the lane read."""
+        registrar = self.registrar
+        ip = flow.remote[0]
+        refused = registrar.screen(ip, req.user_agent, now)
+        if refused is not None:
+            return refused
+        ruri = SipUri("sip", None, req.ruri_host, req.ruri_port)
+        domain = registrar.domain_of(ruri)
+        if domain is None:
+            return Reply(403, "Not a domain of this registrar")
+        outcome = registrar.authenticate(ip, req.authorization, req.request_uri, domain, req.user_agent, now)
+        if not isinstance(outcome, tuple):
+            return outcome
+        account, result = outcome
+        if req.to_host == req.ruri_host and req.to_port == req.ruri_port:
+            to_domain = domain
+        else:
+            to_domain = registrar.domain_of(SipUri("sip", req.to_user, req.to_host, req.to_port))
+        if not registrar.owns(account, req.to_user, to_domain):
+            return Reply(403, "AOR does not belong to the authenticated account", auth=result)
+        try:
+            change = registrar.contact_change(
+                req.contact, req.param_expires, req.header_expires, req.q, req.instance, req.reg_id
+            )
+        except Refusal as refusal:
+            return Reply(refusal.status, refusal.reason, refusal.headers, auth=result)
+        user_agent = (req.user_agent or "")[:200]
+        changes = RegisterChanges(
+            req.call_id, req.cseq, registrar.location_flow(flow), (change,), False, user_agent
+        )
+        s = registrar.settings
+        return Apply(
+            f"sip:{account.username}@{account.domain}", account, changes, s.max_contacts, s.policy, result
+        )
+
+    def _carry_out(self, decision: Decision, answer: Answer, now: float, path: tuple[str, ...]) -> None:
+        """Count, answer and apply one decision, whichever path read the request."""
         self._count_stale()
         if isinstance(decision, Drop):
             DROPPED_REGISTER.labels(decision.why).inc()
@@ -109,16 +196,16 @@ class RegistrarService:
                 AUTH_FAILURES.labels(decision.auth.reason.value).inc()
             if decision.ban is not None:
                 self._on_ban(decision.ban)
-            self._answer(req, flow, decision.status, decision.reason, decision.headers)
+            self._answer(answer, decision.status, decision.reason, decision.headers)
             return
         if self._sync:
-            self._apply_sync(req, flow, decision, now)
+            self._apply_sync(decision, answer, now, path)
         else:
-            task = asyncio.get_running_loop().create_task(self._apply_async(req, flow, decision, now))
+            task = asyncio.get_running_loop().create_task(self._apply_async(decision, answer, now, path))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _apply_sync(self, req: Request, flow: Flow, d: Apply, now: float) -> None:
+    def _apply_sync(self, d: Apply, answer: Answer, now: float, path: tuple[str, ...]) -> None:
         store = self.store
         assert isinstance(store, MemoryLocationStore)
         try:
@@ -127,39 +214,40 @@ class RegistrarService:
             else:
                 bindings = store.register(d.aor, d.changes, now, d.max_contacts, d.policy).bindings
         except LocationError as exc:
-            self._location_error(req, flow, exc)
+            self._location_error(answer, exc)
             return
-        self._answer(req, flow, 200, None, self.registrar.success(req, bindings, now))
+        self._answer(answer, 200, None, self.registrar.success_headers(bindings, now, path))
 
-    async def _apply_async(self, req: Request, flow: Flow, d: Apply, now: float) -> None:
+    async def _apply_async(self, d: Apply, answer: Answer, now: float, path: tuple[str, ...]) -> None:
         try:
             if d.changes is None:
                 bindings = tuple(await self.store.get(d.aor, now))
             else:
                 bindings = (await self.store.apply(d.aor, d.changes, now, d.max_contacts, d.policy)).bindings
         except LocationError as exc:
-            self._location_error(req, flow, exc)
+            self._location_error(answer, exc)
             return
         except Exception:
             log.exception("location_store_failed", aor=d.aor)
-            self._answer(req, flow, 500, "Location service unavailable", (("Retry-After", "5"),))
+            self._answer(answer, 500, "Location service unavailable", (("Retry-After", "5"),))
             return
-        self._answer(req, flow, 200, None, self.registrar.success(req, bindings, now))
+        self._answer(answer, 200, None, self.registrar.success_headers(bindings, now, path))
 
-    def _location_error(self, req: Request, flow: Flow, exc: LocationError) -> None:
+    def _location_error(self, answer: Answer, exc: LocationError) -> None:
         if isinstance(exc, StaleCSeqError):
-            self._answer(req, flow, 500, "CSeq out of order for this Call-ID", (("Retry-After", "1"),))
+            self._answer(answer, 500, "CSeq out of order for this Call-ID", (("Retry-After", "1"),))
         elif isinstance(exc, TooManyContactsError):
-            self._answer(req, flow, 403, "Too many contacts for this address of record")
+            self._answer(answer, 403, "Too many contacts for this address of record")
         else:
-            self._answer(req, flow, 500, str(exc)[:100] or "Location service error")
+            self._answer(answer, 500, str(exc)[:100] or "Location service error")
 
-    def _answer(self, req: Request, flow: Flow, status: int, reason: str | None, headers: Any = ()) -> None:
+    @staticmethod
+    def _answer(answer: Answer, status: int, reason: str | None, headers: Any = ()) -> None:
         cell = _OUTCOMES.get(status)
         if cell is None:
             cell = _OUTCOMES[status] = REGISTER_OUTCOMES.labels(str(status))
         cell.value += 1
-        self.sip.reply(req, flow, status, reason, headers)
+        answer(status, reason, headers)
 
     def _count_stale(self) -> None:
         stale = self.registrar.stale_nonces

@@ -8,7 +8,6 @@ No input may raise out of here: every message is parsed inside a guard; malforme
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import socket
 import time
@@ -27,7 +26,15 @@ from sipcore.checks import (
 from sipcore.errors import SipError, SipParseError
 from sipcore.flow import Flow, response_destination, stamp_via, strip_brackets
 from sipcore.framing import FramingFailed
-from sipcore.message import Request, Response, error_response, parse, validate_request, validate_response
+from sipcore.message import (
+    Request,
+    Response,
+    error_response,
+    parse,
+    stable_tag,
+    validate_request,
+    validate_response,
+)
 from sipcore.transaction import (
     Output,
     RequestReceived,
@@ -101,6 +108,8 @@ class SipServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connection_closed_hooks: list[Callable[[str], None]] = []
         self.drop_source: Callable[[str], bool] = lambda ip: False
+        # the registrar's REGISTER lane: takes a datagram/frame it can answer whole (True) or not
+        self.register_lane: Callable[[bytes, Flow], bool] | None = None
         self.local_hosts: set[str] = set()
         self.local_ports: set[int] = set()
         self.started_at = time.time()
@@ -164,6 +173,8 @@ class SipServer:
         try:
             if self.drop_source(flow.remote[0]):
                 metrics.DROPPED.labels("banned").inc()
+                return
+            if data[:9] == b"REGISTER " and self.register_lane is not None and self.register_lane(data, flow):
                 return
             try:
                 msg = parse(data, stream=flow.reliable)
@@ -360,8 +371,7 @@ class SipServer:
     @staticmethod
     def _tag_for(data: bytes | str) -> str:
         """A To-tag stable across retransmissions of one request (stateless answers stay consistent)."""
-        raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-        return hashlib.blake2s(raw[:512], digest_size=6).hexdigest()
+        return stable_tag(data)
 
     def reply_error(self, req: Request, flow: Flow, error: SipError) -> None:
         self.reply(req, flow, error.status or 400, error.reason, error.headers)
@@ -401,6 +411,17 @@ class SipServer:
             except TransactionNotFound:
                 pass
         self.send_response(resp, flow)
+
+    def send_answer(self, data: bytes, status: int, flow: Flow, destination: tuple[str, int]) -> bool:
+        """A response already serialised (the REGISTER lane): as send_response routes it, with the
+        §18.2.2 UDP ``destination`` its top Via gave."""
+        metrics.count_response_sent(status)
+        if flow.reliable:
+            if self.transports.send_flow(data, flow):
+                return True
+            asyncio.get_running_loop().create_task(self.transports.send_tcp(data, destination))
+            return True
+        return self.transports.send_udp(data, destination, flow.local)
 
     def send_response(self, resp: Response, flow: Flow) -> bool:
         """§18.2.2: reliable → back on the connection (or a new one to the sent-by); UDP → received /

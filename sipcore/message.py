@@ -9,6 +9,7 @@ received and are serialized back unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Iterator
 
@@ -50,6 +51,13 @@ MAGIC_COOKIE = "z9hG4bK"
 _COPIED = frozenset({"via", "from", "call-id", "cseq"})  # copied into a response as they are (§8.2.6)
 _ENC = "utf-8"
 _ERR = "surrogateescape"  # bytes that are not UTF-8 survive a decode/encode round trip unchanged
+
+
+def stable_tag(data: bytes | str) -> str:
+    """A To-tag that is the same for every retransmission of one request: a hash of what identifies
+    it (stateless answers and the REGISTER lane stay consistent with the transaction path)."""
+    raw = data.encode(_ENC, _ERR) if isinstance(data, str) else data
+    return hashlib.blake2s(raw[:512], digest_size=6).hexdigest()
 
 
 def new_tag() -> str:
@@ -440,6 +448,13 @@ def _name_key(name: str) -> str:
     if len(_NAME_KEYS) < 4096:
         _NAME_KEYS[name] = key
     return key
+
+
+def header_key(name: str) -> str:
+    """The lookup key of a header name as sent (trailing blanks allowed, compact forms expanded);
+    raises SipParseError for a name that is not a token. Shared with parse, memoised."""
+    key = _NAME_KEYS.get(name)
+    return key if key is not None else _name_key(name)
 
 
 def parse(data: bytes, stream: bool = False) -> Request | Response:
