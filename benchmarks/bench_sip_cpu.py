@@ -132,6 +132,7 @@ def register_pair(host: str, port: int, i: int) -> tuple[bytes, Any]:
 async def run_registers(app: Any, cap: Capture, host: str, port: int, n: int, start: int) -> float:
     """n registrations; returns CPU seconds of the process for them (answers checked)."""
     on_message = app.sip.on_message
+    flush = app.sip.transports.flush_udp  # datagrams leave once per loop iteration: send them now
     flow = Flow("udp", UAC, cap.local)
     pairs = [register_pair(host, port, start + i) for i in range(n)]
     driver = 0.0  # the client's own work (reading the challenge, computing the digest), taken out
@@ -139,6 +140,7 @@ async def run_registers(app: Any, cap: Capture, host: str, port: int, n: int, st
     for k, (first, second) in enumerate(pairs):
         cap.sent.clear()
         on_message(first, flow)
+        flush()
         d0 = time.perf_counter()
         challenge = cap.sent[-1][0]
         assert _status(challenge) == 401, challenge[:200]
@@ -146,6 +148,7 @@ async def run_registers(app: Any, cap: Capture, host: str, port: int, n: int, st
         driver += time.perf_counter() - d0
         cap.sent.clear()
         on_message(authed, flow)
+        flush()
         assert _status(cap.sent[-1][0]) == 200, cap.sent[-1][0][:300]
         if k % 200 == 199:
             await asyncio.sleep(0)  # let timers and write-behind run as they would between datagrams

@@ -268,12 +268,14 @@ class TransportManager:
         self.send_only_udp: set[str] = set()  # UDP addresses another worker reads
         self.conn_prefix = "tcp-"
         self.remote_writer: Callable[[bytes, Flow], bool] | None = None
+        self._udp_out: list[tuple[UdpEndpoint, bytes, Address]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def dispatch(self, data: bytes, flow: Flow) -> None:
         self.handler(data, flow)
 
     async def start(self, udp: list[str], tcp: list[str], reuse_port: bool = False) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for text in udp:
             sock = self.inherited.pop(("udp", text), None) or bind_udp(text, reuse_port)
             if text in self.send_only_udp:  # another worker reads it: only send on it here
@@ -336,8 +338,25 @@ class TransportManager:
         ep = self._udp_for(local, ":" in dest[0])
         if ep is None or ep.transport is None:
             return False
-        ep.transport.sendto(data, dest)
+        # Datagrams leave together at the end of this loop iteration (after every message read in
+        # it was handled), not one by one: on a VM a sendto that wakes a sleeping peer costs the
+        # sender the wake-up (measured 20-400 us), and a burst wakes it once. Order is kept.
+        pending = self._udp_out
+        if not pending:
+            loop = self._loop
+            if loop is None:  # not started by start(): nothing will flush later
+                ep.transport.sendto(data, dest)
+                return True
+            loop.call_soon(self.flush_udp)
+        pending.append((ep, data, dest))
         return True
+
+    def flush_udp(self) -> None:
+        """Send the datagrams queued by send_udp now (the loop does it once per iteration)."""
+        pending, self._udp_out = self._udp_out, []
+        for ep, data, dest in pending:
+            if ep.transport is not None:
+                ep.transport.sendto(data, dest)
 
     def send_flow(self, data: bytes, flow: Flow) -> bool:
         """Send back over the flow a message came in on (same UDP socket / same TCP connection)."""
@@ -379,6 +398,7 @@ class TransportManager:
         return conn.write(data)
 
     async def close(self) -> None:
+        self.flush_udp()
         if self._reaper is not None:
             self._reaper.cancel()
         for u in self.udp:

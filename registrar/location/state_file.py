@@ -25,6 +25,17 @@ CREATE TABLE IF NOT EXISTS location_bindings (
 """
 
 
+_CHUNK = 200  # rows per statement (4 parameters each: well under SQLite's variable limit)
+
+
+def encode_rows(snapshot: Mapping[str, tuple[Binding, ...]]) -> list[tuple[str, str, float, bytes]]:
+    """(aor, key, expires_at, msgpack) rows. The key only has to be unique within the AOR (every
+    write replaces an AOR's rows whole and loading reads the data column), so it is the binding's
+    position rather than its canonical contact key, which costs a URI parse per binding."""
+    encode = codec.encode
+    return [(aor, str(i), b.expires_at, encode(b)) for aor, bs in snapshot.items() for i, b in enumerate(bs)]
+
+
 class StateFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -51,13 +62,27 @@ class StateFile:
 
     def write(self, snapshot: Mapping[str, tuple[Binding, ...]]) -> None:
         """Replace the rows of each AOR in ``snapshot`` with its bindings (empty: AOR gone)."""
-        rows = [(aor, b.key, b.expires_at, codec.encode(b)) for aor, bs in snapshot.items() for b in bs]
+        self.write_rows(list(snapshot), encode_rows(snapshot))
+
+    def write_rows(self, aors: list[str], rows: list[tuple[str, str, float, bytes]]) -> None:
+        """The write itself, rows already encoded (`encode_rows`): all SQLite, so a worker thread
+        running it leaves the GIL to the event loop for most of its time."""
         db = self._db
         with self._lock:
             db.execute("BEGIN")
             try:
-                db.executemany("DELETE FROM location_bindings WHERE aor = ?", [(a,) for a in snapshot])
-                db.executemany("INSERT INTO location_bindings VALUES (?, ?, ?, ?)", rows)
+                # Many rows per statement: the sqlite3 module releases the GIL around every step, so
+                # one statement per row made this thread take the GIL back thousands of times per
+                # flush, each time pausing the event loop (measured: 40 ms loop lags at 2,600 REGISTER/s).
+                for i in range(0, len(aors), _CHUNK):
+                    part = aors[i : i + _CHUNK]
+                    db.execute(f"DELETE FROM location_bindings WHERE aor IN ({','.join('?' * len(part))})", part)
+                for i in range(0, len(rows), _CHUNK):
+                    part = rows[i : i + _CHUNK]
+                    db.execute(
+                        f"INSERT INTO location_bindings VALUES {','.join(['(?, ?, ?, ?)'] * len(part))}",
+                        [v for row in part for v in row],
+                    )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

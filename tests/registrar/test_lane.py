@@ -103,6 +103,7 @@ class Side:
         self.cap.sent.clear()
         self.tcp.clear()
         self.app.sip.on_message(data, flow)
+        self.app.sip.transports.flush_udp()
         return [*self.cap.sent, *self.tcp]
 
     def bindings(self) -> dict[str, tuple[Any, ...]]:

@@ -86,7 +86,7 @@ async def test_restart_restores_bindings_and_drops_the_expired(tmp_path: Path) -
     s3 = MemoryLocationStore(path)  # restarted after a's expiry: only b comes back, a's row is deleted
     assert s3.load(T0 + 61) == 1
     assert s3.lookup("sip:a@x", T0 + 61) == [] and len(s3.lookup("sip:b@x", T0 + 61)) == 1
-    assert rows(path) == [("sip:b@x", "u\x00sip:b@10.0.0.2")]
+    assert [aor for aor, _ in rows(path)] == ["sip:b@x"]  # a's expired row is gone
     # the restored store goes on applying the CSeq rule from what it loaded
     s3.register("sip:b@x", reg("2", 2, "sip:b@10.0.0.2", 3600), T0 + 62)
     await s3.close()
