@@ -155,6 +155,174 @@ async def run_registers(app: Any, cap: Capture, host: str, port: int, n: int, st
     return time.process_time() - c0 - driver
 
 
+def _lines(data: bytes) -> list[str]:
+    return data.decode().split("\r\n\r\n", 1)[0].split("\r\n")
+
+
+def _copied(data: bytes, names: tuple[str, ...]) -> list[str]:
+    """The header lines of ``data`` whose (long-form) name is one of ``names``, as SIPp's [last_X:]."""
+    return [ln for ln in _lines(data)[1:] if ln.partition(":")[0].strip().lower() in names]
+
+
+def _header(data: bytes, name: str) -> str:
+    for ln in _lines(data)[1:]:
+        key, _, value = ln.partition(":")
+        if key.strip().lower() == name:
+            return value.strip()
+    raise KeyError(name)
+
+
+_SDP = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
+
+
+class CallDriver:
+    """The SIPp UAC and UAS of the call scenario (uac.xml / uas.xml), message by message."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    def invite(self, i: int, cseq: int, auth: str = "") -> bytes:
+        user, h, p = f"u{10000 + i % 10000}", self.host, self.port
+        return (
+            f"INVITE sip:callee@{h}:{p} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {UAC[0]}:{UAC[1]};branch=z9hG4bK-c{i}-{cseq}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{user}@{h}:{p}>;tag={i}SIPpTag00\r\n"
+            f"To: <sip:callee@{h}:{p}>\r\n"
+            f"Call-ID: call-{i}-{os.getpid()}@127.0.0.1\r\n"
+            f"CSeq: {cseq} INVITE\r\n"
+            f"Contact: <sip:{user}@{UAC[0]}:{UAC[1]};transport=UDP>\r\n"
+            f"{auth}"
+            "User-Agent: sipp-bench\r\n"
+            "Content-Type: application/sdp\r\n"
+            f"Content-Length: {len(_SDP)}\r\n\r\n{_SDP}"
+        ).encode()
+
+    def ack_407(self, i: int, resp: bytes) -> bytes:
+        h, p = self.host, self.port
+        return (
+            f"ACK sip:callee@{h}:{p} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {UAC[0]}:{UAC[1]};branch=z9hG4bK-c{i}-1\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:u{10000 + i % 10000}@{h}:{p}>;tag={i}SIPpTag00\r\n"
+            f"To: {_header(resp, 'to')}\r\n"
+            f"Call-ID: call-{i}-{os.getpid()}@127.0.0.1\r\n"
+            "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    def authed_invite(self, i: int, challenge: bytes) -> bytes:
+        user = f"u{10000 + i % 10000}"
+        ch = _challenge(challenge, "proxy-authenticate")
+        uri = f"sip:callee@{self.host}:{self.port}"
+        return self.invite(i, 2, f"Proxy-Authorization: {_authorization(ch, user, 'pw' + user, 'INVITE', uri)}\r\n")
+
+    @staticmethod
+    def uas_answer(req: bytes, status: str, tag: str, body: str = "") -> bytes:
+        """The callee's response to a request the proxy relayed to it."""
+        head = _copied(req, ("via", "v", "record-route", "from", "f", "call-id", "i", "cseq"))
+        to = _header(req, "to")
+        if ";tag=" not in to:
+            to += f";tag={tag}"
+        ctype = "Content-Type: application/sdp\r\n" if body else ""
+        return (
+            f"SIP/2.0 {status}\r\n" + "\r\n".join(head) + f"\r\nTo: {to}\r\n"
+            f"Contact: <sip:callee@{UAS[0]}:{UAS[1]};transport=UDP>\r\n{ctype}"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+
+    def in_dialog(self, i: int, method: str, cseq: int, ok: bytes) -> bytes:
+        """ACK or BYE from the caller, routed by the Record-Route of the 200 it received."""
+        h, p = self.host, self.port
+        routes = [ln.partition(":")[2].strip() for ln in _copied(ok, ("record-route",))]
+        route = f"Route: {', '.join(reversed(routes))}\r\n" if routes else ""
+        target = re.search(r"sips?:[^>\s]+", _header(ok, "contact"))
+        assert target
+        return (
+            f"{method} {target.group(0)} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {UAC[0]}:{UAC[1]};branch=z9hG4bK-c{i}-{cseq}{method}\r\n"
+            f"{route}Max-Forwards: 70\r\n"
+            f"From: <sip:u{10000 + i % 10000}@{h}:{p}>;tag={i}SIPpTag00\r\n"
+            f"To: {_header(ok, 'to')}\r\n"
+            f"Call-ID: call-{i}-{os.getpid()}@127.0.0.1\r\n"
+            f"CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+
+async def register_callee(app: Any, cap: Capture, host: str, port: int) -> None:
+    """The UAS registers as ``callee`` from its own port, as bench.py does before the calls."""
+    on_message, flush = app.sip.on_message, app.sip.transports.flush_udp
+    flow = Flow("udp", UAS, cap.local)
+    uri = f"sip:{host}:{port}"
+
+    def msg(cseq: int, auth: str) -> bytes:
+        return (
+            f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {UAS[0]}:{UAS[1]};branch=z9hG4bK-callee-{cseq}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:callee@{host}:{port}>;tag=callee\r\n"
+            f"To: <sip:callee@{host}:{port}>\r\nCall-ID: callee-{os.getpid()}@127.0.0.1\r\n"
+            f"CSeq: {cseq} REGISTER\r\nContact: <sip:callee@{UAS[0]}:{UAS[1]};transport=UDP>\r\n"
+            f"{auth}Expires: 3600\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    cap.sent.clear()
+    on_message(msg(1, ""), flow)
+    flush()
+    ch = _challenge(cap.sent[-1][0], "www-authenticate")
+    cap.sent.clear()
+    on_message(msg(2, f"Authorization: {_authorization(ch, 'callee', 'pwcallee', 'REGISTER', uri)}\r\n"), flow)
+    flush()
+    assert _status(cap.sent[-1][0]) == 200, cap.sent[-1][0][:300]
+
+
+async def run_calls(app: Any, cap: Capture, host: str, port: int, n: int, start: int) -> float:
+    """n calls, every message checked; returns CPU seconds of the process for them."""
+    on_message, flush = app.sip.on_message, app.sip.transports.flush_udp
+    uac, uas = Flow("udp", UAC, cap.local), Flow("udp", UAS, cap.local)
+    drv = CallDriver(host, port)
+    driver = 0.0
+
+    def feed(data: bytes, flow: Flow) -> list[tuple[bytes, tuple[str, int]]]:
+        cap.sent.clear()
+        on_message(data, flow)
+        flush()
+        return list(cap.sent)
+
+    def last_to(sent: list[tuple[bytes, tuple[str, int]]], addr: tuple[str, int], what: str) -> bytes:
+        for data, to in reversed(sent):
+            if to == addr and data.startswith(what.encode()):
+                return data
+        raise AssertionError(f"no {what} to {addr}: {[d[:40] for d, _ in sent]}")
+
+    invites = [drv.invite(start + k, 1) for k in range(n)]
+    c0 = time.process_time()
+    for k, first in enumerate(invites):
+        i = start + k
+        challenge = last_to(feed(first, uac), UAC, "SIP/2.0 407")
+        d0 = time.perf_counter()
+        ack, authed = drv.ack_407(i, challenge), drv.authed_invite(i, challenge)
+        driver += time.perf_counter() - d0
+        assert not feed(ack, uac)
+        relayed = last_to(feed(authed, uac), UAS, "INVITE ")
+        d0 = time.perf_counter()
+        tag = f"{i}SIPpTag01"
+        ringing, ok = drv.uas_answer(relayed, "180 Ringing", tag), drv.uas_answer(relayed, "200 OK", tag, _SDP)
+        driver += time.perf_counter() - d0
+        last_to(feed(ringing, uas), UAC, "SIP/2.0 180")
+        ok_up = last_to(feed(ok, uas), UAC, "SIP/2.0 200")
+        d0 = time.perf_counter()
+        ack2, bye = drv.in_dialog(i, "ACK", 2, ok_up), drv.in_dialog(i, "BYE", 3, ok_up)
+        driver += time.perf_counter() - d0
+        last_to(feed(ack2, uac), UAS, "ACK ")
+        bye_down = last_to(feed(bye, uac), UAS, "BYE ")
+        d0 = time.perf_counter()
+        bye_ok = drv.uas_answer(bye_down, "200 OK", tag)
+        driver += time.perf_counter() - d0
+        last_to(feed(bye_ok, uas), UAC, "SIP/2.0 200")
+        if k % 50 == 49:
+            await asyncio.sleep(0)  # let timers and write-behind run as they would between datagrams
+    await asyncio.sleep(0.05)
+    return time.process_time() - c0 - driver
+
+
 def _rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -164,7 +332,9 @@ def _rss_kib() -> int:
 
 async def _started(work: Path) -> tuple[Any, Capture, str, int]:
     from server.app import Application, load_application_config
+    from server.logs import configure_logging
 
+    configure_logging("json", "info")  # as `sipcore serve` logs when stderr is not a terminal
     config = write_bench_config(work / "bench.yaml", 10_000)
     loaded = load_application_config(str(config))
     port = free_port()
@@ -196,6 +366,12 @@ async def measure(mode: str, n: int, repeat: int, profile: bool) -> dict[str, li
                     cpu = await run_registers(app, cap, host, port, n, r * n)
                     out.setdefault("register", []).append(cpu / n * 1e6)
                     out.setdefault("register RSS growth KiB/1000", []).append((_rss_kib() - rss0) / n * 1000)
+                if mode in ("call", "both"):
+                    if r == 0:
+                        await register_callee(app, cap, host, port)
+                        await run_calls(app, cap, host, port, 200, 900_000)  # warm-up
+                    cpu = await run_calls(app, cap, host, port, n, r * n)
+                    out.setdefault("call", []).append(cpu / n * 1e6)
                 if prof:
                     prof.disable()
             if prof:

@@ -172,19 +172,20 @@ class CallPlan(Host):
             if id(node) in seen or not isinstance(node, Node):
                 continue
             seen.add(id(node))
-            for cls in type(node).__mro__:
-                for name in getattr(cls, "__slots__", ()):
-                    value = getattr(node, name, None)
-                    if isinstance(value, Node):
-                        stack.append(value)
-                    elif isinstance(value, list | tuple | set):
-                        stack.extend(v for v in value if isinstance(v, Node))
-                    elif isinstance(value, dict):
-                        stack.extend(v for v in value.values() if isinstance(v, Node))
-                    try:
-                        setattr(node, name, None)
-                    except AttributeError:
-                        pass
+            for name in _slot_names(type(node)):
+                value = getattr(node, name, None)
+                if value is None:
+                    continue
+                if isinstance(value, Node):
+                    stack.append(value)
+                elif isinstance(value, list | tuple | set):
+                    stack.extend(v for v in value if isinstance(v, Node))
+                elif isinstance(value, dict):
+                    stack.extend(v for v in value.values() if isinstance(v, Node))
+                try:
+                    setattr(node, name, None)
+                except AttributeError:
+                    pass
         self._root = None
         self._branches.clear()
         self._rung.clear()
@@ -486,3 +487,14 @@ def plan_did(
     """The plan for an inbound call to E.164 ``number``; None if it is not one of our DIDs (404)."""
     did = setup.dids.get(number)
     return None if did is None else CallPlan(setup, did, caller, state, authorise)
+
+
+_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """Every slot of a node class and its bases (memoised: dispose runs once per call)."""
+    names = _SLOTS.get(cls)
+    if names is None:
+        names = _SLOTS[cls] = tuple(n for c in cls.__mro__ for n in getattr(c, "__slots__", ()))
+    return names

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -84,6 +85,12 @@ def _local_ips() -> set[str]:
     return ips
 
 
+STATELESS_TAG = "sl"  # To-tag prefix of INVITE answers sent without a transaction
+_PROXY_AUTHORIZATION = re.compile(rb"\nproxy-authorization[ \t]*:", re.IGNORECASE).search
+_STATELESS_TAG = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=[ \t]*" + STATELESS_TAG.encode(),
+                            re.IGNORECASE).search  # fmt: skip
+
+
 class SipServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -110,6 +117,9 @@ class SipServer:
         self.drop_source: Callable[[str], bool] = lambda ip: False
         # the registrar's REGISTER lane: takes a datagram/frame it can answer whole (True) or not
         self.register_lane: Callable[[bytes, Flow], bool] | None = None
+        # the proxy's test for an INVITE it answers without a transaction (a challenge, or a refusal
+        # before any state): such INVITEs go to the proxy with no server transaction (§8.2.7)
+        self.stateless_invite: Callable[[Request, Flow], bool] | None = None
         self.local_hosts: set[str] = set()
         self.local_ports: set[int] = set()
         self.started_at = time.time()
@@ -227,6 +237,22 @@ class SipServer:
             if req.method != "ACK":
                 self.reply(req, flow, exc.status or 400, exc.reason)
             return
+        self._on_valid_request(req, flow)
+
+    def _on_valid_request(self, req: Request, flow: Flow) -> None:
+        self._stamp(req, flow)
+        method = req.method
+        if method == "ACK" and self._absorbs_ack(req):
+            metrics.DROPPED.labels("ack_of_stateless_answer").inc()
+            return
+        if method == "INVITE" and self.stateless_invite is not None and self.stateless_invite(req, flow):
+            self._dispatch(req, flow, None)  # every answer leaves statelessly: no transaction to keep
+            return
+        self.run_outputs(self.transactions.on_request(req, flow, self.now()))
+
+    @staticmethod
+    def _stamp(req: Request, flow: Flow) -> None:
+        """§18.2.1: received / rport on the top Via, as the request arrived."""
         top = req.top_via
         stamped = stamp_via(top, flow.remote)
         if stamped is not top:
@@ -234,7 +260,53 @@ class SipServer:
             req.headers.add("via", str(stamped), first=True)
             req.invalidate()
             req._cache["top_via"] = stamped
-        self.run_outputs(self.transactions.on_request(req, flow, self.now()))
+
+    def take_stateless(self, data: bytes, flow: Flow) -> bool:
+        """Handle ``data`` here and return True when it is an INVITE answered without state or the
+        ACK of such an answer (workers: any worker may, no hand-off to the Call-ID's owner)."""
+        head = data[:7]
+        if head == b"INVITE ":
+            if self.stateless_invite is None or _PROXY_AUTHORIZATION(data) is not None:
+                return False
+        elif head[:4] != b"ACK " or _STATELESS_TAG(data) is None:
+            return False
+        if self.drop_source(flow.remote[0]):
+            return False  # the owner drops it and counts it
+        try:
+            req = parse(data, stream=flow.reliable)
+            if not isinstance(req, Request):
+                return False
+            validate_request(req)
+            taken = self._absorbs_ack(req) if req.method == "ACK" else self.stateless_invite(req, flow)  # type: ignore[misc]
+        except SipParseError:
+            return False  # the owner answers it as it answers every malformed request
+        if not taken:
+            return False
+        metrics.count_request(req.method)
+        if req.method == "ACK":
+            metrics.DROPPED.labels("ack_of_stateless_answer").inc()
+            return True
+        try:
+            self._stamp(req, flow)
+            self._dispatch(req, flow, None)
+        except Exception:  # as on_message: a failure is logged, never raised into the transport
+            metrics.PARSE_ERRORS.labels("internal_error").inc()
+            log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
+        return True
+
+    def _absorbs_ack(self, req: Request) -> bool:
+        """The ACK of a non-2xx INVITE answer sent statelessly: nothing waits for it (§17.2.1 has no
+        transaction here). Recognised by its To tag, which repeats the one we derived from the INVITE's
+        Call-ID, From and branch (the ACK carries the same three, §17.1.1.3)."""
+        try:
+            tag = req.to_tag
+            if tag is None or not tag.startswith(STATELESS_TAG):
+                return False
+            return tag == STATELESS_TAG + self._tag_for(
+                f"{req.call_id}|{req.headers.get('from')}|{req.top_via.branch}"
+            )
+        except SipParseError:
+            return False
 
     def _dispatch(self, req: Request, flow: Flow, txn: object) -> None:
         """A new request for the transaction user (registrar, proxy, or our own UAS answers)."""
@@ -392,6 +464,8 @@ class SipServer:
             tag = self._tag_for(f"{req.call_id}|{req.headers.get('from')}|{req.top_via.branch}")
         except SipParseError:
             tag = self._tag_for(req.headers.get("call-id") or "")
+        if req.method == "INVITE" and "txn" not in req._cache:
+            tag = STATELESS_TAG + tag  # its ACK is recognised and absorbed on arrival (_absorbs_ack)
         resp = req.make_response(status, reason, tag, (*headers, _SERVER))
         if body:
             resp.body = body

@@ -102,6 +102,8 @@ class Worker:
             # malformed): any worker answers it, only the authenticated one goes to the AOR's owner
             self._local(data, flow)
             return
+        if data[:1] in b"IA" and self._sip.take_stateless(data, flow):
+            return  # an INVITE challenged without state, or the ACK of such an answer: no owner needed
         try:
             owner = owner_of(data, self.count)
         except Exception:  # bytes we cannot scan: handle here (the parser answers or drops them)
