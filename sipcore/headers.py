@@ -319,6 +319,9 @@ class Via:
         return self.raw
 
 
+_NA_MEMO: dict[str, NameAddr] = {}
+
+
 class NameAddr:
     """From/To/Contact/Route value: optional display name, URI, header parameters (tag, expires, q…)."""
 
@@ -363,6 +366,20 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
+        """Memoised by text for NameAddr itself (bounded): From and To repeat in every request of a
+        dialog. Values are never changed after parsing (``with_tag`` makes a new one)."""
+        if cls is not NameAddr:
+            return cls._parse(text)
+        na = _NA_MEMO.get(text)
+        if na is None:
+            na = cls._parse(text)
+            if len(_NA_MEMO) >= 4096:
+                _NA_MEMO.clear()
+            _NA_MEMO[text] = na
+        return na
+
+    @classmethod
+    def _parse(cls, text: str) -> NameAddr:
         text = text.strip()
         if not text:
             raise SipParseError("empty address header")

@@ -87,17 +87,20 @@ class Headers:
         return index
 
     def __contains__(self, name: str) -> bool:
-        return _key(name) in self._idx()
+        return _key(name) in (self._index or self._idx())
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First field value (not split) of a header, or default."""
-        positions = self._idx().get(_key(name))
+        positions = (self._index or self._idx()).get(_KEYS.get(name) or _key(name))
         return self.entries[positions[0]][2] if positions else default
 
     def get_fields(self, name: str) -> list[str]:
         """Every field value of a header, in order, not split on commas."""
-        positions = self._idx().get(_key(name))
-        return [self.entries[i][2] for i in positions] if positions else []
+        positions = (self._index or self._idx()).get(_KEYS.get(name) or _key(name))
+        if not positions:
+            return []
+        entries = self.entries
+        return [entries[positions[0]][2]] if len(positions) == 1 else [entries[i][2] for i in positions]
 
     def get_all(self, name: str) -> list[str]:
         """Every value, list headers split on commas (outside quotes/<>)."""
@@ -203,9 +206,18 @@ class Message:
     # ---- structured accessors (parsed on first use, cached until invalidate()) ----------------
     @property
     def vias(self) -> list[Via]:
-        v = self._cache.get("vias")
+        cache = self._cache
+        v = cache.get("vias")
         if v is None:
-            v = self._cache["vias"] = [Via.parse(x) for x in self.headers.get_all("via")]
+            values = self.headers.get_all("via")
+            top = cache.get("top_via")  # the first value, parsed already: not parsed twice
+            if top is not None and values:
+                v = [top, *[Via.parse(x) for x in values[1:]]]  # type: ignore[list-item]
+            else:
+                v = [Via.parse(x) for x in values]
+                if v:
+                    cache["top_via"] = v[0]
+            cache["vias"] = v
         return v  # type: ignore[return-value]
 
     @property

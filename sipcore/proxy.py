@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import SipParseError
-from .headers import NameAddr, split_list
+from .headers import NameAddr, Via, split_list
 from .message import MAGIC_COOKIE, Headers, Request, Response, new_branch
 from .uri import SipUri
 
@@ -55,8 +55,14 @@ def forward_request(
         headers.set(name, value)
     for name, value in extra_headers:
         headers.add(name, value)
-    headers.add("via", hop.via(branch or new_branch()), first=True)
-    return Request(req.method, ruri, headers, req.body)
+    branch = branch or new_branch()
+    via = hop.via(branch)
+    headers.add("via", via, first=True)
+    out = Request(req.method, ruri, headers, req.body)
+    # our own Via, known without parsing it back (the client transaction reads its branch)
+    if ":" not in hop.host:  # (an IPv6 reference is left to the parser)
+        out._cache["top_via"] = Via(hop.transport, hop.host, hop.port, [("branch", branch), ("rport", None)], via)
+    return out
 
 
 def pre_process_route(req: Request, is_me: Callable[[SipUri], bool]) -> None:
@@ -82,7 +88,7 @@ def pre_process_route(req: Request, is_me: Callable[[SipUri], bool]) -> None:
         else:
             break
     if changed:
-        req.invalidate()
+        req.raw = None  # only Route values went: every parsed value cached so far still holds
 
 
 def _remove_last_route(headers: Headers) -> None:

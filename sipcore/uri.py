@@ -197,8 +197,26 @@ def _scheme_ok(scheme: str) -> bool:
     return bool(scheme) and scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)
 
 
+_URI_MEMO: dict[str, Uri] = {}
+_MEMO_SIZE = 4096
+
+
 def parse_uri(text: str) -> Uri:
-    """Parse a URI as found in a Request-URI or inside <...>. Raises SipParseError (400)."""
+    """Parse a URI as found in a Request-URI or inside <...>. Raises SipParseError (400).
+
+    Memoised by text (bounded; emptied when full): the same URIs come back in every message of a
+    dialog and in every call to a phone. URI objects are never changed after parsing (``replace``
+    makes a new one), so one parsed value can be shared."""
+    uri = _URI_MEMO.get(text)
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(_URI_MEMO) >= _MEMO_SIZE:
+            _URI_MEMO.clear()
+        _URI_MEMO[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> Uri:
     if not text or _FORBIDDEN(text) is not None:
         raise SipParseError("malformed URI")
     scheme, colon, rest = text.partition(":")
