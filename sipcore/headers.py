@@ -484,7 +484,21 @@ def parse_qvalue(text: str) -> int:
     return value
 
 
+_CSEQ_MEMO: dict[str, tuple[int, str]] = {}
+
+
 def parse_cseq(text: str) -> tuple[int, str]:
+    """``(number, method)``; memoised (bounded): "1 INVITE", "2 ACK" … recur in every call."""
+    value = _CSEQ_MEMO.get(text)
+    if value is None:
+        value = _parse_cseq(text)
+        if len(_CSEQ_MEMO) >= 1024:
+            _CSEQ_MEMO.clear()
+        _CSEQ_MEMO[text] = value
+    return value
+
+
+def _parse_cseq(text: str) -> tuple[int, str]:
     number, _, method = text.strip().partition(" ")
     method = method.strip()
     if not DIGITS_RE.match(number) or not method or not is_token(method):

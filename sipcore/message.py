@@ -51,6 +51,7 @@ MAGIC_COOKIE = "z9hG4bK"
 _COPIED = frozenset({"via", "from", "call-id", "cseq"})  # copied into a response as they are (§8.2.6)
 _ENC = "utf-8"
 _ERR = "surrogateescape"  # bytes that are not UTF-8 survive a decode/encode round trip unchanged
+ENCODING, ENCODING_ERRORS = _ENC, _ERR  # how header text maps to bytes, for byte-level edits elsewhere
 
 
 def stable_tag(data: bytes | str) -> str:

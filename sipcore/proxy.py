@@ -10,12 +10,13 @@ requests the proxy itself originates (a BYE for a prepaid cut-off).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import SipParseError
 from .headers import NameAddr, Via, split_list
-from .message import MAGIC_COOKIE, Headers, Request, Response, new_branch
+from .message import ENCODING, ENCODING_ERRORS, MAGIC_COOKIE, Headers, Request, Response, new_branch
 from .uri import SipUri
 
 
@@ -108,11 +109,43 @@ def next_hop(req: Request) -> SipUri | None:
     return uri if isinstance(uri, SipUri) else None
 
 
+_VIA_LINE = re.compile(rb"\r\n(?:via|v)[ \t]*:([^\r\n]*)", re.IGNORECASE).search
+_KEPT = ("call_id", "cseq", "from", "to")  # parsed values a relayed response shares with the received one
+
+
 def relay_response(resp: Response) -> Response:
-    """§16.7 step 3: the response to pass upstream, without our (top) Via."""
-    headers = resp.headers.copy()
-    headers.remove_first_value("via")
-    return Response(resp.status, resp.reason, headers, resp.body)
+    """§16.7 step 3: the response to pass upstream, without our (top) Via.
+
+    When our Via is a field of its own (always, for what we sent), the relayed response shares the
+    other header fields (they are replaced, never changed in place), keeps the received bytes minus
+    that one line (so the peer's spelling passes through untouched and nothing is re-serialised),
+    and the values parsed already."""
+    h = resp.headers
+    positions = (h._index or h._idx()).get("via")
+    if not positions or "," in h.entries[positions[0]][2]:
+        headers = h.copy()
+        headers.remove_first_value("via")
+        return Response(resp.status, resp.reason, headers, resp.body)
+    i = positions[0]
+    entries = h.entries
+    out = Response(resp.status, resp.reason, Headers(entries[:i] + entries[i + 1 :]), resp.body)
+    raw = resp.raw
+    if raw is not None:
+        m = _VIA_LINE(raw)
+        end = m.end() if m is not None else 0
+        if m is not None and m.group(1).strip() == entries[i][2].encode(ENCODING, ENCODING_ERRORS) and raw[
+            end + 2 : end + 3
+        ] not in (b" ", b"\t"):  # fmt: skip
+            out.raw = raw[: m.start()] + raw[end:]
+    cache, kept = resp._cache, out._cache
+    for key in _KEPT:
+        value = cache.get(key)
+        if value is not None:
+            kept[key] = value
+    vias = cache.get("vias")
+    if vias is not None and len(vias) > 1:  # type: ignore[arg-type]
+        kept["top_via"] = vias[1]  # type: ignore[index]
+    return out
 
 
 def make_cancel(invite: Request) -> Request:
