@@ -214,7 +214,9 @@ class CallDriver:
         user = f"u{10000 + i % 10000}"
         ch = _challenge(challenge, "proxy-authenticate")
         uri = f"sip:callee@{self.host}:{self.port}"
-        return self.invite(i, 2, f"Proxy-Authorization: {_authorization(ch, user, 'pw' + user, 'INVITE', uri)}\r\n")
+        return self.invite(
+            i, 2, f"Proxy-Authorization: {_authorization(ch, user, 'pw' + user, 'INVITE', uri)}\r\n"
+        )
 
     @staticmethod
     def uas_answer(req: bytes, status: str, tag: str, body: str = "") -> bytes:
@@ -268,7 +270,9 @@ async def register_callee(app: Any, cap: Capture, host: str, port: int) -> None:
     flush()
     ch = _challenge(cap.sent[-1][0], "www-authenticate")
     cap.sent.clear()
-    on_message(msg(2, f"Authorization: {_authorization(ch, 'callee', 'pwcallee', 'REGISTER', uri)}\r\n"), flow)
+    on_message(
+        msg(2, f"Authorization: {_authorization(ch, 'callee', 'pwcallee', 'REGISTER', uri)}\r\n"), flow
+    )
     flush()
     assert _status(cap.sent[-1][0]) == 200, cap.sent[-1][0][:300]
 
@@ -304,7 +308,10 @@ async def run_calls(app: Any, cap: Capture, host: str, port: int, n: int, start:
         relayed = last_to(feed(authed, uac), UAS, "INVITE ")
         d0 = time.perf_counter()
         tag = f"{i}SIPpTag01"
-        ringing, ok = drv.uas_answer(relayed, "180 Ringing", tag), drv.uas_answer(relayed, "200 OK", tag, _SDP)
+        ringing, ok = (
+            drv.uas_answer(relayed, "180 Ringing", tag),
+            drv.uas_answer(relayed, "200 OK", tag, _SDP),
+        )
         driver += time.perf_counter() - d0
         last_to(feed(ringing, uas), UAC, "SIP/2.0 180")
         ok_up = last_to(feed(ok, uas), UAC, "SIP/2.0 200")

@@ -62,7 +62,9 @@ def forward_request(
     out = Request(req.method, ruri, headers, req.body)
     # our own Via, known without parsing it back (the client transaction reads its branch)
     if ":" not in hop.host:  # (an IPv6 reference is left to the parser)
-        out._cache["top_via"] = Via(hop.transport, hop.host, hop.port, [("branch", branch), ("rport", None)], via)
+        out._cache["top_via"] = Via(
+            hop.transport, hop.host, hop.port, [("branch", branch), ("rport", None)], via
+        )
     return out
 
 
