@@ -30,6 +30,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from sipcore.errors import SipError
+from sipcore.randomness import BlockSource
 from sipcore.records import fast_init
 from sipcore.uri import SipUri, TelUri, parse_uri
 
@@ -574,10 +575,9 @@ class Challenger:
         self.algorithms = tuple(_algo(a) for a in algorithms)
         self.allow_no_qop = allow_no_qop
         self.max_clock_skew = max_clock_skew
-        self._random = random_bytes
-        # salts are cut from a pool refilled 512 at a time: one getrandom() per 512 nonces, not per nonce
-        self._pool = b""
-        self._pool_at = 0
+        # salts are cut from blocks of 512: one getrandom() per 512 nonces, not per nonce; a forked
+        # worker starts from a block of its own (sipcore.randomness)
+        self._salts = BlockSource(_SALT_LEN, 512, random_bytes)
         self._macs = [_mac_base(secret, realm)] + [_mac_base(s, realm) for s in previous_secrets]
         if check_replay and nonce_counters is None:
             nonce_counters = MemoryNonceCounters()
@@ -592,11 +592,7 @@ class Challenger:
     # -- nonces --
     def make_nonce(self, now: float) -> str:
         """A fresh stateless nonce for ``now`` (Unix seconds)."""
-        at = self._pool_at
-        if at >= len(self._pool):
-            self._pool, at = self._random(_SALT_LEN * 512), 0
-        self._pool_at = at + _SALT_LEN
-        body = _TS.pack(max(0, int(now * 1000))) + self._pool[at : at + _SALT_LEN]
+        body = _TS.pack(max(0, int(now * 1000))) + self._salts.take()
         mac = self._macs[0].copy()
         mac.update(body)
         return base64.urlsafe_b64encode(body + mac.digest()[:_MAC_LEN]).rstrip(b"=").decode("ascii")

@@ -10,7 +10,6 @@ received and are serialized back unchanged.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Iterator
 
 from .errors import SipParseError
@@ -27,6 +26,7 @@ from .headers import (
     parse_uint,
     split_list,
 )
+from .randomness import BlockSource
 from .uri import Uri, parse_uri
 
 REASONS = {
@@ -61,12 +61,18 @@ def stable_tag(data: bytes | str) -> str:
     return hashlib.blake2s(raw[:512], digest_size=6).hexdigest()
 
 
+_TAGS = BlockSource(6)
+_BRANCHES = BlockSource(8)
+
+
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    """48 random bits (RFC 3261 §19.3 asks for at least 32, cryptographically random)."""
+    return _TAGS.take_hex()
 
 
 def new_branch() -> str:
-    return MAGIC_COOKIE + secrets.token_hex(8)
+    """The magic cookie and 64 random bits: unique across space and time (§8.1.1.7)."""
+    return MAGIC_COOKIE + _BRANCHES.take_hex()
 
 
 class Headers:

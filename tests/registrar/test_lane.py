@@ -27,7 +27,9 @@ from registrar import lane
 from server import metrics
 from server.app import Application
 from server.registrar_service import AUTH_FAILURES, REGISTER_OUTCOMES
+from sipcore.digest import _SALT_LEN
 from sipcore.flow import Flow
+from sipcore.randomness import BlockSource
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_790_000_000.0
@@ -80,7 +82,9 @@ class Side:
             sip.register_lane = None
         registrar = app.registrar.registrar
         registrar.rng = random.Random(7)  # the expiry jitter draws the same numbers on both sides
-        registrar.challenger._random = lambda n: bytes(range(n % 256)) * (n // 256 + 1)  # type: ignore[attr-defined]
+        registrar.challenger._salts = BlockSource(  # type: ignore[attr-defined]  # same salts on both sides
+            _SALT_LEN, 512, lambda n: bytes(range(n % 256)) * (n // 256 + 1)
+        )
         self.taken = 0
         if use_lane:
             real = app.registrar.on_register_bytes
