@@ -3,7 +3,9 @@
 Each area writes its own section to benchmarks/results/<area>.md (parser, digest, rating, routing,
 location, cdr, config, transaction; the SIPp step-rate figures for REGISTER and calls are written by
 bench_register / bench_call, which need a running server and SIPp and are not run here). This script
-re-runs the quick pure benchmarks that support `--write`, then concatenates every section.
+re-runs the quick pure benchmarks that support `--write`, then concatenates every section
+(``--assemble``: concatenate only). bench_workers and bench_sip_cpu write `workers.md` and
+`sip_cpu.md` with ``--write``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ ORDER = [
     "digest",
     "register",
     "call",
+    "workers",
+    "sip_cpu",
     "location",
     "config",
     "routing",
@@ -35,9 +39,11 @@ ORDER = [
 ]
 
 
-def main() -> int:
-    for name in QUICK:
-        subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--write"], check=True)
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--assemble" not in args:  # --assemble: only concatenate the sections already written
+        for name in QUICK:
+            subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--write"], check=True)
     sections = sorted(
         RESULTS.glob("*.md"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem)
     )
