@@ -46,14 +46,20 @@ _FIELD = st.sampled_from(
 )
 
 
+_REPLACE = st.sampled_from(
+    [("from", "<sip:+331@x>;tag=1"), ("From", "<sip:+332@x>;tag=1"), ("to", "<sip:c@x>"), ("X-Custom", "2")]
+)
+_EXTRA = st.sampled_from(
+    [("P-Asserted-Identity", "<sip:+331@x>"), ("Diversion", "<sip:1@x>;reason=busy"), ("x-custom", "3")]
+)
+
+
 @settings(max_examples=2000, deadline=None)
 @given(
     fields=st.lists(_FIELD, max_size=10),
     record_route=st.sampled_from([(), ("<sip:192.0.2.10:5060;lr>",), ("<sip:a;lr>", "<sip:b;lr>")]),
-    replace=st.lists(st.sampled_from([("from", "<sip:+331@x>;tag=1"), ("From", "<sip:+332@x>;tag=1"),
-                                      ("to", "<sip:c@x>"), ("X-Custom", "2")]), max_size=3),  # fmt: skip
-    extra=st.lists(st.sampled_from([("P-Asserted-Identity", "<sip:+331@x>"), ("Diversion", "<sip:1@x>;reason=busy"),
-                                    ("x-custom", "3")]), max_size=3),  # fmt: skip
+    replace=st.lists(_REPLACE, max_size=3),
+    extra=st.lists(_EXTRA, max_size=3),
 )
 def test_one_pass_equals_edit_by_edit(
     fields: list[tuple[str, str, str]],
@@ -66,8 +72,12 @@ def test_one_pass_equals_edit_by_edit(
         return Request("INVITE", "sip:b@example.com", Headers(entries), b"v=0\r\n")
 
     req = request()
-    fwd = forward_request(req, "sip:b@10.0.0.9:5060", HOP, "z9hG4bKours", record_route, tuple(extra), tuple(replace))
-    ref = _edit_by_edit(request(), "sip:b@10.0.0.9:5060", "z9hG4bKours", record_route, tuple(extra), tuple(replace))
+    fwd = forward_request(
+        req, "sip:b@10.0.0.9:5060", HOP, "z9hG4bKours", record_route, tuple(extra), tuple(replace)
+    )
+    ref = _edit_by_edit(
+        request(), "sip:b@10.0.0.9:5060", "z9hG4bKours", record_route, tuple(extra), tuple(replace)
+    )
     assert fwd.headers.entries == ref.headers.entries
     assert fwd.serialize() == ref.serialize()
     assert fwd.top_via.branch == "z9hG4bKours" and str(fwd.top_via) == HOP.via("z9hG4bKours")
