@@ -669,6 +669,7 @@ class ProxyService:
             resp = relay_response(best)
             if resp.status == 503:
                 resp.status, resp.reason = 500, "Server Internal Error"
+                resp.raw = None  # the received bytes no longer say what is sent: serialise anew
             self.sip.respond(call.invite, resp, call.flow)
         else:
             self._reply_warning(call.invite, call.flow, action.status, action.reason, action.warning)

@@ -69,3 +69,17 @@ def test_relayed_fields_are_not_shared_for_writing() -> None:
     up.headers.add("Warning", '399 x "y"')
     assert resp.headers.get("to") == "<sip:b@x>;tag=2" and "warning" not in resp.headers
     assert isinstance(up.headers, Headers) and up.headers.get("to") == "<sip:b@x>;tag=3"
+
+
+def test_a_relayed_response_changed_after_relaying_is_serialised_anew() -> None:
+    """§16.7 step 6 sends a 503 upstream as 500: once the status changes (and raw is dropped, as
+    the proxy does), the bytes say 500, not the received 503."""
+    data = (
+        f"SIP/2.0 503 Service Unavailable\r\nVia: {OURS}\r\nVia: {THEIRS}\r\nFrom: <sip:a@x>;tag=1\r\n"
+        "To: <sip:b@x>;tag=2\r\nCall-ID: c3\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    up = relay_response(parse(data))
+    assert up.serialize().startswith(b"SIP/2.0 503 ")  # passed through as received
+    up.status, up.reason = 500, "Server Internal Error"
+    up.raw = None
+    assert up.serialize().startswith(b"SIP/2.0 500 Server Internal Error\r\n")
