@@ -56,8 +56,8 @@ class Capture:
         self.local = local
         self.sent: list[tuple[bytes, tuple[str, int]]] = []
 
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sent.append((data, addr))
+    def sendto(self, data: bytes, addr: tuple[str, ...]) -> None:
+        self.sent.append((data, (addr[0], addr[1])))
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return self.local if name == "sockname" else default
@@ -101,21 +101,24 @@ def _status(data: bytes) -> int:
     return int(data[8:11])
 
 
-def register_pair(host: str, port: int, i: int) -> tuple[bytes, Any]:
-    """(first REGISTER, a function of the 401 giving the authenticated REGISTER), as SIPp sends them."""
-    user = f"u{10000 + i % 10000}"
+def register_pair(
+    host: str, port: int, i: int, user: str | None = None, source: tuple[str, int] = UAC
+) -> tuple[bytes, Any]:
+    """(first REGISTER, a function of the 401 giving the authenticated REGISTER), as SIPp sends them:
+    user u1xxxx for ``i`` (password "pw" + user) unless ``user`` is given, from ``source``."""
+    user = user or f"u{10000 + i % 10000}"
     uri = f"sip:{host}:{port}"
 
     def msg(cseq: int, auth: str) -> bytes:
         return (
             f"REGISTER {uri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {UAC[0]}:{UAC[1]};branch=z9hG4bK-{i}-{cseq}\r\n"
+            f"Via: SIP/2.0/UDP {source[0]}:{source[1]};branch=z9hG4bK-{i}-{cseq}\r\n"
             "Max-Forwards: 70\r\n"
             f"From: <sip:{user}@{host}:{port}>;tag={os.getpid()}SIPpTag0{i}\r\n"
             f"To: <sip:{user}@{host}:{port}>\r\n"
             f"Call-ID: {i}-{os.getpid()}@127.0.0.1\r\n"
             f"CSeq: {cseq} REGISTER\r\n"
-            f"Contact: <sip:{user}@{UAC[0]}:{UAC[1]};transport=UDP>\r\n"
+            f"Contact: <sip:{user}@{source[0]}:{source[1]};transport=UDP>\r\n"
             f"{auth}"
             "Expires: 3600\r\n"
             "User-Agent: sipp-bench\r\n"
@@ -254,25 +257,13 @@ async def register_callee(app: Any, cap: Capture, host: str, port: int) -> None:
     """The UAS registers as ``callee`` from its own port, as bench.py does before the calls."""
     on_message, flush = app.sip.on_message, app.sip.transports.flush_udp
     flow = Flow("udp", UAS, cap.local)
-    uri = f"sip:{host}:{port}"
-
-    def msg(cseq: int, auth: str) -> bytes:
-        return (
-            f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {UAS[0]}:{UAS[1]};branch=z9hG4bK-callee-{cseq}\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:callee@{host}:{port}>;tag=callee\r\n"
-            f"To: <sip:callee@{host}:{port}>\r\nCall-ID: callee-{os.getpid()}@127.0.0.1\r\n"
-            f"CSeq: {cseq} REGISTER\r\nContact: <sip:callee@{UAS[0]}:{UAS[1]};transport=UDP>\r\n"
-            f"{auth}Expires: 3600\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-
+    first, second = register_pair(host, port, 999_999, user="callee", source=UAS)
     cap.sent.clear()
-    on_message(msg(1, ""), flow)
+    on_message(first, flow)
     flush()
-    ch = _challenge(cap.sent[-1][0], "www-authenticate")
+    challenge = cap.sent[-1][0]
     cap.sent.clear()
-    on_message(
-        msg(2, f"Authorization: {_authorization(ch, 'callee', 'pwcallee', 'REGISTER', uri)}\r\n"), flow
-    )
+    on_message(second(challenge), flow)
     flush()
     assert _status(cap.sent[-1][0]) == 200, cap.sent[-1][0][:300]
 

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from sipcore.errors import SipParseError
 from sipcore.flow import same_host, strip_brackets
-from sipcore.grammar import TOKEN_CHARS
+from sipcore.grammar import TOKEN_CHARS, split_plain_params
 from sipcore.headers import canonical_name, parse_qvalue
 from sipcore.message import MAGIC_COOKIE, REASONS, header_key, stable_tag
 from sipcore.uri import _SIP_PLAIN
@@ -197,11 +197,7 @@ def _via(text: str, remote: tuple[str, int]) -> tuple[str, str, tuple[str, int],
     port = int(port_text) if port_text is not None else None
     if port is not None and port > 65535:
         return None
-    params: list[tuple[str, str | None]] = []
-    if ptext:
-        for part in ptext[1:].split(";"):
-            name, eq, value = part.partition("=")
-            params.append((name, value if eq else None))
+    params = split_plain_params(ptext)
     pmap = _param_map(ptext)
     branch = pmap.get("branch")
     if not branch or not branch.startswith(MAGIC_COOKIE) or "maddr" in pmap:

@@ -86,6 +86,7 @@ def _local_ips() -> set[str]:
 
 
 STATELESS_TAG = "sl"  # To-tag prefix of INVITE answers sent without a transaction
+_AUTHORIZATION = re.compile(rb"\nauthorization[ \t]*:", re.IGNORECASE).search
 _PROXY_AUTHORIZATION = re.compile(rb"\nproxy-authorization[ \t]*:", re.IGNORECASE).search
 _STATELESS_TAG = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=[ \t]*" + STATELESS_TAG.encode(),
                             re.IGNORECASE).search  # fmt: skip
@@ -203,7 +204,7 @@ class SipServer:
         if data[:4].upper() == b"SIP/" or exc.status is None:
             metrics.PARSE_ERRORS.labels("dropped").inc()
             return
-        resp = error_response(data, exc.status, exc.reason, self._tag_for(data))
+        resp = error_response(data, exc.status, exc.reason, stable_tag(data))
         if resp is None:
             metrics.PARSE_ERRORS.labels("dropped").inc()
             return
@@ -215,7 +216,7 @@ class SipServer:
         metrics.PARSE_ERRORS.labels("framing").inc()
         if not failure.head:
             return None
-        resp = error_response(failure.head, failure.status, failure.reason, self._tag_for(failure.head))
+        resp = error_response(failure.head, failure.status, failure.reason, stable_tag(failure.head))
         if resp is None:
             return None
         metrics.count_response_sent(resp.status)
@@ -241,14 +242,20 @@ class SipServer:
 
     def _on_valid_request(self, req: Request, flow: Flow) -> None:
         self._stamp(req, flow)
+        if not self._answered_statelessly(req, flow):
+            self.run_outputs(self.transactions.on_request(req, flow, self.now()))
+
+    def _answered_statelessly(self, req: Request, flow: Flow) -> bool:
+        """The ACK of a stateless answer (absorbed), or an INVITE the proxy answers without a
+        transaction (dispatched with none: every answer leaves statelessly); False for the rest."""
         method = req.method
         if method == "ACK" and self._absorbs_ack(req):
             metrics.DROPPED.labels("ack_of_stateless_answer").inc()
-            return
+            return True
         if method == "INVITE" and self.stateless_invite is not None and self.stateless_invite(req, flow):
-            self._dispatch(req, flow, None)  # every answer leaves statelessly: no transaction to keep
-            return
-        self.run_outputs(self.transactions.on_request(req, flow, self.now()))
+            self._dispatch(req, flow, None)
+            return True
+        return False
 
     @staticmethod
     def _stamp(req: Request, flow: Flow) -> None:
@@ -262,10 +269,16 @@ class SipServer:
             req._cache["top_via"] = stamped
 
     def take_stateless(self, data: bytes, flow: Flow) -> bool:
-        """Handle ``data`` here and return True when it is an INVITE answered without state or the
-        ACK of such an answer (workers: any worker may, no hand-off to the Call-ID's owner)."""
-        head = data[:7]
-        if head == b"INVITE ":
+        """Handle ``data`` here and return True when it changes no state, so any worker may answer
+        it without handing it to its owner: a REGISTER without credentials (its 401, or its 400), an
+        INVITE answered without a transaction, or the ACK of such an answer."""
+        head = data[:9]
+        if head == b"REGISTER ":
+            if _AUTHORIZATION(data) is not None:
+                return False  # the authenticated one goes to the AOR's owner
+            self.on_message(data, flow)
+            return True
+        if head[:7] == b"INVITE ":
             if self.stateless_invite is None or _PROXY_AUTHORIZATION(data) is not None:
                 return False
         elif head[:4] != b"ACK " or _STATELESS_TAG(data) is None:
@@ -277,21 +290,16 @@ class SipServer:
             if not isinstance(req, Request):
                 return False
             validate_request(req)
-            taken = self._absorbs_ack(req) if req.method == "ACK" else self.stateless_invite(req, flow)  # type: ignore[misc]
         except SipParseError:
             return False  # the owner answers it as it answers every malformed request
-        if not taken:
-            return False
-        metrics.count_request(req.method)
-        if req.method == "ACK":
-            metrics.DROPPED.labels("ack_of_stateless_answer").inc()
-            return True
         try:
             self._stamp(req, flow)
-            self._dispatch(req, flow, None)
+            if not self._answered_statelessly(req, flow):
+                return False
         except Exception:  # as on_message: a failure is logged, never raised into the transport
             metrics.PARSE_ERRORS.labels("internal_error").inc()
             log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
+        metrics.count_request(req.method)
         return True
 
     def _absorbs_ack(self, req: Request) -> bool:
@@ -302,7 +310,7 @@ class SipServer:
             tag = req.to_tag
             if tag is None or not tag.startswith(STATELESS_TAG):
                 return False
-            return tag == STATELESS_TAG + self._tag_for(
+            return tag == STATELESS_TAG + stable_tag(
                 f"{req.call_id}|{req.headers.get('from')}|{req.top_via.branch}"
             )
         except SipParseError:
@@ -440,11 +448,6 @@ class SipServer:
             self._arm()
 
     # ---- output ----------------------------------------------------------------------------------
-    @staticmethod
-    def _tag_for(data: bytes | str) -> str:
-        """A To-tag stable across retransmissions of one request (stateless answers stay consistent)."""
-        return stable_tag(data)
-
     def reply_error(self, req: Request, flow: Flow, error: SipError) -> None:
         self.reply(req, flow, error.status or 400, error.reason, error.headers)
 
@@ -461,9 +464,9 @@ class SipServer:
         if req.method == "ACK":
             return None
         try:
-            tag = self._tag_for(f"{req.call_id}|{req.headers.get('from')}|{req.top_via.branch}")
+            tag = stable_tag(f"{req.call_id}|{req.headers.get('from')}|{req.top_via.branch}")
         except SipParseError:
-            tag = self._tag_for(req.headers.get("call-id") or "")
+            tag = stable_tag(req.headers.get("call-id") or "")
         if req.method == "INVITE" and "txn" not in req._cache:
             tag = STATELESS_TAG + tag  # its ACK is recognised and absorbed on arrival (_absorbs_ack)
         resp = req.make_response(status, reason, tag, (*headers, _SERVER))

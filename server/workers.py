@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import sys
@@ -51,7 +50,6 @@ log = structlog.get_logger("sipcore.workers")
 _KIND = {DELIVER: "message", WRITE: "tcp_write", LOCATION: "location"}
 
 _current: Worker | None = None
-_AUTHORIZATION = re.compile(rb"\nauthorization[ \t]*:", re.IGNORECASE).search
 
 
 def current_worker() -> Worker | None:
@@ -97,13 +95,8 @@ class Worker:
     # -- out --
     def route(self, data: bytes, flow: Flow) -> None:
         """Transport callback: handle what we own, hand the rest to its owner. Never raises."""
-        if data[:9] == b"REGISTER " and _AUTHORIZATION(data) is None:
-            # a REGISTER without credentials changes nothing (it is challenged, or refused as
-            # malformed): any worker answers it, only the authenticated one goes to the AOR's owner
-            self._local(data, flow)
-            return
-        if data[:1] in b"IA" and self._sip.take_stateless(data, flow):
-            return  # an INVITE challenged without state, or the ACK of such an answer: no owner needed
+        if self._sip.take_stateless(data, flow):
+            return  # changes no state (a challenge, its ACK): answered here, no owner needed
         try:
             owner = owner_of(data, self.count)
         except Exception:  # bytes we cannot scan: handle here (the parser answers or drops them)

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum
-from functools import partial
+from functools import lru_cache, partial
 from typing import Protocol
 from urllib.parse import unquote
 
@@ -319,25 +319,14 @@ def build_authorization(
 
 
 # --- URI and identity checks -------------------------------------------------------------------------
-_URI_KEYS: dict[str, tuple[str, str, str, int | None] | None] = {}
-_URI_KEYS_MAX = 4096
-
-
+@lru_cache(maxsize=4096)
 def _uri_key(uri: str) -> tuple[str, str, str, int | None] | None:
     """(scheme, user, host, port) of a URI, parameters and headers dropped; None if unusable.
 
     Parsed by the SIP core's URI parser (sipcore.uri), so digest and routing agree on what a URI is.
-    Memoised (bounded, cleared when full): every phone of a domain sends the same registrar URI.
+    Remembered (bounded): every phone of a domain sends the same registrar URI.
     """
-    try:
-        return _URI_KEYS[uri]
-    except KeyError:
-        pass
-    key = _parse_uri_key(uri)
-    if len(_URI_KEYS) >= _URI_KEYS_MAX:
-        _URI_KEYS.clear()
-    _URI_KEYS[uri] = key
-    return key
+    return _parse_uri_key(uri)
 
 
 def _parse_uri_key(uri: str) -> tuple[str, str, str, int | None] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
@@ -33,28 +34,24 @@ VIA_RE = re.compile(
 DIGITS_RE = re.compile(r"^[0-9]+$")
 
 
-# Valid tokens and hosts seen, remembered (bounded): method names, header and parameter names and the
-# hosts of phones and servers repeat on nearly every message, and a set probe is cheaper than a match.
-_TOKENS: set[str] = set()
-_HOSTS: set[str] = set()
-_MEMO_MAX = 4096
-
-
+# Token and host checks remembered (bounded): method names, header and parameter names and the hosts
+# of phones and servers repeat on nearly every message, and a cache probe is cheaper than a match.
+@lru_cache(maxsize=4096)
 def is_token(text: str) -> bool:
-    if text in _TOKENS:
-        return True
-    if TOKEN_RE.match(text) is None:
-        return False
-    if len(_TOKENS) < _MEMO_MAX:
-        _TOKENS.add(text)
-    return True
+    return TOKEN_RE.match(text) is not None
 
 
+@lru_cache(maxsize=4096)
 def is_host(text: str) -> bool:
-    if text in _HOSTS:
-        return True
-    if HOST_RE.match(text) is None:
-        return False
-    if len(_HOSTS) < _MEMO_MAX:
-        _HOSTS.add(text)
-    return True
+    return HOST_RE.match(text) is not None
+
+
+def split_plain_params(text: str) -> list[tuple[str, str | None]]:
+    """``;a=b;c`` as ordered (name, value) pairs, for parameters a fast-path regex already checked
+    (token names, non-empty values, no quotes or blanks): no validation here."""
+    params: list[tuple[str, str | None]] = []
+    if text:
+        for part in text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params.append((name, value if eq else None))
+    return params

@@ -8,9 +8,10 @@ untouched header is forwarded as received.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .errors import SipParseError
-from .grammar import DIGITS_RE, TOKEN_CHARS, VIA_RE, is_host, is_token
+from .grammar import DIGITS_RE, TOKEN_CHARS, VIA_RE, is_host, is_token, split_plain_params
 from .uri import SipUri, Uri, parse_uri
 
 COMPACT = {
@@ -261,12 +262,7 @@ class Via:
                 port = int(port_text)
                 if port > 65535:
                     raise SipParseError("Via port out of range")
-            params: list[tuple[str, str | None]] = []
-            if rest:
-                for part in rest[1:].split(";"):  # names are tokens, values non-empty (the regex)
-                    name, eq, value = part.partition("=")
-                    params.append((name, value if eq else None))
-            return cls(transport.upper(), host, port, params, text)
+            return cls(transport.upper(), host, port, split_plain_params(rest), text)
         return cls.parse_general(text)
 
     @classmethod
@@ -319,9 +315,6 @@ class Via:
         return self.raw
 
 
-_NA_MEMO: dict[str, NameAddr] = {}
-
-
 class NameAddr:
     """From/To/Contact/Route value: optional display name, URI, header parameters (tag, expires, q…)."""
 
@@ -368,15 +361,7 @@ class NameAddr:
     def parse(cls, text: str) -> NameAddr:
         """Memoised by text for NameAddr itself (bounded): From and To repeat in every request of a
         dialog. Values are never changed after parsing (``with_tag`` makes a new one)."""
-        if cls is not NameAddr:
-            return cls._parse(text)
-        na = _NA_MEMO.get(text)
-        if na is None:
-            na = cls._parse(text)
-            if len(_NA_MEMO) >= 4096:
-                _NA_MEMO.clear()
-            _NA_MEMO[text] = na
-        return na
+        return _parse_name_addr(text) if cls is NameAddr else cls._parse(text)
 
     @classmethod
     def _parse(cls, text: str) -> NameAddr:
@@ -439,6 +424,10 @@ class NameAddr:
         return self.raw
 
 
+# NameAddr.parse for NameAddr itself, remembered by text (bounded)
+_parse_name_addr = lru_cache(maxsize=4096)(NameAddr._parse)
+
+
 class Contact(NameAddr):
     """Contact value; ``star`` is the wildcard of a REGISTER that removes every binding."""
 
@@ -484,21 +473,9 @@ def parse_qvalue(text: str) -> int:
     return value
 
 
-_CSEQ_MEMO: dict[str, tuple[int, str]] = {}
-
-
+@lru_cache(maxsize=1024)
 def parse_cseq(text: str) -> tuple[int, str]:
-    """``(number, method)``; memoised (bounded): "1 INVITE", "2 ACK" … recur in every call."""
-    value = _CSEQ_MEMO.get(text)
-    if value is None:
-        value = _parse_cseq(text)
-        if len(_CSEQ_MEMO) >= 1024:
-            _CSEQ_MEMO.clear()
-        _CSEQ_MEMO[text] = value
-    return value
-
-
-def _parse_cseq(text: str) -> tuple[int, str]:
+    """``(number, method)``; remembered (bounded): "1 INVITE", "2 ACK" … recur in every call."""
     number, _, method = text.strip().partition(" ")
     method = method.strip()
     if not DIGITS_RE.match(number) or not method or not is_token(method):

@@ -177,13 +177,12 @@ def relay_response(resp: Response) -> Response:
     entries = h.entries
     out = Response(resp.status, resp.reason, Headers(entries[:i] + entries[i + 1 :]), resp.body)
     raw = resp.raw
-    if raw is not None:
-        m = _VIA_LINE(raw)
-        end = m.end() if m is not None else 0
-        if m is not None and m.group(1).strip() == entries[i][2].encode(ENCODING, ENCODING_ERRORS) and raw[
-            end + 2 : end + 3
-        ] not in (b" ", b"\t"):  # fmt: skip
-            out.raw = raw[: m.start()] + raw[end:]
+    m = _VIA_LINE(raw) if raw is not None else None
+    # the line found is our field, whole (the value matches and no continuation line follows)
+    if m is not None and m.group(1).strip() == entries[i][2].encode(ENCODING, ENCODING_ERRORS):
+        end = m.end()
+        if raw[end + 2 : end + 3] not in (b" ", b"\t"):  # type: ignore[index]
+            out.raw = raw[: m.start()] + raw[end:]  # type: ignore[index]
     cache, kept = resp._cache, out._cache
     for key in _KEPT:
         value = cache.get(key)

@@ -7,10 +7,11 @@ so what a proxy forwards is byte-exact (unknown parameters and escaped headers i
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import unquote
 
 from .errors import SipParseError
-from .grammar import DIGITS_RE, TOKEN_CHARS, is_host, is_token
+from .grammar import DIGITS_RE, TOKEN_CHARS, is_host, is_token, split_plain_params
 
 DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
 _FORBIDDEN = re.compile(r'[ \t\r\n<>"]').search  # characters no URI may hold unescaped
@@ -197,26 +198,13 @@ def _scheme_ok(scheme: str) -> bool:
     return bool(scheme) and scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)
 
 
-_URI_MEMO: dict[str, Uri] = {}
-_MEMO_SIZE = 4096
-
-
+@lru_cache(maxsize=4096)
 def parse_uri(text: str) -> Uri:
     """Parse a URI as found in a Request-URI or inside <...>. Raises SipParseError (400).
 
-    Memoised by text (bounded; emptied when full): the same URIs come back in every message of a
-    dialog and in every call to a phone. URI objects are never changed after parsing (``replace``
-    makes a new one), so one parsed value can be shared."""
-    uri = _URI_MEMO.get(text)
-    if uri is None:
-        uri = _parse_uri(text)
-        if len(_URI_MEMO) >= _MEMO_SIZE:
-            _URI_MEMO.clear()
-        _URI_MEMO[text] = uri
-    return uri
-
-
-def _parse_uri(text: str) -> Uri:
+    Remembered by text (bounded): the same URIs come back in every message of a dialog and in every
+    call to a phone. URI objects are never changed after parsing (``replace`` makes a new one), so
+    one parsed value can be shared."""
     if not text or _FORBIDDEN(text) is not None:
         raise SipParseError("malformed URI")
     scheme, colon, rest = text.partition(":")
@@ -252,12 +240,7 @@ def _parse_sip(scheme: str, rest: str, raw: str) -> SipUri:
         port = int(port_text)
         if port > 65535:
             raise SipParseError("port out of range in URI")
-    params: list[tuple[str, str | None]] = []
-    if ptext:
-        for part in ptext[1:].split(";"):
-            name, eq, value = part.partition("=")
-            params.append((name, value if eq else None))
-    return SipUri(scheme, user, host, port, params, None, None, raw)
+    return SipUri(scheme, user, host, port, split_plain_params(ptext), None, None, raw)
 
 
 def _parse_sip_general(scheme: str, rest: str, raw: str) -> SipUri:

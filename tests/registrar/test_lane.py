@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.bench_sip_cpu import Capture
 from registrar import lane
 from server import metrics
 from server.app import Application
@@ -35,24 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_790_000_000.0
 REALM = "demo.sipcore.test"
 PASSWORDS = {"1001": "demo1001pw", "1002": "demo1002pw", "1003": "demo1003pw"}
-
-
-class Capture:
-    def __init__(self, local: tuple[str, int]) -> None:
-        self.local = local
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sent.append((data, (addr[0], addr[1])))
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return self.local if name == "sockname" else default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 def _yaml(guard: bool) -> str:
@@ -241,11 +224,11 @@ VIAS = [
     "spaces",
 ]
 CONTACTS = [
-    "plain", "plain", "plain", "plain", "expires0", "expires30", "expires_big", "q", "badq", "instance", "instance-quoted", "regid",
+    "plain", "plain", "expires0", "expires30", "expires_big", "q", "badq", "instance", "instance-quoted", "regid",
     "star", "two", "addrspec", "display", "badexp",
 ]  # fmt: skip
 EXTRAS = [
-    "User-Agent: Yealink SIP-T46U 66.86.0.15", "User-Agent: Linphone/5.2", "Max-Forwards: 70", "Max-Forwards: 70", "Max-Forwards: x", "Allow: INVITE, ACK, BYE",
+    "User-Agent: Yealink SIP-T46U 66.86.0.15", "Max-Forwards: 70", "Max-Forwards: x", "Allow: INVITE, ACK, BYE",
     "Supported: path, outbound", "Require: foo", "Path: <sip:e@x;lr>", "Content-Length: 0", "Content-Length: 3",
     "X-Custom: a:b", " folded", "Route: <sip:x;lr>", "User-Agent: friendly-scanner", "Expires: 60",
 ]  # fmt: skip
@@ -261,62 +244,10 @@ _shapes = st.builds(
     to_host=st.sampled_from(["same", "same", "domain", "other"]),
     to_extra=st.sampled_from(["", "", "", ";tag=x1", ' "Alice" ', "Alice "]),
     from_display=st.sampled_from(["", "", '"Alice Martin" ', "Alice ", '"a\\"b" ']),
-    via=st.sampled_from(
-        [
-            "plain",
-            "plain",
-            "rport",
-            "received",
-            "other-host",
-            "noport",
-            "lower",
-            "nocookie",
-            "maddr",
-            "two",
-            "spaces",
-        ]
-    ),
-    contact=st.sampled_from(
-        [
-            "plain",
-            "plain",
-            "expires0",
-            "expires30",
-            "expires_big",
-            "q",
-            "badq",
-            "instance",
-            "instance-quoted",
-            "regid",
-            "star",
-            "two",
-            "addrspec",
-            "display",
-            "badexp",
-        ]
-    ),
+    via=st.sampled_from(VIAS),
+    contact=st.sampled_from(CONTACTS),
     expires=st.sampled_from(["3600", "3600", "3600", None, "0", "30", "x", "99999"]),
-    extras=st.lists(
-        st.sampled_from(
-            [
-                "User-Agent: Yealink SIP-T46U 66.86.0.15",
-                "Max-Forwards: 70",
-                "Max-Forwards: x",
-                "Allow: INVITE, ACK, BYE",
-                "Supported: path, outbound",
-                "Require: foo",
-                "Path: <sip:e@x;lr>",
-                "Content-Length: 0",
-                "Content-Length: 3",
-                "X-Custom: a:b",
-                " folded",
-                "Route: <sip:x;lr>",
-                "User-Agent: friendly-scanner",
-                "Expires: 60",
-            ]
-        ),
-        max_size=3,
-    ),
+    extras=st.lists(st.sampled_from(EXTRAS), max_size=3),
     transport=st.sampled_from(["udp", "udp", "udp", "tcp"]),
     retransmit=st.booleans(),
     refresh=st.booleans(),
