@@ -14,20 +14,27 @@ returns None from `read`, before any side effect, and takes the general path, wh
 reference: for what the lane accepts it answers byte for byte what the general path answers
 (tests/registrar/test_lane.py drives both with the same messages and compares).
 
+Speed: `read` first asks the C reader (registrar/_lane_c.c, built when a compiler is at hand), which
+takes the everyday shape only -- printable ASCII, plain spellings -- and returns exactly what
+`read_py` returns, or None to pass the message on to `read_py`, which stays the reference and the
+only place that refuses (tests/registrar/test_lane_c.py compares the two). SIPCORE_PURE_PYTHON=1 in
+the environment turns the C reader off.
+
 Retransmissions: the general path absorbs them in a non-INVITE server transaction (§17.2.2); the
 lane keeps the answer's bytes for the same timer J under the same key (`AnswerCache`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import deque
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sipcore.errors import SipParseError
 from sipcore.flow import same_host, strip_brackets
 from sipcore.grammar import TOKEN_CHARS, split_plain_params
-from sipcore.headers import canonical_name, parse_qvalue
+from sipcore.headers import COMPACT, canonical_name, parse_qvalue
 from sipcore.message import MAGIC_COOKIE, REASONS, header_key, stable_tag
 from sipcore.uri import _SIP_PLAIN
 
@@ -79,6 +86,15 @@ class LaneRequest(NamedTuple):
 
 def read(data: bytes, remote: tuple[str, int]) -> LaneRequest | None:
     """The REGISTER in ``data`` (from ``remote``), or None when it is not one for the lane."""
+    if _c_read is not None:
+        req = _c_read(data, remote)
+        if req is not None:
+            return req
+    return read_py(data, remote)
+
+
+def read_py(data: bytes, remote: tuple[str, int]) -> LaneRequest | None:
+    """`read` in Python: the reference, and the reader of whatever the C reader passes on."""
     end = data.find(b"\r\n\r\n")
     if end < 0 or end + 4 != len(data):  # no end of head, or a body / trailing bytes
         return None
@@ -182,6 +198,19 @@ def read(data: bytes, remote: tuple[str, int]) -> LaneRequest | None:
         params.get("reg-id"), header_expires, values.get("authorization"), values.get("user-agent"),
     )  # fmt: skip
 
+
+def _load_c_reader() -> Any:
+    if os.environ.get("SIPCORE_PURE_PYTHON"):
+        return None
+    try:
+        from registrar import _lane_c
+    except ImportError:  # no compiler where it was installed: the Python reader alone
+        return None
+    _lane_c.setup(LaneRequest, stable_tag, same_host, COMPACT)
+    return _lane_c.read
+
+
+_c_read = _load_c_reader()
 
 _VIA = re.compile(
     rf"SIP/2\.0/(UDP|TCP|udp|tcp) ({_HOST})(?::([0-9]{{1,5}}))?((?:;{_TOKEN}(?:=[^;\s\",]+)?)*)\Z"

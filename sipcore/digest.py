@@ -116,7 +116,14 @@ _CANONICAL_LAST = frozenset("AEIMQUYcgkosw048")
 
 
 def _parse_params(value: str | bytes | None, what: str) -> tuple[str, dict[str, str]]:
-    """Split ``Scheme k=v, k="v"`` into (lower-case scheme, {lower-case key: unescaped value})."""
+    """Split ``Scheme k=v, k="v"`` into (lower-case scheme, {lower-case key: unescaped value}).
+
+    The C splitter (sipcore/_digest_c.c, when built) takes the everyday shape and gives the same
+    dict, or None to leave the value to the Python below, the reference and the one that refuses."""
+    if _c_params is not None and type(value) is str:
+        found = _c_params(value)
+        if found is not None:
+            return "digest", found
     if isinstance(value, bytes | bytearray):
         if len(value) > MAX_HEADER_LEN:
             raise DigestParseError(f"{what} header longer than {MAX_HEADER_LEN} bytes")
@@ -163,6 +170,20 @@ def _parse_params(value: str | bytes | None, what: str) -> tuple[str, dict[str, 
             raise DigestParseError(f"{what} parameter {name[:32]!r} too long")
         params[name] = raw
     return scheme, params
+
+
+def _load_c_params() -> Callable[[str], dict[str, str] | None] | None:
+    if os.environ.get("SIPCORE_PURE_PYTHON"):
+        return None
+    try:
+        from sipcore import _digest_c
+    except ImportError:  # built without a compiler: the Python splitter alone
+        return None
+    _digest_c.setup(FIELD_LIMITS, OTHER_FIELD_LIMIT, MAX_PARAMS, MAX_HEADER_LEN)
+    return _digest_c.params
+
+
+_c_params = _load_c_params()
 
 
 def parse_authorization(value: str | bytes | None) -> dict[str, str]:

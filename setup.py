@@ -1,0 +1,21 @@
+"""Build of the optional C accelerators; everything else is in pyproject.toml.
+
+registrar/_lane_c.c reads the everyday REGISTER, sipcore/_digest_c.c splits digest parameter lists.
+``optional=True``: where no compiler is at hand the install still succeeds, and lane.py / digest.py
+use their Python code alone (the reference each C part is tested against).
+"""
+
+from setuptools import Extension, setup
+
+FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+
+setup(
+    ext_modules=[
+        Extension(
+            "registrar._lane_c", sources=["registrar/_lane_c.c"], extra_compile_args=FLAGS, optional=True
+        ),
+        Extension(
+            "sipcore._digest_c", sources=["sipcore/_digest_c.c"], extra_compile_args=FLAGS, optional=True
+        ),
+    ]
+)
