@@ -205,7 +205,6 @@ static PyObject *int_or_none(long long v, int present) {
     return PyLong_FromLongLong(v);
 }
 
-#define MAX_HEADERS 64
 #define MAX_PARAMS 24
 #define NAME_BUF 32
 

@@ -29,7 +29,8 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from sipcore.errors import SipParseError
 from sipcore.flow import same_host, strip_brackets
@@ -199,7 +200,7 @@ def read_py(data: bytes, remote: tuple[str, int]) -> LaneRequest | None:
     )  # fmt: skip
 
 
-def _load_c_reader() -> Any:
+def _load_c_reader() -> Callable[[bytes, tuple[str, int]], LaneRequest | None] | None:
     if os.environ.get("SIPCORE_PURE_PYTHON"):
         return None
     try:

@@ -11,6 +11,7 @@ tests/sipcore/test_digest_c.py compares the two. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include <strings.h>
 
 static PyObject *field_limits = NULL; /* digest.FIELD_LIMITS */
 static Py_ssize_t other_limit = 0, max_params = 0, max_len = 0;
