@@ -18,9 +18,7 @@ Each step below names the regular expression or Python statement of lane.py it s
 static PyObject *LaneRequest = NULL;  /* the NamedTuple class */
 static PyObject *stable_tag = NULL;   /* sipcore.message.stable_tag */
 static PyObject *same_host = NULL;    /* sipcore.flow.same_host */
-static PyObject *compact = NULL;      /* sipcore.headers.COMPACT: one-letter name -> full key */
 static PyObject *str_register = NULL; /* "REGISTER" */
-static Py_ssize_t n_fields = 0;
 
 #define FIELDS 21
 
@@ -673,7 +671,7 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     }
     PyObject *fields = PyObject_GetAttrString(cls, "_fields");
     if (fields == NULL) return NULL;
-    n_fields = PyObject_Length(fields);
+    Py_ssize_t n_fields = PyObject_Length(fields);
     Py_DECREF(fields);
     if (n_fields != FIELDS) {
         PyErr_Format(PyExc_ValueError, "LaneRequest has %zd fields, this reader fills %d", n_fields, FIELDS);
@@ -692,7 +690,6 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     Py_XSETREF(LaneRequest, Py_NewRef(cls));
     Py_XSETREF(stable_tag, Py_NewRef(tag));
     Py_XSETREF(same_host, Py_NewRef(same));
-    Py_XSETREF(compact, Py_NewRef(comp));
     Py_RETURN_NONE;
 }
 

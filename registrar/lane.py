@@ -26,7 +26,6 @@ lane keeps the answer's bytes for the same timer J under the same key (`AnswerCa
 
 from __future__ import annotations
 
-import os
 import re
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from sipcore.flow import same_host, strip_brackets
 from sipcore.grammar import TOKEN_CHARS, split_plain_params
 from sipcore.headers import COMPACT, canonical_name, parse_qvalue
 from sipcore.message import MAGIC_COOKIE, REASONS, header_key, stable_tag
+from sipcore.speedups import optional_extension
 from sipcore.uri import _SIP_PLAIN
 
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?"  # HOST_RE's hostname / IPv4 alternative
@@ -200,18 +200,10 @@ def read_py(data: bytes, remote: tuple[str, int]) -> LaneRequest | None:
     )  # fmt: skip
 
 
-def _load_c_reader() -> Callable[[bytes, tuple[str, int]], LaneRequest | None] | None:
-    if os.environ.get("SIPCORE_PURE_PYTHON"):
-        return None
-    try:
-        from registrar import _lane_c
-    except ImportError:  # no compiler where it was installed: the Python reader alone
-        return None
+_lane_c = optional_extension("registrar._lane_c")
+if _lane_c is not None:
     _lane_c.setup(LaneRequest, stable_tag, same_host, COMPACT)
-    return _lane_c.read
-
-
-_c_read = _load_c_reader()
+_c_read: Callable[[bytes, tuple[str, int]], LaneRequest | None] | None = _lane_c.read if _lane_c else None
 
 _VIA = re.compile(
     rf"SIP/2\.0/(UDP|TCP|udp|tcp) ({_HOST})(?::([0-9]{{1,5}}))?((?:;{_TOKEN}(?:=[^;\s\",]+)?)*)\Z"

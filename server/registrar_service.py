@@ -26,7 +26,7 @@ from registrar.location import (
     TooManyContactsError,
 )
 from registrar.registrar import Account, Apply, Decision, Drop, Refusal, Registrar, RegistrarSettings, Reply
-from sipcore import digest
+from sipcore import speedups
 from sipcore.digest import Challenger, Credentials
 from sipcore.flow import Flow
 from sipcore.message import Request
@@ -86,9 +86,7 @@ class RegistrarService:
             restored = self.store.load(time.time())
             self.store.start()
             log.info("location_restored", bindings=restored)
-        # which readers the lane runs: C (registrar/_lane_c.c, sipcore/_digest_c.c) or Python alone
-        log.info("register_lane", reader="c" if lane._c_read is not None else "python",
-                 digest="c" if digest._c_params is not None else "python")  # fmt: skip
+        log.info("c_extensions", loaded=speedups.LOADED)  # none: the Python code alone (slower)
         self.sip.handlers["REGISTER"] = self.on_register
         self.sip.register_lane = self.on_register_bytes
         self.sip.connection_closed_hooks.append(self.on_connection_closed)

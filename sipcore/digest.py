@@ -32,6 +32,7 @@ from urllib.parse import unquote
 from sipcore.errors import SipError
 from sipcore.randomness import BlockSource
 from sipcore.records import fast_init
+from sipcore.speedups import optional_extension
 from sipcore.uri import SipUri, TelUri, parse_uri
 
 __all__ = [
@@ -172,18 +173,10 @@ def _parse_params(value: str | bytes | None, what: str) -> tuple[str, dict[str, 
     return scheme, params
 
 
-def _load_c_params() -> Callable[[str], dict[str, str] | None] | None:
-    if os.environ.get("SIPCORE_PURE_PYTHON"):
-        return None
-    try:
-        from sipcore import _digest_c
-    except ImportError:  # built without a compiler: the Python splitter alone
-        return None
+_digest_c = optional_extension("sipcore._digest_c")
+if _digest_c is not None:
     _digest_c.setup(FIELD_LIMITS, OTHER_FIELD_LIMIT, MAX_PARAMS, MAX_HEADER_LEN)
-    return _digest_c.params
-
-
-_c_params = _load_c_params()
+_c_params: Callable[[str], dict[str, str] | None] | None = _digest_c.params if _digest_c else None
 
 
 def parse_authorization(value: str | bytes | None) -> dict[str, str]:

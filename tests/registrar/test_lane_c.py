@@ -8,9 +8,6 @@ taken by the C reader (or the speed it exists for is gone without a failing test
 
 from __future__ import annotations
 
-import os
-import shutil
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -18,15 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from registrar import lane
+from tests.extensions import require_extension
 
-if lane._c_read is None:
-    # where it can be built (a compiler and the Python headers) it must have been: `make dev` builds it
-    buildable = (
-        shutil.which("gcc") is not None and Path(sysconfig.get_paths()["include"], "Python.h").exists()
-    )
-    if buildable and not os.environ.get("SIPCORE_PURE_PYTHON"):
-        pytest.fail("registrar._lane_c is not built although it can be here: run `make dev`", pytrace=False)
-    pytest.skip("the C reader is not built here", allow_module_level=True)
+require_extension(lane._c_read, "registrar._lane_c")
 
 c_read = lane._c_read
 CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance"

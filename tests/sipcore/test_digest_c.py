@@ -8,25 +8,14 @@ the RFC 4475 / RFC 5118 torture messages' Authorization headers.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sysconfig
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sipcore import digest
+from tests.extensions import require_extension
 
-if digest._c_params is None:
-    # where it can be built (a compiler and the Python headers) it must have been: `make dev` builds it
-    buildable = (
-        shutil.which("gcc") is not None and Path(sysconfig.get_paths()["include"], "Python.h").exists()
-    )
-    if buildable and not os.environ.get("SIPCORE_PURE_PYTHON"):
-        pytest.fail("sipcore._digest_c is not built although it can be here: run `make dev`", pytrace=False)
-    pytest.skip("the C splitter is not built here", allow_module_level=True)
+require_extension(digest._c_params, "sipcore._digest_c")
 
 c_params = digest._c_params
 

@@ -1,0 +1,25 @@
+"""The optional C extensions (setup.py): loaded when built, left out with SIPCORE_PURE_PYTHON=1.
+
+Each one sits beside the pure-Python code it speeds up, which stays the reference: the extension
+returns what that code returns or None to hand it the input (registrar/_lane_c.c, sipcore/_digest_c.c).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+LOADED: list[str] = []  # the extensions in use, for the start-up log
+
+
+def optional_extension(name: str) -> ModuleType | None:
+    """The built extension ``name``, or None (not built here, or turned off)."""
+    if os.environ.get("SIPCORE_PURE_PYTHON"):
+        return None
+    try:
+        module = importlib.import_module(name)
+    except ImportError:  # installed without a compiler: the Python code alone
+        return None
+    LOADED.append(name)
+    return module
