@@ -16,7 +16,6 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +47,7 @@ from routing import (
     plan_incoming,
     route_outgoing,
 )
+from routing.forwarding_store import MemoryForwardingStore
 from routing.targets import AccountContacts, MediaService, TrunkNumber
 from routing.targets import SipUri as TargetUri
 from sipcore.digest import build_authorization
@@ -76,6 +76,7 @@ from sipcore.transaction import (
 from sipcore.transport import split_hostport
 from sipcore.uri import SipUri, parse_uri
 
+from .account_state import AccountState, LocalAccountState
 from .calls import CallEnded, disposition_for
 from .sip_server import SipServer
 
@@ -202,7 +203,7 @@ class ProxyService:
         aor_of: dict[str, str],
         max_call_duration: float = 14400.0,
         authorise: Callable[[AuthoriseRequest], Authorisation] = allow_all,
-        forwarding_store: Any = None,
+        accounts: AccountState | None = None,
     ) -> None:
         self.sip = sip
         self.registrar = registrar
@@ -211,12 +212,11 @@ class ProxyService:
         self.aor_of = aor_of
         self.max_call_duration = max_call_duration
         self.authorise = authorise
-        self.forwarding_store = forwarding_store
+        self.accounts: AccountState = accounts or LocalAccountState(MemoryForwardingStore())
         self.ack_wait = ACK_WAIT
         self.calls: dict[str, Call] = {}
         self.branch_of: dict[ClientTransaction, tuple[Call, Branch]] = {}
         self.relays: dict[ClientTransaction, tuple[Request, Flow, Call | None]] = {}
-        self.active: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.call_ended_sinks: list[Callable[[CallEnded], None]] = []
         self._trunk_memo: dict[str, str | None] = {}
@@ -412,8 +412,8 @@ class ProxyService:
             return
         if kind is DecisionKind.FEATURE:
             change = decision.change
-            if self.forwarding_store is not None and change is not None:
-                self.forwarding_store.apply(change)
+            if change is not None:
+                self.accounts.apply_forwarding(change)
                 log.info("forwarding_changed", account=caller.account_id, change=str(change))
                 self.sip.reply(req, flow, 486, "Forwarding updated")
             else:
@@ -467,8 +467,9 @@ class ProxyService:
         self._begin(call)
 
     def _state(self) -> CallState:
-        return CallState(registered=self._is_registered, active_calls=self.active.__getitem__,
-                         overrides=self.forwarding_store.snapshot() if self.forwarding_store else {})  # fmt: skip
+        accounts = self.accounts
+        return CallState(registered=self._is_registered, active_calls=accounts.calls_of,
+                         overrides=accounts.overrides())  # fmt: skip
 
     def _is_registered(self, account_id: str) -> bool:
         aor = self.aor_of.get(account_id)
@@ -483,7 +484,7 @@ class ProxyService:
     def _begin(self, call: Call) -> None:
         self.calls[call.call_id] = call
         if call.account_id:
-            self.active[call.account_id] += 1
+            self.accounts.call_started(call.account_id)
         CALLS_ACTIVE.set(len(self.calls))
         self._run(call, call.plan.start(self.sip.now()))
 
@@ -750,7 +751,7 @@ class ProxyService:
         target = ring.target if ring is not None else None
         if isinstance(target, AccountContacts):
             call.callee_account_id = target.account_id
-            self.active[target.account_id] += 1
+            self.accounts.call_started(target.account_id)
         if isinstance(target, TrunkNumber):
             call.normalised = target.number  # the number actually reached (a forward's target)
             if call.direction != "outbound":
@@ -993,9 +994,9 @@ class ProxyService:
         if dispose is not None:
             dispose()  # free the routing plan's graph now, not at the next cyclic collection
         if call.account_id:
-            self._release(call.account_id)
+            self.accounts.call_ended(call.account_id)
         if call.callee_account_id:
-            self._release(call.callee_account_id)
+            self.accounts.call_ended(call.callee_account_id)
         self.calls.pop(call.call_id, None)
         CALLS_ACTIVE.set(len(self.calls))
         answered = call.answered_at is not None
@@ -1016,11 +1017,6 @@ class ProxyService:
             answer=call.answered_at, end=time.time(), disposition=disposition, sip_status=status,
             hangup_by=hangup_by, rated=call.rated, reason=reason,
         )  # fmt: skip
-
-    def _release(self, account_id: str) -> None:
-        self.active[account_id] -= 1
-        if self.active[account_id] <= 0:
-            del self.active[account_id]
 
     def _emit(self, event: CallEnded) -> None:
         # debug, not info: the CDR is the record of every call; a JSON line per call cost ~5 % of
@@ -1077,9 +1073,9 @@ def build_proxy_service(cfg: Any, sip: SipServer, registrar: Any) -> ProxyServic
     setup = routing_setup(cfg)
     trunks = trunks_of(cfg)
     aor_of = {c.account_id: f"sip:{c.username}@{c.domain.lower()}" for c in registrar_view(cfg).values()}
-    store = JsonForwardingStore.in_state_dir(str(cfg.paths.state_dir))
+    accounts = LocalAccountState(JsonForwardingStore.in_state_dir(str(cfg.paths.state_dir)))
     return ProxyService(sip, registrar, setup, trunks, aor_of, float(cfg.proxy.max_call_duration),
-                        forwarding_store=store)  # fmt: skip
+                        accounts=accounts)  # fmt: skip
 
 
 __all__ = ["Branch", "Call", "Destination", "ProxyService", "build_proxy_service"]

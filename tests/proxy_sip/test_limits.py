@@ -91,4 +91,4 @@ async def test_answered_call_never_acked_is_ended(proxy: Platform) -> None:
     bye_callee = await bruno.request("BYE", timeout=5)
     assert bye_callee.call_id == dlg.call_id
     assert [(e.disposition, e.hangup_by) for e in proxy.ended] == [("answered", "system")]
-    assert not proxy.app.proxy.active  # nobody is left counted as in a call
+    assert not proxy.app.proxy.accounts.busy_accounts()  # nobody is left counted as in a call
