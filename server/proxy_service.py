@@ -1065,15 +1065,19 @@ def trunks_of(cfg: Any) -> dict[str, tuple[Destination, Any]]:
     return trunks
 
 
-def build_proxy_service(cfg: Any, sip: SipServer, registrar: Any) -> ProxyService:
-    """Build the call controller from the configuration (routing setup, trunks, forwarding store)."""
+def build_proxy_service(
+    cfg: Any, sip: SipServer, registrar: Any, accounts: AccountState | None = None
+) -> ProxyService:
+    """Build the call controller from the configuration (routing setup, trunks); ``accounts`` is the
+    account state shared by the processes (default: this process's, forwarding in the state dir)."""
     from config.bridge import registrar_view, routing_setup
     from routing import JsonForwardingStore
 
     setup = routing_setup(cfg)
     trunks = trunks_of(cfg)
     aor_of = {c.account_id: f"sip:{c.username}@{c.domain.lower()}" for c in registrar_view(cfg).values()}
-    accounts = LocalAccountState(JsonForwardingStore.in_state_dir(str(cfg.paths.state_dir)))
+    if accounts is None:
+        accounts = LocalAccountState(JsonForwardingStore.in_state_dir(str(cfg.paths.state_dir)))
     return ProxyService(sip, registrar, setup, trunks, aor_of, float(cfg.proxy.max_call_duration),
                         accounts=accounts)  # fmt: skip
 
