@@ -15,7 +15,7 @@ from typing import Any
 
 from cdr.money import to_money
 from cdr.record import CdrRecord
-from cdr.store import Usage
+from cdr.usage import Usage
 
 ZERO = to_money(0)
 

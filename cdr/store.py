@@ -1,41 +1,20 @@
-"""The CdrStore contract shared by the SQLite and PostgreSQL backends, and ``open_store(url)``.
+"""The CdrStore contract met by the SQLite and PostgreSQL backends, and ``open_store(url)`` to pick one.
 
 Periods are half-open ``[start, end)`` on the call's start time; months are UTC calendar months.
+The backends import only the shared row types (`cdr.usage`), never this module, so choosing a
+backend here imports no circle; each backend is imported only when its URL is opened (asyncpg stays
+unloaded for SQLite).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from cdr.record import CdrRecord, Direction
-
-UsageBy = Literal["month", "account", "number"]
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Aggregated CDRs of one group (a month, an account or a called number) of one customer."""
-
-    customer_id: str
-    customer_ref: str
-    internal: bool
-    currency: str
-    calls: int
-    answered: int
-    duration: int
-    billed_seconds: int
-    free_minutes: int
-    cost: Decimal
-    price: Decimal
-    margin: Decimal
-    month: str | None = None  # "YYYY-MM" when by="month"
-    account_id: str | None = None  # when by="account"
-    number: str | None = None  # normalised called number when by="number"
+from cdr.usage import Usage, UsageBy
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ import asyncpg
 
 from cdr.periods import month_slices
 from cdr.record import CdrRecord, Direction, record_from_row, record_to_wire
-from cdr.store import Usage, UsageBy
+from cdr.usage import Usage, UsageBy
 
 COLUMNS = (
     "call_id",

@@ -26,7 +26,7 @@ from cdr.record import (
     record_to_wire,
     to_epoch_us,
 )
-from cdr.store import Usage, UsageBy
+from cdr.usage import Usage, UsageBy
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from cdr.reports import (
     dids_report,
     financial_report,
 )
-from cdr.store import Usage
+from cdr.usage import Usage
 from tests.cdr.factory import make_record
 
 D = Decimal

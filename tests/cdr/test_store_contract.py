@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from tests.cdr.factory import make_record
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 FEB = datetime(2026, 2, 1, tzinfo=UTC)
 MAR = datetime(2026, 3, 1, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_migrate_is_idempotent(store: CdrStore) -> None:
@@ -136,6 +139,36 @@ def test_open_store_parses_urls(tmp_path: object) -> None:
     assert p.schema == "billing" and p.dsn.endswith("/test?sslmode=disable")  # type: ignore[attr-defined]
     with pytest.raises(StoreUrlError):
         open_store("mysql://x")
+
+
+def test_no_import_circle_in_cdr() -> None:
+    """`cdr.store` picks a backend and the backends import only what sits below it (`cdr.usage`,
+    `cdr.record`...): no module of cdr/ reaches itself through its imports, lazy ones included."""
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "cdr").glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        edges = graph.setdefault(f"cdr.{path.stem}", set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cdr."):
+                edges.add(node.module)
+            elif isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name.startswith("cdr."))
+    assert {"cdr.store_sqlite", "cdr.store_postgres"} <= graph["cdr.store"]  # the factory's lazy imports
+
+    def in_a_circle(module: str) -> bool:
+        seen: set[str] = set()
+        todo = list(graph[module])
+        while todo:
+            nxt = todo.pop()
+            if nxt == module:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.extend(graph.get(nxt, ()))
+        return False
+
+    assert [m for m in sorted(graph) if in_a_circle(m)] == []
 
 
 async def test_wire_batch_path_matches_record_path(store: CdrStore) -> None:
