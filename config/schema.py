@@ -252,6 +252,7 @@ class Trunk(Strict):
     password: Text | None = None
     realm: Text | None = None
     inbound_sources: tuple[Network, ...] = ()
+    trusted: bool = True  # RFC 3325 trust domain: its identity headers kept, ours sent under Privacy: id
 
     @model_validator(mode="after")
     def _credentials(self) -> Trunk:

@@ -165,7 +165,8 @@ class Billing:
         if event.disposition != "refused" and (account or direction is Direction.INBOUND):
             call = CallToRate(
                 direction, account, destination, start,
-                on_net=direction is Direction.INTERNAL or (event.did is not None and direction is not Direction.INBOUND),
+                # a forwarded leg leaves through the trunk even when the call came in by a DID
+                on_net=direction is Direction.INTERNAL or (event.did is not None and direction is Direction.OUTBOUND),
                 answered=event.answer is not None, duration=event.duration,
             )  # fmt: skip
             try:
@@ -207,7 +208,7 @@ class Billing:
             cost=from_micros(rated.cost_micros) if rated is not None else Decimal(0),
             price=from_micros(rated.price_micros) if rated is not None else Decimal(0),
             currency=(rated.currency if rated is not None else getattr(customer, "currency", "EUR")) or "EUR",
-            account_id=event.account_id,
+            account_id=event.billed_account_id if direction is Direction.FORWARDED else event.account_id,
             prefix=rated.matched_prefix if rated is not None else None,
             destination=rated.destination_name if rated is not None else None,
             free_minutes=rated.free_minutes_used if rated is not None else 0,

@@ -25,6 +25,15 @@ import structlog
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
+from calls.identity import (
+    HeaderPolicy,
+    Source,
+    own_numbers,
+    preferred_number,
+    present,
+    privacy_of,
+    public_number,
+)
 from registrar.location import MemoryLocationStore
 from routing import (
     Authorisation,
@@ -134,6 +143,10 @@ class Call:
     rated: bool = False
     max_duration: int | None = None
     caller_public: str | None = None  # the caller account's outgoing (public) number
+    caller_extension: str | None = None  # the caller account's extension
+    source: Source = Source.PHONE  # who sent the INVITE, for identity (RFC 3325)
+    privacy: frozenset[str] = frozenset()  # the caller's Privacy values
+    preferred: str | None = None  # one of the account's own numbers its P-Preferred-Identity chose
     branches: dict[int, list[Branch]] = field(default_factory=dict)
     rings: dict[int, RingBranch] = field(default_factory=dict)
     finals: list[Response] = field(default_factory=list)
@@ -222,6 +235,7 @@ class ProxyService:
         self._trunk_memo: dict[str, str | None] = {}
         self.trunk_sources = self._trunk_networks()
         self.hops = self._hops()
+        self.policy = HeaderPolicy((registrar.registrar.challenger.realm,))
 
     # ---- wiring ----------------------------------------------------------------------------------
     def update(self, setup: Any, trunks: dict[str, tuple[Destination, Any]], aor_of: dict[str, str],
@@ -233,6 +247,7 @@ class ProxyService:
         self.max_call_duration = max_call_duration
         self.trunk_sources = self._trunk_networks()
         self._trunk_memo = {}
+        self.policy = HeaderPolicy((self.registrar.registrar.challenger.realm,))
 
     def start(self) -> None:
         self.sip.proxy = self.on_request
@@ -282,6 +297,19 @@ class ProxyService:
             if addr in net:
                 return name
         return None
+
+    def _source_of(self, trunk: str | None) -> Source:
+        if trunk is None:
+            return Source.PHONE
+        entry = self.trunks.get(trunk)
+        return Source.TRUSTED_PEER if entry is not None and entry[1].trusted else Source.UNTRUSTED_PEER
+
+    def _to_trusted(self, target: Any) -> bool:
+        """The next hop is in our trust domain: a trusted trunk, or our own media service."""
+        if isinstance(target, TrunkNumber):
+            entry = self.trunks.get(target.trunk)
+            return entry is not None and entry[1].trusted
+        return isinstance(target, MediaService)
 
     def is_stateless_invite(self, req: Request, flow: Flow) -> bool:
         """An initial INVITE without credentials from a phone (not a trunk): whatever it gets — the
@@ -440,8 +468,13 @@ class ProxyService:
             )  # fmt: skip
             direction = "outbound"
             did = None
+        preferred = preferred_number(
+            req.headers.get_all("p-preferred-identity"), own_numbers(self.setup, caller)
+        )
         call = Call(direction=direction, plan=plan, did=did, rated=decision.rated,
-                    max_duration=decision.max_duration, caller_public=caller.outgoing_number,
+                    max_duration=decision.max_duration, caller_public=public_number(self.setup, caller),
+                    caller_extension=caller.extension,
+                    privacy=privacy_of(req.headers.get_all("privacy")), preferred=preferred,
                     **base)  # type: ignore[arg-type]  # fmt: skip
         self._begin(call)
 
@@ -463,6 +496,7 @@ class ProxyService:
             caller_tag=req.from_tag or "", direction="inbound",
             customer_id=getattr(did, "customer_id", None), account_id=None, caller_number=caller_number,
             dialed=user, normalised=number, plan=plan, started=now, did=number,
+            source=self._source_of(trunk), privacy=privacy_of(req.headers.get_all("privacy")),
         )  # fmt: skip
         self._begin(call)
 
@@ -560,30 +594,38 @@ class ProxyService:
         hop = self.hop_for(dest)
         inbound_hop = self.hop_for(call.caller_dest)
         rr = (hop.record_route(),) if hop == inbound_hop else (hop.record_route(), inbound_hop.record_route())
-        replace: list[tuple[str, str]] = []
         headers = list(extra)
-        from_na = call.invite.from_
         shown = ring.caller_id
-        if isinstance(ring.target, TrunkNumber) and not shown.startswith("+") and call.caller_public:
-            shown = call.caller_public  # the carrier sees a public number, never an extension
-        from_uri = from_na.sip_uri
-        if shown and from_uri is not None and unquote(from_uri.user or "") != shown:
-            new_uri = from_uri.replace(user=shown)
-            display = (
-                f'"{ring.caller_display}" '
-                if ring.caller_display
-                else (f"{from_na.display} " if from_na.display else "")
-            )
-            params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in from_na.params)
-            replace.append(("from", f"{display}<{new_uri}>{params}"))
-            headers.append(("P-Asserted-Identity", f"<{new_uri.replace(params=[])}>"))
+        if isinstance(ring.target, TrunkNumber):
+            if not shown.startswith("+"):  # the carrier sees a public number, never an extension
+                shown = self._public_number(call, ring, shown)
+            if call.preferred and shown == call.caller_public:
+                shown = call.preferred  # the phone chose another of its own numbers
+        shown_as = present(
+            source=call.source, from_value=call.invite.headers.get("from"), original=call.caller_number,
+            shown=shown or call.caller_number, display=ring.caller_display, host=hop.host,
+            privacy=call.privacy, to_trusted=self._to_trusted(ring.target), policy=self.policy,
+        )  # fmt: skip
+        replace = [("from", shown_as.from_value)] if shown_as.from_value is not None else []
+        if shown_as.asserted is not None:
+            headers.append(("P-Asserted-Identity", shown_as.asserted))
         for d in ring.diversions:
             reason = d.reason.value if d.reason.value != "follow-me" else "unknown"
             headers.append(
                 ("Diversion", f"<sip:{d.diverting_number}@{hop.host}>;reason={reason};counter={d.counter}")
             )
         return forward_request(call.invite, ruri, hop, record_route=rr, extra_headers=tuple(headers),
-                               replace_headers=tuple(replace))  # fmt: skip
+                               replace_headers=tuple(replace), remove=shown_as.remove)  # fmt: skip
+
+    def _public_number(self, call: Call, ring: RingBranch, shown: str) -> str:
+        """The public number behind an extension shown on an outside leg: the caller's, or the
+        forwarding account's (``show_caller: account``)."""
+        if shown == call.caller_extension:
+            return call.caller_public or shown
+        forwarder = self.setup.accounts.get(ring.billed_account_id or "")
+        if forwarder is not None and shown == forwarder.extension:
+            return public_number(self.setup, forwarder) or shown
+        return shown
 
     def _send_branch(self, call: Call, branch: Branch) -> None:
         txn, outs = self.sip.transactions.send_request(
@@ -756,6 +798,9 @@ class ProxyService:
             call.normalised = target.number  # the number actually reached (a forward's target)
             if call.direction != "outbound":
                 call.direction = "forwarded"  # an outside leg of a forwarded call: billed to the forwarder
+                payer = self.setup.accounts.get(ring.billed_account_id) if ring is not None else None
+                if payer is not None:
+                    call.customer_id = payer.customer_id
         if ring is not None:
             call.billed_account_id = ring.billed_account_id
             call.rated = call.rated or ring.rated
@@ -923,11 +968,12 @@ class ProxyService:
         ):
             call.ack_timer.cancel()
             call.ack_timer = None
+        remove = self.policy.for_source(self._source_of(self.trunk_for_source(flow.remote[0])))
         if req.method == "ACK":
-            fwd = forward_request(req, req.uri, hop, branch=ack_branch(req.top_via.branch, req.call_id))
-            self.send_request(fwd, dest)
+            branch = ack_branch(req.top_via.branch, req.call_id)
+            self.send_request(forward_request(req, req.uri, hop, branch=branch, remove=remove), dest)
             return
-        fwd = forward_request(req, req.uri, hop)
+        fwd = forward_request(req, req.uri, hop, remove=remove)
         txn, outs = self.sip.transactions.send_request(
             fwd, dest, self.sip.now(), reliable=dest.transport == "tcp"
         )

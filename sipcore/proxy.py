@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .errors import SipParseError
@@ -53,11 +53,14 @@ def forward_request(
     record_route: tuple[str, ...] = (),
     extra_headers: tuple[tuple[str, str], ...] = (),
     replace_headers: tuple[tuple[str, str], ...] = (),
+    remove: Mapping[str, Callable[[str], bool] | None] | None = None,
 ) -> Request:
     """§16.6: a copy with the new Request-URI, Max-Forwards decremented (70 when absent), our
     Record-Route values on top of the Record-Route fields, our Via on top of the Vias, the
     ``replace_headers`` set (one field at the first one's place, or appended) and ``extra_headers``
-    appended. The received request is left untouched.
+    appended. ``remove`` drops fields by header key: every field of a key mapped to None, or the
+    fields whose value the key's predicate accepts (credentials for our own realm, say). The
+    received request is left untouched.
 
     Built in one pass over the received fields (the unchanged ones shared: fields are replaced,
     never changed in place), so the copy costs one list, not a copy and an index rebuild per
@@ -81,6 +84,10 @@ def forward_request(
     replaced: set[str] = set()
     for entry in src:
         key = entry[0]
+        if remove is not None and key in remove:
+            rule = remove[key]
+            if rule is None or rule(entry[2]):
+                continue
         if key == "via" and not via_done:
             out.append(["via", "Via", via])
             via_done = True

@@ -50,6 +50,7 @@ def proxy_yaml(
     state_dir: Path,
     max_call_duration: float = 60,
     location: str = "{backend: memory, state_file: null}",
+    trunk_trusted: str = "true",
 ) -> str:
     return f"""\
 default_domain: {DOMAIN}
@@ -75,6 +76,7 @@ trunks:
     address: {TRUNK_HOST}:{trunk_port}
     transport: udp
     inbound_sources: [{TRUNK_HOST}]
+    trusted: {trunk_trusted}
 rating:
   rate_tables: {{t: rates.csv}}
   packages:
@@ -88,8 +90,12 @@ customers:
     domains: [{PREPAID_DOMAIN}]
     balance: {{mode: HARD, initial: 0.02}}
     default_package: per_second
+    dids:
+      - {{number: "+33184000302", to: "3002"}}
     accounts:
       - {{extension: "3001", username: "3001", password: pw3001}}
+      - {{extension: "3002", username: "3002", password: pw3002,
+         forwarding: {{permanent: {{to: "0612345678", show_caller: account}}}}}}
   - id: demo
     name: Demo SARL
     reference: CUST-0001
@@ -99,6 +105,7 @@ customers:
     default_package: p
     dids:
       - {{number: "+33184000001", to: "1001"}}
+      - {{number: "+33184000091", to: "1001"}}
       - {{number: "+33184000002", to: "group:sales"}}
       - {{number: "+33184000012", to: "1012"}}
       - {{number: "+33184000013", to: "1013"}}

@@ -35,6 +35,7 @@ class Dialog:
     to_header: str = ""
     remote_target: str = ""
     route_set: list[str] = field(default_factory=list)
+    credentials: str = ""  # the Proxy-Authorization line the caller sent, to repeat in-dialog
 
 
 class Ua(asyncio.DatagramProtocol):
@@ -268,9 +269,10 @@ class Ua(asyncio.DatagramProtocol):
         self.send(dlg.invite_text)
         return dlg
 
-    async def call(self, dialed: str, timeout: float = 3.0) -> Dialog:
-        """INVITE through the proxy, answering its 407 challenge like a phone (ACK, then resend)."""
-        dlg = self.invite(dialed)
+    async def call(self, dialed: str, timeout: float = 3.0, extra: str = "") -> Dialog:
+        """INVITE through the proxy, answering its 407 challenge like a phone (ACK, then resend);
+        ``extra``: header lines both INVITEs carry (``Name: value\n`` each)."""
+        dlg = self.invite(dialed, auth=extra)
         first = await self.response(dlg.call_id, final=True, timeout=timeout)
         assert first.status == 407, first.start_line()
         self._ack_non_2xx(dlg, first)
@@ -278,7 +280,8 @@ class Ua(asyncio.DatagramProtocol):
         assert challenge is not None
         value = build_authorization(challenge, username=self.user, password=self.password, method="INVITE",
                                     uri=f"sip:{dialed}@{self.domain}", cnonce=secrets.token_hex(4))  # fmt: skip
-        return self.invite(dialed, 2, f"Proxy-Authorization: {value}\n", dlg.call_id, dlg.from_tag)
+        dlg.credentials = f"Proxy-Authorization: {value}\n"
+        return self.invite(dialed, 2, dlg.credentials + extra, dlg.call_id, dlg.from_tag)
 
     def _ack_non_2xx(self, dlg: Dialog, resp: Response) -> None:
         self.send(
@@ -300,7 +303,7 @@ class Ua(asyncio.DatagramProtocol):
         )
         self.in_dialog(dlg, "ACK", dlg.cseq)
 
-    def in_dialog(self, dlg: Dialog, method: str, cseq: int | None = None) -> None:
+    def in_dialog(self, dlg: Dialog, method: str, cseq: int | None = None, extra: str = "") -> None:
         if cseq is None:
             dlg.cseq += 1
             cseq = dlg.cseq
@@ -308,7 +311,7 @@ class Ua(asyncio.DatagramProtocol):
         self.send(
             f"{method} {dlg.remote_target} SIP/2.0\nVia: {self._via('z9hG4bK' + secrets.token_hex(6))}\n"
             f"{routes}Max-Forwards: 70\nFrom: {dlg.from_header}\n"
-            f"To: {dlg.to_header}\nCall-ID: {dlg.call_id}\nCSeq: {cseq} {method}\nContent-Length: 0\n\n"
+            f"To: {dlg.to_header}\nCall-ID: {dlg.call_id}\nCSeq: {cseq} {method}\n{extra}Content-Length: 0\n\n"
         )
 
     def cancel(self, dlg: Dialog) -> None:
@@ -319,7 +322,7 @@ class Ua(asyncio.DatagramProtocol):
         )
 
 
-def trunk_invite(ua: Ua, did: str, caller: str) -> Dialog:
+def trunk_invite(ua: Ua, did: str, caller: str, extra: str = "") -> Dialog:
     """An INVITE from the carrier to one of our DIDs (accepted by source address, no auth)."""
     dlg = Dialog(secrets.token_hex(8), secrets.token_hex(4), did, 1, "z9hG4bK" + secrets.token_hex(6))
     dlg.from_header = f"<sip:{caller}@carrier.example>;tag={dlg.from_tag}"
@@ -327,7 +330,7 @@ def trunk_invite(ua: Ua, did: str, caller: str) -> Dialog:
     ua.send(
         f"INVITE sip:{did}@{host}:{port} SIP/2.0\nVia: {ua._via(dlg.branch)}\nMax-Forwards: 70\n"
         f"From: {dlg.from_header}\nTo: <sip:{did}@{host}:{port}>\n"
-        f"Call-ID: {dlg.call_id}\nCSeq: 1 INVITE\nContact: <sip:{caller}@{ua.host}:{ua.port}>\n"
+        f"Call-ID: {dlg.call_id}\nCSeq: 1 INVITE\nContact: <sip:{caller}@{ua.host}:{ua.port}>\n{extra}"
         "Content-Type: application/sdp\nContent-Length: 4\n\nv=0\n"
     )
     return dlg

@@ -13,9 +13,17 @@ from sipcore.proxy import Hop, forward_request
 HOP = Hop("UDP", "192.0.2.10", 5060)
 
 
+def _ours(value: str) -> bool:
+    return 'realm="ours"' in value
+
+
 def _edit_by_edit(req: Request, ruri: str, branch: str, record_route: tuple[str, ...],
-                  extra: tuple[tuple[str, str], ...], replace: tuple[tuple[str, str], ...]) -> Request:  # fmt: skip
-    headers = req.headers.copy()
+                  extra: tuple[tuple[str, str], ...], replace: tuple[tuple[str, str], ...],
+                  remove: dict | None = None) -> Request:  # fmt: skip
+    rules = remove or {}
+    headers = Headers(
+        [list(e) for e in req.headers.entries if e[0] not in rules or (rules[e[0]] and not rules[e[0]](e[2]))]
+    )
     mf = req.max_forwards
     headers.set("max-forwards", str(70 if mf is None else mf - 1))
     for value in reversed(record_route):
@@ -42,6 +50,16 @@ _FIELD = st.sampled_from(
         ("contact", "m", "<sip:a@10.0.0.1:5070>"),
         ("p-asserted-identity", "P-Asserted-Identity", "<sip:+33100000000@example.com>"),
         ("x-custom", "X-Custom", "1"),
+        ("proxy-authorization", "Proxy-Authorization", 'Digest username="1001", realm="ours", response="1"'),
+        ("proxy-authorization", "Proxy-Authorization", 'Digest username="x", realm="theirs", response="2"'),
+        ("remote-party-id", "Remote-Party-ID", "<sip:+33140000000@example.com>;party=calling"),
+    ]
+)
+_REMOVE = st.sampled_from(
+    [
+        None,
+        {"p-asserted-identity": None},
+        {"proxy-authorization": _ours, "remote-party-id": None, "p-asserted-identity": None},
     ]
 )
 
@@ -60,12 +78,14 @@ _EXTRA = st.sampled_from(
     record_route=st.sampled_from([(), ("<sip:192.0.2.10:5060;lr>",), ("<sip:a;lr>", "<sip:b;lr>")]),
     replace=st.lists(_REPLACE, max_size=3),
     extra=st.lists(_EXTRA, max_size=3),
+    remove=_REMOVE,
 )
 def test_one_pass_equals_edit_by_edit(
     fields: list[tuple[str, str, str]],
     record_route: tuple[str, ...],
     replace: list[tuple[str, str]],
     extra: list[tuple[str, str]],
+    remove: dict | None,
 ) -> None:
     def request() -> Request:
         entries = [list(f) for f in fields]
@@ -73,10 +93,10 @@ def test_one_pass_equals_edit_by_edit(
 
     req = request()
     fwd = forward_request(
-        req, "sip:b@10.0.0.9:5060", HOP, "z9hG4bKours", record_route, tuple(extra), tuple(replace)
+        req, "sip:b@10.0.0.9:5060", HOP, "z9hG4bKours", record_route, tuple(extra), tuple(replace), remove
     )
     ref = _edit_by_edit(
-        request(), "sip:b@10.0.0.9:5060", "z9hG4bKours", record_route, tuple(extra), tuple(replace)
+        request(), "sip:b@10.0.0.9:5060", "z9hG4bKours", record_route, tuple(extra), tuple(replace), remove
     )
     assert fwd.headers.entries == ref.headers.entries
     assert fwd.serialize() == ref.serialize()
