@@ -87,6 +87,10 @@ class MemoryLocationStore:
             return []
         return [b for b in rec.bindings if b.expires_at > now]
 
+    def lookup_cached(self, aor: str, now: float) -> list[Binding]:
+        """`LocationStore.lookup_cached`: this store is the registry, so always the live bindings."""
+        return self.lookup(aor, now)
+
     def register(
         self,
         aor: str,

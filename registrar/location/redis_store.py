@@ -136,6 +136,13 @@ class RedisLocationStore:
             self._remember(aor, version, stored)
         return list(ordered([b for b in stored.values() if b.expires_at > now]))
 
+    def lookup_cached(self, aor: str, now: float) -> None:
+        """`LocationStore.lookup_cached`: always None (ask `get`). The cache holds what this process
+        last saw of an AOR, a guess `apply` confirms against ``_v`` before answering anything from
+        it; another process or host may have written the AOR since, and nothing tells this one (no
+        invalidation), so only a read from Redis can vouch for the bindings."""
+        return None
+
     async def apply(
         self,
         aor: str,

@@ -1,4 +1,5 @@
-"""The `LocationStore` contract every backend (memory, Redis) meets; one test suite checks both."""
+"""The `LocationStore` contract every backend (memory, replicated, Redis) meets; one test suite
+(tests/registrar/test_location_contract.py) checks them all."""
 
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ from registrar.location.rules import ApplyResult
 class LocationStore(Protocol):
     async def get(self, aor: str, now: float) -> list[Binding]:
         """Unexpired bindings of ``aor``: highest q first, then the most recently registered."""
+        ...
+
+    def lookup_cached(self, aor: str, now: float) -> list[Binding] | None:
+        """``aor``'s unexpired bindings, ordered as `get` orders them, read without I/O -- or None
+        when this process cannot vouch for them, meaning: ask ``await get(aor, now)``.
+
+        Why: a caller (the proxy ringing a callee) acts at once when the registry is local and awaits
+        only when it is not, without knowing which backend it holds. Memory and replicated stores
+        keep the registry itself and never answer None (a replica is as current as the replication
+        stream it installed). The Redis store's per-process cache is only a guess that `apply`
+        checks against Redis's version token; no invalidation reaches it when another process or
+        host writes, so it answers None. Never a stale list: None is always a correct answer, a
+        list must equal what `get` would return."""
         ...
 
     async def apply(

@@ -1,5 +1,6 @@
-"""One contract suite for every LocationStore backend (memory; Redis for real at 127.0.0.1:6379),
-plus the Redis-only sharing tests (two stores, a real subprocess, real TTL expiry)."""
+"""One contract suite for every LocationStore backend (memory; the per-worker replica; Redis for real
+at 127.0.0.1:6379), plus the sharing tests (two stores on one registry, a real subprocess, real TTL
+expiry)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from registrar.location import (
     StaleCSeqError,
     TooManyContactsError,
 )
+from registrar.location.replicated import ReplicatedLocationStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_700_000_000.0
@@ -69,11 +71,16 @@ def prefix() -> str:
     return f"test:loc:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(params=["memory", "redis", "redis-nocache"])
+# backends that hold the registry in this process: `lookup_cached` never answers None there
+LOCAL = frozenset({"memory", "replicated"})
+
+
+@pytest.fixture(params=["memory", "replicated", "redis", "redis-nocache"])
 async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator:
-    """``redis`` plans from its per-process cache of AOR states; ``redis-nocache`` reads every time."""
-    if request.param == "memory":
-        s = MemoryLocationStore()
+    """``redis`` plans from its per-process cache of AOR states; ``redis-nocache`` reads every time;
+    ``replicated`` is worker 0's replica, publishing to no other worker."""
+    if request.param in LOCAL:
+        s = MemoryLocationStore() if request.param == "memory" else ReplicatedLocationStore(None, 0, _drop)
         yield s
         await s.close()
         return
@@ -87,6 +94,49 @@ async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator:
         await s.close()
         await _drop_prefix(client, prefix)
         await client.aclose()
+
+
+def _drop(payload: bytes) -> None:
+    """A replica's publisher when no other worker listens."""
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.node.callspec.params["store"]
+
+
+@pytest.fixture(params=["replicated", "redis"])
+async def pair(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator:
+    """Two stores on one registry, as two processes see it: two worker replicas wired to each other,
+    or two Redis stores (each with its own cache) under one prefix."""
+    if request.param == "replicated":
+        stores: list[ReplicatedLocationStore] = []
+        stores += [
+            ReplicatedLocationStore(None, i, lambda payload, i=i: stores[1 - i].receive(payload))
+            for i in (0, 1)
+        ]
+        yield request.param, stores
+        return
+    client = await _redis_client()
+    a, b = (RedisLocationStore.from_url(REDIS_URL, prefix=prefix) for _ in range(2))
+    try:
+        yield request.param, [a, b]
+    finally:
+        await a.close()
+        await b.close()
+        await _drop_prefix(client, prefix)
+        await client.aclose()
+
+
+async def _cached_agrees(store, backend: str, aor: str, now: float) -> list:  # type: ignore[no-untyped-def]
+    """`lookup_cached` is what `get` returns, or None (ask `get`); never None on a local registry."""
+    cached = store.lookup_cached(aor, now)
+    current = await store.get(aor, now)
+    if backend in LOCAL:
+        assert cached is not None
+    if cached is not None:
+        assert cached == current
+    return current
 
 
 # -- add / refresh / remove ---------------------------------------------------------------------------
@@ -408,3 +458,32 @@ async def test_one_connection_serving_several_aors(store) -> None:
     events = await store.remove_flow(cid)
     assert sorted(e.binding.aor for e in events) == sorted([AOR, other])
     assert not (await store.get(other, T0 + 2))[0].flow_alive
+
+
+# -- lookup_cached: read without I/O only what the store can vouch for --------------------------------
+
+
+async def test_lookup_cached_answers_what_get_answers_or_none(store, backend: str) -> None:
+    other = "sip:1002@acme.example"
+    assert await _cached_agrees(store, backend, AOR, T0) == []
+    await store.apply(AOR, reg("a", 1, c("sip:a@10.0.0.1", 60), c("sip:b@10.0.0.2", 600, 500)), T0)
+    await store.apply(other, reg("o", 1, c("sip:o@10.0.0.3")), T0)
+    assert [b.contact for b in await _cached_agrees(store, backend, AOR, T0 + 1)] == [
+        "sip:a@10.0.0.1",
+        "sip:b@10.0.0.2",
+    ]
+    # one binding expired (nobody swept), then one removed
+    assert [b.contact for b in await _cached_agrees(store, backend, AOR, T0 + 61)] == ["sip:b@10.0.0.2"]
+    await store.apply(AOR, reg("a", 2, c("sip:b@10.0.0.2", 0)), T0 + 62)
+    assert await _cached_agrees(store, backend, AOR, T0 + 62) == []
+    assert len(await _cached_agrees(store, backend, other, T0 + 62)) == 1
+
+
+async def test_lookup_cached_is_never_stale_when_another_process_wrote(pair) -> None:  # type: ignore[no-untyped-def]
+    backend, (a, b) = pair
+    await a.apply(AOR, reg("x", 1, c("sip:x@10.0.0.1")), T0)
+    assert [x.contact for x in await _cached_agrees(a, backend, AOR, T0)] == ["sip:x@10.0.0.1"]
+    # the other process replaces the binding: what ``a`` last saw is now wrong
+    await b.apply(AOR, reg("x", 2, c("sip:x@10.0.0.1", 0), c("sip:y@10.0.0.2")), T0 + 1)
+    assert [x.contact for x in await _cached_agrees(a, backend, AOR, T0 + 1)] == ["sip:y@10.0.0.2"]
+    assert [x.contact for x in await _cached_agrees(b, backend, AOR, T0 + 1)] == ["sip:y@10.0.0.2"]
