@@ -1,17 +1,21 @@
 """The process: builds every part from the configuration, starts them, reloads, stops.
 
 Floor 3 wiring only: the parts themselves (SIP core, registrar, routing, rating, CDR) know nothing of
-each other; this module connects them.
+each other; this module connects them. In a worker process (`server.workers`) the worker context is
+given to `Application` and passed on explicitly to what depends on it (registrar node id and location
+replica, account-state replica, CDR spool); a single-process server has none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -20,10 +24,14 @@ from server.notify import sd_notify
 from server.sip_server import ServerSettings, SipServer
 from sipcore.transport import TransportLimits
 
+if TYPE_CHECKING:
+    from server.account_state import AccountStateService
+    from server.worker import Worker
+
 log = structlog.get_logger("sipcore.app")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppSettings:
     sip: ServerSettings = field(default_factory=ServerSettings)
     workers: int = 1
@@ -33,7 +41,7 @@ class AppSettings:
     location_backend: str = "memory"
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedConfig:
     path: str | None
     config: Any  # config.schema.Config
@@ -110,11 +118,13 @@ async def collect_periodically(interval: float = GC_INTERVAL) -> None:
 
 
 class Application:
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, worker: Worker | None = None) -> None:
         self.loaded = loaded
+        self.worker = worker
         self.sip = SipServer(loaded.settings.sip)
         self.http: HttpEndpoint | None = None
         self.registrar: Any = None
+        self.accounts: AccountStateService | None = None
         self.proxy: Any = None
         self.billing: Any = None
         self._collector: asyncio.Task[None] | None = None
@@ -125,16 +135,18 @@ class Application:
         Path(self.loaded.settings.state_dir).mkdir(parents=True, exist_ok=True)
         await self.sip.start()
         if self.loaded.config is not None:
+            from server.account_state_factory import build_account_state
+            from server.billing import build_billing
+            from server.proxy_service import build_proxy_service
             from server.registrar_service import build_registrar_service
 
-            self.registrar = build_registrar_service(self.loaded.config, self.sip)
+            cfg, worker = self.loaded.config, self.worker
+            self.registrar = build_registrar_service(cfg, self.sip, worker)
             await self.registrar.start()
-            from server.proxy_service import build_proxy_service
-
-            self.proxy = build_proxy_service(self.loaded.config, self.sip, self.registrar)
-            from server.billing import build_billing
-
-            self.billing = build_billing(self.loaded.config)
+            self.accounts = build_account_state(cfg, worker)
+            await self.accounts.start()
+            self.proxy = build_proxy_service(cfg, self.sip, self.registrar, accounts=self.accounts)
+            self.billing = build_billing(cfg, worker.index if worker is not None else None)
             await self.billing.start()
             self.proxy.authorise = self.billing.authorise
             self.proxy.call_ended_sinks.append(self.billing.on_call_ended)
@@ -206,5 +218,33 @@ class Application:
         await self.sip.close()
         if self.billing is not None:
             await self.billing.close()
+        if self.accounts is not None:
+            await self.accounts.close()
         if self.registrar is not None:
             await self.registrar.close()
+
+
+async def run_application(
+    loaded: LoadedConfig,
+    worker: Worker | None = None,
+    prepare: Callable[[Application], object] | None = None,
+    started: Callable[[Application], object] | None = None,
+) -> int:
+    """Run the application until SIGTERM/SIGINT (SIGHUP reloads). A worker (server/workers.py) plugs
+    in through ``prepare`` (before start: sockets, routing) and ``started`` (after: hand-offs,
+    readiness)."""
+    app = Application(loaded, worker)
+    if prepare is not None:
+        prepare(app)
+    await app.start()
+    if started is not None:
+        started(app)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(app.reload()))
+    await stop.wait()
+    log.info("shutting_down")
+    await app.close()
+    return 0

@@ -14,7 +14,6 @@ what makes a finished call durable.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -262,7 +261,9 @@ def cdr_metrics() -> Any:
     return _CDR_METRICS
 
 
-def build_billing(cfg: Any) -> Billing:
+def build_billing(cfg: Any, worker: int | None = None) -> Billing:
+    """``worker``: this process's worker index (its own CDR spool and pending-operations file), None
+    in a single-process server."""
     from config.bridge import rating_setup
 
     setup = rating_setup(cfg)
@@ -273,7 +274,6 @@ def build_billing(cfg: Any) -> Billing:
     else:
         store = open_store(f"sqlite:{cfg.paths.cdr_database}")
     spool_dir = Path(cfg.paths.cdr_spool_dir)
-    worker = os.environ.get("SIPCORE_WORKER")
     if worker is not None:  # a spool is one process's: each worker appends to its own
         spool_dir = spool_dir / f"worker-{worker}"
     pipeline = CdrPipeline(spool_dir, store, batch_size=c.batch_size, metrics=cdr_metrics())
@@ -282,7 +282,7 @@ def build_billing(cfg: Any) -> Billing:
     shared = None
     if counters.backend == "redis":
         shared = build_shared_counters(counters, setup, state_dir, worker)
-    elif (cfg.server.workers > 1 or worker is not None) and worker in (None, "0"):
+    elif (cfg.server.workers > 1 or worker is not None) and worker in (None, 0):
         log.warning(
             "balances_per_process",
             detail="rating.counters.backend is memory with several workers: each process keeps its own "
@@ -309,7 +309,7 @@ def counters_watch(setup: RatingSetup) -> Watch:
 
 
 def build_shared_counters(
-    counters: Any, setup: RatingSetup, state_dir: Path, worker: str | None
+    counters: Any, setup: RatingSetup, state_dir: Path, worker: int | None
 ) -> SharedCounters:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry

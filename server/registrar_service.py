@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import Gauge
@@ -35,6 +35,9 @@ from sipcore.uri import SipUri
 from . import metrics
 from .metrics import FastCounter
 from .sip_server import SERVER_HEADER, SipServer
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 log = structlog.get_logger("sipcore.registrar")
 
@@ -363,12 +366,10 @@ def build_registrar(cfg: Any, sip: SipServer, previous: Registrar | None = None)
     return registrar
 
 
-def build_registrar_service(cfg: Any, sip: SipServer) -> RegistrarService:
-    """Build the registrar, guard and location store described by the YAML configuration."""
-    from server.workers import current_worker
-
+def build_registrar_service(cfg: Any, sip: SipServer, worker: Worker | None = None) -> RegistrarService:
+    """Build the registrar, guard and location store described by the YAML configuration; ``worker``
+    is this process's worker context (None in a single-process server)."""
     registrar = build_registrar(cfg, sip)
-    worker = current_worker()
     if worker is not None:  # one node id for all workers: a TCP flow id names the same connection in each
         registrar.settings = replace(registrar.settings, node_id=worker.node_id)
     loc = cfg.registrar.location

@@ -2,8 +2,8 @@
 
 Every worker reads the same UDP socket, so a datagram often lands on a worker that does not own it
 (see `sipcore.ownership`); that worker passes it on, with the `Flow` it arrived on, to the owner.
-The owner may also need a write on a TCP connection another worker holds, and the location replicas
-exchange their updates. Each worker has one AF_UNIX datagram socketpair as its inbox, created by the
+The owner may also need a write on a TCP connection another worker holds, and the location and
+account-state replicas exchange their updates. Each worker has one AF_UNIX datagram socketpair as its inbox, created by the
 master before fork: the worker reads one end, every other worker writes to the other end. Datagrams
 keep their boundaries and, from one sender, their order; a connected socketpair is not limited by
 ``net.unix.max_dgram_qlen`` (only by the socket buffer), and a full buffer makes the sender queue
@@ -11,8 +11,8 @@ keep their boundaries and, from one sender, their order; a connected socketpair 
 
 Frames (pure functions below): one kind byte, then for DELIVER / WRITE a fixed header
 ``!BBHHBBB`` = kind, transport (0 udp, 1 tcp), remote port, local port, lengths of the remote host,
-local host and connection id, those three ASCII strings, then the SIP bytes; for LOCATION the
-replication payload (`registrar.location.replicated`).
+local host and connection id, those three ASCII strings, then the SIP bytes; for LOCATION and ACCOUNT
+the replication payload (`registrar.location.replicated`, `server.account_state_replicated`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ log = structlog.get_logger("sipcore.workers")
 DELIVER = 1  # a SIP message for its owner to handle as if it had read it
 WRITE = 2  # bytes for the receiver to write on one of its TCP connections
 LOCATION = 3  # a location replication message
+ACCOUNT = 4  # an account-state replication message (calls in progress, forwarding set by phone)
+_REPLICATION = (LOCATION, ACCOUNT)
 
 MAX_FRAME = 128 * 1024  # a SIP message (65,535 at most) or a location snapshot, with its header
 BATCH_BYTES = 64 * 1024  # send what is gathered for one destination once it reaches this size
@@ -72,12 +74,16 @@ def encode_location(payload: bytes) -> bytes:
     return bytes((LOCATION,)) + payload
 
 
+def encode_account(payload: bytes) -> bytes:
+    return bytes((ACCOUNT,)) + payload
+
+
 def decode_frame(frame: bytes) -> tuple[int, Flow | None, bytes]:
-    """``(kind, flow, data)``; the flow is None for LOCATION frames. Raises `ChannelError`."""
+    """``(kind, flow, data)``; the flow is None for LOCATION and ACCOUNT frames. Raises `ChannelError`."""
     if not frame:
         raise ChannelError("empty frame")
     kind = frame[0]
-    if kind == LOCATION:
+    if kind in _REPLICATION:
         return kind, None, frame[1:]
     if kind not in (DELIVER, WRITE):
         raise ChannelError(f"unknown frame kind {kind}")
@@ -226,9 +232,13 @@ class Channel:
             self._flush_scheduled = True
         return True
 
-    def broadcast(self, frame: bytes) -> None:
+    def broadcast(self, frame: bytes, at_once: bool = False) -> None:
+        """``frame`` to every other worker; ``at_once`` sends it now (with what is gathered before it,
+        in order) instead of at the end of the loop iteration: for a change the others must have
+        before the answer that announces it leaves (a forwarding set by feature code)."""
         for dest in self.peers:
-            self.send(dest, frame)
+            if self.send(dest, frame) and at_once:
+                self._flush_dest(dest)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

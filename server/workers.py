@@ -8,11 +8,13 @@ so replies leave from the address the phones talk to. A message belongs to one w
 its Flow, to the owner, which handles it exactly as if it had read it. Writes on a TCP connection
 held by another worker are handed to that worker (connection ids carry the worker index).
 
-Location: with the memory backend each worker keeps a replica (`registrar.location.replicated`),
-written by the AOR's owner and published to the others; with Redis they share the database.
-Per-worker state: digest nc counters, brute-force guard counters and bans, prepaid balances, CDR
-spools; only worker 0 serves /metrics. The master reports READY=1 once every worker is up, forwards
-SIGTERM/SIGINT/SIGHUP, and stops them all if one dies (the others cannot serve its share).
+Location and account state (calls in progress, forwarding set by phone): with memory backends each
+worker keeps a replica kept current through the worker channel (`server.worker.Worker`); with
+Redis they share the database. Per-worker state: digest nc counters, brute-force guard counters and
+bans, prepaid balances, CDR spools; only worker 0 serves /metrics. The worker context is passed to
+the application explicitly (`Application(loaded, worker)`). The master reports READY=1 once every
+worker is up, forwards SIGTERM/SIGINT/SIGHUP, and stops them all if one dies (the others cannot
+serve its share).
 """
 
 from __future__ import annotations
@@ -22,154 +24,19 @@ import os
 import signal
 import socket
 import sys
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import structlog
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import REGISTRY
 
-from registrar.location.replicated import ReplicatedLocationStore
+from server.app import LoadedConfig, run_application
 from server.notify import sd_notify
-from server.worker_channel import (
-    DELIVER,
-    LOCATION,
-    WRITE,
-    Channel,
-    ChannelError,
-    decode_frame,
-    encode_location,
-    encode_message,
-    make_inboxes,
-)
-from sipcore.flow import Flow
-from sipcore.ownership import conn_prefix, owner_of, worker_of_conn
+from server.worker import HandoffCollector, Worker
+from server.worker_channel import Channel, make_inboxes
 from sipcore.transport import bind_tcp, bind_udp
 
 log = structlog.get_logger("sipcore.workers")
-
-_KIND = {DELIVER: "message", WRITE: "tcp_write", LOCATION: "location"}
-
-_current: Worker | None = None
-
-
-def current_worker() -> Worker | None:
-    """This process's worker context, or None in a single-process server."""
-    return _current
-
-
-class Worker:
-    """One worker's routing: owner of each message, hand-offs in and out, the location replica."""
-
-    def __init__(self, index: int, count: int, node_id: str, channel: Channel) -> None:
-        self.index = index
-        self.count = count
-        self.node_id = node_id  # shared by every worker: TCP flow ids mean the same thing everywhere
-        self.channel = channel
-        self.location: ReplicatedLocationStore | None = None
-        self._sip: Any = None
-        self._local: Any = None
-        # Plain counters on the hot path, read by `HandoffCollector` when /metrics is scraped.
-        self.out_count = dict.fromkeys(_KIND, 0)
-        self.in_count = dict.fromkeys(_KIND, 0)
-
-    def attach(self, sip: Any, listeners: dict[tuple[str, str], socket.socket]) -> None:
-        """Plug into the SIP server before it starts: inherited sockets, connection ids, routing."""
-        transports = sip.transports
-        transports.inherited = dict(listeners)
-        # Every worker reads every UDP socket, one woken per datagram (SharedUdpReader,
-        # EPOLLEXCLUSIVE): whoever is free reads; the reader hands each message to its owner.
-        # (One reader per socket left the other worker idle when phones use one address, and
-        # plain shared waiting woke every worker for each datagram: +30 % CPU per message.)
-        transports.shared_udp = {text for kind, text in listeners if kind == "udp"}
-        transports.conn_prefix = conn_prefix(self.index)
-        transports.remote_writer = self.remote_write
-        self._local = sip.on_message
-        transports.handler = self.route
-        self._sip = sip
-        self.channel.on_frame = self.on_frame
-
-    def location_store(self, state_path: str | Path | None) -> ReplicatedLocationStore:
-        self.location = ReplicatedLocationStore(state_path, self.index, self._publish)
-        return self.location
-
-    # -- out --
-    def route(self, data: bytes, flow: Flow) -> None:
-        """Transport callback: handle what we own, hand the rest to its owner. Never raises."""
-        if self._sip.take_stateless(data, flow):
-            return  # changes no state (a challenge, its ACK): answered here, no owner needed
-        try:
-            owner = owner_of(data, self.count)
-        except Exception:  # bytes we cannot scan: handle here (the parser answers or drops them)
-            owner = None
-        if owner is None or owner == self.index:
-            self._local(data, flow)
-            return
-        try:
-            frame = encode_message(DELIVER, data, flow)
-        except ChannelError:
-            self._local(data, flow)
-            return
-        self.out_count[DELIVER] += 1
-        self.channel.send(owner, frame)
-
-    def remote_write(self, data: bytes, flow: Flow) -> bool:
-        """A write on a TCP connection another worker holds: hand it over (False if none does)."""
-        holder = worker_of_conn(flow.conn_id)
-        if holder is None or holder == self.index or holder >= self.count:
-            return False
-        try:
-            frame = encode_message(WRITE, data, flow)
-        except ChannelError:
-            return False
-        self.out_count[WRITE] += 1
-        return self.channel.send(holder, frame)
-
-    def _publish(self, payload: bytes) -> None:
-        self.out_count[LOCATION] += 1
-        self.channel.broadcast(encode_location(payload))
-
-    # -- in --
-    def on_frame(self, frame: bytes) -> None:
-        try:
-            kind, flow, data = decode_frame(frame)
-        except ChannelError:
-            log.warning("worker_frame_dropped", size=len(frame))
-            return
-        self.in_count[kind] += 1
-        if kind == DELIVER:
-            self._local(data, flow)
-        elif kind == WRITE:
-            assert flow is not None
-            self._sip.transports.send_flow(data, flow)
-        elif self.location is not None:
-            self.location.receive(data)
-
-
-class HandoffCollector:
-    """This worker's hand-off counters as Prometheus metrics (only worker 0 serves /metrics)."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-
-    def collect(self) -> Any:
-        w = self.worker
-        handoffs = CounterMetricFamily(
-            "sipcore_worker_handoffs",
-            "Frames passed between worker processes (worker 0's view), by direction and kind",
-            labels=["direction", "kind"],
-        )
-        for direction, counts in (("out", w.out_count), ("in", w.in_count)):
-            for kind, name in _KIND.items():
-                handoffs.add_metric([direction, name], counts[kind])
-        yield handoffs
-        dropped = CounterMetricFamily(
-            "sipcore_worker_handoffs_dropped", "Frames dropped: destination buffer full or unreadable"
-        )
-        dropped.add_metric([], w.channel.dropped)
-        yield dropped
-        backlog = GaugeMetricFamily("sipcore_worker_handoff_backlog", "Frames waiting for a full destination")
-        backlog.add_metric([], w.channel.backlog)
-        yield backlog
 
 
 # ---- the master --------------------------------------------------------------------------------------
@@ -188,7 +55,7 @@ def bind_listeners(sip: Any) -> dict[tuple[str, str], socket.socket]:
     return out
 
 
-def run_workers(loaded: Any) -> int:
+def run_workers(loaded: LoadedConfig) -> int:
     """Fork ``loaded.settings.workers`` workers on shared sockets; return when they have all ended."""
     settings = loaded.settings
     count = settings.workers
@@ -280,20 +147,19 @@ def _worker_process(
     index: int,
     count: int,
     node_id: str,
-    loaded: Any,
+    loaded: LoadedConfig,
     listeners: dict[tuple[str, str], socket.socket],
     inboxes: list[tuple[socket.socket, socket.socket]],
     ready_w: int,
 ) -> int:
-    global _current
-    os.environ["SIPCORE_WORKER"] = str(index)  # per-worker CDR spool (server/billing.py)
     os.environ.pop("NOTIFY_SOCKET", None)  # readiness is the master's to report, once all are up
     for j, (read_end, write_end) in enumerate(inboxes):
         (write_end if j == index else read_end).close()
     channel = Channel(inboxes[index][0], {j: pair[1] for j, pair in enumerate(inboxes) if j != index})
-    if index > 0:
-        loaded.settings.sip.metrics_address = None  # one metrics endpoint: worker 0's
-    worker = _current = Worker(index, count, node_id, channel)
+    if index > 0:  # one metrics endpoint: worker 0's
+        sip = replace(loaded.settings.sip, metrics_address=None)
+        loaded = replace(loaded, settings=replace(loaded.settings, sip=sip))
+    worker = Worker(index, count, node_id, channel)
     if index == 0:
         REGISTRY.register(HandoffCollector(worker))
     try:
@@ -302,7 +168,6 @@ def _worker_process(
         uvloop.install()
     except ImportError:
         pass
-    from server.commands.serve import _serve
 
     def started(_app: Any) -> None:
         channel.start()
@@ -311,7 +176,9 @@ def _worker_process(
 
     try:
         return asyncio.run(
-            _serve(loaded, prepare=lambda app: worker.attach(app.sip, listeners), started=started)
+            run_application(
+                loaded, worker, prepare=lambda app: worker.attach(app.sip, listeners), started=started
+            )
         )
     finally:
         channel.close()

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
-from collections.abc import Callable
-from typing import Any
-
-import structlog
+from dataclasses import replace
 
 from server.logs import configure_logging
 
@@ -25,22 +21,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.app import load_application_config
+    from server.app import load_application_config, run_application
 
     try:
         loaded = load_application_config(args.config)
     except Exception as exc:
         print(str(exc))
         return 1
+    # The command line's overrides make new settings; the loaded ones are not changed.
     settings = loaded.settings
-    if args.udp:
-        settings.sip.udp = args.udp
-    if args.tcp:
-        settings.sip.tcp = args.tcp
-    if args.metrics:
-        settings.sip.metrics_address = None if args.metrics == "off" else args.metrics
-    if args.workers:
-        settings.workers = args.workers
+    sip = replace(
+        settings.sip,
+        udp=args.udp or settings.sip.udp,
+        tcp=args.tcp or settings.sip.tcp,
+        metrics_address=(None if args.metrics == "off" else args.metrics)
+        if args.metrics
+        else settings.sip.metrics_address,
+    )
+    settings = replace(settings, sip=sip, workers=args.workers or settings.workers)
+    loaded = replace(loaded, settings=settings)
     configure_logging(args.log_format or settings.log_format, settings.log_level)
     if settings.workers > 1:
         from server.workers import run_workers
@@ -52,31 +51,4 @@ def run(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(_serve(loaded))
-
-
-async def _serve(
-    loaded: Any,
-    prepare: Callable[[Any], object] | None = None,
-    started: Callable[[Any], object] | None = None,
-) -> int:
-    """Run the application until SIGTERM/SIGINT. Workers (server/workers.py) plug in through
-    ``prepare`` (before start: sockets, routing) and ``started`` (after: hand-offs, readiness)."""
-    from server.app import Application
-
-    log = structlog.get_logger("sipcore")
-    app = Application(loaded)
-    if prepare is not None:
-        prepare(app)
-    await app.start()
-    if started is not None:
-        started(app)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(app.reload()))
-    await stop.wait()
-    log.info("shutting_down")
-    await app.close()
-    return 0
+    return asyncio.run(run_application(loaded))

@@ -91,14 +91,11 @@ def write_rates(base: Path) -> None:
     )
 
 
-def make_billing(
-    base: Path, prefix: str, worker: str, monkeypatch: pytest.MonkeyPatch, **yaml: Any
-) -> Billing:
+def make_billing(base: Path, prefix: str, worker: int, **yaml: Any) -> Billing:
     """One "process": its own worker index (CDR spool, pending file), cache and Redis client."""
     write_rates(base)
     cfg = load_config_text(config_yaml(base / "var", prefix, **yaml), base)
-    monkeypatch.setenv("SIPCORE_WORKER", worker)
-    billing = build_billing(cfg)
+    billing = build_billing(cfg, worker)
     billing.clock = lambda: T0  # authorisation prices at T0, whatever today's date
     if billing.shared is not None:
         billing.shared.clock = lambda: T0  # the refresh reads T0's day and cycle

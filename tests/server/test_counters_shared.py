@@ -60,12 +60,12 @@ async def prefix(client: aioredis.Redis) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def make(tmp_path: Path, prefix: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Make]:
+async def make(tmp_path: Path, prefix: str) -> AsyncIterator[Make]:
     """Start a "process" (worker index given); every one still running is closed at the end."""
     running: list[Billing] = []
 
     async def start(worker: str = "0", **yaml: object) -> Billing:
-        billing = make_billing(tmp_path, prefix, worker, monkeypatch, **yaml)
+        billing = make_billing(tmp_path, prefix, int(worker), **yaml)
         await billing.start()
         running.append(billing)
         return billing
@@ -333,16 +333,15 @@ def test_bad_counter_settings_are_refused(tmp_path: Path, counters: str, problem
         load_config_text(f"rating: {{counters: {counters}}}", tmp_path)
 
 
-def test_several_workers_on_the_memory_backend_are_warned_about(tmp_path, prefix, monkeypatch) -> None:
+def test_several_workers_on_the_memory_backend_are_warned_about(tmp_path, prefix) -> None:
     with structlog.testing.capture_logs() as logs:
-        make_billing(tmp_path, prefix, "0", monkeypatch, backend="memory", workers=2)
-        make_billing(tmp_path, prefix, "1", monkeypatch, backend="memory", workers=2)  # warned once
-        make_billing(tmp_path, prefix, "0", monkeypatch, backend="redis", workers=2)
+        make_billing(tmp_path, prefix, 0, backend="memory", workers=2)
+        make_billing(tmp_path, prefix, 1, backend="memory", workers=2)  # warned once
+        make_billing(tmp_path, prefix, 0, backend="redis", workers=2)
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["balances_per_process"]
 
 
-def test_one_process_on_the_memory_backend_is_not_warned_about(tmp_path, prefix, monkeypatch) -> None:
-    monkeypatch.delenv("SIPCORE_WORKER", raising=False)
+def test_one_process_on_the_memory_backend_is_not_warned_about(tmp_path, prefix) -> None:
     with structlog.testing.capture_logs() as logs:
         from server.billing import build_billing
         from tests.server.counters_shared_helpers import write_rates

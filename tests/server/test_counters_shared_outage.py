@@ -46,13 +46,11 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
-async def make(
-    tmp_path: Path, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Make]:
+async def make(tmp_path: Path, private_redis: PrivateRedis) -> AsyncIterator[Make]:
     running: list[Billing] = []
 
     async def start(worker: str = "0", **yaml: object) -> Billing:
-        billing = make_billing(tmp_path, PREFIX, worker, monkeypatch, url=private_redis.url, **yaml)
+        billing = make_billing(tmp_path, PREFIX, int(worker), url=private_redis.url, **yaml)
         await billing.start()
         running.append(billing)
         return billing

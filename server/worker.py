@@ -1,0 +1,172 @@
+"""One worker process's place among the others: which worker owns each message, hand-offs in and out
+over the worker channel, and the replicas (location, account state) kept current through it.
+
+Built by the master's fork (`server.workers`) and passed explicitly to what needs the worker context
+(`server.app.Application`: the registrar's node id and location replica, the account-state replica,
+the per-worker CDR spool); a single-process server passes none.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from registrar.location.replicated import ReplicatedLocationStore
+from routing.feature_codes import ForwardingChange
+from routing.state import Overrides
+from server.account_state_replicated import ReplicatedAccountState
+from server.worker_channel import (
+    ACCOUNT,
+    DELIVER,
+    LOCATION,
+    WRITE,
+    Channel,
+    ChannelError,
+    decode_frame,
+    encode_account,
+    encode_location,
+    encode_message,
+)
+from sipcore.flow import Flow
+from sipcore.ownership import conn_prefix, owner_of, worker_of_conn
+
+log = structlog.get_logger("sipcore.workers")
+
+_KIND = {DELIVER: "message", WRITE: "tcp_write", LOCATION: "location", ACCOUNT: "account"}
+
+
+class Worker:
+    """One worker's routing: owner of each message, hand-offs in and out, the location replica."""
+
+    def __init__(self, index: int, count: int, node_id: str, channel: Channel) -> None:
+        self.index = index
+        self.count = count
+        self.node_id = node_id  # shared by every worker: TCP flow ids mean the same thing everywhere
+        self.channel = channel
+        self.location: ReplicatedLocationStore | None = None
+        self.accounts: ReplicatedAccountState | None = None
+        self._sip: Any = None
+        self._local: Any = None
+        # Plain counters on the hot path, read by `HandoffCollector` when /metrics is scraped.
+        self.out_count = dict.fromkeys(_KIND, 0)
+        self.in_count = dict.fromkeys(_KIND, 0)
+
+    def attach(self, sip: Any, listeners: dict[tuple[str, str], socket.socket]) -> None:
+        """Plug into the SIP server before it starts: inherited sockets, connection ids, routing."""
+        transports = sip.transports
+        transports.inherited = dict(listeners)
+        # Every worker reads every UDP socket, one woken per datagram (SharedUdpReader,
+        # EPOLLEXCLUSIVE): whoever is free reads; the reader hands each message to its owner.
+        # (One reader per socket left the other worker idle when phones use one address, and
+        # plain shared waiting woke every worker for each datagram: +30 % CPU per message.)
+        transports.shared_udp = {text for kind, text in listeners if kind == "udp"}
+        transports.conn_prefix = conn_prefix(self.index)
+        transports.remote_writer = self.remote_write
+        self._local = sip.on_message
+        transports.handler = self.route
+        self._sip = sip
+        self.channel.on_frame = self.on_frame
+
+    def location_store(self, state_path: str | Path | None) -> ReplicatedLocationStore:
+        """This worker's location replica, its updates published on the channel."""
+        self.location = ReplicatedLocationStore(state_path, self.index, self._publish)
+        return self.location
+
+    def account_state(
+        self, forwarding: Overrides, persist: Callable[[ForwardingChange], object] | None
+    ) -> ReplicatedAccountState:
+        """This worker's account-state replica (`server.account_state.build_account_state` decides
+        when), its changes published on the channel."""
+        self.accounts = ReplicatedAccountState(self.index, self._publish_account, forwarding, persist)
+        return self.accounts
+
+    # -- out --
+    def route(self, data: bytes, flow: Flow) -> None:
+        """Transport callback: handle what we own, hand the rest to its owner. Never raises."""
+        if self._sip.take_stateless(data, flow):
+            return  # changes no state (a challenge, its ACK): answered here, no owner needed
+        try:
+            owner = owner_of(data, self.count)
+        except Exception:  # bytes we cannot scan: handle here (the parser answers or drops them)
+            owner = None
+        if owner is None or owner == self.index:
+            self._local(data, flow)
+            return
+        try:
+            frame = encode_message(DELIVER, data, flow)
+        except ChannelError:
+            self._local(data, flow)
+            return
+        self.out_count[DELIVER] += 1
+        self.channel.send(owner, frame)
+
+    def remote_write(self, data: bytes, flow: Flow) -> bool:
+        """A write on a TCP connection another worker holds: hand it over (False if none does)."""
+        holder = worker_of_conn(flow.conn_id)
+        if holder is None or holder == self.index or holder >= self.count:
+            return False
+        try:
+            frame = encode_message(WRITE, data, flow)
+        except ChannelError:
+            return False
+        self.out_count[WRITE] += 1
+        return self.channel.send(holder, frame)
+
+    def _publish(self, payload: bytes) -> None:
+        self.out_count[LOCATION] += 1
+        self.channel.broadcast(encode_location(payload))
+
+    def _publish_account(self, payload: bytes, at_once: bool) -> None:
+        self.out_count[ACCOUNT] += 1
+        self.channel.broadcast(encode_account(payload), at_once)
+
+    # -- in --
+    def on_frame(self, frame: bytes) -> None:
+        try:
+            kind, flow, data = decode_frame(frame)
+        except ChannelError:
+            log.warning("worker_frame_dropped", size=len(frame))
+            return
+        self.in_count[kind] += 1
+        if kind == DELIVER:
+            self._local(data, flow)
+        elif kind == WRITE:
+            assert flow is not None
+            self._sip.transports.send_flow(data, flow)
+        elif kind == ACCOUNT:
+            if self.accounts is not None:
+                self.accounts.receive(data)
+        elif self.location is not None:
+            self.location.receive(data)
+
+
+class HandoffCollector:
+    """This worker's hand-off counters as Prometheus metrics (only worker 0 serves /metrics)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Any:
+        w = self.worker
+        handoffs = CounterMetricFamily(
+            "sipcore_worker_handoffs",
+            "Frames passed between worker processes (worker 0's view), by direction and kind",
+            labels=["direction", "kind"],
+        )
+        for direction, counts in (("out", w.out_count), ("in", w.in_count)):
+            for kind, name in _KIND.items():
+                handoffs.add_metric([direction, name], counts[kind])
+        yield handoffs
+        dropped = CounterMetricFamily(
+            "sipcore_worker_handoffs_dropped", "Frames dropped: destination buffer full or unreadable"
+        )
+        dropped.add_metric([], w.channel.dropped)
+        yield dropped
+        backlog = GaugeMetricFamily("sipcore_worker_handoff_backlog", "Frames waiting for a full destination")
+        backlog.add_metric([], w.channel.backlog)
+        yield backlog
