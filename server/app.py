@@ -145,11 +145,11 @@ class Application:
             await self.registrar.start()
             self.accounts = build_account_state(cfg, worker)
             await self.accounts.start()
-            self.proxy = build_proxy_service(cfg, self.sip, self.registrar, accounts=self.accounts)
             self.billing = build_billing(cfg, worker.index if worker is not None else None)
             await self.billing.start()
-            self.proxy.authorise = self.billing.authorise
-            self.proxy.call_ended_sinks.append(self.billing.on_call_ended)
+            self.proxy = build_proxy_service(cfg, self.sip, self.registrar, accounts=self.accounts,
+                                             authorise=self.billing.authorise,
+                                             call_ended_sinks=(self.billing.on_call_ended,))  # fmt: skip
             self.proxy.start()
         addr = self.loaded.settings.sip.metrics_address
         if addr:
@@ -191,22 +191,19 @@ class Application:
         backend are fixed for the life of the process; calls in progress keep their plans."""
         if self.registrar is None or new.config is None:
             return
-        from config.bridge import registrar_view, routing_setup
-        from server.proxy_service import trunks_of
+        from server.proxy_service import call_settings
         from server.registrar_service import build_registrar
 
         cfg = new.config
         registrar = build_registrar(cfg, self.sip, self.registrar.registrar)
-        setup = routing_setup(cfg)
-        trunks = trunks_of(cfg)
-        aor_of = {c.account_id: f"sip:{c.username}@{c.domain.lower()}" for c in registrar_view(cfg).values()}
+        calls = call_settings(cfg, self.sip, registrar.challenger.realm)
         local_domains = {d.lower() for d in new.settings.sip.local_domains}
         if new.settings.location_backend != self.loaded.settings.location_backend:
             log.warning("config_reload_partial", detail="location backend changes need a restart")
         # -- swap --
         self.registrar.registrar = registrar
         if self.proxy is not None:
-            self.proxy.update(setup, trunks, aor_of, float(cfg.proxy.max_call_duration))
+            self.proxy.update(calls)
         self.sip.local_hosts |= local_domains
 
     async def close(self) -> None:

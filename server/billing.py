@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from calls.call_ended import CallEnded
 from cdr import CdrPipeline, CdrRecord, open_store
 from rating.alerts import publish_low_balance
 from rating.balance_redis import RedisCounterStore
@@ -35,7 +36,6 @@ from rating.rater import Rater
 from rating.settlement import authorise_call, settle_call
 from routing import Authorisation, AuthoriseRequest
 
-from .calls import CallEnded
 from .pending_ops import Op, PendingOps
 from .shared_counters import SharedCounters, Watch
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from calls.call_ended import CallEnded
 from server.app import Application, load_application_config
-from server.calls import CallEnded
 from tests.conftest import free_port
 from tests.proxy_sip.configs import DOMAIN, TRUNK_HOST, password, write_config
 from tests.proxy_sip.ua import Ua

@@ -6,6 +6,7 @@ pays 2 s (the rater's ``authorise`` grants the maximum duration at call setup)."
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,8 @@ async def test_prepaid_cut_off_at_the_granted_duration(proxy: Platform) -> None:
 async def test_answered_call_never_acked_is_ended(proxy: Platform) -> None:
     """§13.3.1.4: a 2xx nobody ACKs means a dead dialog. The proxy ends the call after 64*T1 (made
     short here) with a BYE both ways, so the callee is not held busy until the maximum duration."""
-    proxy.app.proxy.ack_wait = 1.0
+    service = proxy.app.proxy
+    service.update(dataclasses.replace(service.controller.settings, ack_wait=1.0))
     alice = await proxy.phone("1001")
     bruno = await proxy.phone("1002")
     dlg = await alice.call("1002")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from calls.call_ended import CallEnded
 from cdr import open_store
 from cdr.record import CdrRecord
 from config.loader import load_config_text
@@ -24,7 +25,6 @@ from rating.ledger import EntryKind, LedgerEntry
 from rating.ledger_sqlite import SqliteLedger
 from routing import AuthoriseRequest
 from server.billing import Billing, build_billing
-from server.calls import CallEnded
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MOBILE = "+33612345678"  # 0.50 EUR/min at pulse 60: a 60 s call costs 500_000 micros

@@ -1,4 +1,4 @@
-"""Call facts the proxy hands to the rater and CDR writer when a call ends (or is refused)."""
+"""Call facts the controller hands to the rater and CDR writer when a call ends (or is refused)."""
 
 from __future__ import annotations
 

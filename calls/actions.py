@@ -1,0 +1,111 @@
+"""What the call controller asks its adapter to do, and what it is told back.
+
+Actions are plain values; the adapter performs them in order. Requests sent with a ``key`` get a
+client transaction, and what happens to it (response, time-out, transport error) comes back to the
+controller with that key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from calls.call_ended import CallEnded
+from calls.model import Branch, Destination, Relay
+from routing.feature_codes import ForwardingChange
+from sipcore.flow import Flow
+from sipcore.message import Request, Response
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """Send through a new client transaction; its fate comes back with ``key`` (None: nobody waits
+    for the answer, e.g. a CANCEL or the BYE of a cut-off, still retransmitted by its transaction)."""
+
+    request: Request
+    dest: Destination
+    key: Branch | Relay | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendStateless:
+    """Send once, no transaction (the ACK of a 2xx, forwarded end to end)."""
+
+    request: Request
+    dest: Destination
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer ``request`` with a response we make (through its server transaction, if any)."""
+
+    request: Request
+    flow: Flow
+    status: int
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Answer ``request`` with a response built already (one relayed from a branch)."""
+
+    request: Request
+    flow: Flow
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardResponse:
+    """A response forwarded statelessly by its Via (a 2xx retransmission after the transaction)."""
+
+    response: Response
+    transport: str  # "UDP" | "TCP"
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LookupContacts:
+    """Find the registered contacts of ``aor``; answer with ``CallController.on_contacts``."""
+
+    call_id: str
+    branch_id: int
+    aor: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveHost:
+    """Resolve ``host`` to an address; answer with ``CallController.on_resolved``."""
+
+    host: str
+    key: Any  # what waits for it: handed back as is
+
+
+@dataclass(frozen=True, slots=True)
+class CountCall:
+    """A call now counts (+1) or no longer counts (-1) against ``account_id`` (limits, call waiting)."""
+
+    account_id: str
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeForwarding:
+    """A feature code changed an account's forwarding."""
+
+    change: ForwardingChange
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """A call is over (finished or refused): the facts for the rater and the CDR; ``cutoff`` names
+    why the proxy ended it itself (max_duration, prepaid_limit, no_ack), else empty."""
+
+    ended: CallEnded
+    cutoff: str = ""
+
+
+Action = (
+    SendRequest | SendStateless | Reply | Respond | ForwardResponse | LookupContacts | ResolveHost | CountCall
+    | ChangeForwarding | EndCall
+)  # fmt: skip

@@ -1,0 +1,969 @@
+"""The call controller: a record-routing stateful proxy (RFC 3261 §16) driven by routing decisions,
+sans I/O.
+
+For every new INVITE it authenticates the phone (407, through the ``authenticate`` it is given) or
+accepts the trunk by source address, asks ``routing`` where the call goes, and executes the plan:
+forks branches (each registered contact of an account is a sub-branch), relays provisional and 2xx
+responses, cancels losing branches, feeds busy / no-answer / unreachable outcomes back to the plan
+(forwarding, follow-me, voicemail), and answers the caller with the plan's final word. Answered calls
+are tracked as dialogs (in-dialog requests are relayed over the flows the parties used, so phones
+behind NAT stay reachable); a call nobody ends, a prepaid call at its limit, or a 2xx never ACKed
+is cut with a BYE to both parties. Every finished or refused call ends with an ``EndCall``.
+
+It takes events with ``now`` (a monotonic clock in seconds) and returns actions (``calls.actions``);
+``next_deadline()`` says when ``on_timer`` is due. No clock, socket, asyncio, store or metrics here:
+the adapter (``server/proxy_service.py``) performs the actions and feeds back what happened.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote
+
+from calls.actions import (
+    Action,
+    ChangeForwarding,
+    CountCall,
+    EndCall,
+    ForwardResponse,
+    LookupContacts,
+    Reply,
+    ResolveHost,
+    Respond,
+    SendRequest,
+    SendStateless,
+)
+from calls.call_ended import CallEnded, disposition_for
+from calls.identity import (
+    HeaderPolicy,
+    Source,
+    own_numbers,
+    preferred_number,
+    present,
+    privacy_of,
+    public_number,
+)
+from calls.model import Branch, Call, Contact, Destination, Relay
+from routing import (
+    Authorisation,
+    AuthoriseRequest,
+    BranchAnswered,
+    BranchUnreachable,
+    Caller,
+    CallState,
+    CancelBranch,
+    ConnectBranch,
+    Decision,
+    DecisionKind,
+    FailCall,
+    RingBranch,
+    RoutingSetup,
+    allow_all,
+    plan_did,
+    plan_incoming,
+    route_outgoing,
+)
+from routing.outcomes import branch_outcome
+from routing.plan_direct import DirectPlan
+from routing.targets import AccountContacts, MediaService, TrunkNumber
+from routing.targets import SipUri as TargetUri
+from sipcore.digest import build_authorization
+from sipcore.errors import SipParseError
+from sipcore.flow import Flow, response_destination, strip_brackets
+from sipcore.message import Request, Response, new_branch
+from sipcore.proxy import (
+    Hop,
+    ack_branch,
+    best_response,
+    forward_request,
+    in_dialog_request,
+    make_cancel,
+    next_hop,
+    pre_process_route,
+    relay_response,
+    target_uri_of,
+)
+from sipcore.uri import SipUri, parse_uri
+
+ACK_WAIT = 32.0  # 64*T1: an answered call whose 2xx is never ACKed is ended (BYE both ways)
+CANCEL_GRACE = 4.0  # seconds a CANCELled branch may take to answer before the caller gets 487 anyway
+
+# timer kinds, in the heap next to their call's Call-ID
+_PLAN, _CANCEL, _CUTOFF, _ACK = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """A carrier trunk as the controller sees it; ``dest.host`` may be a name (resolved per use)."""
+
+    name: str
+    dest: Destination
+    trusted: bool = True
+    username: str | None = None
+    password: str | None = None
+    inbound_sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    """Everything a reload may change; calls in progress keep the plans they started with."""
+
+    setup: RoutingSetup
+    trunks: Mapping[str, Trunk]
+    aor_of: Mapping[str, str]  # account id -> AOR of its registrations
+    hops: Mapping[str, Hop]  # "UDP" / "TCP" -> our Via and Record-Route address
+    realms: frozenset[str]  # ours: credentials for them are consumed, never forwarded
+    max_call_duration: float = 14400.0
+    ack_wait: float = ACK_WAIT
+    cancel_grace: float = CANCEL_GRACE
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """A phone's INVITE carried valid credentials for ``username`` in ``domain``."""
+
+    domain: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthAnswer:
+    """The answer to an INVITE that did not authenticate (407 with its challenges, 400, 403)."""
+
+    status: int
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Authenticate = Callable[[Request, str, float], Authenticated | AuthAnswer | None]
+"""(INVITE, source IP, now) -> who it is, the answer to give, or None to drop it (a banned source)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Waiting:
+    """A request parked until its destination's host name is resolved."""
+
+    request: Request
+    dest: Destination
+    key: Branch | Relay | None
+    stateless: bool = False
+
+
+@dataclass(slots=True)
+class _Timers:
+    heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+    seq: int = 0
+
+
+class CallController:
+    def __init__(
+        self,
+        settings: CallSettings,
+        authenticate: Authenticate,
+        authorise: Callable[[AuthoriseRequest], Authorisation] = allow_all,
+        is_local: Callable[[str, int | None], bool] = lambda host, port: False,
+    ) -> None:
+        self.authenticate = authenticate
+        self.authorise = authorise
+        self.is_local = is_local
+        self.calls: dict[str, Call] = {}
+        self._timers = _Timers()
+        self.update(settings)
+
+    def update(self, settings: CallSettings) -> None:
+        """Swap in a reloaded configuration; calls in progress keep the plans they started with."""
+        self.settings = settings
+        self.setup = settings.setup
+        self.policy = HeaderPolicy(settings.realms)
+        self._ours = {(h.host.lower(), h.port) for h in settings.hops.values()}
+        nets = []
+        for name, trunk in settings.trunks.items():
+            for src in trunk.inbound_sources:
+                nets.append((ipaddress.ip_network(src, strict=False), name))
+        self._trunk_nets = nets
+        self._trunk_memo: dict[str, str | None] = {}
+
+    # ---- questions the adapter asks ---------------------------------------------------------------
+    def trunk_for_source(self, ip: str) -> str | None:
+        """The trunk whose inbound sources hold ``ip``; memoised per address (asked per message)."""
+        memo = self._trunk_memo
+        if ip in memo:
+            return memo[ip]
+        name = None
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            addr = None
+        if addr is not None:
+            name = next((n for net, n in self._trunk_nets if addr in net), None)
+        if len(memo) >= 4096:  # bounded: a scan from many addresses cannot grow it without end
+            memo.clear()
+        memo[ip] = name
+        return name
+
+    def is_stateless_invite(self, req: Request, flow: Flow) -> bool:
+        """An initial INVITE without credentials from a phone (not a trunk): whatever it gets — the
+        407 challenge, or a refusal before any call exists (400, 403, 482, 483) — is final and kept
+        nowhere, so it is answered without a transaction (RFC 3261 §8.2.7: a UAS may challenge
+        statelessly), by whichever worker read it. A retransmission is simply answered again."""
+        try:
+            if req.to_tag is not None:
+                return False
+        except SipParseError:
+            return False
+        return "proxy-authorization" not in req.headers and self.trunk_for_source(flow.remote[0]) is None
+
+    def next_deadline(self) -> float | None:
+        heap = self._timers.heap
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    # ---- events -------------------------------------------------------------------------------------
+    def on_request(self, req: Request, flow: Flow, now: float, state: CallState) -> list[Action]:
+        """A new request for the proxy (not a retransmission: the transaction layer absorbed those)."""
+        out: list[Action] = []
+        method = req.method
+        try:
+            to_tag = req.to_tag
+        except SipParseError as exc:
+            out.append(Reply(req, flow, 400, exc.reason))
+            return out
+        if method == "CANCEL":
+            self._on_cancel(req, flow, now, out)
+        elif to_tag is not None or ("route" in req.headers and method != "INVITE"):
+            self._in_dialog(req, flow, now, out)
+        elif method == "ACK":
+            pass  # ACK of a non-2xx: absorbed by its transaction already, or stray
+        elif method != "INVITE":
+            out.append(Reply(req, flow, 405, "Only calls are proxied"))
+        else:
+            self._on_invite(req, flow, now, state, out)
+        return out
+
+    def on_response(self, key: Branch | Relay, resp: Response, now: float) -> list[Action]:
+        """A response on the client transaction sent with ``key``."""
+        out: list[Action] = []
+        if type(key) is Branch:
+            call = self.calls.get(key.call_id)
+            if call is None:  # the call is over: a late 2xx still goes up (§16.7), by its Via
+                if 200 <= resp.status < 300:
+                    self._stray(resp, out)
+                return out
+            self._branch_response(call, key, resp, now, out)
+        else:
+            self._relay(key, resp, now, out)  # type: ignore[arg-type]
+        return out
+
+    def on_failure(self, key: Branch | Relay, status: int, now: float) -> list[Action]:
+        """The transaction sent with ``key`` timed out (408) or could not be sent (503)."""
+        out: list[Action] = []
+        if type(key) is Branch:
+            call = self.calls.get(key.call_id)
+            if call is not None and key.final is None:
+                self._branch_final(call, key, status, None, now, out)
+        else:
+            relay: Relay = key  # type: ignore[assignment]
+            if relay.final:
+                return out
+            relay.final = True
+            out.append(Reply(relay.request, relay.flow, status))
+            call = self.calls.get(relay.call_id) if relay.call_id else None
+            if relay.request.method == "BYE" and call is not None:
+                self._finish(call, 200, call.hangup_by, now, out)  # the BYE was sent: the call is over
+        return out
+
+    def on_stray_response(self, resp: Response) -> list[Action]:
+        """A response no transaction knows (a 2xx retransmission after the INVITE transaction)."""
+        out: list[Action] = []
+        self._stray(resp, out)
+        return out
+
+    def on_contacts(self, lookup: LookupContacts, contacts: list[Contact], now: float) -> list[Action]:
+        """The registered contacts a ``LookupContacts`` asked for."""
+        out: list[Action] = []
+        call = self.calls.get(lookup.call_id)
+        if call is None or call.done or lookup.branch_id in call.dropped:
+            return out
+        ring = call.rings[lookup.branch_id]
+        self._run(call, self._ring_targets(call, ring, contacts, now, out), now, out)
+        return out
+
+    def on_resolved(self, resolve: ResolveHost, address: str | None, now: float) -> list[Action]:
+        """The address of a ``ResolveHost`` host (None: it does not resolve)."""
+        out: list[Action] = []
+        waiting: _Waiting = resolve.key
+        if address is None:
+            if waiting.key is not None:
+                out.extend(self.on_failure(waiting.key, 503, now))
+            return out
+        dest = Destination(waiting.dest.transport, address, waiting.dest.port, waiting.dest.flow)
+        if type(waiting.key) is Branch:
+            branch: Branch = waiting.key
+            call = self.calls.get(branch.call_id)
+            if call is None or branch.final is not None or branch.cancel_sent:
+                return out
+            branch.dest = dest
+        if waiting.stateless:
+            out.append(SendStateless(waiting.request, dest))
+        else:
+            out.append(SendRequest(waiting.request, dest, waiting.key))
+        return out
+
+    def on_timer(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        heap = self._timers.heap
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._valid(entry):
+                continue
+            call = self.calls[entry[2]]
+            kind = entry[3]
+            if kind == _PLAN:
+                call.plan_at = None
+                if not call.done:
+                    self._run(call, call.plan.on_timer(now), now, out)
+            elif kind == _CANCEL:
+                call.cancel_at = None
+                self._end_cancelled(call, now, out)
+            elif kind == _CUTOFF:
+                call.cutoff_at = None
+                self._cut_off(call, call.cutoff_reason, now, out)
+            else:
+                call.ack_at = None
+                self._cut_off(call, "no_ack", now, out)
+        return out
+
+    # ---- timers ---------------------------------------------------------------------------------------
+    def _valid(self, entry: tuple[float, int, str, int]) -> bool:
+        call = self.calls.get(entry[2])
+        if call is None:
+            return False
+        kind = entry[3]
+        at = call.plan_at if kind == _PLAN else call.cancel_at if kind == _CANCEL else call.cutoff_at if kind == _CUTOFF else call.ack_at  # fmt: skip
+        return at == entry[0]
+
+    def _push(self, call: Call, when: float, kind: int) -> None:
+        timers = self._timers
+        timers.seq += 1
+        heap = timers.heap
+        heapq.heappush(heap, (when, timers.seq, call.call_id, kind))
+        # Entries of ended calls or moved deadlines stay until they surface; a cut-off is hours away,
+        # so compact once they far outnumber the live ones (amortised O(1) per push).
+        if len(heap) > 1024 and len(heap) > 16 * (len(self.calls) + 1):
+            timers.heap = [e for e in heap if self._valid(e)]
+            heapq.heapify(timers.heap)
+
+    def _arm_plan(self, call: Call) -> None:
+        deadline = None if call.done else call.plan.next_deadline()
+        if deadline != call.plan_at:
+            call.plan_at = deadline
+            if deadline is not None:
+                self._push(call, deadline, _PLAN)
+
+    # ---- new calls ----------------------------------------------------------------------------------
+    def _on_invite(self, req: Request, flow: Flow, now: float, state: CallState, out: list[Action]) -> None:
+        try:
+            pre_process_route(req, self._is_me)
+        except SipParseError as exc:
+            out.append(Reply(req, flow, 400, exc.reason))
+            return
+        if self._looped(req):
+            out.append(Reply(req, flow, 482, "Loop Detected"))
+            return
+        if req.call_id in self.calls:
+            out.append(Reply(req, flow, 482, "Loop Detected"))  # spiral of a call we already route
+            return
+        trunk = self.trunk_for_source(flow.remote[0])
+        if trunk is not None:
+            self._inbound(req, flow, trunk, now, state, out)
+        else:
+            self._outbound(req, flow, now, state, out)
+
+    def _is_me(self, uri: SipUri) -> bool:
+        return self.is_local(uri.host, uri.port)
+
+    def _looped(self, req: Request) -> bool:
+        """A request that already went through us (one of our Via sent-by values) is a loop."""
+        ours = self._ours
+        return any(
+            (v.host.lower(), v.port) in ours and (v.branch or "").startswith("z9hG4bK") for v in req.vias[1:]
+        )
+
+    def _outbound(self, req: Request, flow: Flow, now: float, state: CallState, out: list[Action]) -> None:
+        """A call placed by a phone: authenticate, then route by the dialed digits."""
+        auth = self.authenticate(req, flow.remote[0], now)
+        if auth is None:
+            return  # a banned source: dropped
+        if isinstance(auth, AuthAnswer):
+            out.append(Reply(req, flow, auth.status, auth.reason, auth.headers))
+            return
+        setup = self.setup
+        caller = setup.find_user(auth.domain, auth.username)
+        if caller is None:
+            out.append(Reply(req, flow, 403, "Account not routable"))
+            return
+        ruri = req.ruri
+        dialed = unquote(ruri.user) if isinstance(ruri, SipUri) and ruri.user else ""
+        if not dialed:
+            out.append(Reply(req, flow, 404, "No number dialed"))
+            return
+        by_name = setup.find_user(auth.domain, dialed) if any(c.isalpha() for c in dialed) else None
+        if by_name is not None:  # sip:user@domain naming an account: the AOR itself, not digits
+            decision = Decision(DecisionKind.INTERNAL, dialed, dialed, caller.extension, callee=by_name)
+        else:
+            decision = route_outgoing(setup, caller, dialed, state, self.authorise)
+        kind = decision.kind
+        base = dict(
+            call_id=req.call_id, invite=req, flow=flow, caller_dest=_dest_of_flow(flow),
+            caller_tag=req.from_tag or "", customer_id=caller.customer_id, account_id=caller.account_id,
+            caller_number=caller.presented_number, dialed=dialed, normalised=decision.normalised or dialed,
+            started=now,
+        )  # fmt: skip
+        if kind is DecisionKind.REFUSED:
+            ref = decision.refusal
+            assert ref is not None
+            out.append(self._warning_reply(req, flow, ref.status, ref.reason, ref.warning))
+            refused = Call(direction="outbound", plan=None, **base)  # type: ignore[arg-type]
+            out.append(EndCall(_ended(refused, "refused", ref.status, None, now, ref.reason)))
+            return
+        if kind is DecisionKind.FEATURE:
+            if decision.change is None:
+                out.append(Reply(req, flow, 501, "Feature code not supported"))
+                return
+            out.append(ChangeForwarding(decision.change))
+            out.append(Reply(req, flow, 486, "Forwarding updated"))
+            return
+        if kind in (DecisionKind.INTERNAL, DecisionKind.ON_NET):
+            callee = decision.callee
+            assert callee is not None
+            number = caller.presented_number if kind is DecisionKind.ON_NET else caller.extension
+            plan: Any = plan_incoming(setup, callee, Caller(number, caller.display_name, caller.account_id),
+                                      state, self.authorise)  # fmt: skip
+            direction = "internal"
+            did = decision.normalised if kind is DecisionKind.ON_NET else None
+        else:
+            assert decision.target is not None
+            plan = DirectPlan(
+                RingBranch(1, decision.target, decision.caller_id, rated=decision.rated,
+                           billed_account_id=caller.account_id, max_duration=decision.max_duration)
+            )  # fmt: skip
+            direction = "outbound"
+            did = None
+        preferred = preferred_number(req.headers.get_all("p-preferred-identity"), own_numbers(setup, caller))
+        call = Call(direction=direction, plan=plan, did=did, rated=decision.rated,
+                    max_duration=decision.max_duration, caller_public=public_number(setup, caller),
+                    caller_extension=caller.extension, privacy=privacy_of(req.headers.get_all("privacy")),
+                    preferred=preferred, **base)  # type: ignore[arg-type]  # fmt: skip
+        self._begin(call, now, out)
+
+    def _inbound(
+        self, req: Request, flow: Flow, trunk: str, now: float, state: CallState, out: list[Action]
+    ) -> None:
+        """A call from the carrier to one of our DIDs (accepted by source address)."""
+        ruri = req.ruri
+        user = unquote(ruri.user) if isinstance(ruri, SipUri) and ruri.user else ""
+        number = user if user.startswith("+") else "+" + user.lstrip("0")
+        from_uri = req.from_.sip_uri
+        caller_number = unquote(from_uri.user) if from_uri is not None and from_uri.user else "anonymous"
+        plan = plan_did(self.setup, number, Caller(caller_number), state, self.authorise)
+        if plan is None:
+            out.append(Reply(req, flow, 404, "Number not assigned"))
+            return
+        did = self.setup.dids.get(number)
+        entry = self.settings.trunks.get(trunk)
+        source = Source.TRUSTED_PEER if entry is not None and entry.trusted else Source.UNTRUSTED_PEER
+        call = Call(
+            call_id=req.call_id, invite=req, flow=flow, caller_dest=_dest_of_flow(flow),
+            caller_tag=req.from_tag or "", direction="inbound",
+            customer_id=getattr(did, "customer_id", None), account_id=None, caller_number=caller_number,
+            dialed=user, normalised=number, plan=plan, started=now, did=number,
+            source=source, privacy=privacy_of(req.headers.get_all("privacy")),
+        )  # fmt: skip
+        self._begin(call, now, out)
+
+    # ---- executing a plan ---------------------------------------------------------------------------
+    def _begin(self, call: Call, now: float, out: list[Action]) -> None:
+        self.calls[call.call_id] = call
+        if call.account_id:
+            out.append(CountCall(call.account_id, 1))
+        self._run(call, call.plan.start(now), now, out)
+
+    def _run(self, call: Call, actions: list[Any], now: float, out: list[Action]) -> None:
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
+            kind = type(action)
+            if kind is RingBranch:
+                call.rings[action.branch_id] = action
+                queue.extend(self._ring(call, action, now, out))
+            elif kind is CancelBranch:
+                self._cancel_branch(call, action.branch_id, out)
+            elif kind is ConnectBranch:
+                call.done = True
+            elif kind is FailCall:
+                call.done = True
+                self._fail(call, action, now, out)
+        if not call.ended:
+            self._arm_plan(call)
+
+    def _ring(self, call: Call, ring: RingBranch, now: float, out: list[Action]) -> list[Any]:
+        """Start a plan branch; returns plan actions when it cannot even start (no contact)."""
+        target = ring.target
+        if isinstance(target, AccountContacts):
+            aor = self.settings.aor_of.get(target.account_id)
+            if aor is not None:
+                out.append(LookupContacts(call.call_id, ring.branch_id, aor))
+                return []
+            return call.plan.on_branch_event(ring.branch_id, BranchUnreachable(), now)
+        return self._ring_targets(call, ring, self._targets(target), now, out)
+
+    def _ring_targets(
+        self, call: Call, ring: RingBranch, contacts: list[Contact], now: float, out: list[Action]
+    ) -> list[Any]:
+        if not contacts:
+            return call.plan.on_branch_event(ring.branch_id, BranchUnreachable(), now)
+        subs: list[Branch] = []
+        call.branches[ring.branch_id] = subs
+        for contact in contacts:
+            fwd = self._forwarded_invite(call, ring, contact.uri, contact.dest)
+            branch = Branch(call.call_id, ring.branch_id, fwd, contact.dest)
+            subs.append(branch)
+            self._send(fwd, contact.dest, branch, out)
+        return []
+
+    def _targets(self, target: Any) -> list[Contact]:
+        """Request-URI and destination of each thing to ring for a plan target (not an account)."""
+        if isinstance(target, TrunkNumber):
+            trunk = self.settings.trunks.get(target.trunk)
+            if trunk is None:
+                return []
+            dest = trunk.dest
+            return [Contact(f"sip:{target.number}@{dest.host}:{dest.port}", dest)]
+        if isinstance(target, MediaService):
+            uri = parse_uri(target.uri) if target.uri else None
+            if not isinstance(uri, SipUri):
+                return []
+            user = target.service + (
+                f"-{target.mailbox or target.room}" if (target.mailbox or target.room) else ""
+            )
+            user = user.replace("/", "-")
+            port = uri.port or 5060
+            return [
+                Contact(f"sip:{user}@{uri.host}:{port}", Destination("udp", strip_brackets(uri.host), port))
+            ]
+        if isinstance(target, TargetUri):
+            uri = parse_uri(target.uri)
+            if not isinstance(uri, SipUri):
+                return []
+            dest = Destination(uri.transport or "udp", strip_brackets(uri.host), uri.port or 5060)
+            return [Contact(target.uri, dest)]
+        return []
+
+    def _hop_for(self, dest: Destination) -> Hop:
+        hops = self.settings.hops
+        return hops.get(dest.transport.upper()) or next(iter(hops.values()))
+
+    def _to_trusted(self, target: Any) -> bool:
+        """The next hop is in our trust domain: a trusted trunk, or our own media service."""
+        if isinstance(target, TrunkNumber):
+            trunk = self.settings.trunks.get(target.trunk)
+            return trunk is not None and trunk.trusted
+        return isinstance(target, MediaService)
+
+    def _forwarded_invite(self, call: Call, ring: RingBranch, ruri: str, dest: Destination) -> Request:
+        hop = self._hop_for(dest)
+        inbound_hop = self._hop_for(call.caller_dest)
+        rr = (hop.record_route(),) if hop == inbound_hop else (hop.record_route(), inbound_hop.record_route())
+        headers: list[tuple[str, str]] = []
+        shown = ring.caller_id
+        if isinstance(ring.target, TrunkNumber):
+            if not shown.startswith("+"):  # the carrier sees a public number, never an extension
+                shown = self._public_number(call, ring, shown)
+            if call.preferred and shown == call.caller_public:
+                shown = call.preferred  # the phone chose another of its own numbers
+        shown_as = present(
+            source=call.source, from_value=call.invite.headers.get("from"), original=call.caller_number,
+            shown=shown or call.caller_number, display=ring.caller_display, host=hop.host,
+            privacy=call.privacy, to_trusted=self._to_trusted(ring.target), policy=self.policy,
+        )  # fmt: skip
+        replace = (("from", shown_as.from_value),) if shown_as.from_value is not None else ()
+        if shown_as.asserted is not None:
+            headers.append(("P-Asserted-Identity", shown_as.asserted))
+        for d in ring.diversions:
+            reason = d.reason.value if d.reason.value != "follow-me" else "unknown"
+            headers.append(
+                ("Diversion", f"<sip:{d.diverting_number}@{hop.host}>;reason={reason};counter={d.counter}")
+            )
+        return forward_request(call.invite, ruri, hop, record_route=rr, extra_headers=tuple(headers),
+                               replace_headers=replace, remove=shown_as.remove)  # fmt: skip
+
+    def _public_number(self, call: Call, ring: RingBranch, shown: str) -> str:
+        """The public number behind an extension shown on an outside leg: the caller's, or the
+        forwarding account's (``show_caller: account``)."""
+        if shown == call.caller_extension:
+            return call.caller_public or shown
+        forwarder = self.setup.accounts.get(ring.billed_account_id or "")
+        if forwarder is not None and shown == forwarder.extension:
+            return public_number(self.setup, forwarder) or shown
+        return shown
+
+    def _send(self, req: Request, dest: Destination, key: Branch | Relay | None, out: list[Action]) -> None:
+        """Send through a client transaction, once the destination is an address."""
+        if _is_address(dest.host):
+            out.append(SendRequest(req, dest, key))
+        else:
+            out.append(ResolveHost(dest.host, _Waiting(req, dest, key)))
+
+    def _cancel_branch(self, call: Call, plan_branch: int, out: list[Action]) -> None:
+        subs = call.branches.get(plan_branch)
+        if subs is None:  # its contacts are still being looked up: they will not be rung
+            call.dropped.add(plan_branch)
+            return
+        for branch in subs:
+            self._cancel_one(branch, out)
+
+    def _cancel_one(self, branch: Branch, out: list[Action]) -> None:
+        if branch.final is not None or branch.cancel_sent:
+            return
+        if branch.provisional:
+            self._send_cancel(branch, out)
+        else:
+            branch.cancel_pending = True  # §9.1: CANCEL only once it has answered something
+
+    @staticmethod
+    def _send_cancel(branch: Branch, out: list[Action]) -> None:
+        branch.cancel_pending = False
+        if branch.cancel_sent:
+            return
+        branch.cancel_sent = True
+        out.append(SendRequest(make_cancel(branch.request), branch.dest))
+
+    def _fail(self, call: Call, action: FailCall, now: float, out: list[Action]) -> None:
+        for subs in call.branches.values():
+            for b in subs:
+                self._cancel_one(b, out)
+        best = best_response(call.finals)
+        if best is not None and best.status == action.status:
+            resp = relay_response(best)
+            if resp.status == 503:
+                resp.status, resp.reason = 500, "Server Internal Error"
+                resp.raw = None  # the received bytes no longer say what is sent: serialise anew
+            out.append(Respond(call.invite, call.flow, resp))
+        else:
+            out.append(
+                self._warning_reply(call.invite, call.flow, action.status, action.reason, action.warning)
+            )
+        self._finish(call, action.status, None, now, out)
+
+    def _warning_reply(self, req: Request, flow: Flow, status: int, reason: str, warning: str) -> Reply:
+        hops = self.settings.hops
+        host = next(iter(hops.values())).host if hops else "sipcore"
+        headers = (("Warning", f'399 {host} "{warning}"'),) if warning else ()
+        return Reply(req, flow, status, reason, headers)
+
+    # ---- responses on branches ---------------------------------------------------------------------
+    def _branch_response(
+        self, call: Call, branch: Branch, resp: Response, now: float, out: list[Action]
+    ) -> None:
+        status = resp.status
+        if status < 200:
+            branch.provisional = True
+            if branch.cancel_pending:
+                self._send_cancel(branch, out)
+                return
+            if status == 100 or call.done:
+                return
+            if status in (180, 183) and call.ringing_at is None:
+                call.ringing_at = now
+            out.append(Respond(call.invite, call.flow, relay_response(resp)))
+            return
+        if status < 300:
+            branch.final = status
+            branch.response = resp
+            out.append(Respond(call.invite, call.flow, relay_response(resp)))
+            if call.answered is None:
+                self._answered(call, branch, resp, now, out)
+            return
+        if status in (401, 407) and not branch.auth_tried and self._trunk_auth(call, branch, resp, out):
+            return
+        self._branch_final(call, branch, status, resp, now, out)
+
+    def _answered(self, call: Call, branch: Branch, resp: Response, now: float, out: list[Action]) -> None:
+        call.cancel_at = None  # a 2xx crossed the caller's CANCEL: the call goes on
+        call.answered = branch
+        call.answered_at = now
+        call.callee_tag = resp.to_tag
+        call.callee_to = resp.headers.get("to")
+        contacts = resp.headers.get_all("contact")
+        call.callee_contact = contacts[0] if contacts else None
+        ring = call.rings.get(branch.plan_branch)
+        target = ring.target if ring is not None else None
+        if isinstance(target, AccountContacts):
+            call.callee_account_id = target.account_id
+            out.append(CountCall(target.account_id, 1))
+        if isinstance(target, TrunkNumber):
+            call.normalised = target.number  # the number actually reached (a forward's target)
+            if call.direction != "outbound":
+                call.direction = "forwarded"  # an outside leg of a forwarded call: billed to the forwarder
+                payer = self.setup.accounts.get(ring.billed_account_id or "") if ring is not None else None
+                if payer is not None:
+                    call.customer_id = payer.customer_id
+        if ring is not None:
+            call.billed_account_id = ring.billed_account_id
+            call.rated = call.rated or ring.rated
+            if ring.max_duration is not None:
+                call.max_duration = ring.max_duration
+        self._run(call, call.plan.on_branch_event(branch.plan_branch, BranchAnswered(), now), now, out)
+        for subs in call.branches.values():  # §16.7 step 10: the first 2xx wins, the rest are CANCELled
+            for other in subs:
+                if other.final is None and other is not branch:
+                    self._cancel_one(other, out)
+        limit = self.settings.max_call_duration
+        reason = "max_duration"
+        if call.max_duration is not None and call.max_duration < limit:
+            limit, reason = float(call.max_duration), "prepaid_limit"
+        call.cutoff_at, call.cutoff_reason = now + limit, reason
+        self._push(call, call.cutoff_at, _CUTOFF)
+        # §13.3.1.4: a UAS gives up on a 2xx not ACKed within 64*T1; the dialog is dead then.
+        call.ack_at = now + self.settings.ack_wait
+        self._push(call, call.ack_at, _ACK)
+
+    def _branch_final(
+        self, call: Call, branch: Branch, status: int, resp: Response | None, now: float, out: list[Action]
+    ) -> None:
+        branch.final = status
+        branch.response = resp
+        if resp is not None and status != 487:
+            call.finals.append(resp)
+        if call.cancelled:
+            if not call.pending():
+                self._end_cancelled(call, now, out)
+            return
+        subs = call.branches.get(branch.plan_branch, [])
+        if call.done or any(b.final is None or 200 <= b.final < 300 for b in subs):
+            return
+        finals = [(b.final or 500, b.response.reason if b.response is not None else "") for b in subs]
+        event = branch_outcome(finals, any(b.provisional for b in subs))
+        if event is not None:
+            self._run(call, call.plan.on_branch_event(branch.plan_branch, event, now), now, out)
+
+    def _trunk_auth(self, call: Call, branch: Branch, resp: Response, out: list[Action]) -> bool:
+        """Answer the carrier's own 401/407 with the trunk's credentials (once per branch)."""
+        ring = call.rings.get(branch.plan_branch)
+        if ring is None or not isinstance(ring.target, TrunkNumber):
+            return False
+        trunk = self.settings.trunks.get(ring.target.trunk)
+        if trunk is None or not trunk.username:
+            return False
+        challenge = resp.headers.get("www-authenticate" if resp.status == 401 else "proxy-authenticate")
+        if challenge is None:
+            return False
+        try:
+            value = build_authorization(challenge, username=trunk.username, password=trunk.password or "",
+                                        method="INVITE", uri=branch.request.uri)  # fmt: skip
+        except Exception:
+            return False
+        fwd = branch.request.headers.copy()
+        fwd.remove_first_value("via")
+        fwd.add("via", self._hop_for(branch.dest).via(new_branch()), first=True)
+        cseq, method = branch.request.cseq
+        fwd.set("cseq", f"{cseq + 1} {method}")
+        fwd.set("authorization" if resp.status == 401 else "proxy-authorization", value)
+        new = Request(branch.request.method, branch.request.uri, fwd, branch.request.body)
+        retry = Branch(call.call_id, branch.plan_branch, new, branch.dest, auth_tried=True)
+        branch.final = resp.status
+        subs = call.branches[branch.plan_branch]
+        subs[subs.index(branch)] = retry
+        self._send(new, branch.dest, retry, out)
+        return True
+
+    def _stray(self, resp: Response, out: list[Action]) -> None:
+        """Forward a response statelessly by its second Via, if the top one is ours."""
+        try:
+            vias = resp.vias
+        except SipParseError:
+            return
+        if len(vias) < 2:
+            return
+        top = vias[0]
+        if (top.host.lower(), top.port) not in self._ours:
+            return
+        up = relay_response(resp)
+        via = up.top_via
+        out.append(ForwardResponse(up, via.transport, response_destination(via)))
+
+    # ---- CANCEL and in-dialog requests ---------------------------------------------------------------
+    def _on_cancel(self, req: Request, flow: Flow, now: float, out: list[Action]) -> None:
+        """§16.10: 200 to the CANCEL, CANCEL every pending branch; the caller's INVITE is answered by
+        what the branches answer (487, or a 2xx that crossed the CANCEL, which is relayed)."""
+        call = self.calls.get(req.call_id)
+        if call is None or call.done or not _same_transaction(req, call.invite):
+            out.append(Reply(req, flow, 481))
+            return
+        out.append(Reply(req, flow, 200))
+        call.cancelled = True
+        call.hangup_by = "caller"
+        self._run(call, call.plan.cancel(), now, out)
+        for subs in call.branches.values():
+            for b in subs:
+                self._cancel_one(b, out)
+        call.done = True
+        call.plan_at = None
+        if not call.pending():
+            self._end_cancelled(call, now, out)
+        else:  # a branch that never answers its CANCEL must not hold the caller (no Timer C here)
+            call.cancel_at = now + self.settings.cancel_grace
+            self._push(call, call.cancel_at, _CANCEL)
+
+    def _end_cancelled(self, call: Call, now: float, out: list[Action]) -> None:
+        if call.ended or call.answered is not None:
+            return
+        out.append(Reply(call.invite, call.flow, 487))
+        self._finish(call, 487, "caller", now, out)
+
+    def _in_dialog(self, req: Request, flow: Flow, now: float, out: list[Action]) -> None:
+        try:
+            pre_process_route(req, self._is_me)
+        except SipParseError as exc:
+            out.append(Reply(req, flow, 400, exc.reason))
+            return
+        call = self.calls.get(req.call_id)
+        from_tag = req.from_tag
+        dest: Destination | None = None
+        if call is not None and call.answered is not None:
+            if from_tag == call.caller_tag:
+                dest = call.answered.dest
+                call.caller_cseq = max(call.caller_cseq, req.cseq[0])
+                side = "caller"
+            else:
+                dest = call.caller_dest
+                call.callee_cseq = max(call.callee_cseq, req.cseq[0])
+                side = "callee"
+            if req.method == "BYE" and call.hangup_by is None:
+                call.hangup_by = side
+        if dest is None:
+            hop_uri = next_hop(req)
+            if hop_uri is None or self._is_me(hop_uri):
+                if req.method != "ACK":
+                    out.append(Reply(req, flow, 481))
+                return
+            dest = Destination(hop_uri.transport or "udp", strip_brackets(hop_uri.host), hop_uri.port or 5060)
+        hop = self._hop_for(dest)
+        trunk = self.trunk_for_source(flow.remote[0])
+        source = Source.PHONE
+        if trunk is not None:
+            entry = self.settings.trunks.get(trunk)
+            source = Source.TRUSTED_PEER if entry is not None and entry.trusted else Source.UNTRUSTED_PEER
+        remove = self.policy.for_source(source)
+        if req.method == "ACK":
+            if call is not None and call.ack_at is not None and from_tag == call.caller_tag:
+                call.ack_at = None
+            fwd = forward_request(req, req.uri, hop, branch=ack_branch(req.top_via.branch, req.call_id),
+                                  remove=remove)  # fmt: skip
+            if _is_address(dest.host):
+                out.append(SendStateless(fwd, dest))
+            else:
+                out.append(ResolveHost(dest.host, _Waiting(fwd, dest, None, stateless=True)))
+            return
+        fwd = forward_request(req, req.uri, hop, remove=remove)
+        self._send(fwd, dest, Relay(req, flow, call.call_id if call is not None else None), out)
+
+    def _relay(self, relay: Relay, resp: Response, now: float, out: list[Action]) -> None:
+        status = resp.status
+        if status == 100:
+            return
+        request = relay.request
+        if relay.final and not (request.method == "INVITE" and 200 <= status < 300):
+            return  # only a re-INVITE's 2xx retransmissions go up again
+        out.append(Respond(request, relay.flow, relay_response(resp)))
+        if status >= 200 and not relay.final:
+            relay.final = True
+            call = self.calls.get(relay.call_id) if relay.call_id else None
+            if request.method == "BYE" and call is not None:
+                self._finish(call, 200, call.hangup_by, now, out)
+
+    # ---- cut-off and the end of a call -------------------------------------------------------------
+    def _cut_off(self, call: Call, reason: str, now: float, out: list[Action]) -> None:
+        """BYE both parties (prepaid limit reached, or a call nobody ended or ACKed)."""
+        if call.ended or call.answered is None:
+            return
+        invite = call.invite
+        from_value = invite.headers.get("from") or ""
+        to_value = call.callee_to or invite.headers.get("to") or ""
+        if call.callee_contact:
+            cseq = call.caller_cseq + 1 if call.caller_cseq else invite.cseq[0] + 1
+            bye = in_dialog_request("BYE", target_uri_of(call.callee_contact), from_value, to_value,
+                                    call.call_id, cseq, self._hop_for(call.answered.dest))  # fmt: skip
+            self._send(bye, call.answered.dest, None, out)
+        caller_contacts = invite.headers.get_all("contact")
+        if caller_contacts:
+            cseq = call.callee_cseq + 1 if call.callee_cseq else 1
+            bye = in_dialog_request("BYE", target_uri_of(caller_contacts[0]), to_value, from_value,
+                                    call.call_id, cseq, self._hop_for(call.caller_dest))  # fmt: skip
+            self._send(bye, call.caller_dest, None, out)
+        call.hangup_by = "system"
+        self._finish(call, 200, "system", now, out, reason)
+
+    def _finish(
+        self, call: Call, status: int, hangup_by: str | None, now: float, out: list[Action], cutoff: str = ""
+    ) -> None:
+        if call.ended:
+            return
+        call.ended = call.done = True
+        call.plan_at = call.cancel_at = call.cutoff_at = call.ack_at = None
+        dispose = getattr(call.plan, "dispose", None)
+        if dispose is not None:
+            dispose()  # free the routing plan's graph now, not at the next cyclic collection
+        if call.account_id:
+            out.append(CountCall(call.account_id, -1))
+        if call.callee_account_id:
+            out.append(CountCall(call.callee_account_id, -1))
+        self.calls.pop(call.call_id, None)
+        answered = call.answered_at is not None
+        disposition = "answered" if answered else disposition_for(status, call.cancelled)
+        ended = _ended(call, disposition, 200 if answered else status, hangup_by or call.hangup_by, now)
+        out.append(EndCall(ended, cutoff))
+
+
+def _ended(
+    call: Call, disposition: str, status: int, hangup_by: str | None, now: float, reason: str = ""
+) -> CallEnded:
+    """The CallEnded facts of a call (finished, or refused before any branch rang), in the
+    controller's clock (the adapter moves them to wall-clock time)."""
+    return CallEnded(
+        call_id=call.call_id, leg="0", direction=call.direction, customer_id=call.customer_id,
+        account_id=call.account_id, billed_account_id=call.billed_account_id or call.account_id,
+        caller=call.caller_number, dialed=call.dialed, normalised=call.normalised,
+        callee_account_id=call.callee_account_id, did=call.did, start=call.started,
+        answer=call.answered_at, end=now, disposition=disposition, sip_status=status,
+        hangup_by=hangup_by, rated=call.rated, reason=reason,
+    )  # fmt: skip
+
+
+def _dest_of_flow(flow: Flow) -> Destination:
+    return Destination(flow.transport, flow.remote[0], flow.remote[1], flow)
+
+
+def _same_transaction(cancel: Request, invite: Request) -> bool:
+    """§9.2: a CANCEL matches the INVITE whose top Via branch it repeats."""
+    try:
+        return cancel.top_via.branch == invite.top_via.branch
+    except SipParseError:
+        return False
+
+
+@lru_cache(maxsize=4096)
+def _is_address(host: str) -> bool:
+    """An IP literal (sent to as is), not a name to resolve first."""
+    try:
+        ipaddress.ip_address(strip_brackets(host))
+    except ValueError:
+        return False
+    return True
