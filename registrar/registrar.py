@@ -4,15 +4,21 @@
 authentication (the same 401 for unknown users and wrong passwords), AOR ownership, Contact and expiry
 rules — and returns either a reply to send, a silent drop, or the changes to apply to the location
 store. Applying them (sync for memory, async for Redis) and sending the answer is the edge's job;
-``success`` builds the 200 OK from what the store returns. Nothing here reads a clock or a socket.
+``success_headers`` builds the 200 OK from what the store returns. Nothing here reads a clock or a
+socket.
+
+``request`` is a `RegisterView`, whichever reader read it: `ParsedRegister` over the SIP core's parsed
+`Request` (any REGISTER), or the lane's `registrar.lane.LaneRequest` (the everyday REGISTER read from
+its bytes). One decision procedure for both, so the two paths cannot drift apart.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from typing import Protocol
 
 from registrar.guard import Guard, IpBanned, Verdict
 from registrar.location import Binding, ContactChange, OverflowPolicy, RegisterChanges
@@ -20,9 +26,10 @@ from registrar.location import Flow as LocationFlow
 from sipcore.digest import AuthReason, AuthResult, Challenger, Credentials, aor_matches
 from sipcore.errors import SipParseError
 from sipcore.flow import Flow
+from sipcore.headers import Contact
 from sipcore.message import Request
 from sipcore.records import fast_init
-from sipcore.uri import SipUri
+from sipcore.uri import SipUri, Uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,160 @@ class RegistrarSettings:
     node_id: str = "node"  # prefix of TCP connection ids, unique per process sharing a store
 
 
+# ---- what decide reads of a REGISTER ------------------------------------------------------------------
+class ContactView(Protocol):
+    """One Contact value as `Registrar.decide` reads it. Reading ``is_sip``, ``expires`` or ``q`` may
+    raise SipParseError (answered 400 "Bad Contact")."""
+
+    @property
+    def star(self) -> bool: ...  # the wildcard "*"
+
+    @property
+    def uri_text(self) -> str: ...  # as sent: bindings keep it byte-exact
+
+    @property
+    def is_sip(self) -> bool: ...  # a SIP or SIPS URI (anything else is refused)
+
+    @property
+    def expires(self) -> int | None: ...  # the expires parameter
+
+    @property
+    def q(self) -> int | None: ...  # q in thousandths
+
+    @property
+    def instance(self) -> str | None: ...  # +sip.instance
+
+    @property
+    def reg_id(self) -> str | None: ...  # reg-id as sent (decide checks it is a number)
+
+
+class RegisterView(Protocol):
+    """A REGISTER as `Registrar.decide` reads it. Why a view: two readers (the general parser, the
+    lane) feed one decision procedure. Values that parse on first use (``to_uri``,
+    ``header_expires``, ``contacts``) may raise SipParseError; decide answers it at the RFC step
+    that reads them, so a malformed header costs nothing until then and both readers answer alike."""
+
+    @property
+    def request_uri(self) -> str: ...  # as sent: the digest "uri" must equal it
+
+    @property
+    def ruri(self) -> Uri: ...
+
+    @property
+    def user_agent(self) -> str | None: ...
+
+    @property
+    def authorization(self) -> str | None: ...
+
+    @property
+    def to_sip(self) -> tuple[str | None, str, int | None] | None: ...  # the AOR: To's (user as sent,
+
+    # host, port) when its URI is SIP or SIPS, else None. Parts, not a URI: the lane builds none.
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def cseq(self) -> int: ...
+
+    @property
+    def header_expires(self) -> int | None: ...  # the Expires header
+
+    @property
+    def contacts(self) -> Sequence[ContactView]: ...
+
+    @property
+    def path(self) -> tuple[str, ...]: ...  # Path values (RFC 3327), echoed in the 200
+
+
+class ParsedRegister:
+    """`RegisterView` of a REGISTER the SIP core parsed: the general path, for any REGISTER."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    @property
+    def request_uri(self) -> str:
+        return self.request.uri
+
+    @property
+    def ruri(self) -> Uri:
+        return self.request.ruri
+
+    @property
+    def user_agent(self) -> str | None:
+        return self.request.headers.get("user-agent")
+
+    @property
+    def authorization(self) -> str | None:
+        return self.request.headers.get("authorization")
+
+    @property
+    def to_sip(self) -> tuple[str | None, str, int | None] | None:
+        uri = self.request.to.uri
+        return (uri.user, uri.host, uri.port) if isinstance(uri, SipUri) else None
+
+    @property
+    def call_id(self) -> str:
+        return self.request.call_id
+
+    @property
+    def cseq(self) -> int:
+        return self.request.cseq[0]
+
+    @property
+    def header_expires(self) -> int | None:
+        return self.request.expires
+
+    @property
+    def contacts(self) -> list[ParsedContact]:
+        return [ParsedContact(c) for c in self.request.contacts]
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        headers = self.request.headers
+        return tuple(headers.get_all("path")) if "path" in headers else ()
+
+
+class ParsedContact:
+    """`ContactView` of a parsed Contact value."""
+
+    __slots__ = ("contact",)
+
+    def __init__(self, contact: Contact) -> None:
+        self.contact = contact
+
+    @property
+    def star(self) -> bool:
+        return self.contact.star
+
+    @property
+    def uri_text(self) -> str:
+        return self.contact.uri_text
+
+    @property
+    def is_sip(self) -> bool:
+        return isinstance(self.contact.uri, SipUri)
+
+    @property
+    def expires(self) -> int | None:
+        return self.contact.expires
+
+    @property
+    def q(self) -> int | None:
+        return self.contact.q
+
+    @property
+    def instance(self) -> str | None:
+        return self.contact.param("+sip.instance")
+
+    @property
+    def reg_id(self) -> str | None:
+        return self.contact.param("reg-id")
+
+
 # ---- decisions --------------------------------------------------------------------------------------
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -71,7 +232,8 @@ class Drop:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class Apply:
-    """Apply ``changes`` to ``aor`` (or only fetch when ``changes`` is None), then answer 200."""
+    """Apply ``changes`` to ``aor`` (or only fetch when ``changes`` is None), then answer 200 with the
+    bindings and the request's ``path``."""
 
     aor: str
     account: Account
@@ -79,11 +241,12 @@ class Apply:
     max_contacts: int
     policy: OverflowPolicy
     auth: AuthResult | None = field(default=None)
+    path: tuple[str, ...] = ()
 
 
 Decision = Reply | Drop | Apply
 AccountLookup = Callable[[str, str], Account | None]  # (domain, username) -> Account
-DomainOf = Callable[[SipUri], str | None]  # URI host -> configured domain, None when not ours
+DomainOf = Callable[[SipUri], str | None]  # URI host and port -> configured domain, None when not ours
 
 
 class Registrar:
@@ -105,10 +268,11 @@ class Registrar:
         self.stale_nonces = 0
 
     # -- entry point --
-    def decide(self, req: Request, flow: Flow, now: float) -> Decision:
+    def decide(self, req: RegisterView, flow: Flow, now: float) -> Decision:
+        """The one decision on a REGISTER, whichever reader read it (`ParsedRegister` or the lane's
+        `LaneRequest`): a reply, a silent drop, or the changes to apply before answering 200."""
         ip = flow.remote[0]
-        headers = req.headers
-        user_agent = headers.get("user-agent")
+        user_agent = req.user_agent
         refused = self.screen(ip, user_agent, now)
         if refused is not None:
             return refused
@@ -118,32 +282,36 @@ class Registrar:
         domain = self.domain_of(ruri)
         if domain is None:
             return Reply(403, "Not a domain of this registrar")
-        outcome = self.authenticate(ip, headers.get("authorization"), req.uri, domain, user_agent, now)
+        outcome = self.authenticate(ip, req.authorization, req.request_uri, domain, user_agent, now)
         if not isinstance(outcome, tuple):
             return outcome
         account, result = outcome
 
         # §10.3 step 5: the To header is the AOR; it must be SIP/SIPS and belong to this account.
         try:
-            to_uri = req.to.uri
+            to = req.to_sip
         except SipParseError as exc:
             return Reply(400, f"Bad To header: {exc.reason}", auth=result)
-        if not isinstance(to_uri, SipUri):
+        if to is None:
             return Reply(400, "To header is not a SIP or SIPS URI", auth=result)
-        to_domain = (
-            domain if to_uri.host == ruri.host and to_uri.port == ruri.port else self.domain_of(to_uri)
-        )
-        if not self.owns(account, to_uri.user, to_domain):
+        to_user, to_host, to_port = to
+        if to_host == ruri.host and to_port == ruri.port:
+            to_domain: str | None = domain
+        else:
+            to_domain = self.domain_of(SipUri("sip", to_user, to_host, to_port))
+        if not self.owns(account, to_user, to_domain):
             return Reply(403, "AOR does not belong to the authenticated account", auth=result)
         aor = f"sip:{account.username}@{account.domain}"
 
+        path = req.path
         try:
-            changes = self._changes(req, flow, now)
+            changes = self._changes(req, flow, user_agent, path)
         except Refusal as refusal:
             return Reply(refusal.status, refusal.reason, refusal.headers, auth=result)
-        return Apply(aor, account, changes, self.settings.max_contacts, self.settings.policy, result)
+        s = self.settings
+        return Apply(aor, account, changes, s.max_contacts, s.policy, result, path)
 
-    # -- the steps of decide, shared with the REGISTER lane (registrar/lane.py) --
+    # -- the steps of decide --
     def screen(self, ip: str, user_agent: str | None, now: float) -> Drop | None:
         """The brute-force guard's word on a source before any work: a ban or a scanner is dropped."""
         guard = self.guard
@@ -220,46 +388,44 @@ class Registrar:
         return account.credentials if account is not None else None
 
     # -- contacts and expiries --
-    def _changes(self, req: Request, flow: Flow, now: float) -> RegisterChanges | None:
+    def _changes(
+        self, req: RegisterView, flow: Flow, user_agent: str | None, path: tuple[str, ...]
+    ) -> RegisterChanges | None:
         s = self.settings
         try:
             contacts = req.contacts
         except SipParseError as exc:
             raise Refusal(400, f"Bad Contact header: {exc.reason}") from exc
         try:
-            header_expires = req.expires
+            header_expires = req.header_expires
         except SipParseError as exc:
             raise Refusal(400, exc.reason) from exc
         if not contacts:
             return None  # a query: answer with the current bindings
-        call_id = req.call_id
-        cseq = req.cseq[0]
         loc_flow = self.location_flow(flow)
-        headers = req.headers
-        user_agent = (headers.get("user-agent") or "")[:200]
-        path = tuple(headers.get_all("path")) if "path" in headers else ()
-        if any(c.star for c in contacts):
+        user_agent = (user_agent or "")[:200]
+        # (no generator for the everyday single Contact: this runs for every REGISTER)
+        wildcard = contacts[0].star if len(contacts) == 1 else any(c.star for c in contacts)
+        if wildcard:
             if len(contacts) > 1 or header_expires != 0:
                 raise Refusal(400, "Contact: * needs Expires: 0 and no other Contact")
-            return RegisterChanges(call_id, cseq, loc_flow, (), True, user_agent, path)
+            return RegisterChanges(req.call_id, req.cseq, loc_flow, (), True, user_agent, path)
         if len(contacts) > s.max_contacts:
             raise Refusal(403, f"Too many contacts (at most {s.max_contacts})")
         out: list[ContactChange] = []
         for c in contacts:
             try:
-                uri = c.uri
+                is_sip = c.is_sip
                 param_expires = c.expires
                 q = c.q
             except SipParseError as exc:
                 raise Refusal(400, f"Bad Contact: {exc.reason}") from exc
-            if not isinstance(uri, SipUri):
+            if not is_sip:
                 raise Refusal(400, "Contact URI must be a SIP or SIPS URI")
             out.append(
-                self.contact_change(
-                    c.uri_text, param_expires, header_expires, q, c.param("+sip.instance"), c.param("reg-id")
-                )
+                self.contact_change(c.uri_text, param_expires, header_expires, q, c.instance, c.reg_id)
             )
-        return RegisterChanges(call_id, cseq, loc_flow, tuple(out), False, user_agent, path)
+        return RegisterChanges(req.call_id, req.cseq, loc_flow, tuple(out), False, user_agent, path)
 
     def location_flow(self, flow: Flow) -> LocationFlow:
         """The flow a binding keeps (a TCP connection named across the processes sharing a store)."""
@@ -299,14 +465,6 @@ class Registrar:
         return ContactChange(uri_text, expires, 1000 if q is None else q, instance, reg_id)
 
     # -- the answer --
-    @staticmethod
-    def success(
-        req: Request, bindings: tuple[Binding, ...] | list[Binding], now: float
-    ) -> list[tuple[str, str]]:
-        """Headers of the 200 OK: every current binding with its remaining expiry, and a Date."""
-        path = tuple(req.headers.get_all("path")) if req.headers.get("path") else ()
-        return Registrar.success_headers(bindings, now, path)
-
     @staticmethod
     def success_headers(
         bindings: tuple[Binding, ...] | list[Binding], now: float, path: tuple[str, ...] = ()

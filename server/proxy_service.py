@@ -41,7 +41,7 @@ from calls.controller import AuthAnswer, Authenticated, CallController, CallSett
 from calls.model import Branch, Contact, Destination, Relay
 from registrar.invite_auth import Caller, authenticate_invite
 from registrar.registrar import Reply as RegistrarReply
-from routing import Authorisation, AuthoriseRequest, CallState, JsonForwardingStore, allow_all
+from routing import Authorisation, AuthoriseRequest, CallState, allow_all
 from sipcore.flow import Flow
 from sipcore.message import Request
 from sipcore.proxy import Hop
@@ -54,7 +54,7 @@ from sipcore.transaction import (
 )
 from sipcore.transport import split_hostport
 
-from .account_state import AccountState, LocalAccountState
+from .account_state import AccountState
 from .sip_server import TIMER_SLACK, SipServer
 
 log = structlog.get_logger("sipcore.proxy")
@@ -358,14 +358,12 @@ def build_proxy_service(
     cfg: Any,
     sip: SipServer,
     registrar: Any,
-    accounts: AccountState | None = None,
+    accounts: AccountState,
     authorise: Callable[[AuthoriseRequest], Authorisation] = allow_all,
     call_ended_sinks: Iterable[Callable[[CallEnded], None]] = (),
 ) -> ProxyService:
-    """Build the call controller and its adapter; ``accounts`` is the account state shared by the
-    processes (default: this process's, forwarding in the state dir)."""
-    if accounts is None:
-        accounts = LocalAccountState(JsonForwardingStore.in_state_dir(str(cfg.paths.state_dir)))
+    """Build the call controller and its adapter; ``accounts`` is the account state the processes
+    share (``server.account_state_factory``)."""
     settings = call_settings(cfg, sip, registrar.registrar.challenger.realm)
     return ProxyService(sip, registrar, settings, accounts, authorise, call_ended_sinks)
 

@@ -21,11 +21,19 @@ from registrar.location import (
     MemoryLocationStore,
     OverflowPolicy,
     RedisLocationStore,
-    RegisterChanges,
     StaleCSeqError,
     TooManyContactsError,
 )
-from registrar.registrar import Account, Apply, Decision, Drop, Refusal, Registrar, RegistrarSettings, Reply
+from registrar.registrar import (
+    Account,
+    Apply,
+    Decision,
+    Drop,
+    ParsedRegister,
+    Registrar,
+    RegistrarSettings,
+    Reply,
+)
 from sipcore import speedups
 from sipcore.digest import Challenger, Credentials
 from sipcore.flow import Flow
@@ -110,12 +118,11 @@ class RegistrarService:
     def on_register(self, req: Request, flow: Flow) -> None:
         """The general path: a REGISTER the SIP core parsed and validated, in a server transaction."""
         now = time.time()
-        path = tuple(req.headers.get_all("path")) if "path" in req.headers else ()
 
         def answer(status: int, reason: str | None, headers: Any = ()) -> None:
             self.sip.reply(req, flow, status, reason, headers)
 
-        self._carry_out(self.registrar.decide(req, flow, now), answer, now, path)
+        self._carry_out(self.registrar.decide(ParsedRegister(req), flow, now), answer, now)
 
     def on_register_bytes(self, data: bytes, flow: Flow) -> bool:
         """The REGISTER lane (registrar/lane.py): True when it took the request (answered, dropped
@@ -124,8 +131,7 @@ class RegistrarService:
         if req is None:
             return False
         sip = self.sip
-        registrar = self.registrar
-        if not sip.is_local_host(req.ruri_host, req.ruri_port) or registrar.settings.max_contacts < 1:
+        if not sip.is_local_host(req.ruri_host, req.ruri_port):
             return False
         metrics.count_request("REGISTER")
         reliable = flow.reliable
@@ -146,51 +152,16 @@ class RegistrarService:
                 cache.keep(req.key, data, sip.now())
             sip.send_answer(data, status, flow, req.destination)
 
-        decision = self._decide_lane(req, flow, now)
+        decision = self.registrar.decide(req, flow, now)
         if not reliable and isinstance(decision, Apply) and not self._sync:
             cache.pending(req.key, sip.now())
-        self._carry_out(decision, answer, now, ())
+        self._carry_out(decision, answer, now)
         return True
 
-    def _decide_lane(self, req: lane.LaneRequest, flow: Flow, now: float) -> Decision:
-        """Registrar.decide's steps, in its order, on what the lane read."""
-        registrar = self.registrar
-        ip = flow.remote[0]
-        refused = registrar.screen(ip, req.user_agent, now)
-        if refused is not None:
-            return refused
-        ruri = SipUri("sip", None, req.ruri_host, req.ruri_port)
-        domain = registrar.domain_of(ruri)
-        if domain is None:
-            return Reply(403, "Not a domain of this registrar")
-        outcome = registrar.authenticate(ip, req.authorization, req.request_uri, domain, req.user_agent, now)
-        if not isinstance(outcome, tuple):
-            return outcome
-        account, result = outcome
-        if req.to_host == req.ruri_host and req.to_port == req.ruri_port:
-            to_domain = domain
-        else:
-            to_domain = registrar.domain_of(SipUri("sip", req.to_user, req.to_host, req.to_port))
-        if not registrar.owns(account, req.to_user, to_domain):
-            return Reply(403, "AOR does not belong to the authenticated account", auth=result)
-        try:
-            change = registrar.contact_change(
-                req.contact, req.param_expires, req.header_expires, req.q, req.instance, req.reg_id
-            )
-        except Refusal as refusal:
-            return Reply(refusal.status, refusal.reason, refusal.headers, auth=result)
-        user_agent = (req.user_agent or "")[:200]
-        changes = RegisterChanges(
-            req.call_id, req.cseq, registrar.location_flow(flow), (change,), False, user_agent
-        )
-        s = registrar.settings
-        return Apply(
-            f"sip:{account.username}@{account.domain}", account, changes, s.max_contacts, s.policy, result
-        )
-
-    def _carry_out(self, decision: Decision, answer: Answer, now: float, path: tuple[str, ...]) -> None:
+    def _carry_out(self, decision: Decision, answer: Answer, now: float) -> None:
         """Count, answer and apply one decision, whichever path read the request."""
-        self._count_stale()
+        if self.registrar.stale_nonces != self._stale_seen:
+            self._count_stale()
         if isinstance(decision, Drop):
             DROPPED_REGISTER.labels(decision.why).inc()
             if decision.ban is not None:
@@ -204,13 +175,13 @@ class RegistrarService:
             self._answer(answer, decision.status, decision.reason, decision.headers)
             return
         if self._sync:
-            self._apply_sync(decision, answer, now, path)
+            self._apply_sync(decision, answer, now)
         else:
-            task = asyncio.get_running_loop().create_task(self._apply_async(decision, answer, now, path))
+            task = asyncio.get_running_loop().create_task(self._apply_async(decision, answer, now))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _apply_sync(self, d: Apply, answer: Answer, now: float, path: tuple[str, ...]) -> None:
+    def _apply_sync(self, d: Apply, answer: Answer, now: float) -> None:
         store = self.store
         assert isinstance(store, MemoryLocationStore)
         try:
@@ -221,9 +192,9 @@ class RegistrarService:
         except LocationError as exc:
             self._location_error(answer, exc)
             return
-        self._answer(answer, 200, None, self.registrar.success_headers(bindings, now, path))
+        self._answer(answer, 200, None, self.registrar.success_headers(bindings, now, d.path))
 
-    async def _apply_async(self, d: Apply, answer: Answer, now: float, path: tuple[str, ...]) -> None:
+    async def _apply_async(self, d: Apply, answer: Answer, now: float) -> None:
         try:
             if d.changes is None:
                 bindings = tuple(await self.store.get(d.aor, now))
@@ -236,7 +207,7 @@ class RegistrarService:
             log.exception("location_store_failed", aor=d.aor)
             self._answer(answer, 500, "Location service unavailable", (("Retry-After", "5"),))
             return
-        self._answer(answer, 200, None, self.registrar.success_headers(bindings, now, path))
+        self._answer(answer, 200, None, self.registrar.success_headers(bindings, now, d.path))
 
     def _location_error(self, answer: Answer, exc: LocationError) -> None:
         if isinstance(exc, StaleCSeqError):
