@@ -309,6 +309,9 @@ class CallController:
             call = self.calls.get(branch.call_id)
             if call is None or branch.final is not None or branch.cancel_sent:
                 return out
+            if branch.cancel_pending:  # cancelled while its name was being resolved: never sent
+                self._branch_final(call, branch, 487, None, now, out)
+                return out
             branch.dest = dest
         if waiting.stateless:
             out.append(SendStateless(waiting.request, dest))

@@ -352,3 +352,16 @@ def test_forked_branches_to_every_contact(sim: Sim) -> None:
     sim.advance(0)
     assert only(desk.requests("CANCEL")).call_id == dlg.call_id
     assert isinstance(only(soft.requests("ACK")), Request)
+
+
+def test_a_call_cancelled_while_the_trunk_name_resolves_never_reaches_the_carrier(sim: Sim) -> None:
+    alice, carrier = phone(sim, "1001"), Party(sim, "carrier", CARRIER)
+    sim.hold_lookups = True
+    dlg = alice.call("0612345678")
+    sim.advance(0)
+    alice.cancel(dlg)
+    sim.advance(0)
+    sim.release()
+    assert carrier.requests("INVITE") == []
+    assert finals(alice, dlg.call_id)[-1] == 487
+    assert only(sim.ended).disposition == "cancelled"
