@@ -1,7 +1,9 @@
-"""The optional C extensions (setup.py): loaded when built, left out with SIPCORE_PURE_PYTHON=1.
+"""The loader of the optional C extensions (setup.py): loaded when built, left out with
+SIPCORE_PURE_PYTHON=1 (an operator switch, e.g. to rule an extension out while chasing a fault).
 
-Each one sits beside the pure-Python code it speeds up, which stays the reference: the extension
-returns what that code returns or None to hand it the input (registrar/_lane_c.c, sipcore/_digest_c.c).
+Each package loads its own extension, beside the pure-Python code it speeds up, by calling
+`optional_extension` with its qualified name; this module names none. That Python code stays the
+reference: the extension returns what it returns, or None to hand it the input.
 """
 
 from __future__ import annotations

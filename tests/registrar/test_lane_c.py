@@ -8,6 +8,9 @@ taken by the C reader (or the speed it exists for is gone without a failing test
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,3 +230,25 @@ def test_the_reader_refuses_a_wrong_lane_request_class() -> None:
         _lane_c.setup(Short, lane.stable_tag, lane.same_host, lane.COMPACT)
     with pytest.raises(TypeError):
         _lane_c.setup(dict, lane.stable_tag, lane.same_host, lane.COMPACT)
+
+
+def test_each_package_loads_its_extension_and_the_operator_switch_turns_them_off() -> None:
+    """registrar.lane and sipcore.digest each load their own extension (sipcore.speedups names none);
+    `speedups.LOADED` lists them for the start-up log; SIPCORE_PURE_PYTHON=1 leaves both out."""
+    code = (
+        "from sipcore import speedups\n"
+        "assert speedups.LOADED == []\n"
+        "import registrar.lane, sipcore.digest\n"
+        "print(sorted(speedups.LOADED), registrar.lane._c_read is None, sipcore.digest._c_params is None)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "SIPCORE_PURE_PYTHON"}
+
+    def run(**extra: str) -> str:
+        cmd = [sys.executable, "-c", code]
+        return subprocess.run(
+            cmd, env={**env, **extra}, cwd=root, check=True, capture_output=True, text=True
+        ).stdout
+
+    assert run() == "['registrar._lane_c', 'sipcore._digest_c'] False False\n"
+    assert run(SIPCORE_PURE_PYTHON="1") == "[] True True\n"
