@@ -21,7 +21,7 @@ import structlog
 
 from server.http import HttpEndpoint
 from server.notify import sd_notify
-from server.sip_server import ServerSettings, SipServer
+from server.sip_server import ServerSettings, SipHandlers, SipServer
 from sipcore.transport import TransportLimits
 
 if TYPE_CHECKING:
@@ -121,7 +121,9 @@ class Application:
     def __init__(self, loaded: LoadedConfig, worker: Worker | None = None) -> None:
         self.loaded = loaded
         self.worker = worker
-        self.sip = SipServer(loaded.settings.sip)
+        self.sip = SipServer(
+            loaded.settings.sip, self._handlers if loaded.config is not None else None, worker
+        )
         self.http: HttpEndpoint | None = None
         self.registrar: Any = None
         self.accounts: AccountStateService | None = None
@@ -133,24 +135,18 @@ class Application:
 
     async def start(self) -> None:
         Path(self.loaded.settings.state_dir).mkdir(parents=True, exist_ok=True)
-        await self.sip.start()
-        if self.loaded.config is not None:
+        cfg, worker = self.loaded.config, self.worker
+        if cfg is not None:
             from server.account_state_factory import build_account_state
             from server.billing import build_billing
-            from server.proxy_service import build_proxy_service
-            from server.registrar_service import build_registrar_service
 
-            cfg, worker = self.loaded.config, self.worker
-            self.registrar = build_registrar_service(cfg, self.sip, worker)
-            await self.registrar.start()
             self.accounts = build_account_state(cfg, worker)
             await self.accounts.start()
             self.billing = build_billing(cfg, worker.index if worker is not None else None)
             await self.billing.start()
-            self.proxy = build_proxy_service(cfg, self.sip, self.registrar, accounts=self.accounts,
-                                             authorise=self.billing.authorise,
-                                             call_ended_sinks=(self.billing.on_call_ended,))  # fmt: skip
-            self.proxy.start()
+        await self.sip.start()  # binds, then builds the registrar and the proxy (_handlers)
+        if self.registrar is not None:
+            await self.registrar.start()
         addr = self.loaded.settings.sip.metrics_address
         if addr:
             from sipcore.transport import split_hostport
@@ -162,6 +158,29 @@ class Application:
         settle_heap()
         self._collector = asyncio.get_running_loop().create_task(collect_periodically())
         sd_notify("READY=1")
+
+    def _handlers(self, sip: SipServer) -> SipHandlers:
+        """The registrar and the proxy, built once the SIP server has bound its sockets (the proxy's
+        Via and Record-Route addresses are the bound ones), as the server's handlers."""
+        from server.proxy_service import build_proxy_service
+        from server.registrar_service import build_registrar_service
+
+        cfg, worker = self.loaded.config, self.worker
+        assert self.accounts is not None and self.billing is not None
+        registrar = self.registrar = build_registrar_service(cfg, sip, worker)
+        proxy = self.proxy = build_proxy_service(cfg, sip, registrar, self.accounts,
+                                                 authorise=self.billing.authorise,
+                                                 call_ended_sinks=(self.billing.on_call_ended,))  # fmt: skip
+        return SipHandlers(
+            register=registrar.on_register,
+            register_lane=registrar.on_register_bytes,
+            proxy=proxy.on_request,
+            stateless_invite=proxy.controller.is_stateless_invite,
+            tu_event=proxy.on_tu_event,
+            send_request=proxy.send_request,
+            connection_closed=registrar.on_connection_closed,
+            drop_source=registrar.drop_source,
+        )
 
     async def reload(self) -> bool:
         """Re-read the YAML; on any error keep the running configuration and log every problem."""
@@ -213,6 +232,8 @@ class Application:
         if self.http is not None:
             await self.http.close()
         await self.sip.close()
+        if self.proxy is not None:
+            await self.proxy.close()
         if self.billing is not None:
             await self.billing.close()
         if self.accounts is not None:
@@ -224,15 +245,12 @@ class Application:
 async def run_application(
     loaded: LoadedConfig,
     worker: Worker | None = None,
-    prepare: Callable[[Application], object] | None = None,
     started: Callable[[Application], object] | None = None,
 ) -> int:
-    """Run the application until SIGTERM/SIGINT (SIGHUP reloads). A worker (server/workers.py) plugs
-    in through ``prepare`` (before start: sockets, routing) and ``started`` (after: hand-offs,
-    readiness)."""
+    """Run the application until SIGTERM/SIGINT (SIGHUP reloads). A worker (server/workers.py) is
+    given to the application (its sockets and message routing go to the SIP server as it is built);
+    ``started`` runs once it serves (hand-offs, readiness)."""
     app = Application(loaded, worker)
-    if prepare is not None:
-        prepare(app)
     await app.start()
     if started is not None:
         started(app)

@@ -99,12 +99,6 @@ class ProxyService:
         self.controller.update(settings)
         self._dns.clear()
 
-    def start(self) -> None:
-        self.sip.proxy = self.on_request
-        self.sip.tu_handler = self.on_tu_event
-        self.sip.request_sender = self.send_request
-        self.sip.stateless_invite = self.controller.is_stateless_invite
-
     # ---- events in ---------------------------------------------------------------------------------
     def on_request(self, req: Request, flow: Flow) -> None:
         accounts = self.accounts

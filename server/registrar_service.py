@@ -98,14 +98,12 @@ class RegistrarService:
             self.store.start()
             log.info("location_restored", bindings=restored)
         log.info("c_extensions", loaded=speedups.LOADED)  # none: the Python code alone (slower)
-        self.sip.handlers["REGISTER"] = self.on_register
-        self.sip.register_lane = self.on_register_bytes
-        self.sip.connection_closed_hooks.append(self.on_connection_closed)
-        guard = self.registrar.guard
-        if guard is not None:
-            previous = self.sip.drop_source
-            self.sip.drop_source = lambda ip: previous(ip) or guard.is_banned(ip, time.time())
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def drop_source(self, ip: str) -> bool:
+        """A source the brute-force guard banned: the SIP server drops its messages unread."""
+        guard = self.registrar.guard
+        return guard is not None and guard.is_banned(ip, time.time())
 
     async def close(self) -> None:
         if self._sweeper is not None:

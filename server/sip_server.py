@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -44,7 +45,7 @@ from sipcore.transaction import (
     TransactionNotFound,
     TransactionTerminated,
 )
-from sipcore.transport import TransportLimits, TransportManager, split_hostport
+from sipcore.transport import SharedSockets, TransportLimits, TransportManager, split_hostport
 from sipcore.uri import SipUri, TelUri
 
 from . import metrics
@@ -52,9 +53,29 @@ from . import metrics
 log = structlog.get_logger("sipcore.server")
 
 RequestHandler = Callable[[Request, Flow], None]
-ResponseHandler = Callable[[Response, Flow], bool]
 TuHandler = Callable[[Output], None]
 RequestSender = Callable[[Request, object], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class SipHandlers:
+    """Where the SIP server hands what it does not answer itself (OPTIONS to itself, errors).
+
+    Given to `SipServer` when it is built, as a factory it calls once its sockets are bound (the
+    registrar and the proxy need the server to answer through, and the proxy its bound addresses)."""
+
+    register: RequestHandler | None = None  # REGISTER addressed to us, parsed, in a transaction
+    register_lane: Callable[[bytes, Flow], bool] | None = None  # a REGISTER answered from its bytes
+    proxy: RequestHandler | None = None  # every other request not for us alone
+    stateless_invite: Callable[[Request, Flow], bool] | None = (
+        None  # an INVITE answered without a transaction
+    )
+    tu_event: TuHandler | None = None  # responses, time-outs, failures of client transactions
+    send_request: RequestSender | None = None  # how a client transaction reaches its destination
+    connection_closed: Callable[[str], None] | None = None
+    drop_source: Callable[[str], bool] | None = None  # a banned source: its messages are dropped
+
+
 SERVER_HEADER = "sipcore/0.1"
 _SERVER = ("Server", SERVER_HEADER)
 TIMER_SLACK = 0.01  # seconds: transaction timers fire on a 10 ms grid (see SipServer._arm)
@@ -92,35 +113,38 @@ _STATELESS_TAG = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=[ \t]*"
                             re.IGNORECASE).search  # fmt: skip
 
 
+class WorkerLink(Protocol):
+    """A worker process's part in a server of several (server/worker.py): the sockets its master
+    bound, and the entry every received message goes through first (to its owner, or here)."""
+
+    def sockets(self) -> SharedSockets: ...
+
+    def entry(self, sip: SipServer) -> Callable[[bytes, Flow], None]: ...
+
+
 class SipServer:
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        handlers: Callable[[SipServer], SipHandlers] | None = None,
+        worker: WorkerLink | None = None,
+    ) -> None:
         self.settings = settings
         self.transports = TransportManager(
-            self.on_message,
+            self.on_message if worker is None else worker.entry(self),
             settings.limits,
             on_framing_error=self._on_framing_error,
             on_connection_closed=self._on_connection_closed,
+            shared=worker.sockets() if worker is not None else None,
         )
-        self.handlers: dict[str, RequestHandler] = {}
-        self.proxy: RequestHandler | None = None
-        self.response_handler: ResponseHandler | None = None
-        # The proxy receives responses, time-outs and transport failures of client transactions here,
-        # and sends requests through ``request_sender`` (it knows how to reach its destinations).
-        self.tu_handler: TuHandler | None = None
-        self.request_sender: RequestSender | None = None
+        self._make_handlers = handlers
+        self.handlers = SipHandlers()  # none until started: nothing arrives before the sockets exist
         self.transactions = TransactionLayer()
         transactions = self.transactions
         metrics.TRANSACTIONS_ACTIVE.set_function(lambda: len(transactions))  # read at scrape time
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.connection_closed_hooks: list[Callable[[str], None]] = []
-        self.drop_source: Callable[[str], bool] = lambda ip: False
-        # the registrar's REGISTER lane: takes a datagram/frame it can answer whole (True) or not
-        self.register_lane: Callable[[bytes, Flow], bool] | None = None
-        # the proxy's test for an INVITE it answers without a transaction (a challenge, or a refusal
-        # before any state): such INVITEs go to the proxy with no server transaction (§8.2.7)
-        self.stateless_invite: Callable[[Request, Flow], bool] | None = None
         self.local_hosts: set[str] = set()
         self.local_ports: set[int] = set()
         self.started_at = time.time()
@@ -142,6 +166,8 @@ class SipServer:
             hosts.add(host.lower())
             self.local_ports.add(port)
         self.local_hosts = hosts
+        if self._make_handlers is not None:
+            self.handlers = self._make_handlers(self)
         log.info(
             "sip_listening",
             udp=[f"{h}:{p}" for h, p in self.transports.udp_addresses],
@@ -172,8 +198,9 @@ class SipServer:
         return isinstance(uri, TelUri)
 
     def allow_header(self) -> str:
-        methods = ["OPTIONS", *sorted(self.handlers)]
-        if self.proxy is not None:
+        handlers = self.handlers
+        methods = ["OPTIONS", "REGISTER"] if handlers.register is not None else ["OPTIONS"]
+        if handlers.proxy is not None:
             methods += ["INVITE", "ACK", "CANCEL", "BYE", "INFO", "UPDATE", "PRACK", "REFER", "NOTIFY",
                         "SUBSCRIBE", "MESSAGE"]  # fmt: skip
         return ", ".join(dict.fromkeys(methods))
@@ -182,10 +209,13 @@ class SipServer:
     def on_message(self, data: bytes, flow: Flow) -> None:
         """Entry point for every framed message; never raises."""
         try:
-            if self.drop_source(flow.remote[0]):
+            handlers = self.handlers
+            drop = handlers.drop_source
+            if drop is not None and drop(flow.remote[0]):
                 metrics.DROPPED.labels("banned").inc()
                 return
-            if data[:9] == b"REGISTER " and self.register_lane is not None and self.register_lane(data, flow):
+            lane = handlers.register_lane
+            if data[:9] == b"REGISTER " and lane is not None and lane(data, flow):
                 return
             try:
                 msg = parse(data, stream=flow.reliable)
@@ -223,11 +253,13 @@ class SipServer:
         return resp.serialize()
 
     def _on_connection_closed(self, conn_id: str) -> None:
-        for hook in self.connection_closed_hooks:
-            try:
-                hook(conn_id)
-            except Exception:
-                log.exception("connection_closed_hook_failed", conn_id=conn_id)
+        hook = self.handlers.connection_closed
+        if hook is None:
+            return
+        try:
+            hook(conn_id)
+        except Exception:
+            log.exception("connection_closed_hook_failed", conn_id=conn_id)
 
     def _on_request(self, req: Request, flow: Flow) -> None:
         metrics.count_request(req.method)
@@ -252,7 +284,8 @@ class SipServer:
         if method == "ACK" and self._absorbs_ack(req):
             metrics.DROPPED.labels("ack_of_stateless_answer").inc()
             return True
-        if method == "INVITE" and self.stateless_invite is not None and self.stateless_invite(req, flow):
+        stateless = self.handlers.stateless_invite
+        if method == "INVITE" and stateless is not None and stateless(req, flow):
             self._dispatch(req, flow, None)
             return True
         return False
@@ -279,11 +312,12 @@ class SipServer:
             self.on_message(data, flow)
             return True
         if head[:7] == b"INVITE ":
-            if self.stateless_invite is None or _PROXY_AUTHORIZATION(data) is not None:
+            if self.handlers.stateless_invite is None or _PROXY_AUTHORIZATION(data) is not None:
                 return False
         elif head[:4] != b"ACK " or _STATELESS_TAG(data) is None:
             return False
-        if self.drop_source(flow.remote[0]):
+        drop = self.handlers.drop_source
+        if drop is not None and drop(flow.remote[0]):
             return False  # the owner drops it and counts it
         try:
             req = parse(data, stream=flow.reliable)
@@ -334,7 +368,7 @@ class SipServer:
             if error is not None:
                 self.reply_error(req, flow, error)
                 return
-            handler = self.handlers.get("REGISTER")
+            handler = self.handlers.register
             if handler is None:
                 self.reply(req, flow, 501, "Registrar not enabled", (("Allow", self.allow_header()),))
             else:
@@ -344,8 +378,9 @@ class SipServer:
         if error is not None:
             self.reply_error(req, flow, error)
             return
-        if self.proxy is not None:
-            self.proxy(req, flow)
+        proxy = self.handlers.proxy
+        if proxy is not None:
+            proxy(req, flow)
             return
         if req.method == "ACK":
             return
@@ -385,10 +420,8 @@ class SipServer:
         except SipParseError:
             metrics.PARSE_ERRORS.labels("dropped").inc()
             return
-        if self.response_handler is not None and self.response_handler(resp, flow):
-            return
         outs = self.transactions.on_response(resp, self.now())
-        if self.tu_handler is None:
+        if self.handlers.tu_event is None:
             if outs and getattr(outs[0], "transaction", None) is None:
                 metrics.DROPPED.labels("stray_response").inc()
             return
@@ -407,8 +440,8 @@ class SipServer:
                 msg = out.message  # type: ignore[union-attr]
                 if isinstance(msg, Response):
                     self.send_response(msg, out.destination)  # type: ignore[union-attr, arg-type]
-                elif self.request_sender is not None:
-                    self.request_sender(msg, out.destination)  # type: ignore[union-attr]
+                elif (sender := self.handlers.send_request) is not None:
+                    sender(msg, out.destination)  # type: ignore[union-attr]
             elif kind is RequestReceived:
                 self._dispatch(out.request, out.source, out.transaction)  # type: ignore[union-attr]
             else:
@@ -418,8 +451,8 @@ class SipServer:
                     request = getattr(out.transaction, "request", None)  # type: ignore[union-attr]
                     if request is not None:
                         request._cache.pop("txn", None)
-                if self.tu_handler is not None:
-                    self.tu_handler(out)
+                if (tu_event := self.handlers.tu_event) is not None:
+                    tu_event(out)
         self._arm()
 
     def _arm(self) -> None:

@@ -34,6 +34,7 @@ from server.worker_channel import (
 )
 from sipcore.flow import Flow
 from sipcore.ownership import conn_prefix, owner_of, worker_of_conn
+from sipcore.transport import SharedSockets
 
 log = structlog.get_logger("sipcore.workers")
 
@@ -43,11 +44,20 @@ _KIND = {DELIVER: "message", WRITE: "tcp_write", LOCATION: "location", ACCOUNT: 
 class Worker:
     """One worker's routing: owner of each message, hand-offs in and out, the location replica."""
 
-    def __init__(self, index: int, count: int, node_id: str, channel: Channel) -> None:
+    def __init__(
+        self,
+        index: int,
+        count: int,
+        node_id: str,
+        channel: Channel,
+        listeners: dict[tuple[str, str], socket.socket] | None = None,
+    ) -> None:
         self.index = index
         self.count = count
         self.node_id = node_id  # shared by every worker: TCP flow ids mean the same thing everywhere
         self.channel = channel
+        self.listeners = dict(listeners or {})  # bound by the master, inherited over fork
+        channel.on_frame = self.on_frame
         self.location: ReplicatedLocationStore | None = None
         self.accounts: ReplicatedAccountState | None = None
         self._sip: Any = None
@@ -56,21 +66,21 @@ class Worker:
         self.out_count = dict.fromkeys(_KIND, 0)
         self.in_count = dict.fromkeys(_KIND, 0)
 
-    def attach(self, sip: Any, listeners: dict[tuple[str, str], socket.socket]) -> None:
-        """Plug into the SIP server before it starts: inherited sockets, connection ids, routing."""
-        transports = sip.transports
-        transports.inherited = dict(listeners)
-        # Every worker reads every UDP socket, one woken per datagram (SharedUdpReader,
-        # EPOLLEXCLUSIVE): whoever is free reads; the reader hands each message to its owner.
-        # (One reader per socket left the other worker idle when phones use one address, and
-        # plain shared waiting woke every worker for each datagram: +30 % CPU per message.)
-        transports.shared_udp = {text for kind, text in listeners if kind == "udp"}
-        transports.conn_prefix = conn_prefix(self.index)
-        transports.remote_writer = self.remote_write
-        self._local = sip.on_message
-        transports.handler = self.route
+    def sockets(self) -> SharedSockets:
+        """For the SIP server's transports: the inherited sockets, our connection ids, remote writes.
+
+        Every worker reads every UDP socket, one woken per datagram (SharedUdpReader,
+        EPOLLEXCLUSIVE): whoever is free reads; the reader hands each message to its owner. (One
+        reader per socket left the other worker idle when phones use one address, and plain shared
+        waiting woke every worker for each datagram: +30 % CPU per message.)"""
+        shared_udp = frozenset(text for kind, text in self.listeners if kind == "udp")
+        return SharedSockets(self.listeners, shared_udp, conn_prefix(self.index), self.remote_write)
+
+    def entry(self, sip: Any) -> Callable[[bytes, Flow], None]:
+        """The transports' callback for ``sip``: every message goes through ``route`` first."""
         self._sip = sip
-        self.channel.on_frame = self.on_frame
+        self._local = sip.on_message
+        return self.route
 
     def location_store(self, state_path: str | Path | None) -> ReplicatedLocationStore:
         """This worker's location replica, its updates published on the channel."""

@@ -159,7 +159,7 @@ def _worker_process(
     if index > 0:  # one metrics endpoint: worker 0's
         sip = replace(loaded.settings.sip, metrics_address=None)
         loaded = replace(loaded, settings=replace(loaded.settings, sip=sip))
-    worker = Worker(index, count, node_id, channel)
+    worker = Worker(index, count, node_id, channel, listeners)
     if index == 0:
         REGISTRY.register(HandoffCollector(worker))
     try:
@@ -175,10 +175,6 @@ def _worker_process(
         os.close(ready_w)
 
     try:
-        return asyncio.run(
-            run_application(
-                loaded, worker, prepare=lambda app: worker.attach(app.sip, listeners), started=started
-            )
-        )
+        return asyncio.run(run_application(loaded, worker, started=started))
     finally:
         channel.close()

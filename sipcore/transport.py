@@ -275,6 +275,19 @@ class TcpConnection(asyncio.Protocol):
                 m.on_connection_closed(self.conn_id)
 
 
+@dataclass(frozen=True)
+class SharedSockets:
+    """A worker process's part in the sockets its master bound (server/workers.py): the inherited
+    listening sockets keyed by ("udp"|"tcp", address text), the UDP addresses every worker reads
+    (SharedUdpReader), the prefix of this worker's connection ids, and where a write on another
+    worker's connection goes."""
+
+    inherited: dict[tuple[str, str], socket.socket]
+    shared_udp: frozenset[str]
+    conn_prefix: str
+    remote_writer: Callable[[bytes, Flow], bool] | None = None
+
+
 class TransportManager:
     """Owns every socket; ``dispatch`` hands messages to the server; ``send`` reaches a flow or address."""
 
@@ -284,6 +297,7 @@ class TransportManager:
         limits: TransportLimits | None = None,
         on_framing_error: ErrorHandler | None = None,
         on_connection_closed: Callable[[str], None] | None = None,
+        shared: SharedSockets | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits or TransportLimits()
@@ -298,14 +312,13 @@ class TransportManager:
         self._ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
         self._pending: dict[Address, asyncio.Future[TcpConnection]] = {}
-        # Worker processes: listening sockets bound by the master, keyed by ("udp"|"tcp", address
-        # text), some only to send on; the prefix of our connection ids; and where writes to another
-        # worker's connection go.
-        self.inherited: dict[tuple[str, str], socket.socket] = {}
-        self.shared_udp: set[str] = set()  # UDP addresses every worker reads (SharedUdpReader)
+        # Worker processes (SharedSockets): listening sockets bound by the master, some only to send
+        # on; the prefix of our connection ids; and where writes to another worker's connection go.
+        self.inherited: dict[tuple[str, str], socket.socket] = dict(shared.inherited) if shared else {}
+        self.shared_udp: frozenset[str] = shared.shared_udp if shared else frozenset()
         self._readers: list[SharedUdpReader] = []
-        self.conn_prefix = "tcp-"
-        self.remote_writer: Callable[[bytes, Flow], bool] | None = None
+        self.conn_prefix = shared.conn_prefix if shared else "tcp-"
+        self.remote_writer = shared.remote_writer if shared else None
         self._udp_out: list[tuple[UdpEndpoint, bytes, Address]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 

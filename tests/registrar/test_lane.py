@@ -11,6 +11,7 @@ general path (folded lines, bodies, several contacts, quoted parameters, odd Via
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import random
 import re
@@ -62,7 +63,7 @@ class Side:
         self.tcp: list[tuple[bytes, str | None]] = []
         sip.transports.send_flow = self._send_flow  # type: ignore[method-assign]
         if not use_lane:
-            sip.register_lane = None
+            sip.handlers = dataclasses.replace(sip.handlers, register_lane=None)
         registrar = app.registrar.registrar
         registrar.rng = random.Random(7)  # the expiry jitter draws the same numbers on both sides
         registrar.challenger._salts = BlockSource(  # type: ignore[attr-defined]  # same salts on both sides
@@ -77,7 +78,7 @@ class Side:
                 self.taken += took
                 return took
 
-            sip.register_lane = counting
+            sip.handlers = dataclasses.replace(sip.handlers, register_lane=counting)
 
     def _send_flow(self, data: bytes, flow: Flow) -> bool:
         if flow.transport == "udp":

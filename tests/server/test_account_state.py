@@ -90,8 +90,6 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
     inboxes = make_inboxes(2)
     channels = [Channel(inboxes[i][0], {1 - i: inboxes[1 - i][1]}) for i in range(2)]
     out = [Worker(i, 2, "node", channels[i]) for i in range(2)]
-    for worker in out:
-        worker.channel.on_frame = worker.on_frame
     yield out
     for worker in out:
         worker.channel.close()
