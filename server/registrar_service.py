@@ -18,6 +18,7 @@ from registrar import lane
 from registrar.guard import Guard, GuardConfig
 from registrar.location import (
     LocationError,
+    LocationStore,
     MemoryLocationStore,
     OverflowPolicy,
     RedisLocationStore,
@@ -78,14 +79,13 @@ class RegistrarService:
         self,
         sip: SipServer,
         registrar: Registrar,
-        store: MemoryLocationStore | RedisLocationStore,
+        store: LocationStore,
         sweep_interval: float = 1.0,
     ) -> None:
         self.sip = sip
         self.registrar = registrar
         self.store = store
         self.sweep_interval = sweep_interval
-        self._sync = isinstance(store, MemoryLocationStore)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._stale_seen = 0
@@ -93,10 +93,8 @@ class RegistrarService:
         self._answers = lane.AnswerCache(sip.transactions.config.timeout)
 
     async def start(self) -> None:
-        if isinstance(self.store, MemoryLocationStore):
-            restored = self.store.load(time.time())
-            self.store.start()
-            log.info("location_restored", bindings=restored)
+        restored = await self.store.open(time.time())
+        log.info("location_restored", bindings=restored)
         log.info("c_extensions", loaded=speedups.LOADED)  # none: the Python code alone (slower)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
@@ -150,14 +148,15 @@ class RegistrarService:
                 cache.keep(req.key, data, sip.now())
             sip.send_answer(data, status, flow, req.destination)
 
-        decision = self.registrar.decide(req, flow, now)
-        if not reliable and isinstance(decision, Apply) and not self._sync:
-            cache.pending(req.key, sip.now())
-        self._carry_out(decision, answer, now)
+        pending = None if reliable else lambda: cache.pending(req.key, sip.now())
+        self._carry_out(self.registrar.decide(req, flow, now), answer, now, pending)
         return True
 
-    def _carry_out(self, decision: Decision, answer: Answer, now: float) -> None:
-        """Count, answer and apply one decision, whichever path read the request."""
+    def _carry_out(
+        self, decision: Decision, answer: Answer, now: float, pending: Callable[[], None] | None = None
+    ) -> None:
+        """Count, answer and apply one decision, whichever path read the request. ``pending``: told
+        when the answer has to wait for the store (the lane then absorbs retransmissions)."""
         if self.registrar.stale_nonces != self._stale_seen:
             self._count_stale()
         if isinstance(decision, Drop):
@@ -172,25 +171,25 @@ class RegistrarService:
                 self._on_ban(decision.ban)
             self._answer(answer, decision.status, decision.reason, decision.headers)
             return
-        if self._sync:
-            self._apply_sync(decision, answer, now)
-        else:
-            task = asyncio.get_running_loop().create_task(self._apply_async(decision, answer, now))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    def _apply_sync(self, d: Apply, answer: Answer, now: float) -> None:
-        store = self.store
-        assert isinstance(store, MemoryLocationStore)
-        try:
+        store, d = self.store, decision
+        try:  # at once when the store holds the registry here (memory, replicas)
             if d.changes is None:
-                bindings = tuple(store.lookup(d.aor, now))
+                found = store.lookup_cached(d.aor, now)
+                bindings = tuple(found) if found is not None else None
             else:
-                bindings = store.register(d.aor, d.changes, now, d.max_contacts, d.policy).bindings
+                result = store.apply_now(d.aor, d.changes, now, d.max_contacts, d.policy)
+                bindings = result.bindings if result is not None else None
         except LocationError as exc:
             self._location_error(answer, exc)
             return
-        self._answer(answer, 200, None, self.registrar.success_headers(bindings, now, d.path))
+        if bindings is not None:
+            self._answer(answer, 200, None, self.registrar.success_headers(bindings, now, d.path))
+            return
+        if pending is not None:
+            pending()
+        task = asyncio.get_running_loop().create_task(self._apply_async(d, answer, now))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _apply_async(self, d: Apply, answer: Answer, now: float) -> None:
         try:
@@ -235,9 +234,7 @@ class RegistrarService:
 
     def on_connection_closed(self, conn_id: str) -> None:
         key = f"{self.registrar.settings.node_id}/{conn_id}"
-        if isinstance(self.store, MemoryLocationStore):
-            self.store.close_flow(key)
-        else:
+        if self.store.remove_flow_now(key) is None:
             task = asyncio.get_running_loop().create_task(self.store.remove_flow(key))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -247,13 +244,9 @@ class RegistrarService:
             await asyncio.sleep(self.sweep_interval)
             now = time.time()
             try:
-                if isinstance(self.store, MemoryLocationStore):
-                    self.store.sweep(now)
-                    AORS.set(self.store.aor_count())
-                    CONTACTS.set(self.store.contact_count())
-                else:
-                    AORS.set(await self.store.count_aors(now))
-                    CONTACTS.set(await self.store.count_contacts(now))
+                await self.store.expire(now)
+                AORS.set(await self.store.count_aors())
+                CONTACTS.set(await self.store.count_contacts())
                 guard = self.registrar.guard
                 if guard is not None:
                     guard.expire(now)
@@ -343,7 +336,7 @@ def build_registrar_service(cfg: Any, sip: SipServer, worker: Worker | None = No
         registrar.settings = replace(registrar.settings, node_id=worker.node_id)
     loc = cfg.registrar.location
     if loc.backend == "redis":
-        store: MemoryLocationStore | RedisLocationStore = RedisLocationStore.from_url(
+        store: LocationStore = RedisLocationStore.from_url(
             loc.url, prefix=loc.key_prefix.rstrip(":") + ":loc"
         )
     elif worker is not None:  # several workers without Redis: each keeps a replica

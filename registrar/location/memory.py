@@ -181,8 +181,28 @@ class MemoryLocationStore:
     ) -> ApplyResult:
         return self.register(aor, changes, now, max_contacts, policy)
 
+    def apply_now(
+        self,
+        aor: str,
+        changes: RegisterChanges,
+        now: float,
+        max_contacts: int | None = None,
+        policy: OverflowPolicy = OverflowPolicy.REJECT,
+    ) -> ApplyResult:
+        """`LocationStore.apply_now`: this store is the registry, so always applied here."""
+        return self.register(aor, changes, now, max_contacts, policy)
+
     async def remove_flow(self, connection_id: str) -> list[LocationEvent]:
         return self.close_flow(connection_id)
+
+    def remove_flow_now(self, connection_id: str) -> list[LocationEvent]:
+        return self.close_flow(connection_id)
+
+    async def open(self, now: float) -> int:
+        """Load the state file, then start writing behind."""
+        restored = self.load(now)
+        self.start()
+        return restored
 
     async def expire(self, now: float) -> list[Binding]:
         return self.sweep(now)

@@ -143,6 +143,18 @@ class RedisLocationStore:
         invalidation), so only a read from Redis can vouch for the bindings."""
         return None
 
+    def apply_now(self, aor: str, changes: Any, now: float, max_contacts: int | None = None,
+                  policy: Any = None) -> None:  # fmt: skip
+        """`LocationStore.apply_now`: the registry is in Redis, so never here."""
+        return None
+
+    def remove_flow_now(self, connection_id: str) -> None:
+        return None
+
+    async def open(self, now: float) -> int:
+        """Nothing to restore: Redis keeps the registry."""
+        return 0
+
     async def apply(
         self,
         aor: str,

@@ -29,6 +29,19 @@ class LocationStore(Protocol):
         list must equal what `get` would return."""
         ...
 
+    def apply_now(
+        self,
+        aor: str,
+        changes: RegisterChanges,
+        now: float,
+        max_contacts: int | None = None,
+        policy: OverflowPolicy = OverflowPolicy.REJECT,
+    ) -> ApplyResult | None:
+        """`apply` without I/O when this process holds the registry (memory, replicated), else None,
+        meaning: ``await apply(...)``. Why: the REGISTER edge answers in the same event-loop turn
+        when it can, without knowing which backend it holds. Raises `LocationError` as `apply`."""
+        ...
+
     async def apply(
         self,
         aor: str,
@@ -42,6 +55,15 @@ class LocationStore(Protocol):
 
     async def remove_flow(self, connection_id: str) -> list[LocationEvent]:
         """A TCP connection closed: drop its outbound bindings, mark the others' flow dead."""
+        ...
+
+    def remove_flow_now(self, connection_id: str) -> list[LocationEvent] | None:
+        """`remove_flow` without I/O when this process holds the registry, else None (await it)."""
+        ...
+
+    async def open(self, now: float) -> int:
+        """Before serving: restore what the store keeps across restarts (the memory store's state
+        file) and start its background writes; returns how many bindings were restored."""
         ...
 
     async def expire(self, now: float) -> list[Binding]:

@@ -487,3 +487,25 @@ async def test_lookup_cached_is_never_stale_when_another_process_wrote(pair) -> 
     await b.apply(AOR, reg("x", 2, c("sip:x@10.0.0.1", 0), c("sip:y@10.0.0.2")), T0 + 1)
     assert [x.contact for x in await _cached_agrees(a, backend, AOR, T0 + 1)] == ["sip:y@10.0.0.2"]
     assert [x.contact for x in await _cached_agrees(b, backend, AOR, T0 + 1)] == ["sip:y@10.0.0.2"]
+
+
+async def test_apply_now_is_apply_here_or_none(store, backend: str) -> None:
+    """`apply_now` applies without I/O where the registry is local (same result and state as
+    `apply`), and answers None elsewhere having changed nothing; it refuses as `apply` refuses."""
+    result = store.apply_now(AOR, reg("n", 1, c("sip:n@10.0.0.1")), T0)
+    if backend not in LOCAL:
+        assert result is None
+        assert await store.get(AOR, T0) == []
+        assert store.remove_flow_now("host1/1/x") is None
+        assert await store.open(T0) == 0
+        return
+    assert result is not None and [b.contact for b in result.bindings] == ["sip:n@10.0.0.1"]
+    assert [b.contact for b in await store.get(AOR, T0)] == ["sip:n@10.0.0.1"]
+    with pytest.raises(StaleCSeqError):
+        store.apply_now(AOR, reg("n", 1, c("sip:n@10.0.0.1")), T0 + 1)
+    cid = f"host1/42/{uuid.uuid4().hex[:6]}"
+    store.apply_now(AOR, reg("t", 1, c("sip:t@10.0.0.2;transport=tcp", instance="<urn:uuid:1>", reg_id=1),
+                             flow=tcp(cid)), T0)  # fmt: skip
+    events = store.remove_flow_now(cid)
+    assert [type(e) for e in events] == [BindingRemoved]
+    assert [b.contact for b in await store.get(AOR, T0)] == ["sip:n@10.0.0.1"]

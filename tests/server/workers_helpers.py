@@ -97,7 +97,9 @@ async def serve(config: Path, workers: int = 2, port: int | None = None) -> Asyn
             state = await asyncio.wait_for(loop.sock_recv(notify, 64), 30)
         finally:
             notify.close()
-        assert state == b"READY=1", state
+        if state != b"READY=1":  # say why the server gave up (its log), not just that it did
+            await served.stop()
+            raise AssertionError(f"{state!r}: {served.stderr.decode(errors='replace')[-3000:]}")
         assert len(children_of(proc.pid)) == workers
         yield served
     finally:
