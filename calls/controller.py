@@ -51,6 +51,7 @@ from calls.identity import (
 )
 from calls.model import Branch, Call, Contact, Destination, Relay
 from routing import (
+    AccountRoute,
     Authorisation,
     AuthoriseRequest,
     BranchAnswered,
@@ -188,6 +189,7 @@ class CallController:
                 nets.append((ipaddress.ip_network(src, strict=False), name))
         self._trunk_nets = nets
         self._trunk_memo: dict[str, str | None] = {}
+        self._public: dict[str, str | None] = {}
 
     # ---- questions the adapter asks ---------------------------------------------------------------
     def trunk_for_source(self, ip: str) -> str | None:
@@ -459,9 +461,10 @@ class CallController:
             )  # fmt: skip
             direction = "outbound"
             did = None
-        preferred = preferred_number(req.headers.get_all("p-preferred-identity"), own_numbers(setup, caller))
+        asked = req.headers.get_all("p-preferred-identity")
+        preferred = preferred_number(asked, own_numbers(setup, caller)) if asked else None
         call = Call(direction=direction, plan=plan, did=did, rated=decision.rated,
-                    max_duration=decision.max_duration, caller_public=public_number(setup, caller),
+                    max_duration=decision.max_duration, caller_public=self._public_of(caller),
                     caller_extension=caller.extension, privacy=privacy_of(req.headers.get_all("privacy")),
                     preferred=preferred, **base)  # type: ignore[arg-type]  # fmt: skip
         self._begin(call, now, out)
@@ -614,8 +617,15 @@ class CallController:
             return call.caller_public or shown
         forwarder = self.setup.accounts.get(ring.billed_account_id or "")
         if forwarder is not None and shown == forwarder.extension:
-            return public_number(self.setup, forwarder) or shown
+            return self._public_of(forwarder) or shown
         return shown
+
+    def _public_of(self, account: AccountRoute) -> str | None:
+        """`identity.public_number`, memoised per configuration (it may walk the customer's DIDs)."""
+        memo = self._public
+        if account.account_id not in memo:
+            memo[account.account_id] = public_number(self.setup, account)
+        return memo[account.account_id]
 
     def _send(self, req: Request, dest: Destination, key: Branch | Relay | None, out: list[Action]) -> None:
         """Send through a client transaction, once the destination is an address."""

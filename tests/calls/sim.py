@@ -388,13 +388,17 @@ class Party:
             self.send(req.make_response(407, None, self.tag, (("Proxy-Authenticate",
                       'Digest realm="carrier", nonce="c1", qop="auth"'),)))  # fmt: skip
             return
+        if mode == "challenge401" and req.headers.get("authorization") is None:
+            self.send(req.make_response(401, None, self.tag, (("WWW-Authenticate",
+                      'Digest realm="carrier", nonce="c2"'),)))  # fmt: skip
+            return
         if mode in ("busy", "decline", "unavailable"):
             status = {"busy": 486, "decline": 603, "unavailable": 480}[mode]
             self.send(req.make_response(status, None, self.tag))
             return
         self.invites[req.call_id] = req
         self.send(req.make_response(180, None, self.tag, (("Contact", self.contact),)))
-        if mode in ("answer", "challenge"):
+        if mode in ("answer", "challenge", "challenge401"):
             self.later(self.answer_after, lambda: self.answer(req.call_id))
 
     def answer(self, call_id: str) -> None:
