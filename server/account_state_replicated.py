@@ -6,7 +6,9 @@ Calls in progress: a call starts and ends in the worker that owns its Call-ID, w
 its caller, and for its callee once answered). After each change the worker publishes its own new
 count for the account (absolute, not +1/-1); the others keep each worker's count apart and read the
 sum (`CallCounts`). The channel keeps one sender's order, so a call_ended never overtakes its
-call_started; every REPORT_INTERVAL each worker also publishes its whole table, which repairs a
+call_started. An ended call is published at once, before the answer to its BYE leaves, and a
+worker reads its inbox before it routes an INVITE, so hanging up and calling straight back never
+finds the phone busy. Every REPORT_INTERVAL each worker also publishes its whole table, which repairs a
 frame the channel had to drop. Count frames go out at the end of the loop iteration that made the
 change, ahead of anything a phone can send in answer to it.
 
@@ -123,8 +125,10 @@ class ReplicatedAccountState:
         self._publish(encode_calls(self.index, account_id, calls), False)
 
     def call_ended(self, account_id: str) -> None:
+        # at once, ahead of the BYE's answer: a phone that hangs up and calls straight back is not
+        # found busy by the other worker (which drains its inbox before routing an INVITE)
         calls = self._counts.add(self.index, account_id, -1)
-        self._publish(encode_calls(self.index, account_id, calls), False)
+        self._publish(encode_calls(self.index, account_id, calls), True)
 
     def overrides(self) -> Overrides:
         return self._forwarding.snapshot()

@@ -105,6 +105,8 @@ class Worker:
         except Exception:  # bytes we cannot scan: handle here (the parser answers or drops them)
             owner = None
         if owner is None or owner == self.index:
+            if data[:7] == b"INVITE ":  # account state it routes on: what the others sent first
+                self.channel.drain()
             self._local(data, flow)
             return
         try:

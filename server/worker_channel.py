@@ -186,6 +186,11 @@ class Channel:
             sock.close()
 
     # -- in --
+    def drain(self) -> None:
+        """Take whatever frames are waiting now (a call's end the SIP message about to be handled
+        may depend on), instead of when the loop next serves the inbox."""
+        self._readable()
+
     def _readable(self) -> None:
         view = self._view
         for _ in range(64):  # then let the loop serve the SIP socket too; the fd stays readable
