@@ -180,6 +180,7 @@ class Application:
             send_request=proxy.send_request,
             connection_closed=registrar.on_connection_closed,
             drop_source=registrar.drop_source,
+            timers=proxy,
         )
 
     async def reload(self) -> bool:

@@ -5,15 +5,15 @@ Requests go out through the SIP server's transaction layer (each client transact
 controller's branch or relay), contact lookups read the location store (synchronously when it can
 vouch for its answer, else awaited off the message path), host names resolve through the event
 loop's resolver (cached), account state and forwarding go to the shared ``AccountState``, finished
-calls to the CDR sinks with wall-clock times, and metrics are counted from the actions. One loop
-timer serves every call: it is re-armed to the controller's next deadline after each batch.
+calls to the CDR sinks with wall-clock times, and metrics are counted from the actions. The calls'
+deadlines are served by the SIP server's one timer (with the transactions'): re-armed after each
+batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -55,7 +55,7 @@ from sipcore.transaction import (
 from sipcore.transport import split_hostport
 
 from .account_state import AccountState
-from .sip_server import TIMER_SLACK, SipServer
+from .sip_server import SipServer
 
 log = structlog.get_logger("sipcore.proxy")
 
@@ -85,8 +85,6 @@ class ProxyService:
         self._dns: dict[str, tuple[str | None, float]] = {}
         self._dns_waiting: dict[str, list[ResolveHost]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0
         controller = self.controller
         CALLS_ACTIVE.set_function(lambda: len(controller.calls))
 
@@ -175,7 +173,7 @@ class ProxyService:
             elif kind is ChangeForwarding:
                 self.accounts.apply_forwarding(action.change)
                 log.info("forwarding_changed", account=action.change.account_id, change=str(action.change))
-        self._arm()
+        sip.arm_timer()
 
     def _lookup(self, action: LookupContacts) -> None:
         store = self.registrar.store
@@ -269,32 +267,14 @@ class ProxyService:
             return True
         return transports.send_udp(data, (dest.host, dest.port))
 
-    # ---- the one timer -----------------------------------------------------------------------------
-    def _arm(self) -> None:
-        """One loop timer at the controller's earliest deadline, rounded up to TIMER_SLACK like the
-        transaction timer (one wake-up serves every call due in the same slot)."""
-        deadline = self.controller.next_deadline()
-        if deadline is None:
-            return
-        when = max(deadline, math.ceil(deadline / TIMER_SLACK) * TIMER_SLACK)
-        if self._timer is not None:
-            if self._timer_when <= when:
-                return
-            self._timer.cancel()
-        self._timer_when = when
-        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+    # ---- the calls' deadlines, served by the SIP server's one timer ------------------------------
+    def next_deadline(self) -> float | None:
+        return self.controller.next_deadline()
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        try:
-            self._perform(self.controller.on_timer(self.sip.now()))
-        except Exception:
-            log.exception("call_timer_failed")
-            self._arm()
+    def on_timer(self, now: float) -> None:
+        self._perform(self.controller.on_timer(now))
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
 

@@ -57,6 +57,14 @@ TuHandler = Callable[[Output], None]
 RequestSender = Callable[[Request, object], bool]
 
 
+class TimerSource(Protocol):
+    """Deadlines beside the transactions' (the call controller's), served by the server's one timer."""
+
+    def next_deadline(self) -> float | None: ...
+
+    def on_timer(self, now: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SipHandlers:
     """Where the SIP server hands what it does not answer itself (OPTIONS to itself, errors).
@@ -74,6 +82,7 @@ class SipHandlers:
     send_request: RequestSender | None = None  # how a client transaction reaches its destination
     connection_closed: Callable[[str], None] | None = None
     drop_source: Callable[[str], bool] | None = None  # a banned source: its messages are dropped
+    timers: TimerSource | None = None  # woken by the same loop timer as the transactions
 
 
 SERVER_HEADER = "sipcore/0.1"
@@ -455,13 +464,23 @@ class SipServer:
                     tu_event(out)
         self._arm()
 
+    def arm_timer(self) -> None:
+        """Re-arm after the handlers' deadlines moved outside a transaction output (a call timer)."""
+        self._arm()
+
     def _arm(self) -> None:
-        """Keep one loop timer at the earliest transaction deadline, rounded up to TIMER_SLACK.
+        """Keep one loop timer at the earliest deadline of the transactions and the handlers'
+        timers (the calls), rounded up to TIMER_SLACK.
 
         The slack (like the kernel's timerslack) lets one wake-up serve every transaction due in the
         same 10 ms slot instead of one wake-up per transaction; SIP timers count in T1 = 500 ms, so
         firing a few ms late changes nothing a peer can see."""
         deadline = self.transactions.next_deadline()
+        timers = self.handlers.timers
+        if timers is not None:
+            other = timers.next_deadline()
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
         if deadline is None or self._loop is None:
             return
         when = max(deadline, math.ceil(deadline / TIMER_SLACK) * TIMER_SLACK)
@@ -474,11 +493,18 @@ class SipServer:
 
     def _on_timer(self) -> None:
         self._timer = None
+        now = self.now()
         try:
-            self.run_outputs(self.transactions.on_timer(self.now()))
+            self.run_outputs(self.transactions.on_timer(now))
         except Exception:
             log.exception("transaction_timer_failed")
-            self._arm()
+        timers = self.handlers.timers
+        if timers is not None:
+            try:
+                timers.on_timer(now)
+            except Exception:
+                log.exception("handler_timer_failed")
+        self._arm()
 
     # ---- output ----------------------------------------------------------------------------------
     def reply_error(self, req: Request, flow: Flow, error: SipError) -> None:
