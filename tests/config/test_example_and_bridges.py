@@ -63,7 +63,7 @@ def test_example_content(example: Config) -> None:
         "00",
     )
     trunk = example.trunks["carrier"]
-    assert (trunk.address.host, trunk.address.port) == ("127.0.0.1", 5090)
+    assert (trunk.address.host, trunk.address.port) == ("127.0.0.2", 5090)
 
 
 def test_server_addresses_mean_the_default_domain(example: Config) -> None:
@@ -135,7 +135,7 @@ def test_routing_setup(example: Config) -> None:
     assert cust.dialing.country_code == 33
     assert cust.groups["sales"].members == (ro.GroupMember("1002", 20), ro.GroupMember("1003", 20))
     assert setup.dids["+33184000001"] == ro.Did("+33184000001", "demo", ro.DidKind.ACCOUNT, "1001")
-    assert setup.trunk == ro.Trunk("carrier", "sip:127.0.0.1:5090;transport=udp")
+    assert setup.trunk == ro.Trunk("carrier", "sip:127.0.0.2:5090;transport=udp")
     assert setup.media_uri == "sip:127.0.0.1:5080"
     assert setup.support == "+33184000001"
     assert [(c.kind, c.set_prefix, c.clear_code) for c in setup.feature_codes] == [
