@@ -16,11 +16,12 @@ def build_account_state(cfg: Any, worker: Worker | None = None) -> AccountStateS
     """The account state for this process: Redis when the location is shared through Redis (the
     operator shares state across hosts), a replica per worker with several workers, else local."""
     loc = cfg.registrar.location
+    store = JsonForwardingStore.in_state_dir(str(cfg.paths.state_dir))
     if loc.backend == "redis":
         from server.account_state_redis import RedisAccountState
 
-        return RedisAccountState.from_url(loc.url, prefix=loc.key_prefix.rstrip(":") + ":acct:")
-    store = JsonForwardingStore.in_state_dir(str(cfg.paths.state_dir))
+        prefix = loc.key_prefix.rstrip(":") + ":acct:"
+        return RedisAccountState.from_url(loc.url, prefix=prefix, seed=store.snapshot())
     if worker is None:
         return LocalAccountState(store)
     # Every worker starts from the file; only worker 0 writes it (one writer, no torn file).

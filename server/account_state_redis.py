@@ -114,8 +114,10 @@ class RedisAccountState:
         process: str | None = None,
         ttl: float = TTL,
         refresh_interval: float = REFRESH_INTERVAL,
+        seed: Overrides | None = None,
     ) -> None:
         self._r = client
+        self._seed = seed or {}  # this host's forwarding.json, for a Redis that never held any
         self._sub = subscriber  # redis.asyncio.Redis: RespClient has no pub/sub
         self.process = process or process_id()
         self._ttl_ms = str(int(ttl * 1000))
@@ -153,6 +155,30 @@ class RedisAccountState:
             await asyncio.wait_for(self._loaded.wait(), START_TIMEOUT)
         except TimeoutError:
             log.warning("account_state_redis_not_loaded", detail="serving from an empty mirror")
+            return
+        await self._import_seed()
+
+    async def _import_seed(self) -> None:
+        """Forwarding phones set while the state lived in this host's file (memory backends) moves
+        into a Redis that never held any (its version counter is absent), so switching backends
+        keeps it; once Redis has a version, it is the truth and the file is not read again."""
+        if not self._seed:
+            return
+        try:
+            if await self._r.call("EXISTS", self._ver_key):
+                return
+        except UNREACHABLE as exc:
+            log.warning("forwarding_import_skipped", error=repr(exc))
+            return
+        changes = [
+            ForwardingChange(a, kind, target)
+            for a, kinds in self._seed.items()
+            for kind, target in kinds.items()
+        ]
+        for change in changes:
+            self._forwarding.force(change)
+            await self._send_forwarding(change)
+        log.info("forwarding_imported", entries=len(changes))
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -10,6 +10,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import msgpack
 import pytest
@@ -187,7 +188,7 @@ async def processes(prefix: str) -> AsyncIterator[Callable[..., object]]:
     """Start a "process" (its own id, clients and mirror); all still running are closed at the end."""
     running: list[RedisAccountState] = []
 
-    async def start(name: str, **kwargs: float) -> RedisAccountState:
+    async def start(name: str, **kwargs: Any) -> RedisAccountState:
         state = RedisAccountState.from_url(REDIS_URL, prefix, process=name, **kwargs)
         await state.start()
         assert state.up
@@ -224,6 +225,17 @@ async def test_redis_counts_are_shared_and_forwarding_is_durable(prefix: str, pr
     # sipcore restarted: Redis is the truth; nothing of the stopped processes' calls is counted
     c = await processes("host-a/3")
     assert c.overrides() == final and c.busy_accounts() == {}
+
+
+@pytest.mark.redis
+async def test_forwarding_set_before_the_switch_to_redis_is_imported_once(prefix: str, processes) -> None:
+    """A host moving from memory backends to Redis brings what phones set (its forwarding.json) into
+    a Redis that never held forwarding; once Redis has any, another host's file does not override it."""
+    first = await processes("host-a/1", seed={"c/1001": {BUSY: "1003"}, "c/1002": {ALWAYS: None}})
+    assert first.overrides() == {"c/1001": {BUSY: "1003"}, "c/1002": {ALWAYS: None}}
+    late = await processes("host-b/2", seed={"c/1001": {BUSY: "1009"}})
+    await until(lambda: late.overrides() == first.overrides(), what="the first import is the truth")
+    assert late.overrides()["c/1001"] == {BUSY: "1003"}
 
 
 @pytest.mark.redis
