@@ -227,3 +227,19 @@ async def test_forwarded_leg_is_booked_to_the_forwarder(tmp_path: Path) -> None:
         debits = [e for e in ledger.entries("pre") if e.memo == dlg.call_id]
         assert [e.amount_micros for e in debits] == [-price]
         assert [e for e in ledger.entries("demo") if e.memo == dlg.call_id] == []
+
+
+async def test_privacy_id_towards_an_untrusted_carrier_withholds_the_identity(tmp_path: Path) -> None:
+    async with platform(tmp_path, trunk_trusted="false") as proxy:
+        alice = await proxy.phone("1001")
+        dlg = await alice.call("0612345678", extra="Privacy: id\n")
+        assert (await alice.response(dlg.call_id)).status == 200
+        invite = await proxy.trunk.request("INVITE")
+        assert "anonymous@anonymous.invalid" in (invite.headers.get("from") or "")
+        assert invite.headers.get_all("p-asserted-identity") == []
+        bruno_call = await alice.call("0612345670")  # without Privacy the carrier learns the number
+        assert (await alice.response(bruno_call.call_id)).status == 200
+        plain = await proxy.trunk.expect(
+            lambda m: isinstance(m, Request) and m.method == "INVITE" and m.call_id == bruno_call.call_id
+        )
+        assert _asserted(plain) == ["+33184000001"]
