@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {"calls", "sipcore", "routing", "rating"}
-PACKAGES = ("sipcore", "registrar", "routing", "rating", "cdr", "config", "calls", "server")
+PACKAGES = ("sipcore", "registrar", "routing", "rating", "cdr", "config", "calls", "media", "server")
 
 
 def _imports(path: Path) -> set[str]:
@@ -34,3 +34,10 @@ def test_only_server_imports_calls() -> None:
             continue
         for path in sorted((ROOT / package).rglob("*.py")):
             assert "calls" not in _imports(path), f"{path.relative_to(ROOT)} imports calls"
+
+
+def test_media_stands_on_its_own() -> None:
+    """The media parts import none of the other packages yet (the service adapter will sit in server/)."""
+    for path in sorted((ROOT / "media").glob("*.py")):
+        ours = _imports(path) & set(PACKAGES)
+        assert ours <= {"media"}, f"{path.name} imports {sorted(ours - {'media'})}"
