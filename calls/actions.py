@@ -15,8 +15,10 @@ from calls.model import Branch, Destination, Relay
 from routing.feature_codes import ForwardingChange
 from sipcore.flow import Flow
 from sipcore.message import Request, Response
+from sipcore.records import fast_init
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SendRequest:
     """Send through a new client transaction; its fate comes back with ``key`` (None: nobody waits
@@ -27,6 +29,7 @@ class SendRequest:
     key: Branch | Relay | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SendStateless:
     """Send once, no transaction (the ACK of a 2xx, forwarded end to end)."""
@@ -35,6 +38,7 @@ class SendStateless:
     dest: Destination
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reply:
     """Answer ``request`` with a response we make (through its server transaction, if any)."""
@@ -46,6 +50,7 @@ class Reply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Respond:
     """Answer ``request`` with a response built already (one relayed from a branch)."""
@@ -55,6 +60,7 @@ class Respond:
     response: Response
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ForwardResponse:
     """A response forwarded statelessly by its Via (a 2xx retransmission after the transaction)."""
@@ -64,6 +70,7 @@ class ForwardResponse:
     address: tuple[str, int]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class LookupContacts:
     """Find the registered contacts of ``aor``; answer with ``CallController.on_contacts``."""
@@ -73,6 +80,7 @@ class LookupContacts:
     aor: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ResolveHost:
     """Resolve ``host`` to an address; answer with ``CallController.on_resolved``."""
@@ -81,6 +89,7 @@ class ResolveHost:
     key: Any  # what waits for it: handed back as is
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CountCall:
     """A call now counts (+1) or no longer counts (-1) against ``account_id`` (limits, call waiting)."""
@@ -89,6 +98,7 @@ class CountCall:
     delta: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ChangeForwarding:
     """A feature code changed an account's forwarding."""
@@ -96,6 +106,7 @@ class ChangeForwarding:
     change: ForwardingChange
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EndCall:
     """A call is over (finished or refused): the facts for the rater and the CDR; ``cutoff`` names

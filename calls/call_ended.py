@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sipcore.records import fast_init
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CallEnded:
     """One call leg's facts, in epoch seconds. ``disposition``: answered, busy, no_answer, failed,

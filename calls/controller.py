@@ -90,6 +90,7 @@ from sipcore.proxy import (
     relay_response,
     target_uri_of,
 )
+from sipcore.records import fast_init
 from sipcore.uri import SipUri, parse_uri
 
 ACK_WAIT = 32.0  # 64*T1: an answered call whose 2xx is never ACKed is ended (BYE both ways)
@@ -99,6 +100,7 @@ CANCEL_GRACE = 4.0  # seconds a CANCELled branch may take to answer before the c
 _PLAN, _CANCEL, _CUTOFF, _ACK = range(4)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Trunk:
     """A carrier trunk as the controller sees it; ``dest.host`` may be a name (resolved per use)."""
@@ -111,6 +113,7 @@ class Trunk:
     inbound_sources: tuple[str, ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CallSettings:
     """Everything a reload may change; calls in progress keep the plans they started with."""
@@ -125,6 +128,7 @@ class CallSettings:
     cancel_grace: float = CANCEL_GRACE
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Authenticated:
     """A phone's INVITE carried valid credentials for ``username`` in ``domain``."""
@@ -133,6 +137,7 @@ class Authenticated:
     username: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AuthAnswer:
     """The answer to an INVITE that did not authenticate (407 with its challenges, 400, 403)."""
@@ -353,6 +358,12 @@ class CallController:
         kind = entry[3]
         at = call.plan_at if kind == _PLAN else call.cancel_at if kind == _CANCEL else call.cutoff_at if kind == _CUTOFF else call.ack_at  # fmt: skip
         return at == entry[0]
+
+    @property
+    def timers_set(self) -> int:
+        """How many deadlines were set so far: the adapter re-reads ``next_deadline`` only when this
+        moved (a deadline can come earlier only by being set)."""
+        return self._timers.seq
 
     def _push(self, call: Call, when: float, kind: int) -> None:
         timers = self._timers

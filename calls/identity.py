@@ -24,6 +24,7 @@ from routing.model import AccountRoute, DidKind, RoutingSetup
 from sipcore.digest import DigestParseError, parse_authorization
 from sipcore.errors import SipParseError
 from sipcore.headers import NameAddr, split_list
+from sipcore.records import fast_init
 
 IDENTITY_KEYS = ("p-asserted-identity", "remote-party-id", "p-preferred-identity")
 CREDENTIAL_KEYS = ("proxy-authorization", "authorization")
@@ -41,6 +42,7 @@ class Source(Enum):
     UNTRUSTED_PEER = "untrusted_peer"  # a trunk outside it: its identity headers are dropped
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Presented:
     """What the next hop is told: a new From (None: the received one), our P-Asserted-Identity to

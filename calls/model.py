@@ -14,8 +14,10 @@ from calls.identity import Source
 from routing.plan_events import RingBranch
 from sipcore.flow import Flow
 from sipcore.message import Request, Response
+from sipcore.records import fast_init
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Destination:
     """Where a forwarded request is sent: an address, and the phone's flow when it registered one."""
@@ -26,6 +28,7 @@ class Destination:
     flow: Flow | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Contact:
     """One registered contact to ring: its Request-URI and the destination (its flow)."""

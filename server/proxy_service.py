@@ -85,6 +85,7 @@ class ProxyService:
         self._dns: dict[str, tuple[str | None, float]] = {}
         self._dns_waiting: dict[str, list[ResolveHost]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers_seen = 0
         controller = self.controller
         CALLS_ACTIVE.set_function(lambda: len(controller.calls))
 
@@ -100,7 +101,10 @@ class ProxyService:
     # ---- events in ---------------------------------------------------------------------------------
     def on_request(self, req: Request, flow: Flow) -> None:
         accounts = self.accounts
-        state = CallState(self._is_registered, accounts.calls_of, accounts.overrides())
+        if req.method == "INVITE":  # what routing decides a new call on
+            state = CallState(self._is_registered, accounts.calls_of, accounts.overrides())
+        else:
+            state = _NO_STATE
         self._perform(self.controller.on_request(req, flow, self.sip.now(), state))
 
     def on_tu_event(self, out: Any) -> None:
@@ -173,7 +177,10 @@ class ProxyService:
             elif kind is ChangeForwarding:
                 self.accounts.apply_forwarding(action.change)
                 log.info("forwarding_changed", account=action.change.account_id, change=str(action.change))
-        sip.arm_timer()
+        set_so_far = self.controller.timers_set
+        if set_so_far != self._timers_seen:  # a call deadline was set: it may be the earliest now
+            self._timers_seen = set_so_far
+            sip.arm_timer()
 
     def _lookup(self, action: LookupContacts) -> None:
         store = self.registrar.store
@@ -277,6 +284,9 @@ class ProxyService:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+
+_NO_STATE = CallState()  # requests that start no call route on nothing
 
 
 def _contact(b: Any) -> Contact:

@@ -153,6 +153,7 @@ class SipServer:
         metrics.TRANSACTIONS_ACTIVE.set_function(lambda: len(transactions))  # read at scrape time
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
+        self._handler_deadline: float | None = None  # the handlers' timers, as last read (arm_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.local_hosts: set[str] = set()
         self.local_ports: set[int] = set()
@@ -465,7 +466,11 @@ class SipServer:
         self._arm()
 
     def arm_timer(self) -> None:
-        """Re-arm after the handlers' deadlines moved outside a transaction output (a call timer)."""
+        """The handlers' next deadline may have come earlier (a call timer was set): read it again
+        and re-arm. Kept between calls (one look per change, not one per message); a deadline that
+        moved later only costs an early wake-up that finds nothing due."""
+        timers = self.handlers.timers
+        self._handler_deadline = timers.next_deadline() if timers is not None else None
         self._arm()
 
     def _arm(self) -> None:
@@ -476,11 +481,9 @@ class SipServer:
         same 10 ms slot instead of one wake-up per transaction; SIP timers count in T1 = 500 ms, so
         firing a few ms late changes nothing a peer can see."""
         deadline = self.transactions.next_deadline()
-        timers = self.handlers.timers
-        if timers is not None:
-            other = timers.next_deadline()
-            if other is not None and (deadline is None or other < deadline):
-                deadline = other
+        other = self._handler_deadline
+        if other is not None and (deadline is None or other < deadline):
+            deadline = other
         if deadline is None or self._loop is None:
             return
         when = max(deadline, math.ceil(deadline / TIMER_SLACK) * TIMER_SLACK)
@@ -504,7 +507,7 @@ class SipServer:
                 timers.on_timer(now)
             except Exception:
                 log.exception("handler_timer_failed")
-        self._arm()
+        self.arm_timer()
 
     # ---- output ----------------------------------------------------------------------------------
     def reply_error(self, req: Request, flow: Flow, error: SipError) -> None:
