@@ -119,9 +119,20 @@ class CallCounts:
         return set(self._by)
 
     def add(self, counter: Hashable, account_id: str, delta: int) -> int:
-        """Move ``counter``'s own count (never below 0); its new value."""
-        calls = max(self.own(counter, account_id) + delta, 0)
-        self.set(counter, account_id, calls)
+        """Move ``counter``'s own count (never below 0); its new value. Inline: it runs four times
+        per call on the call path."""
+        table = self._by.get(counter)
+        if table is None:
+            table = self._by[counter] = {}
+        old = table.get(account_id, 0)
+        calls = old + delta
+        if calls > 0:
+            table[account_id] = calls
+        else:
+            calls = 0
+            table.pop(account_id, None)
+        if calls != old:
+            self._shift(account_id, calls - old)
         return calls
 
     def set(self, counter: Hashable, account_id: str, calls: int) -> None:

@@ -13,7 +13,6 @@ batch.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -233,14 +232,14 @@ class ProxyService:
         task.add_done_callback(self._tasks.discard)
 
     def _ended(self, action: EndCall) -> None:
-        event = action.ended
+        e = action.ended
         shift = time.time() - self.sip.now()  # the controller's clock -> wall-clock time for the CDR
-        event = dataclasses.replace(
-            event,
-            start=event.start + shift,
-            answer=event.answer + shift if event.answer is not None else None,
-            end=event.end + shift,
-        )
+        event = CallEnded(
+            e.call_id, e.leg, e.direction, e.customer_id, e.account_id, e.billed_account_id, e.caller,
+            e.dialed, e.normalised, e.callee_account_id, e.did, e.start + shift,
+            e.answer + shift if e.answer is not None else None, e.end + shift, e.disposition,
+            e.sip_status, e.hangup_by, e.rated, e.reason,
+        )  # fmt: skip
         CALLS_TOTAL.labels(event.disposition).inc()
         if action.cutoff:
             CUTOFFS.labels(action.cutoff).inc()
