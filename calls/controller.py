@@ -402,6 +402,13 @@ class CallController:
         else:
             self._outbound(req, flow, now, state, out)
 
+    def _source_of(self, trunk: str | None) -> Source:
+        """Who sent a request, for identity: a phone (no trunk), or a trusted or untrusted carrier."""
+        if trunk is None:
+            return Source.PHONE
+        entry = self.settings.trunks.get(trunk)
+        return Source.TRUSTED_PEER if entry is not None and entry.trusted else Source.UNTRUSTED_PEER
+
     def _is_me(self, uri: SipUri) -> bool:
         return self.is_local(uri.host, uri.port)
 
@@ -494,8 +501,7 @@ class CallController:
             out.append(Reply(req, flow, 404, "Number not assigned"))
             return
         did = self.setup.dids.get(number)
-        entry = self.settings.trunks.get(trunk)
-        source = Source.TRUSTED_PEER if entry is not None and entry.trusted else Source.UNTRUSTED_PEER
+        source = self._source_of(trunk)
         call = Call(
             call_id=req.call_id, invite=req, flow=flow, caller_dest=_dest_of_flow(flow),
             caller_tag=req.from_tag or "", direction="inbound",
@@ -880,12 +886,7 @@ class CallController:
                 return
             dest = Destination(hop_uri.transport or "udp", strip_brackets(hop_uri.host), hop_uri.port or 5060)
         hop = self._hop_for(dest)
-        trunk = self.trunk_for_source(flow.remote[0])
-        source = Source.PHONE
-        if trunk is not None:
-            entry = self.settings.trunks.get(trunk)
-            source = Source.TRUSTED_PEER if entry is not None and entry.trusted else Source.UNTRUSTED_PEER
-        remove = self.policy.for_source(source)
+        remove = self.policy.for_source(self._source_of(self.trunk_for_source(flow.remote[0])))
         if req.method == "ACK":
             if call is not None and call.ack_at is not None and from_tag == call.caller_tag:
                 call.ack_at = None
