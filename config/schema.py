@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import zoneinfo
 from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
@@ -421,6 +422,8 @@ class Account(Strict):
     outgoing_number: E164 | None = None
     mobile: E164 | None = None
     voicemail: bool = False
+    voicemail_pin: Digits | None = None  # asked on 2222 when set
+    email: Text | None = None  # a deposit is e-mailed here (media.smtp) with the WAV attached
     call_waiting: bool = True
     max_calls: int = Field(2, ge=1, le=100_000)
     package: Name | None = None
@@ -456,6 +459,72 @@ class Customer(Strict):
     dids: tuple[Did, ...] = ()
     groups: Annotated[Mapping[Name, Group], _FROZEN] = _NO_ENTRIES
     accounts: tuple[Account, ...] = ()
+    conference_pins: Annotated[Mapping[Digits, Name], _FROZEN] = _NO_ENTRIES  # 2020 asks: PIN -> room
+
+
+# ------------------------------------------------------------------------------------------------ media
+class Smtp(Strict):
+    """Where voicemail e-mails go out (the message's WAV attached)."""
+
+    host: Text
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = False
+    username: Text | None = None
+    password: Text | None = None
+    sender: Text = "voicemail@sipcore.invalid"
+    timeout: Duration = Field(30, ge=1, le=600)
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name like Europe/Paris)") from None
+    return value
+
+
+class VoicemailSettings(Strict):
+    max_messages: int = Field(100, ge=1, le=10_000)  # per mailbox; a full box says so and records nothing
+    max_message_seconds: Duration = Field(120, ge=5, le=3600)
+    min_message_seconds: int = Field(1, ge=0, le=60)  # shorter recordings are discarded
+    silence_seconds: Duration = Field(5, ge=1, le=60)  # a deposit ends after this much silence
+    max_greeting_seconds: Duration = Field(60, ge=5, le=600)
+    timezone: Annotated[Text, AfterValidator(_timezone)] = (
+        "UTC"  # dates spoken in the mailbox menu and written in e-mails
+    )
+    mwi_refresh: Duration = Field(600, ge=30)  # unsolicited message-summary resent this often
+
+
+class ConferenceSettings(Strict):
+    max_participants: int = Field(20, ge=2, le=100)
+
+
+def _port_range(value: Any) -> tuple[int, int]:
+    text = str(value).strip()
+    m = re.fullmatch(r"(\d{1,5})\s*-\s*(\d{1,5})", text)
+    if not m:
+        raise ValueError(f"{text!r} is not a port range like 10000-20000")
+    low, high = int(m.group(1)), int(m.group(2))
+    if not (1024 <= low < high <= 65535):
+        raise ValueError(f"port range {low}-{high}: need 1024 <= low < high <= 65535")
+    return (low, high)
+
+
+PortRange = Annotated[tuple[int, int], PlainValidator(_port_range)]
+
+
+class MediaSection(Strict):
+    """The media service (voicemail, mailbox menu, conference, message waiting) behind
+    ``proxy.media_service``; ``sipcore serve`` starts it as a child process when enabled."""
+
+    enabled: bool = True
+    rtp_address: Text = "127.0.0.1"  # bound for RTP and written in SDP (c=): a public address in production
+    rtp_ports: PortRange = (10000, 20000)
+    rtp_timeout: Duration = Field(30, ge=2, le=3600)  # no RTP for this long ends the call (BYE)
+    prompts: Text | None = None  # a directory of 8 kHz WAV prompts; default: the shipped English set
+    voicemail: VoicemailSettings = VoicemailSettings()
+    conference: ConferenceSettings = ConferenceSettings()
+    smtp: Smtp | None = None
 
 
 # ------------------------------------------------------------------------------------------------ root
@@ -467,4 +536,5 @@ class ConfigFile(Strict):
     trunks: Annotated[Mapping[Name, Trunk], _FROZEN] = _NO_ENTRIES
     cdr: CdrSection = SqliteCdr(backend="sqlite")
     rating: RatingSection = Field(default_factory=RatingSection)
+    media: MediaSection = MediaSection()
     customers: tuple[Customer, ...] = ()

@@ -247,10 +247,12 @@ async def run_application(
     loaded: LoadedConfig,
     worker: Worker | None = None,
     started: Callable[[Application], object] | None = None,
+    reloaded: Callable[[], object] | None = None,
 ) -> int:
     """Run the application until SIGTERM/SIGINT (SIGHUP reloads). A worker (server/workers.py) is
     given to the application (its sockets and message routing go to the SIP server as it is built);
-    ``started`` runs once it serves (hand-offs, readiness)."""
+    ``started`` runs once it serves (hand-offs, readiness); ``reloaded`` runs on each SIGHUP (the
+    media child reloads too)."""
     app = Application(loaded, worker)
     await app.start()
     if started is not None:
@@ -259,7 +261,17 @@ async def run_application(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(app.reload()))
+
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def hangup() -> None:
+        task = loop.create_task(app.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+        if reloaded is not None:
+            reloaded()
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     await stop.wait()
     log.info("shutting_down")
     await app.close()

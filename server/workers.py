@@ -31,6 +31,7 @@ import structlog
 from prometheus_client.core import REGISTRY
 
 from server.app import LoadedConfig, run_application
+from server.media_child import MediaChild
 from server.notify import sd_notify
 from server.worker import HandoffCollector, Worker
 from server.worker_channel import Channel, make_inboxes
@@ -55,7 +56,7 @@ def bind_listeners(sip: Any) -> dict[tuple[str, str], socket.socket]:
     return out
 
 
-def run_workers(loaded: LoadedConfig) -> int:
+def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
     """Fork ``loaded.settings.workers`` workers on shared sockets; return when they have all ended."""
     settings = loaded.settings
     count = settings.workers
@@ -90,10 +91,16 @@ def run_workers(loaded: LoadedConfig) -> int:
     for pair in inboxes:
         for sock in pair:
             sock.close()
-    return _supervise(children, ready_r)
+    if media is not None:  # started after the fork: the workers hold no handle on it
+        media.start()
+    try:
+        return _supervise(children, ready_r, media)
+    finally:
+        if media is not None:
+            media.stop()
 
 
-def _supervise(children: list[int], ready_r: int) -> int:
+def _supervise(children: list[int], ready_r: int, media: MediaChild | None = None) -> int:
     stopping = False
 
     def forward(signum: int, _frame: Any) -> None:
@@ -101,7 +108,11 @@ def _supervise(children: list[int], ready_r: int) -> int:
         if signum in (signal.SIGTERM, signal.SIGINT) and not stopping:
             stopping = True
             sd_notify("STOPPING=1")
+            if media is not None:
+                media.stopping = True
         _signal_all(alive, signum)
+        if media is not None:
+            media.signal(signum)
 
     alive = set(children)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -119,6 +130,11 @@ def _supervise(children: list[int], ready_r: int) -> int:
     status = 0
     while alive:
         pid, code = os.wait()
+        if media is not None and pid == media.pid:
+            if media.proc is not None:
+                media.proc.returncode = os.waitstatus_to_exitcode(code)  # reaped here, not by Popen
+            media.died(os.waitstatus_to_exitcode(code))
+            continue
         alive.discard(pid)
         if os.WIFSIGNALED(code) and stopping and os.WTERMSIG(code) in (signal.SIGTERM, signal.SIGINT):
             continue  # asked to stop before its own handlers were installed: a clean stop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 from dataclasses import replace
 
 from server.logs import configure_logging
@@ -17,11 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--metrics", help="override the metrics HTTP address (host:port, 'off' to disable)")
     p.add_argument("--workers", type=int, help="override the number of worker processes")
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="override the log format")
+    p.add_argument(
+        "--no-media", action="store_true", help="do not start the media service (run it elsewhere)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.app import load_application_config, run_application
+    from server.app import load_application_config
 
     try:
         loaded = load_application_config(args.config)
@@ -40,15 +44,36 @@ def run(args: argparse.Namespace) -> int:
     )
     settings = replace(settings, sip=sip, workers=args.workers or settings.workers)
     loaded = replace(loaded, settings=settings)
-    configure_logging(args.log_format or settings.log_format, settings.log_level)
+    log_format = args.log_format or settings.log_format
+    configure_logging(log_format, settings.log_level)
+    from server.media_child import MediaChild, media_wanted
+
+    media = MediaChild(loaded.path, log_format) if media_wanted(loaded.config) and not args.no_media else None
     if settings.workers > 1:
         from server.workers import run_workers
 
-        return run_workers(loaded)
+        return run_workers(loaded, media)
     try:
         import uvloop  # type: ignore[import-not-found]
 
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(run_application(loaded))
+    return asyncio.run(_single(loaded, media))
+
+
+async def _single(loaded: object, media: object) -> int:
+    """One process: the application, and the media child beside it when there is one."""
+    from server.app import run_application
+    from server.media_child import MediaChild
+
+    if not isinstance(media, MediaChild):
+        return await run_application(loaded)  # type: ignore[arg-type]
+    media.start()
+    watcher = asyncio.get_running_loop().create_task(media.watch())
+    try:
+        return await run_application(loaded, reloaded=lambda: media.signal(signal.SIGHUP))  # type: ignore[arg-type]
+    finally:
+        media.stopping = True
+        watcher.cancel()
+        await asyncio.to_thread(media.stop)
