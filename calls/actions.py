@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calls.call_ended import CallEnded
-from calls.model import Branch, Destination, Relay
+from calls.model import Branch, Destination, NotifyCopy, Relay
 from routing.feature_codes import ForwardingChange
 from sipcore.flow import Flow
 from sipcore.message import Request, Response
@@ -26,7 +26,7 @@ class SendRequest:
 
     request: Request
     dest: Destination
-    key: Branch | Relay | None = None
+    key: Branch | Relay | NotifyCopy | None = None
 
 
 @fast_init
@@ -73,7 +73,8 @@ class ForwardResponse:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class LookupContacts:
-    """Find the registered contacts of ``aor``; answer with ``CallController.on_contacts``."""
+    """Find the registered contacts of ``aor``; answer with ``CallController.on_contacts``. A negative
+    ``branch_id`` is an unsolicited NOTIFY waiting for them, not a call's branch."""
 
     call_id: str
     branch_id: int
@@ -116,7 +117,19 @@ class EndCall:
     cutoff: str = ""
 
 
+@fast_init
+@dataclass(frozen=True, slots=True)
+class NotifyAnswered:
+    """A message-waiting NOTIFY copy got its final answer: ``status`` from the phone, or 408 / 503
+    when it never answered or could not be reached (``local``). For the adapter's counters and log."""
+
+    account_id: str
+    contact: str
+    status: int
+    local: bool = False
+
+
 Action = (
     SendRequest | SendStateless | Reply | Respond | ForwardResponse | LookupContacts | ResolveHost | CountCall
-    | ChangeForwarding | EndCall
+    | ChangeForwarding | EndCall | NotifyAnswered
 )  # fmt: skip

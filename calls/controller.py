@@ -10,6 +10,11 @@ are tracked as dialogs (in-dialog requests are relayed over the flows the partie
 behind NAT stay reachable); a call nobody ends, a prepaid call at its limit, or a 2xx never ACKed
 is cut with a BYE to both parties. Every finished or refused call ends with an ``EndCall``.
 
+Message waiting goes through it too (``calls.subscriptions``): a phone's SUBSCRIBE to its own
+mailbox is authenticated like a call and forwarded to the media service, the dialog's NOTIFYs reach
+the phone over its flow (a flow token in our Record-Route), and the media service's unsolicited
+NOTIFY is copied to every registered contact of the account.
+
 It takes events with ``now`` (a monotonic clock in seconds) and returns actions (``calls.actions``);
 ``next_deadline()`` says when ``on_timer`` is due. No clock, socket, asyncio, store or metrics here:
 the adapter (``server/proxy_service.py``) performs the actions and feeds back what happened.
@@ -33,6 +38,7 @@ from calls.actions import (
     EndCall,
     ForwardResponse,
     LookupContacts,
+    NotifyAnswered,
     Reply,
     ResolveHost,
     Respond,
@@ -49,7 +55,16 @@ from calls.identity import (
     privacy_of,
     public_number,
 )
-from calls.model import Branch, Call, Contact, Destination, Relay
+from calls.model import Branch, Call, Contact, Destination, NotifyCopy, Relay
+from calls.subscriptions import (
+    ALLOW_EVENTS,
+    MAILBOX_SERVICE,
+    MWI_EVENT,
+    FlowTokens,
+    event_package,
+    notify_copy,
+    record_route_with,
+)
 from routing import (
     AccountRoute,
     Authorisation,
@@ -70,13 +85,15 @@ from routing import (
     plan_incoming,
     route_outgoing,
 )
+from routing.dialplan import VOICEMAIL_CODE
 from routing.outcomes import branch_outcome
 from routing.plan_direct import DirectPlan
-from routing.targets import AccountContacts, MediaService, TrunkNumber
+from routing.targets import AccountContacts, MediaService, TrunkNumber, media_key
 from routing.targets import SipUri as TargetUri
 from sipcore.digest import build_authorization
 from sipcore.errors import SipParseError
-from sipcore.flow import Flow, response_destination, strip_brackets
+from sipcore.flow import Flow, response_destination, same_host, strip_brackets
+from sipcore.headers import NameAddr, split_list
 from sipcore.message import Request, Response, new_branch
 from sipcore.proxy import (
     Hop,
@@ -123,6 +140,7 @@ class CallSettings:
     aor_of: Mapping[str, str]  # account id -> AOR of its registrations
     hops: Mapping[str, Hop]  # "UDP" / "TCP" -> our Via and Record-Route address
     realms: frozenset[str]  # ours: credentials for them are consumed, never forwarded
+    flow_key: bytes  # seals subscription flow tokens; the same in every process relaying a dialog
     max_call_duration: float = 14400.0
     ack_wait: float = ACK_WAIT
     cancel_grace: float = CANCEL_GRACE
@@ -148,7 +166,8 @@ class AuthAnswer:
 
 
 Authenticate = Callable[[Request, str, float], Authenticated | AuthAnswer | None]
-"""(INVITE, source IP, now) -> who it is, the answer to give, or None to drop it (a banned source)."""
+"""(INVITE or SUBSCRIBE, source IP, now) -> who it is, the answer to give, or None to drop it (a
+banned source)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -180,6 +199,9 @@ class CallController:
         self.is_local = is_local
         self.calls: dict[str, Call] = {}
         self._timers = _Timers()
+        # unsolicited NOTIFYs waiting for their account's contacts: (NOTIFY, its flow, account id, AOR)
+        self._notifies: dict[int, tuple[Request, Flow, str, str]] = {}
+        self._notify_seq = 0
         self.update(settings)
 
     def update(self, settings: CallSettings) -> None:
@@ -195,6 +217,11 @@ class CallController:
         self._trunk_nets = nets
         self._trunk_memo: dict[str, str | None] = {}
         self._public: dict[str, str | None] = {}
+        self._tokens = FlowTokens(settings.flow_key)
+        accounts = self.setup.accounts.values()
+        self._mailboxes = {media_key(a.account_id): a.account_id for a in accounts}  # mailbox-<key> -> id
+        media = parse_uri(self.setup.media_uri) if self.setup.media_uri else None
+        self._media = (strip_brackets(media.host), media.port or 5060) if isinstance(media, SipUri) else None
 
     # ---- questions the adapter asks ---------------------------------------------------------------
     def trunk_for_source(self, ip: str) -> str | None:
@@ -244,6 +271,10 @@ class CallController:
             return out
         if method == "CANCEL":
             self._on_cancel(req, flow, now, out)
+        elif to_tag is None and method == "SUBSCRIBE":
+            self._on_subscribe(req, flow, now, out)
+        elif to_tag is None and method == "NOTIFY":
+            self._on_unsolicited_notify(req, flow, out)
         elif to_tag is not None or ("route" in req.headers and method != "INVITE"):
             self._in_dialog(req, flow, now, out)
         elif method == "ACK":
@@ -254,27 +285,32 @@ class CallController:
             self._on_invite(req, flow, now, state, out)
         return out
 
-    def on_response(self, key: Branch | Relay, resp: Response, now: float) -> list[Action]:
+    def on_response(self, key: Branch | Relay | NotifyCopy, resp: Response, now: float) -> list[Action]:
         """A response on the client transaction sent with ``key``."""
         out: list[Action] = []
-        if type(key) is Branch:
+        kind = type(key)
+        if kind is Branch:
             call = self.calls.get(key.call_id)
             if call is None:  # the call is over: a late 2xx still goes up (§16.7), by its Via
                 if 200 <= resp.status < 300:
                     self._stray(resp, out)
                 return out
-            self._branch_response(call, key, resp, now, out)
-        else:
+            self._branch_response(call, key, resp, now, out)  # type: ignore[arg-type]
+        elif kind is Relay:
             self._relay(key, resp, now, out)  # type: ignore[arg-type]
+        elif resp.status >= 200:
+            self._notify_answered(key, resp.status, False, out)  # type: ignore[arg-type]
         return out
 
-    def on_failure(self, key: Branch | Relay, status: int, now: float) -> list[Action]:
+    def on_failure(self, key: Branch | Relay | NotifyCopy, status: int, now: float) -> list[Action]:
         """The transaction sent with ``key`` timed out (408) or could not be sent (503)."""
         out: list[Action] = []
         if type(key) is Branch:
             call = self.calls.get(key.call_id)
             if call is not None and key.final is None:
                 self._branch_final(call, key, status, None, now, out)
+        elif type(key) is NotifyCopy:
+            self._notify_answered(key, status, True, out)
         else:
             relay: Relay = key  # type: ignore[assignment]
             if relay.final:
@@ -295,6 +331,9 @@ class CallController:
     def on_contacts(self, lookup: LookupContacts, contacts: list[Contact], now: float) -> list[Action]:
         """The registered contacts a ``LookupContacts`` asked for."""
         out: list[Action] = []
+        if lookup.branch_id < 0:
+            self._notify_contacts(-lookup.branch_id, contacts, out)
+            return out
         call = self.calls.get(lookup.call_id)
         if call is None or call.done or lookup.branch_id in call.dropped:
             return out
@@ -477,7 +516,8 @@ class CallController:
                 RingBranch(1, decision.target, decision.caller_id, rated=decision.rated,
                            billed_account_id=caller.account_id, max_duration=decision.max_duration)
             )  # fmt: skip
-            direction = "outbound"
+            # our media service is on-net (not rated, not sent to the rater as a number)
+            direction = "internal" if isinstance(decision.target, MediaService) else "outbound"
             did = None
         asked = req.headers.get_all("p-preferred-identity")
         preferred = preferred_number(asked, own_numbers(setup, caller)) if asked else None
@@ -573,14 +613,9 @@ class CallController:
             uri = parse_uri(target.uri) if target.uri else None
             if not isinstance(uri, SipUri):
                 return []
-            user = target.service + (
-                f"-{target.mailbox or target.room}" if (target.mailbox or target.room) else ""
-            )
-            user = user.replace("/", "-")
             port = uri.port or 5060
-            return [
-                Contact(f"sip:{user}@{uri.host}:{port}", Destination("udp", strip_brackets(uri.host), port))
-            ]
+            dest = Destination("udp", strip_brackets(uri.host), port)
+            return [Contact(f"sip:{target.user}@{uri.host}:{port}", dest)]
         if isinstance(target, TargetUri):
             uri = parse_uri(target.uri)
             if not isinstance(uri, SipUri):
@@ -745,6 +780,8 @@ class CallController:
                 payer = self.setup.accounts.get(ring.billed_account_id or "") if ring is not None else None
                 if payer is not None:
                     call.customer_id = payer.customer_id
+        if isinstance(target, MediaService):
+            call.normalised = target.user  # the CDR says which service and box: voicemail-acme-2001
         if ring is not None:
             call.billed_account_id = ring.billed_account_id
             call.rated = call.rated or ring.rated
@@ -859,6 +896,7 @@ class CallController:
         self._finish(call, 487, "caller", now, out)
 
     def _in_dialog(self, req: Request, flow: Flow, now: float, out: list[Action]) -> None:
+        toward = self._token_flow(req)  # read before our Route entries are removed
         try:
             pre_process_route(req, self._is_me)
         except SipParseError as exc:
@@ -878,6 +916,8 @@ class CallController:
                 side = "callee"
             if req.method == "BYE" and call.hangup_by is None:
                 call.hangup_by = side
+        if dest is None and toward is not None:
+            dest = _dest_of_flow(toward)  # to a subscribed phone: over its flow, not at its Contact
         if dest is None:
             hop_uri = next_hop(req)
             if hop_uri is None or self._is_me(hop_uri):
@@ -913,6 +953,130 @@ class CallController:
             call = self.calls.get(relay.call_id) if relay.call_id else None
             if request.method == "BYE" and call is not None:
                 self._finish(call, 200, call.hangup_by, now, out)
+
+    # ---- message waiting (RFC 6665 / RFC 3842; calls.subscriptions) --------------------------------
+    def _on_subscribe(self, req: Request, flow: Flow, now: float, out: list[Action]) -> None:
+        """A phone subscribes to its own mailbox's message summary: authenticated like a call, then
+        forwarded to the media service's ``mailbox-<account>`` with our Record-Route carrying the
+        phone's flow token, so the dialog's NOTIFYs come back through us and over that flow."""
+        if event_package(req.headers.get("event")) != MWI_EVENT:
+            out.append(Reply(req, flow, 489, "Bad Event", ALLOW_EVENTS))
+            return
+        try:
+            pre_process_route(req, self._is_me)
+            tag = req.from_tag
+        except SipParseError as exc:
+            out.append(Reply(req, flow, 400, exc.reason))
+            return
+        if not tag:
+            out.append(Reply(req, flow, 400, "Missing From tag"))
+            return
+        if self._looped(req):
+            out.append(Reply(req, flow, 482, "Loop Detected"))
+            return
+        if self.trunk_for_source(flow.remote[0]) is not None:
+            out.append(Reply(req, flow, 403, "Subscriptions are for phones"))
+            return
+        auth = self.authenticate(req, flow.remote[0], now)
+        if auth is None:
+            return  # a banned source: dropped
+        if isinstance(auth, AuthAnswer):
+            out.append(Reply(req, flow, auth.status, auth.reason, auth.headers))
+            return
+        account = self.setup.find_user(auth.domain, auth.username)
+        if account is None:
+            out.append(Reply(req, flow, 403, "Account not routable"))
+            return
+        ruri = req.ruri
+        user = unquote(ruri.user) if isinstance(ruri, SipUri) and ruri.user else ""
+        if user not in (account.extension, account.sip_username, VOICEMAIL_CODE):
+            out.append(Reply(req, flow, 403, "Not your mailbox"))
+            return
+        media = self._targets(MediaService(self.setup.media_uri, MAILBOX_SERVICE, mailbox=account.account_id))
+        if not media:
+            out.append(Reply(req, flow, 480, "No media service"))
+            return
+        target = media[0]
+        hop = self._hop_for(target.dest)
+        phone_hop = self._hop_for(_dest_of_flow(flow))
+        own = record_route_with(phone_hop, self._tokens.seal(flow, tag))  # the entry facing the phone
+        rr = (own,) if hop == phone_hop else (hop.record_route(), own)
+        asserted = (("P-Asserted-Identity", f"<sip:{account.extension}@{auth.domain}>"),)  # media trusts us
+        fwd = forward_request(req, target.uri, hop, record_route=rr, extra_headers=asserted,
+                              remove=self.policy.credentials_and_identity)  # fmt: skip
+        self._send(fwd, target.dest, Relay(req, flow, None), out)
+
+    def _token_flow(self, req: Request) -> Flow | None:
+        """The phone flow named by a flow token in our Route entries, when this request goes to that
+        phone (its To tag is the one the token was sealed for); None otherwise."""
+        fields = req.headers.get_fields("route")
+        if not fields or not any("@" in f for f in fields):  # calls' Route entries carry no user part
+            return None
+        try:
+            tag = req.to_tag
+            if not tag:
+                return None
+            for value in split_list(fields[0] if len(fields) == 1 else ",".join(fields))[:2]:
+                uri = NameAddr.parse(value).uri
+                if not isinstance(uri, SipUri) or not self._is_me(uri):
+                    return None
+                if uri.user:
+                    found = self._tokens.open(unquote(uri.user), tag)
+                    if found is not None:
+                        return found
+        except SipParseError:
+            return None
+        return None
+
+    def _from_media(self, flow: Flow) -> bool:
+        """Sent by our media service: its address and port (UDP), its address (TCP: any port)."""
+        media = self._media
+        if media is None or not same_host(media[0], flow.remote[0]):
+            return False
+        return flow.reliable or flow.remote[1] == media[1]
+
+    def _on_unsolicited_notify(self, req: Request, flow: Flow, out: list[Action]) -> None:
+        """The media service's message summary for phones that never subscribe (``NOTIFY
+        sip:mailbox-<account>@us``, no To tag): every registered contact gets a copy once the
+        contacts are known (``_notify_contacts``). Anyone else's out-of-dialog NOTIFY is refused."""
+        if not self._from_media(flow):
+            out.append(Reply(req, flow, 403, "Forbidden"))
+            return
+        if event_package(req.headers.get("event")) != MWI_EVENT:
+            out.append(Reply(req, flow, 489, "Bad Event", ALLOW_EVENTS))
+            return
+        ruri = req.ruri
+        user = unquote(ruri.user) if isinstance(ruri, SipUri) and ruri.user else ""
+        service, _, key = user.partition("-")
+        account_id = self._mailboxes.get(media_key(key)) if service == MAILBOX_SERVICE else None
+        aor = self.settings.aor_of.get(account_id) if account_id else None
+        if account_id is None or aor is None:
+            out.append(Reply(req, flow, 404, "No such mailbox"))
+            return
+        self._notify_seq += 1
+        self._notifies[self._notify_seq] = (req, flow, account_id, aor)
+        out.append(LookupContacts(req.call_id, -self._notify_seq, aor))
+
+    def _notify_contacts(self, seq: int, contacts: list[Contact], out: list[Action]) -> None:
+        """Answer the media service at once (200, or 480 when nothing is registered) and send each
+        contact its copy over its flow; the phones' answers stop here (``_notify_answered``)."""
+        waiting = self._notifies.pop(seq, None)
+        if waiting is None:
+            return
+        req, flow, account_id, aor = waiting
+        if not contacts:
+            out.append(Reply(req, flow, 480, "No registered contact"))
+            return
+        out.append(Reply(req, flow, 200))
+        for contact in contacts:
+            copy = notify_copy(req, contact.uri, aor, self._hop_for(contact.dest))
+            self._send(copy, contact.dest, NotifyCopy(account_id, contact.uri), out)
+
+    @staticmethod
+    def _notify_answered(key: NotifyCopy, status: int, local: bool, out: list[Action]) -> None:
+        if not key.final:
+            key.final = True
+            out.append(NotifyAnswered(key.account_id, key.contact, status, local))
 
     # ---- cut-off and the end of a call -------------------------------------------------------------
     def _cut_off(self, call: Call, reason: str, now: float, out: list[Action]) -> None:

@@ -64,6 +64,16 @@ class Relay:
 
 
 @dataclass(slots=True, eq=False)
+class NotifyCopy:
+    """An unsolicited message-waiting NOTIFY sent to one registered contact (the key of its client
+    transaction): its answer is counted, never relayed (the media service was answered already)."""
+
+    account_id: str
+    contact: str
+    final: bool = False
+
+
+@dataclass(slots=True, eq=False)
 class Call:
     call_id: str
     invite: Request

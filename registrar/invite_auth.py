@@ -1,4 +1,4 @@
-"""Digest authentication of a phone's INVITE (RFC 3261 §22.3: 407 Proxy-Authenticate), with the
+"""Digest authentication of a phone's INVITE or SUBSCRIBE (RFC 3261 §22.3: 407 Proxy-Authenticate), with the
 registrar's users, realm, nonces and brute-force guard, so a call and a registration are checked by
 the same rules. Pure: the answer to give, or who the caller is."""
 
@@ -35,7 +35,7 @@ def authenticate_invite(registrar: Registrar, req: Request, ip: str, now: float)
     accounts = registrar.accounts
     result = registrar.challenger.verify(
         req.headers.get("proxy-authorization"),
-        "INVITE",
+        req.method,  # the digest response covers the method of the request it authorises
         lambda user: a.credentials if (a := accounts(domain, user)) else None,
         now,
     )

@@ -104,7 +104,7 @@ def route_outgoing(
             target = MediaService(setup.media_uri, "conference", room=caller.customer_id)
         else:
             assert dest.number == VOICEMAIL_CODE
-            target = MediaService(setup.media_uri, "voicemail", mailbox=caller.account_id)
+            target = MediaService(setup.media_uri, "mailbox", mailbox=caller.account_id)  # its own menu
         return Decision(DecisionKind.SERVICE, dialed, dest.number, caller.extension, target=target)
     if kind is DestinationKind.INVALID:
         return _refused(dialed, refusals.address_incomplete(dialed))

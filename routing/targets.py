@@ -25,13 +25,29 @@ class TrunkNumber:
 
 @dataclass(frozen=True, slots=True)
 class MediaService:
-    """The media service: ``service`` is ``voicemail`` (``mailbox`` = account id) or ``conference``
-    (``room`` = the bridge: the caller's customer for 2020, the DID for a conference DID)."""
+    """The media service. ``service`` says what the caller gets, since the media service reads it back
+    from the Request-URI user (``user``): ``voicemail`` deposits a message in ``mailbox`` (an account
+    id: busy / no-answer / unreachable forwarding, follow-me's last resort, a voicemail DID),
+    ``mailbox`` is that account owner's own mailbox menu (2222), ``conference`` joins ``room`` (the
+    caller's customer for 2020, the DID for a conference DID)."""
 
     uri: str
     service: str
     mailbox: str = ""
     room: str = ""
+
+    @property
+    def user(self) -> str:
+        """The Request-URI user the media service reads: ``<service>-<mailbox or room>``, e.g.
+        ``voicemail-acme-2001`` (``/`` of an account id becomes ``-``: see ``media_key``)."""
+        key = self.mailbox or self.room
+        return f"{self.service}-{media_key(key)}" if key else self.service
+
+
+def media_key(key: str) -> str:
+    """An account id or room as written after ``<service>-`` in a media Request-URI user: ``acme/2001``
+    becomes ``acme-2001`` (no ``/`` to escape; unambiguous, as extensions are digits)."""
+    return key.replace("/", "-")
 
 
 @dataclass(frozen=True, slots=True)

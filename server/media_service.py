@@ -460,8 +460,10 @@ class MediaService:
         wall = self.wall()
         if kind == "message":
             path = self.store.recording_path(session.box, session.caller, wall)
-        else:
-            path = self.store.recording_path(session.box, "greeting", wall)
+        else:  # not in the box's incoming/: an interrupted greeting must never be adopted as a message
+            pending = self.store.root / ".greetings"
+            pending.mkdir(parents=True, exist_ok=True)
+            path = pending / f"{session.box}-{int(wall * 1000)}.wav"
         session.recording = WavWriter(path)
         session.recording_path = path
         session.recording_kind = kind

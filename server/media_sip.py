@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -52,11 +52,10 @@ class _Answered:
 
 @dataclass(slots=True)
 class _Seen:
+    """A request we answered (or are answering): its final response is resent to retransmissions."""
+
     response: bytes | None
-    dest: Address
     until: float
-    method: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class SipSocket(asyncio.DatagramProtocol):
@@ -134,7 +133,7 @@ class SipSocket(asyncio.DatagramProtocol):
             return
         if len(self._seen) > 10_000:
             self._seen = {k: v for k, v in self._seen.items() if v.until > now}
-        self._seen[key] = _Seen(None, source, now + LINGER, method)
+        self._seen[key] = _Seen(None, now + LINGER)
         self.on_request(req, source)
 
     def respond(self, req: Request, resp: Response, dest: Address) -> None:
@@ -208,9 +207,7 @@ class SipSocket(asyncio.DatagramProtocol):
         branch = resp.top_via.branch or ""
         pending = self._pending.get(branch)
         if pending is None or resp.status < 200:
-            if pending is not None and pending.handle and not pending.invite:
-                pass  # a provisional: keep retransmitting at T2 (§17.1.2.2), simplified: as is
-            return
+            return  # a provisional (we send no INVITE): retransmissions go on until the final answer
         del self._pending[branch]
         if pending.handle:
             pending.handle.cancel()

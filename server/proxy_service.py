@@ -13,6 +13,8 @@ batch.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +31,7 @@ from calls.actions import (
     EndCall,
     ForwardResponse,
     LookupContacts,
+    NotifyAnswered,
     Reply,
     ResolveHost,
     Respond,
@@ -37,7 +40,7 @@ from calls.actions import (
 )
 from calls.call_ended import CallEnded
 from calls.controller import AuthAnswer, Authenticated, CallController, CallSettings, Trunk
-from calls.model import Branch, Contact, Destination, Relay
+from calls.model import Branch, Contact, Destination, NotifyCopy, Relay
 from registrar.invite_auth import Caller, authenticate_invite
 from registrar.registrar import Reply as RegistrarReply
 from routing import Authorisation, AuthoriseRequest, CallState, allow_all
@@ -61,6 +64,11 @@ log = structlog.get_logger("sipcore.proxy")
 CALLS_ACTIVE = Gauge("sipcore_calls_active", "Calls being set up or in progress")
 CALLS_TOTAL = PromCounter("sipcore_calls_total", "Finished calls by disposition", ["disposition"])
 CUTOFFS = PromCounter("sipcore_call_cutoffs_total", "Calls ended by the proxy, by reason", ["reason"])
+MWI_COPIES = PromCounter(
+    "sipcore_mwi_notify_copies_total",
+    "Unsolicited message-waiting NOTIFY copies sent to registered contacts, by their fate",
+    ["result"],  # delivered (2xx), refused (the phone's error answer), unreachable (no answer, not sent)
+)
 DNS_TTL = 60.0  # seconds a resolved trunk / media / next-hop name is reused
 DNS_NEGATIVE_TTL = 10.0
 
@@ -80,7 +88,7 @@ class ProxyService:
         self.accounts = accounts
         self.controller = CallController(settings, self._authenticate, authorise, sip.is_local_host)
         self.call_ended_sinks: list[Callable[[CallEnded], None]] = list(call_ended_sinks)
-        self.keys: dict[ClientTransaction, Branch | Relay] = {}
+        self.keys: dict[ClientTransaction, Branch | Relay | NotifyCopy] = {}
         self._dns: dict[str, tuple[str | None, float]] = {}
         self._dns_waiting: dict[str, list[ResolveHost]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -124,7 +132,8 @@ class ProxyService:
 
     def _authenticate(self, req: Request, ip: str, now: float) -> Authenticated | AuthAnswer | None:
         # nonces carry wall-clock time (any process verifies any other's): not the controller's clock
-        outcome = authenticate_invite(self.registrar.registrar, req, ip, time.time())
+        registrar = self.registrar.registrar
+        outcome = authenticate_invite(registrar, req, ip, time.time())
         if isinstance(outcome, Caller):
             return Authenticated(outcome.domain, outcome.username)
         if isinstance(outcome, RegistrarReply):
@@ -176,6 +185,8 @@ class ProxyService:
             elif kind is ChangeForwarding:
                 self.accounts.apply_forwarding(action.change)
                 log.info("forwarding_changed", account=action.change.account_id, change=str(action.change))
+            elif kind is NotifyAnswered:
+                self._notify_answered(action)
         set_so_far = self.controller.timers_set
         if set_so_far != self._timers_seen:  # a call deadline was set: it may be the earliest now
             self._timers_seen = set_so_far
@@ -253,6 +264,15 @@ class ProxyService:
             except Exception:
                 log.exception("call_ended_sink_failed", call_id=event.call_id)
 
+    @staticmethod
+    def _notify_answered(action: NotifyAnswered) -> None:
+        if 200 <= action.status < 300:
+            MWI_COPIES.labels("delivered").inc()
+            return
+        MWI_COPIES.labels("unreachable" if action.local else "refused").inc()
+        log.info("mwi_notify_not_delivered", account=action.account_id, contact=action.contact,
+                 status=action.status, local=action.local)  # fmt: skip
+
     def _forward_response(self, action: ForwardResponse) -> None:
         data = action.response.serialize()
         if action.transport == "TCP":
@@ -322,6 +342,18 @@ def hops_of(sip: SipServer) -> dict[str, Hop]:
     return hops
 
 
+_PROCESS_FLOW_KEY = os.urandom(32)
+
+
+def _flow_key(secret: bytes | str | None) -> bytes:
+    """The key sealing subscription flow tokens: derived from the nonce secret, which every worker and
+    host already shares (a token sealed by one opens in all), else this process's own (one process)."""
+    if not secret:
+        return _PROCESS_FLOW_KEY
+    raw = secret.encode() if isinstance(secret, str) else secret
+    return hashlib.sha256(b"sipcore flow token\0" + raw).digest()
+
+
 def call_settings(cfg: Any, sip: SipServer, realm: str) -> CallSettings:
     """The controller's settings from the configuration (built before a reload swaps them in)."""
     from config.bridge import registrar_view, routing_setup
@@ -333,6 +365,7 @@ def call_settings(cfg: Any, sip: SipServer, realm: str) -> CallSettings:
         aor_of=aor_of,
         hops=hops_of(sip),
         realms=frozenset({realm}),
+        flow_key=_flow_key(cfg.nonce_secret),
         max_call_duration=float(cfg.proxy.max_call_duration),
     )
 

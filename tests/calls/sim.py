@@ -4,7 +4,7 @@ the wire, and a clock that only moves when a test advances it. No sockets, no sl
 
 ``Sim`` is a small adapter (what ``server/proxy_service.py`` does over sockets): it performs the
 controller's actions, answers contact lookups and DNS from tables (at once, or when the test says),
-keeps account state and collects every ``CallEnded``.
+keeps account state and collects every ``CallEnded`` (and each message-waiting copy's fate).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from calls.actions import (
     EndCall,
     ForwardResponse,
     LookupContacts,
+    NotifyAnswered,
     Reply,
     ResolveHost,
     Respond,
@@ -142,6 +143,7 @@ class Sim:
             aor_of=aor_of,
             hops={"UDP": Hop("UDP", *PROXY)},
             realms=frozenset({REALM}),
+            flow_key=b"sim-flow-key",
             max_call_duration=float(max_call_duration),
         )
         self.controller = CallController(self.settings, self.authenticate, authorise, self.is_local)
@@ -155,6 +157,7 @@ class Sim:
         self.held: list[LookupContacts | ResolveHost] = []
         self.keys: dict[Any, Any] = {}
         self.ended: list[CallEnded] = []
+        self.notified: list[NotifyAnswered] = []  # the fate of each unsolicited NOTIFY copy
         self.wire: deque[tuple[Address, Address, bytes]] = deque()  # (to, from, bytes)
         self.log: list[tuple[Address, Address, Request | Response]] = []
 
@@ -179,9 +182,9 @@ class Sim:
 
     def register(self, party: Party) -> None:
         aor = f"sip:{party.user}@{DOMAIN}"
-        contact = Contact(
-            f"sip:{party.user}@{party.addr[0]}:{party.addr[1]}", Destination("udp", *party.addr)
-        )
+        uri = party.contact[1:-1]  # its Contact (maybe a private address); reached over its flow
+        flow = Flow("udp", party.addr, PROXY)
+        contact = Contact(uri, Destination("udp", *party.addr, flow))
         self.contacts.setdefault(aor, []).append(contact)
 
     def release(self) -> None:
@@ -220,6 +223,8 @@ class Sim:
                 self.accounts.apply_forwarding(a.change)
             elif kind is EndCall:
                 self.ended.append(a.ended)
+            elif kind is NotifyAnswered:
+                self.notified.append(a)
 
     def _answer(self, action: LookupContacts | ResolveHost) -> None:
         if type(action) is LookupContacts:
@@ -313,6 +318,8 @@ class Dialog:
     remote_target: str = ""
     auth: str = ""
     from_header: str = ""
+    method: str = "INVITE"  # what opened the dialog: INVITE, or SUBSCRIBE (then ``event`` is its package)
+    event: str = ""
 
 
 class Party:
@@ -325,7 +332,11 @@ class Party:
         self._later: list[tuple[float, Callable[[], None]]] = []
         self.invites: dict[str, Request] = {}  # call id -> the INVITE being answered
         self.answered: set[str] = set()
-        self.dialogs: dict[str, Dialog] = {}  # calls it placed
+        self.dialogs: dict[str, Dialog] = {}  # calls (and subscriptions) it placed
+        self.subscriptions: dict[
+            str, Request
+        ] = {}  # call id -> a SUBSCRIBE it accepted (as the media service)
+        self.contact_host: Address | None = None  # the private address its Contact names (behind NAT)
         self.auto_ack = True
         sim.parties[addr] = self
 
@@ -363,13 +374,18 @@ class Party:
             self.send(msg.make_response(200, None, None, (("Contact", self.contact),)))  # re-INVITE
         elif method == "INVITE":
             self.on_invite(msg)
+        elif method == "SUBSCRIBE":  # as the media service: accept, the dialog is ours from now on
+            self.subscriptions[msg.call_id] = msg
+            rr = tuple(("Record-Route", v) for v in msg.headers.get_all("record-route"))  # §12.1.1
+            extra = (*rr, ("Contact", self.contact), ("Expires", msg.headers.get("expires") or "3600"))
+            self.send(msg.make_response(200, None, self.tag, extra))
         elif method == "CANCEL":
             self.send(msg.make_response(200))
             invite = self.invites.get(msg.call_id)
             if invite is not None and msg.call_id not in self.answered:
                 self.answered.add(msg.call_id)
                 self.send(invite.make_response(487, None, self.tag))
-        elif method in ("BYE", "INFO", "OPTIONS", "UPDATE"):
+        elif method in ("BYE", "INFO", "OPTIONS", "UPDATE", "NOTIFY"):
             self.send(msg.make_response(200))
 
     @property
@@ -378,7 +394,8 @@ class Party:
 
     @property
     def contact(self) -> str:
-        return f"<sip:{self.user}@{self.addr[0]}:{self.addr[1]}>"
+        host, port = self.contact_host or self.addr
+        return f"<sip:{self.user}@{host}:{port}>"
 
     def on_invite(self, req: Request) -> None:
         mode = self.mode
@@ -435,25 +452,63 @@ class Party:
 
     def on_response(self, resp: Response) -> None:
         dlg = self.dialogs.get(resp.call_id)
-        if dlg is None or resp.cseq[1] != "INVITE":
+        if dlg is None or resp.cseq[1] != dlg.method:
             return
+        invite = dlg.method == "INVITE"
         if resp.status == 407 and "Proxy-Authorization" not in dlg.auth:
-            self._ack(dlg, resp)
+            if invite:
+                self._ack(dlg, resp)
             dlg.cseq += 1
             dlg.auth = (
                 f'Proxy-Authorization: Digest username="{self.user}", realm="{REALM}", nonce="n1"\r\n'
                 + dlg.auth
             )
-            self._invite(dlg)
+            (self._invite if invite else self._subscribe)(dlg)
         elif 200 <= resp.status < 300 and not dlg.to_header:
             dlg.to_header = resp.headers.get("to") or ""
             dlg.route_set = list(reversed(resp.headers.get_all("record-route")))
             contact = resp.headers.get("contact") or ""
             dlg.remote_target = contact[contact.index("<") + 1 : contact.index(">")]
-            if self.auto_ack:
+            if invite and self.auto_ack:
                 self.in_dialog(dlg, "ACK", dlg.cseq)
-        elif resp.status >= 300:
+        elif resp.status >= 300 and invite:
             self._ack(dlg, resp)
+
+    # ---- message waiting: as a phone, and as the media service
+    def subscribe(self, user: str, event: str = "message-summary", auth: bool = False) -> Dialog:
+        """SUBSCRIBE sip:<user>@domain out of dialog; a 407 is answered with credentials."""
+        dlg = Dialog(secrets.token_hex(6), secrets.token_hex(3), user, method="SUBSCRIBE", event=event)
+        if auth:
+            dlg.auth = f'Proxy-Authorization: Digest username="{self.user}", realm="{REALM}", nonce="n1"\r\n'
+        self.dialogs[dlg.call_id] = dlg
+        self._subscribe(dlg)
+        return dlg
+
+    def _subscribe(self, dlg: Dialog) -> None:
+        dlg.branch = "z9hG4bK" + secrets.token_hex(6)
+        text = (
+            f"SUBSCRIBE sip:{dlg.dialed}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {self.addr[0]}:{self.addr[1]};"
+            f"branch={dlg.branch}\r\nMax-Forwards: 70\r\nFrom: <sip:{self.user}@{DOMAIN}>;tag={dlg.from_tag}\r\n"
+            f"To: <sip:{dlg.dialed}@{DOMAIN}>\r\nCall-ID: {dlg.call_id}\r\nCSeq: {dlg.cseq} SUBSCRIBE\r\n"
+            f"Contact: {self.contact}\r\nEvent: {dlg.event}\r\nExpires: 3600\r\n{dlg.auth}Content-Length: 0\r\n\r\n"
+        )
+        self.send(parse(text.encode()))
+
+    def notify(self, call_id: str, body: str = "Messages-Waiting: yes\r\n") -> None:
+        """As the media service: a NOTIFY in the dialog of the SUBSCRIBE it accepted (UAS route set:
+        the Record-Route values in order; to the subscriber's Contact)."""
+        sub = self.subscriptions[call_id]
+        routes = "".join(f"Route: {r}\r\n" for r in sub.headers.get_all("record-route"))
+        contact = sub.headers.get("contact") or ""
+        text = (
+            f"NOTIFY {contact[contact.index('<') + 1 : contact.index('>')]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {self.addr[0]}:{self.addr[1]};branch=z9hG4bK{secrets.token_hex(6)}\r\n{routes}"
+            f"Max-Forwards: 70\r\nFrom: {sub.headers.get('to')};tag={self.tag}\r\nTo: {sub.headers.get('from')}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 NOTIFY\r\nContact: {self.contact}\r\nEvent: message-summary\r\n"
+            "Subscription-State: active;expires=3600\r\nContent-Type: application/simple-message-summary\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+        )
+        self.send(parse(text.encode()))
 
     def _ack(self, dlg: Dialog, resp: Response) -> None:
         text = (
@@ -474,7 +529,7 @@ class Party:
         dlg.from_header = f"{invite.headers.get('to')};tag={self.tag}"
         return dlg
 
-    def in_dialog(self, dlg: Dialog, method: str, cseq: int | None = None) -> None:
+    def in_dialog(self, dlg: Dialog, method: str, cseq: int | None = None, extra: str = "") -> None:
         if cseq is None:
             dlg.cseq += 1
             cseq = dlg.cseq
@@ -483,7 +538,7 @@ class Party:
             f"{method} {dlg.remote_target} SIP/2.0\r\nVia: SIP/2.0/UDP {self.addr[0]}:{self.addr[1]};"
             f"branch=z9hG4bK{secrets.token_hex(6)}\r\n{routes}Max-Forwards: 70\r\n"
             f"From: {dlg.from_header or f'<sip:{self.user}@{DOMAIN}>;tag={dlg.from_tag}'}\r\nTo: {dlg.to_header}\r\n"
-            f"Call-ID: {dlg.call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+            f"Call-ID: {dlg.call_id}\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: 0\r\n\r\n"
         )
         self.send(parse(text.encode()))
 

@@ -51,7 +51,11 @@ def proxy_yaml(
     max_call_duration: float = 60,
     location: str = "{backend: memory, state_file: null}",
     trunk_trusted: str = "true",
+    media_port: int | None = None,
 ) -> str:
+    """``media_port``: point ``proxy.media_service`` at 127.0.0.1:<port>, where the test plays the
+    media service itself (so ``sipcore serve`` is told not to start the real one)."""
+    media = f"  media_service: 127.0.0.1:{media_port}\nmedia: {{enabled: false}}\n" if media_port else ""
     return f"""\
 default_domain: {DOMAIN}
 server:
@@ -71,7 +75,7 @@ proxy:
   no_answer_timeout: 20
   max_forward_hops: 5
   outbound_trunk: carrier
-trunks:
+{media}trunks:
   carrier:
     address: {TRUNK_HOST}:{trunk_port}
     transport: udp
@@ -115,7 +119,7 @@ customers:
 {ACCOUNTS}"""
 
 
-def write_config(directory: Path, port: int, trunk_port: int, **kwargs: float | str) -> Path:
+def write_config(directory: Path, port: int, trunk_port: int, **kwargs: float | str | int) -> Path:
     """Write ``proxy.yaml`` and its rate file into ``directory``; state goes to ``directory/state``."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "rates.csv").write_text(_RATES, encoding="utf-8")

@@ -1,6 +1,6 @@
 """A scriptable SIP user agent (UDP, or one TCP connection) for the proxy wire tests: a phone
-(register, answer, ring, refuse busy, stay silent) or the carrier trunk, and a caller (INVITE with
-proxy-auth, ACK, BYE, CANCEL).
+(register, answer, ring, refuse busy, stay silent) or the carrier trunk, a caller (INVITE with
+proxy-auth, ACK, BYE, CANCEL), a subscriber (SUBSCRIBE with proxy-auth), or the media service.
 
 Messages are written as text and parsed with the project's parser. Everything a UA receives is kept
 (``received``) so tests can assert what a party saw — or never saw. Every wait is bounded.
@@ -63,10 +63,12 @@ class Ua(asyncio.DatagramProtocol):
 
     # ---- socket ----------------------------------------------------------------------------------
     @classmethod
-    async def open(cls, user: str, password: str, server: Address, host: str = "127.0.0.1") -> Ua:
+    async def open(
+        cls, user: str, password: str, server: Address, host: str = "127.0.0.1", port: int = 0
+    ) -> Ua:
         loop = asyncio.get_running_loop()
         udp, ua = await loop.create_datagram_endpoint(
-            lambda: cls(user, password, server, host), local_addr=(host, 0)
+            lambda: cls(user, password, server, host), local_addr=(host, port)
         )
         ua._udp = udp
         ua.port = udp.get_extra_info("sockname")[1]
@@ -244,8 +246,13 @@ class Ua(asyncio.DatagramProtocol):
             pending = self._invites.pop(req.call_id, None)
             if pending is not None:
                 self._answer(pending[0], 487, "Request Terminated", pending[1])
-        elif method in ("BYE", "OPTIONS", "INFO", "UPDATE"):
+        elif method in ("BYE", "OPTIONS", "INFO", "UPDATE", "NOTIFY"):
             self._answer(req, 200, "OK", addr)
+
+    def answer(self, req: Request, status: int = 200, reason: str = "OK") -> None:
+        """Answer a request the UA does not answer by itself (a SUBSCRIBE reaching the media service):
+        Record-Route copied, a To tag (``<user>-<Call-ID[:8]>``) and our Contact added."""
+        self._answer(req, status, reason, None)
 
     def answer_now(self, call_id: str | None = None) -> None:
         """Answer a ringing INVITE (the oldest one, or this Call-ID) with 200."""
@@ -295,13 +302,52 @@ class Ua(asyncio.DatagramProtocol):
         if resp.status >= 300:
             self._ack_non_2xx(dlg, resp)
             return
+        self.established(dlg, resp)
+        self.in_dialog(dlg, "ACK", dlg.cseq)
+
+    @staticmethod
+    def established(dlg: Dialog, resp: Response) -> None:
+        """The UAC's dialog from a 2xx: the peer's tag, the route set (Record-Route reversed), the
+        remote target (its Contact)."""
         dlg.to_header = resp.headers.get("to") or ""
         dlg.route_set = list(reversed(resp.headers.get_all("record-route")))
         contact = resp.headers.get("contact") or ""
         dlg.remote_target = (
             contact[contact.index("<") + 1 : contact.index(">")] if "<" in contact else contact
         )
-        self.in_dialog(dlg, "ACK", dlg.cseq)
+
+    # ---- subscriber side -----------------------------------------------------------------------------
+    def _subscribe_text(self, dlg: Dialog, event: str, extra: str) -> str:
+        return (
+            f"SUBSCRIBE sip:{dlg.to_user}@{self.domain} SIP/2.0\nVia: {self._via(dlg.branch)}\nMax-Forwards: 70\n"
+            f"From: {dlg.from_header}\nTo: <sip:{dlg.to_user}@{self.domain}>\nCall-ID: {dlg.call_id}\n"
+            f"CSeq: {dlg.cseq} SUBSCRIBE\nContact: {self.contact}\nEvent: {event}\nExpires: 3600\n"
+            f"Accept: application/simple-message-summary\n{extra}Content-Length: 0\n\n"
+        )
+
+    async def subscribe(self, user: str, event: str = "message-summary", call_id: str | None = None,
+                        challenged: bool = True, extra: str = "", timeout: float = 3.0) -> Dialog:  # fmt: skip
+        """SUBSCRIBE sip:<user>@domain through the proxy. ``challenged``: the first answer must be the
+        407, answered like a phone (the retry carries credentials and CSeq + 1); returns once the retry
+        is sent. Otherwise it is sent once and the test reads the answer (a 489 needs no challenge).
+        ``extra``: header lines both SUBSCRIBEs carry."""
+        dlg = Dialog(
+            call_id or secrets.token_hex(8), secrets.token_hex(4), user, 1, "z9hG4bK" + secrets.token_hex(6)
+        )
+        dlg.from_header = f"<sip:{self.user}@{self.domain}>;tag={dlg.from_tag}"
+        self.send(self._subscribe_text(dlg, event, extra))
+        if not challenged:
+            return dlg
+        first = await self.response(dlg.call_id, "SUBSCRIBE", timeout=timeout)
+        assert first.status == 407, first.start_line()
+        challenge = first.headers.get("proxy-authenticate")
+        assert challenge is not None
+        value = build_authorization(challenge, username=self.user, password=self.password, method="SUBSCRIBE",
+                                    uri=f"sip:{user}@{self.domain}", cnonce=secrets.token_hex(4))  # fmt: skip
+        dlg.cseq, dlg.branch = 2, "z9hG4bK" + secrets.token_hex(6)
+        dlg.credentials = f"Proxy-Authorization: {value}\n"
+        self.send(self._subscribe_text(dlg, event, dlg.credentials + extra))
+        return dlg
 
     def in_dialog(self, dlg: Dialog, method: str, cseq: int | None = None, extra: str = "") -> None:
         if cseq is None:

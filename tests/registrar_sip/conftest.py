@@ -123,7 +123,7 @@ async def serve_process(config: Path, port: int) -> AsyncIterator[asyncio.subpro
     env = dict(os.environ, NOTIFY_SOCKET=notify_path, PYTHONPATH=str(ROOT))
     log = open(directory / f"serve-{port}.log", "ab")  # noqa: SIM115 - closed below
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "serve", "--config", str(config), "--log-format", "json",
+        sys.executable, "-m", "server.cli", "serve", "--no-media", "--config", str(config), "--log-format", "json",
         cwd=str(directory), env=env, stdout=log, stderr=log,
     )  # fmt: skip
     try:

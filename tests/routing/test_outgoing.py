@@ -66,11 +66,19 @@ def test_short_codes() -> None:
     conf = route_outgoing(setup, alice, "2020", IDLE)
     assert conf.kind is DecisionKind.SERVICE
     assert conf.target == MediaService(MEDIA, "conference", room="acme")
-    vm = route_outgoing(setup, alice, "2222", IDLE)
-    assert vm.target == MediaService(MEDIA, "voicemail", mailbox="acme-2001")
+    menu = route_outgoing(setup, alice, "2222", IDLE)  # the owner's mailbox menu, not a deposit
+    assert menu.target == MediaService(MEDIA, "mailbox", mailbox="acme-2001")
     support = route_outgoing(setup, alice, "2000", IDLE)  # configured as globex's DID: on-net
     assert support.kind is DecisionKind.ON_NET
     assert support.callee is setup.dids["+33150003001"]
+
+
+def test_media_request_uri_user_names_the_service_and_its_box() -> None:
+    """What the media service reads to tell a deposit from the owner's menu and a conference room."""
+    assert MediaService(MEDIA, "voicemail", mailbox="acme/2001").user == "voicemail-acme-2001"
+    assert MediaService(MEDIA, "mailbox", mailbox="my-co/2001").user == "mailbox-my-co-2001"
+    assert MediaService(MEDIA, "conference", room="+33150003001").user == "conference-+33150003001"
+    assert MediaService(MEDIA, "conference").user == "conference"
 
 
 def test_support_as_uri_or_outside_number() -> None:

@@ -114,6 +114,15 @@ def test_unreachable_when_every_contact_fails() -> None:
     assert d.ringing_labels() == {"2003"}
 
 
+def test_forwarding_to_2222_deposits_in_the_forwarders_box() -> None:
+    """2222 dialed is the caller's own mailbox menu; as a forward target it is a deposit."""
+    setup = platform(account("2002", voicemail=True, forwards=(rule(ForwardKind.BUSY, "2222"),)))
+    d = drive(setup, "2002")
+    d.start(0)
+    d.event(1, BranchBusy(), 1)
+    assert d.ringing_labels() == {"voicemail:acme-2002"}
+
+
 def test_unreachable_without_rule_is_480_or_voicemail() -> None:
     d = drive(platform(), "2002", CallState(registered=set()))
     assert d.start(0) == [FailCall(480, "Temporarily Unavailable")]

@@ -36,7 +36,7 @@ async def test_serve_process_lifecycle() -> None:
         notify.setblocking(False)
         env = dict(os.environ, NOTIFY_SOCKET=notify_path)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.cli", "serve",
+            sys.executable, "-m", "server.cli", "serve", "--no-media",
             "--udp", f"127.0.0.1:{sip_port}", "--tcp", f"127.0.0.1:{sip_port}",
             "--metrics", f"127.0.0.1:{metrics_port}", "--log-format", "json",
             cwd=tmp, env=dict(env, PYTHONPATH=str(ROOT)),

@@ -41,7 +41,7 @@ async def test_two_workers_share_the_port(tmp_path: Path) -> None:
     config.write_text(text)
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "serve", "--config", str(config), "--workers", "2",
+        sys.executable, "-m", "server.cli", "serve", "--no-media", "--config", str(config), "--workers", "2",
         "--udp", f"127.0.0.1:{port}", "--tcp", f"127.0.0.1:{port}", "--metrics", "off",
         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,

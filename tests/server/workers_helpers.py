@@ -86,7 +86,7 @@ async def serve(config: Path, workers: int = 2, port: int | None = None) -> Asyn
     addr = f"127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET="@" + name)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "serve", "--config", str(config), "--workers", str(workers),
+        sys.executable, "-m", "server.cli", "serve", "--no-media", "--config", str(config), "--workers", str(workers),
         "--udp", addr, "--tcp", addr, "--metrics", f"127.0.0.1:{metrics_port}",
         cwd=config.parent, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
