@@ -206,3 +206,15 @@ async def test_only_the_proxy_may_call(rig: MediaRig) -> None:
     _, resp = await stranger.invite_service(f"mailbox-{BOX}", caller="1001")
     assert resp.status == 403
     assert rig.service.sessions == {}
+
+
+async def test_messages_survive_a_restart_of_the_service(tmp_path: Path) -> None:
+    async with media_rig(tmp_path) as rig:
+        phone = await rig.phone()
+        await deposit(rig, phone, seconds=1.0)
+        settings = rig.service.settings
+    from server.media_app import build_media_service
+
+    again = build_media_service(settings)  # a new process would load the same state_dir
+    (msg,) = again.store.messages(BOX)
+    assert msg.caller == "1002" and msg.new and 0.9 <= msg.duration <= 1.8

@@ -156,3 +156,24 @@ async def test_2222_opens_the_callers_own_mailbox(tmp_path: Path) -> None:
         assert session is not None and session.kind == "mailbox" and session.box == "demo-1006"
         owner.in_dialog(dlg, "BYE")
         assert (await owner.response(dlg.call_id, "BYE", final=True, timeout=5)).status == 200
+
+
+async def test_conference_pin_chooses_the_room(tmp_path: Path) -> None:
+    async with media_platform(tmp_path) as platform:
+        phone = await platform.phone("2001", domain="club.sipcore.test")
+        dlg = await phone.call("2020")
+        resp = await phone.response(dlg.call_id, final=True, timeout=10)
+        assert resp.status == 200, resp.start_line()
+        phone.ack(dlg, resp)
+        phone.start_media(resp)
+        await asyncio.sleep(0.5)
+        for key in "9999#":  # a wrong PIN first: asked again
+            await phone.press(key)
+        await asyncio.sleep(0.3)
+        assert platform.media.rooms.get("club/red") is None
+        for key in "1111#":
+            await phone.press(key)
+        await asyncio.sleep(0.5)
+        room = platform.media.rooms.get("club/red")
+        assert room is not None and len(room) == 1
+        assert platform.media.rooms.get("club/blue") is None
