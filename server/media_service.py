@@ -238,6 +238,10 @@ class MediaService:
         body: bytes = b"",
     ) -> None:
         assert self.sip is not None
+        if 200 <= status < 300 and req.method in ("INVITE", "SUBSCRIBE"):
+            # a 2xx that sets up (or refreshes) a dialog carries the Record-Route set back (RFC 3261
+            # §12.1.1): the phone's ACK, BYE and refreshes then go through the proxy, not around it
+            extra = (*(("Record-Route", v) for v in req.headers.get_all("record-route")), *extra)
         resp = req.make_response(
             status, reason, to_tag=tag or (new_tag() if status > 100 else None), extra=extra
         )

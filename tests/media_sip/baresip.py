@@ -1,15 +1,26 @@
 """A real softphone for the media tests: baresip 1.0 (Debian ``baresip-core``) run as a subprocess,
 driven over its ``ctrl_tcp`` module (netstring-framed JSON: commands in, responses and events out).
 
-baresip 1.0 specifics this relies on:
+What baresip 1.0 does, and how it is used here:
 
-* microphone: ``ausine`` (a sine tone; it only runs at 48 kHz stereo, baresip resamples to G.711)
-  or ``aufile`` (a WAV file, 16-bit mono at ``ausrc_srate``), set by ``audio_source``;
-* ears: the ``sndfile`` audio filter writes what is encoded and decoded to
-  ``<snd_path>/dump-<time>-enc.wav`` / ``-dec.wav``; no audio player is needed for that;
-* commands (``dial``, ``sndcode``, ``hangup``...) are the ``menu`` module's, passed to
-  ``ctrl_tcp`` as ``{"command": ..., "params": ..., "token": ...}``; events (``REGISTER_OK``,
-  ``CALL_ESTABLISHED``, ``CALL_CLOSED``, ``MWI_NOTIFY``...) come back as ``{"event": true, ...}``.
+* microphone: ``ausine`` (a sine, ``audio_source ausine,<Hz>``) runs only at 48 kHz stereo
+  (``ausrc_srate 48000``, ``ausrc_channels 2``); baresip resamples to G.711's 8 kHz mono. Or
+  ``aufile`` (``audio_source aufile,<path>``): a 16-bit WAV at ``ausrc_srate``/``ausrc_channels``;
+* ears: the ``sndfile`` audio filter writes what it encodes and decodes to
+  ``<snd_path>/dump-<time>-enc.wav`` / ``-dec.wav`` (8 kHz mono for PCMU, complete once the call
+  ends); no audio player module is needed;
+* commands (``uanew``, ``dial``, ``sndcode`` = RFC 4733 digit, ``hangup`` = 486 on a ringing call,
+  ``quit``) are the ``menu`` module's, sent to ``ctrl_tcp`` as ``{"command", "params", "token"}``;
+  events (``REGISTER_OK``, ``CALL_INCOMING``, ``CALL_ESTABLISHED``, ``CALL_CLOSED``,
+  ``MWI_NOTIFY``...) come back as ``{"event": true, "type": ...}``, to connected clients only;
+* the ``mwi`` module subscribes to message-summary for the account's AOR on ``REGISTER_OK``; the
+  ``menu`` module prints each NOTIFY body under ``----- MWI for <aor> -----``.
+
+MWI_START_UP: baresip 1.0's ``mwi`` module starts a 1 ms timer at load that re-subscribes every
+subscription in its list while appending to that list: if the account has registered by then (a
+fast registrar on loopback often wins that race) baresip loops forever sending SUBSCRIBEs. So the
+accounts file is empty and the account is created with ``uanew`` once baresip runs (and its
+``REGISTER_OK`` waited for), long after that timer fired on an empty list.
 """
 
 from __future__ import annotations
@@ -18,7 +29,9 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import shutil
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +40,31 @@ from typing import Any
 from tests.conftest import free_port
 
 MODULES = Path("/usr/lib/baresip/modules")
+RTP_PORTS = 64  # libre picks RTP/RTCP pairs at random in the range (64 tries)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_MWI_BLOCK = re.compile(r"----- MWI for \S+ -----\r?\n(.*?)(?:\r?\n){2}", re.S)
+
+
+def free_udp_range(count: int) -> int:
+    """An even port starting ``count`` ports all free on 127.0.0.1 (UDP) right now: below the kernel's
+    ephemeral range and the ranges other tests use (``free_port``: 20000-32000, the media service:
+    30000-39400), since benchmarks running beside the tests hold hundreds of RTP ports up there."""
+    for _ in range(100):
+        low = random.randrange(10000, 19900 - count, 2)
+        if all(_udp_free(port) for port in range(low, low + count)):
+            return low
+    raise RuntimeError("no free range of UDP ports for baresip's RTP")
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def baresip_binary() -> str | None:
@@ -92,6 +130,12 @@ class Baresip:
 
     def log(self, tail: int = 4000) -> str:
         return self.output.decode(errors="replace")[-tail:]
+
+    def mwi_bodies(self) -> list[str]:
+        """The message-summary bodies baresip printed ("----- MWI for <aor> -----", then the body),
+        oldest first: what the ``mwi`` module received in NOTIFYs."""
+        text = _ANSI.sub("", self.output.decode(errors="replace"))
+        return [m.group(1) for m in _MWI_BLOCK.finditer(text)]
 
     def recordings(self, side: str = "dec") -> list[Path]:
         """The sndfile dumps (``dec``: what baresip heard; ``enc``: what it sent), oldest first."""
@@ -160,8 +204,8 @@ def write_config(
     source_rate: int = 48000,
     source_channels: int = 2,
 ) -> None:
-    """The ``config`` and ``accounts`` files of one baresip home directory."""
-    rtp_low = random.randrange(40000, 48000, 2)  # away from the media service's ports (30000-39400)
+    """The ``config`` and (empty, see MWI_START_UP) ``accounts`` files of one baresip home."""
+    rtp_low = free_udp_range(RTP_PORTS)
     home.mkdir(parents=True, exist_ok=True)
     snd_path.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -174,8 +218,9 @@ def write_config(
         ("ausrc_srate", str(source_rate)),
         ("ausrc_channels", str(source_channels)),
         ("audio_buffer", "20-160"),
-        ("rtp_ports", f"{rtp_low}-{rtp_low + 40}"),
+        ("rtp_ports", f"{rtp_low}-{rtp_low + RTP_PORTS - 1}"),
         ("jitter_buffer_delay", "1-5"),
+        ("statmode_default", "off"),  # no call status line every 100 ms in the log
         ("snd_path", str(snd_path)),
         ("ctrl_tcp_listen", f"127.0.0.1:{ctrl_port}"),
         ("module", "g711.so"),
@@ -185,14 +230,17 @@ def write_config(
         ("module_app", "account.so"),
         ("module_app", "menu.so"),
         ("module_app", "ctrl_tcp.so"),
+        *([("module_app", "mwi.so")] if mwi else []),
     ]
-    if mwi:
-        lines.append(("module_app", "mwi.so"))
     (home / "config").write_text("".join(f"{k}\t\t{v}\n" for k, v in lines), encoding="ascii")
-    (home / "accounts").write_text(
+    (home / "accounts").write_text("", encoding="ascii")
+
+
+def account_line(user: str, password: str, server_port: int, mwi: bool) -> str:
+    """The account, registering with the proxy (MD5 digest: it challenges baresip with MD5 only)."""
+    return (
         f"<sip:{user}@127.0.0.1:{server_port};transport=udp>;auth_pass={password};regint=600;"
-        f"audio_codecs=PCMU;answermode=manual;mwi={'yes' if mwi else 'no'}\n",
-        encoding="ascii",
+        f"audio_codecs=PCMU;answermode=manual;mwi={'yes' if mwi else 'no'}"
     )
 
 
@@ -206,9 +254,11 @@ async def baresip(
     mwi: bool = False,
     source_rate: int = 48000,
     source_channels: int = 2,
+    trace: bool = False,
 ) -> AsyncIterator[Baresip]:
     """Start baresip as ``user`` (password ``pw<user>``) against the proxy on ``server_port``, with
-    ``source`` as its microphone; it is killed on the way out whatever happens."""
+    ``source`` as its microphone; it is killed on the way out whatever happens. ``trace``: baresip
+    prints every SIP message it sends and receives (``-s``) into its log."""
     binary = baresip_binary()
     assert binary is not None
     home = directory / f"baresip-{user}"
@@ -218,7 +268,7 @@ async def baresip(
                  snd_path=snd_path, ctrl_port=ctrl_port, mwi=mwi, source_rate=source_rate,
                  source_channels=source_channels)  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        binary, "-f", str(home), "-v", stdin=asyncio.subprocess.DEVNULL,
+        binary, "-f", str(home), "-v", *(["-s"] if trace else []), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     phone: Baresip | None = None
@@ -235,12 +285,18 @@ async def baresip(
                 await asyncio.sleep(0.05)
         phone = Baresip(proc, home, snd_path, reader, writer)
         phone._tasks = [loop.create_task(phone._read_ctrl()), loop.create_task(phone._read_output())]
+        await asyncio.sleep(0.1)  # well past mwi's 1 ms start-up timer (MWI_START_UP)
+        resp = await phone.command("uanew", account_line(user, f"pw{user}", server_port, mwi))
+        assert resp["ok"], resp
+        await phone.event("REGISTER_OK", timeout=5)
         yield phone
     finally:
         if phone is not None:
             await phone.stop()
+            (home / "baresip.log").write_bytes(phone.output)  # the whole log, for a post-mortem
             print(phone.log(8000))  # shown by pytest when the test fails
-        elif proc.returncode is None:
-            proc.kill()
+        else:
+            if proc.returncode is None:
+                proc.kill()
             out, _ = await asyncio.wait_for(proc.communicate(), 5)
             print(out.decode(errors="replace")[-4000:])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from calls.call_ended import CallEnded
 from media.wav import read_wav
+from sipcore.message import Response
 from tests.media_sip.conftest import Platform, media_platform
 from tests.media_sip.phone import MediaPhone, _crlf_len, power
 
@@ -63,6 +64,14 @@ async def test_busy_goes_to_the_callees_voicemail(tmp_path: Path) -> None:
         busy.mode = "busy"
         caller = await platform.phone("1002")
         await leave_message(caller, "1004")
+        answer = next(
+            m
+            for m in caller.received
+            if isinstance(m, Response) and m.status == 200 and m.cseq[1] == "INVITE"
+        )
+        assert answer.headers.get_all("record-route"), (
+            "the media service's 2xx must carry the Record-Route set"
+        )
         assert_message(platform, "demo-1004", "1002", 1.5)
         await asyncio.sleep(0.3)
         leg = answered_media_leg(ended)
@@ -154,8 +163,14 @@ async def test_2222_opens_the_callers_own_mailbox(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)
         session = platform.media.sessions.get(dlg.call_id)
         assert session is not None and session.kind == "mailbox" and session.box == "demo-1006"
-        owner.in_dialog(dlg, "BYE")
+        ended: list[CallEnded] = []
+        platform.app.proxy.call_ended_sinks.append(ended.append)
+        owner.in_dialog(dlg, "BYE")  # through the proxy (the Record-Route set): the proxy's call ends too
         assert (await owner.response(dlg.call_id, "BYE", final=True, timeout=5)).status == 200
+        await asyncio.sleep(0.2)
+        assert dlg.call_id not in platform.app.proxy.controller.calls
+        (leg,) = [e for e in ended if e.call_id == dlg.call_id]
+        assert leg.hangup_by == "caller" and leg.normalised == "mailbox-demo-1006"
 
 
 async def test_conference_pin_chooses_the_room(tmp_path: Path) -> None:
