@@ -14,7 +14,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 
-from media.app import FRAME_BYTES
+from media.app import FRAME_BYTES, SILENT_FRAME
 from media.dtmf import DtmfError, DtmfReceiver
 from media.g711 import DECODERS, ENCODERS
 from media.rtp import RtpError, RtpPacket, RtpPacketiser, RtpReceived, RtpStream
@@ -87,6 +87,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.received_frames = 0
         self.overflow = 0
         self._partial = b""
+        self._silence = self.encode(SILENT_FRAME)
 
     # asyncio -----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -132,13 +133,16 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if transport is None or not self.audio.may_send:
             self.packetiser.pause()
             return
-        packet = self.packetiser.audio(self.encode(pcm))
-        transport.sendto(packet.to_bytes(), self.stream.remote)
+        # most frames a service sends are silence (it is listening): encoded once per call
+        payload = self._silence if pcm == SILENT_FRAME else self.encode(pcm)
+        transport.sendto(self.packetiser.audio_bytes(payload), self.stream.remote)
         self.sent += 1
 
     def update(self, audio: NegotiatedAudio) -> None:
         """A re-INVITE moved or held the media: send to the new place and relatch."""
         self.audio = audio
+        self.encode = ENCODERS[audio.codec.name.upper()]
+        self._silence = self.encode(SILENT_FRAME)
         self.stream.relatch(audio.remote)
 
     def close(self) -> None:
