@@ -129,7 +129,20 @@ class NotifyAnswered:
     local: bool = False
 
 
+@fast_init
+@dataclass(frozen=True, slots=True)
+class TrunkFailover:
+    """A call leaves ``trunk``, which answered ``status`` (408: no answer within its
+    ``failover_timeout``, or a time-out; 503: not reachable), for ``next_trunk``. For the adapter's
+    counter and log."""
+
+    call_id: str
+    trunk: str
+    status: int
+    next_trunk: str
+
+
 Action = (
     SendRequest | SendStateless | Reply | Respond | ForwardResponse | LookupContacts | ResolveHost | CountCall
-    | ChangeForwarding | EndCall | NotifyAnswered
+    | ChangeForwarding | EndCall | NotifyAnswered | TrunkFailover
 )  # fmt: skip

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from calls.actions import (
     Respond,
     SendRequest,
     SendStateless,
+    TrunkFailover,
 )
 from calls.call_ended import CallEnded, disposition_for
 from calls.identity import (
@@ -54,6 +56,7 @@ from calls.identity import (
     present,
     privacy_of,
     public_number,
+    withholds,
 )
 from calls.model import Branch, Call, Contact, Destination, NotifyCopy, Relay
 from calls.subscriptions import (
@@ -81,6 +84,8 @@ from routing import (
     RingBranch,
     RoutingSetup,
     allow_all,
+    format_number,
+    order_trunks,
     plan_did,
     plan_incoming,
     route_outgoing,
@@ -88,6 +93,7 @@ from routing import (
 from routing.dialplan import VOICEMAIL_CODE
 from routing.outcomes import branch_outcome
 from routing.plan_direct import DirectPlan
+from routing.plan_events import BranchFailed
 from routing.targets import AccountContacts, MediaService, TrunkNumber, media_key
 from routing.targets import SipUri as TargetUri
 from sipcore.digest import build_authorization
@@ -114,7 +120,8 @@ ACK_WAIT = 32.0  # 64*T1: an answered call whose 2xx is never ACKed is ended (BY
 CANCEL_GRACE = 4.0  # seconds a CANCELled branch may take to answer before the caller gets 487 anyway
 
 # timer kinds, in the heap next to their call's Call-ID
-_PLAN, _CANCEL, _CUTOFF, _ACK = range(4)
+_PLAN, _CANCEL, _CUTOFF, _ACK, _TRUNK = range(5)
+_DEADLINES = ("plan_at", "cancel_at", "cutoff_at", "ack_at", "trunk_at")  # the Call field of each kind
 
 
 @fast_init
@@ -127,7 +134,13 @@ class Trunk:
     trusted: bool = True
     username: str | None = None
     password: str | None = None
-    inbound_sources: tuple[str, ...] = ()
+    inbound_sources: tuple[str, ...] = ()  # networks ("192.0.2.0/24") and address:port ("192.0.2.1:5090")
+    number_format: str = "e164"  # Request-URI and To user (routing.trunks.format_number)
+    caller_format: str = "e164"  # From and P-Asserted-Identity user
+    caller_default: str | None = None  # shown when our caller has no public number
+    anonymous_allowed: bool = True  # False: calls withholding their identity do not use it
+    country_code: int = 0  # what the national format means
+    failover_timeout: float = 5.0  # no answer at all to an INVITE by then: the next trunk
 
 
 @fast_init
@@ -144,6 +157,9 @@ class CallSettings:
     max_call_duration: float = 14400.0
     ack_wait: float = ACK_WAIT
     cancel_grace: float = CANCEL_GRACE
+    links: tuple[
+        Any, ...
+    ] = ()  # calls.trunk_monitor.TrunkLink of each trunk: probes, registration (the adapter's)
 
 
 @fast_init
@@ -193,15 +209,19 @@ class CallController:
         authenticate: Authenticate,
         authorise: Callable[[AuthoriseRequest], Authorisation] = allow_all,
         is_local: Callable[[str, int | None], bool] = lambda host, port: False,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self.authenticate = authenticate
         self.authorise = authorise
         self.is_local = is_local
+        self.draw = draw  # weighted choice among trunks of equal priority
+        self.down_trunks: set[str] = set()  # taken out of rotation by failed probes (on_trunk_state)
         self.calls: dict[str, Call] = {}
         self._timers = _Timers()
         # unsolicited NOTIFYs waiting for their account's contacts: (NOTIFY, its flow, account id, AOR)
         self._notifies: dict[int, tuple[Request, Flow, str, str]] = {}
         self._notify_seq = 0
+        self.draining: int | None = None  # shutting down: new calls get 503 with this Retry-After
         self.update(settings)
 
     def update(self, settings: CallSettings) -> None:
@@ -211,11 +231,17 @@ class CallController:
         self.policy = HeaderPolicy(settings.realms)
         self._ours = {(h.host.lower(), h.port) for h in settings.hops.values()}
         nets = []
+        exact: dict[tuple[str, int], str] = {}
         for name, trunk in settings.trunks.items():
             for src in trunk.inbound_sources:
-                nets.append((ipaddress.ip_network(src, strict=False), name))
+                if not (src.startswith("[") or src.count(":") == 1):  # a network, any port
+                    nets.append((ipaddress.ip_network(src, strict=False), name))
+                else:  # "192.0.2.1:5090" or "[2001:db8::1]:5090": that address and port only
+                    host, _, port = src.rpartition(":")
+                    exact.setdefault((str(ipaddress.ip_address(strip_brackets(host))), int(port)), name)
         self._trunk_nets = nets
-        self._trunk_memo: dict[str, str | None] = {}
+        self._trunk_ports = exact
+        self._trunk_memo: dict[tuple[str, int | None], str | None] = {}
         self._public: dict[str, str | None] = {}
         self._tokens = FlowTokens(settings.flow_key)
         accounts = self.setup.accounts.values()
@@ -224,22 +250,39 @@ class CallController:
         self._media = (strip_brackets(media.host), media.port or 5060) if isinstance(media, SipUri) else None
 
     # ---- questions the adapter asks ---------------------------------------------------------------
-    def trunk_for_source(self, ip: str) -> str | None:
-        """The trunk whose inbound sources hold ``ip``; memoised per address (asked per message)."""
+    def trunk_for_source(self, ip: str, port: int | None = None) -> str | None:
+        """The trunk whose inbound sources hold ``ip`` (and ``port``, for sources given with one);
+        memoised per address and port (asked per message)."""
+        key = (ip, port)
         memo = self._trunk_memo
-        if ip in memo:
-            return memo[ip]
-        name = None
+        if key in memo:
+            return memo[key]
+        name = self.find_trunk(ip, port)
+        if len(memo) >= 4096:  # bounded: a scan from many addresses cannot grow it without end
+            memo.clear()
+        memo[key] = name
+        return name
+
+    def find_trunk(self, ip: str, port: int | None = None) -> str | None:
+        """``trunk_for_source`` without the memo: an address:port source first (a carrier on a host
+        that also has phones), then the networks (any port)."""
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
-            addr = None
-        if addr is not None:
-            name = next((n for net, n in self._trunk_nets if addr in net), None)
-        if len(memo) >= 4096:  # bounded: a scan from many addresses cannot grow it without end
-            memo.clear()
-        memo[ip] = name
-        return name
+            return None
+        if port is not None and self._trunk_ports:
+            name = self._trunk_ports.get((str(addr), port))
+            if name is not None:
+                return name
+        return next((n for net, n in self._trunk_nets if addr in net), None)
+
+    def on_trunk_state(self, trunk: str, up: bool) -> None:
+        """The adapter's probes found ``trunk`` answering again (up) or dead: new calls skip a dead
+        trunk while another of their set is up."""
+        if up:
+            self.down_trunks.discard(trunk)
+        else:
+            self.down_trunks.add(trunk)
 
     def is_stateless_invite(self, req: Request, flow: Flow) -> bool:
         """An initial INVITE without credentials from a phone (not a trunk): whatever it gets — the
@@ -251,7 +294,7 @@ class CallController:
                 return False
         except SipParseError:
             return False
-        return "proxy-authorization" not in req.headers and self.trunk_for_source(flow.remote[0]) is None
+        return "proxy-authorization" not in req.headers and self.trunk_for_source(*flow.remote) is None
 
     def next_deadline(self) -> float | None:
         heap = self._timers.heap
@@ -328,6 +371,36 @@ class CallController:
         self._stray(resp, out)
         return out
 
+    def hang_up(self, call_id: str, now: float) -> list[Action]:
+        """The operator ends a call (admin API). Answered: a BYE to both parties, ended by ``system``
+        with reason ``admin`` (the cut-off path). Still ringing: every branch is CANCELled and the
+        caller answered 487 once they have answered (or after the CANCEL grace), ended by ``system``;
+        a 2xx crossing the CANCELs makes it an answered call, as with the caller's own CANCEL.
+        Nothing when no call has that Call-ID here."""
+        out: list[Action] = []
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return out
+        if call.answered is not None:
+            self._cut_off(call, "admin", now, out)
+            return out
+        if not call.cancelled:  # a caller's CANCEL already under way stays the caller's
+            call.cancelled = True
+            call.hangup_by = "system"
+        if not call.done:
+            self._run(call, call.plan.cancel(), now, out)
+        for subs in call.branches.values():
+            for b in subs:
+                self._cancel_one(b, out)
+        call.done = True
+        call.plan_at = None
+        if not call.pending():
+            self._end_cancelled(call, now, out)
+        elif call.cancel_at is None:
+            call.cancel_at = now + self.settings.cancel_grace
+            self._push(call, call.cancel_at, _CANCEL)
+        return out
+
     def on_contacts(self, lookup: LookupContacts, contacts: list[Contact], now: float) -> list[Action]:
         """The registered contacts a ``LookupContacts`` asked for."""
         out: list[Action] = []
@@ -384,9 +457,12 @@ class CallController:
             elif kind == _CUTOFF:
                 call.cutoff_at = None
                 self._cut_off(call, call.cutoff_reason, now, out)
-            else:
+            elif kind == _ACK:
                 call.ack_at = None
                 self._cut_off(call, "no_ack", now, out)
+            else:
+                call.trunk_at = None
+                self._give_up_trunks(call, now, out)
         return out
 
     # ---- timers ---------------------------------------------------------------------------------------
@@ -395,7 +471,7 @@ class CallController:
         if call is None:
             return False
         kind = entry[3]
-        at = call.plan_at if kind == _PLAN else call.cancel_at if kind == _CANCEL else call.cutoff_at if kind == _CUTOFF else call.ack_at  # fmt: skip
+        at = call.plan_at if kind == _PLAN else call.cancel_at if kind == _CANCEL else call.cutoff_at if kind == _CUTOFF else getattr(call, _DEADLINES[kind])  # fmt: skip
         return at == entry[0]
 
     @property
@@ -424,6 +500,9 @@ class CallController:
 
     # ---- new calls ----------------------------------------------------------------------------------
     def _on_invite(self, req: Request, flow: Flow, now: float, state: CallState, out: list[Action]) -> None:
+        if self.draining is not None:  # shutting down: the caller tries again elsewhere or later
+            out.append(Reply(req, flow, 503, "Shutting Down", (("Retry-After", str(self.draining)),)))
+            return
         try:
             pre_process_route(req, self._is_me)
         except SipParseError as exc:
@@ -435,7 +514,7 @@ class CallController:
         if req.call_id in self.calls:
             out.append(Reply(req, flow, 482, "Loop Detected"))  # spiral of a call we already route
             return
-        trunk = self.trunk_for_source(flow.remote[0])
+        trunk = self.trunk_for_source(*flow.remote)
         if trunk is not None:
             self._inbound(req, flow, trunk, now, state, out)
         else:
@@ -585,7 +664,78 @@ class CallController:
                 out.append(LookupContacts(call.call_id, ring.branch_id, aor))
                 return []
             return call.plan.on_branch_event(ring.branch_id, BranchUnreachable(), now)
+        if isinstance(target, TrunkNumber):
+            return self._ring_trunk(call, ring, target, now, out)
         return self._ring_targets(call, ring, self._targets(target), now, out)
+
+    # ---- trunks: the best available one, failing over to the next ---------------------------------
+    def _ring_trunk(
+        self, call: Call, ring: RingBranch, target: TrunkNumber, now: float, out: list[Action]
+    ) -> list[Any]:
+        trunks = self.settings.trunks
+        choices = [c for c in target.choices if c.trunk in trunks]
+        if choices and withholds(call.privacy):
+            choices = [c for c in choices if trunks[c.trunk].anonymous_allowed]
+            if not choices:  # RFC 5079: no trunk takes a call that withholds its identity
+                event = BranchFailed(433, "Anonymity Disallowed")
+                return call.plan.on_branch_event(ring.branch_id, event, now)
+        down = self.down_trunks
+        order = order_trunks(choices, {c.trunk for c in choices if c.trunk not in down}, self.draw)
+        if not order:
+            return call.plan.on_branch_event(ring.branch_id, BranchUnreachable(), now)
+        subs: list[Branch] = []
+        call.branches[ring.branch_id] = subs
+        self._send_trunk(call, ring, order[0], order[1:], subs, now, out)
+        return []
+
+    def _send_trunk(self, call: Call, ring: RingBranch, name: str, left: tuple[str, ...],
+                    subs: list[Branch], now: float, out: list[Action]) -> None:  # fmt: skip
+        """The INVITE to one trunk: the number in its format, the caller shown by its rules."""
+        trunk = self.settings.trunks[name]
+        target: TrunkNumber = ring.target  # type: ignore[assignment]
+        dest = trunk.dest
+        number = format_number(target.number, trunk.number_format, trunk.country_code)
+        host = f"[{dest.host}]" if ":" in dest.host else dest.host
+        fwd = self._forwarded_invite(call, ring, f"sip:{number}@{host}:{dest.port}", dest, trunk,
+                                     f"<sip:{number}@{host}>")  # fmt: skip
+        branch = Branch(call.call_id, ring.branch_id, fwd, dest, trunk=name, trunks_left=left)
+        if left:  # a trunk that says nothing at all (not even 100) is left for the next one
+            branch.give_up_at = now + trunk.failover_timeout
+            if call.trunk_at is None or branch.give_up_at < call.trunk_at:
+                call.trunk_at = branch.give_up_at
+                self._push(call, branch.give_up_at, _TRUNK)
+        subs.append(branch)
+        self._send(fwd, dest, branch, out)
+
+    def _fail_over(self, call: Call, branch: Branch, status: int, now: float, out: list[Action]) -> bool:
+        """Send the call to the branch's next trunk (it answered 5xx, 408, or nothing); False when
+        there is none to try, or the call moved on."""
+        ring = call.rings.get(branch.plan_branch)
+        subs = call.branches.get(branch.plan_branch)
+        if ring is None or subs is None or branch not in subs or call.cancelled or call.done:
+            return False
+        subs.remove(branch)
+        nxt, rest = branch.trunks_left[0], branch.trunks_left[1:]
+        out.append(TrunkFailover(call.call_id, branch.trunk or "", status, nxt))
+        self._send_trunk(call, ring, nxt, rest, subs, now, out)
+        return True
+
+    def _give_up_trunks(self, call: Call, now: float, out: list[Action]) -> None:
+        """Trunk branches that answered nothing within their trunk's ``failover_timeout``: 408, and
+        the next trunk. A late provisional answer from the one left behind is CANCELled."""
+        if call.done or call.ended:
+            return
+        late = [b for subs in call.branches.values() for b in subs
+                if b.give_up_at is not None and b.final is None and not b.provisional]  # fmt: skip
+        for b in late:
+            if b.give_up_at is not None and b.give_up_at <= now:
+                b.cancel_pending = True
+                self._branch_final(call, b, 408, None, now, out)
+        waiting = [b.give_up_at for subs in call.branches.values() for b in subs
+                   if b.give_up_at is not None and b.final is None and not b.provisional]  # fmt: skip
+        if waiting and not call.done and not call.ended:
+            call.trunk_at = min(waiting)  # type: ignore[type-var]
+            self._push(call, call.trunk_at, _TRUNK)
 
     def _ring_targets(
         self, call: Call, ring: RingBranch, contacts: list[Contact], now: float, out: list[Action]
@@ -635,7 +785,8 @@ class CallController:
             return trunk is not None and trunk.trusted
         return isinstance(target, MediaService)
 
-    def _forwarded_invite(self, call: Call, ring: RingBranch, ruri: str, dest: Destination) -> Request:
+    def _forwarded_invite(self, call: Call, ring: RingBranch, ruri: str, dest: Destination,
+                          trunk: Trunk | None = None, to_value: str | None = None) -> Request:  # fmt: skip
         hop = self._hop_for(dest)
         inbound_hop = self._hop_for(call.caller_dest)
         rr = (hop.record_route(),) if hop == inbound_hop else (hop.record_route(), inbound_hop.record_route())
@@ -646,14 +797,24 @@ class CallController:
                 shown = self._public_number(call, ring, shown)
             if call.preferred and shown == call.caller_public:
                 shown = call.preferred  # the phone chose another of its own numbers
+            if (trunk is not None and trunk.caller_default and not shown.startswith("+")
+                    and (call.source is Source.PHONE or shown != call.caller_number)):  # fmt: skip
+                shown = trunk.caller_default  # our caller has no public number: the trunk's default
         shown_as = present(
             source=call.source, from_value=call.invite.headers.get("from"), original=call.caller_number,
             shown=shown or call.caller_number, display=ring.caller_display, host=hop.host,
             privacy=call.privacy, to_trusted=self._to_trusted(ring.target), policy=self.policy,
         )  # fmt: skip
-        replace = (("from", shown_as.from_value),) if shown_as.from_value is not None else ()
-        if shown_as.asserted is not None:
-            headers.append(("P-Asserted-Identity", shown_as.asserted))
+        from_value, asserted = shown_as.from_value, shown_as.asserted
+        if trunk is not None and trunk.caller_format != "e164" and shown.startswith("+"):
+            fmt = format_number(shown, trunk.caller_format, trunk.country_code)
+            from_value = _with_user(from_value or call.invite.headers.get("from"), shown, fmt)
+            asserted = _with_user(asserted, shown, fmt)
+        replace: tuple[tuple[str, str], ...] = (("from", from_value),) if from_value is not None else ()
+        if to_value is not None:
+            replace = (*replace, ("to", to_value))
+        if asserted is not None:
+            headers.append(("P-Asserted-Identity", asserted))
         for d in ring.diversions:
             reason = d.reason.value if d.reason.value != "follow-me" else "unknown"
             headers.append(
@@ -805,10 +966,18 @@ class CallController:
     def _branch_final(
         self, call: Call, branch: Branch, status: int, resp: Response | None, now: float, out: list[Action]
     ) -> None:
+        if branch.final is not None:
+            return  # a branch left behind (failed over) answering late
         branch.final = status
         branch.response = resp
         if resp is not None and status != 487:
             call.finals.append(resp)
+        if (
+            branch.trunks_left
+            and (status == 408 or 500 <= status < 600)
+            and self._fail_over(call, branch, status, now, out)
+        ):
+            return  # 4xx and 6xx are answers about the number: final; 5xx and 408 are the trunk's
         if call.cancelled:
             if not call.pending():
                 self._end_cancelled(call, now, out)
@@ -826,7 +995,7 @@ class CallController:
         ring = call.rings.get(branch.plan_branch)
         if ring is None or not isinstance(ring.target, TrunkNumber):
             return False
-        trunk = self.settings.trunks.get(ring.target.trunk)
+        trunk = self.settings.trunks.get(branch.trunk or ring.target.trunk)
         if trunk is None or not trunk.username:
             return False
         challenge = resp.headers.get("www-authenticate" if resp.status == 401 else "proxy-authenticate")
@@ -844,7 +1013,8 @@ class CallController:
         fwd.set("cseq", f"{cseq + 1} {method}")
         fwd.set("authorization" if resp.status == 401 else "proxy-authorization", value)
         new = Request(branch.request.method, branch.request.uri, fwd, branch.request.body)
-        retry = Branch(call.call_id, branch.plan_branch, new, branch.dest, auth_tried=True)
+        retry = Branch(call.call_id, branch.plan_branch, new, branch.dest, auth_tried=True, trunk=branch.trunk,
+                       trunks_left=branch.trunks_left)  # fmt: skip
         branch.final = resp.status
         subs = call.branches[branch.plan_branch]
         subs[subs.index(branch)] = retry
@@ -893,7 +1063,7 @@ class CallController:
         if call.ended or call.answered is not None:
             return
         out.append(Reply(call.invite, call.flow, 487))
-        self._finish(call, 487, "caller", now, out)
+        self._finish(call, 487, call.hangup_by or "caller", now, out)
 
     def _in_dialog(self, req: Request, flow: Flow, now: float, out: list[Action]) -> None:
         toward = self._token_flow(req)  # read before our Route entries are removed
@@ -926,7 +1096,7 @@ class CallController:
                 return
             dest = Destination(hop_uri.transport or "udp", strip_brackets(hop_uri.host), hop_uri.port or 5060)
         hop = self._hop_for(dest)
-        remove = self.policy.for_source(self._source_of(self.trunk_for_source(flow.remote[0])))
+        remove = self.policy.for_source(self._source_of(self.trunk_for_source(*flow.remote)))
         if req.method == "ACK":
             if call is not None and call.ack_at is not None and from_tag == call.caller_tag:
                 call.ack_at = None
@@ -974,7 +1144,7 @@ class CallController:
         if self._looped(req):
             out.append(Reply(req, flow, 482, "Loop Detected"))
             return
-        if self.trunk_for_source(flow.remote[0]) is not None:
+        if self.trunk_for_source(*flow.remote) is not None:
             out.append(Reply(req, flow, 403, "Subscriptions are for phones"))
             return
         auth = self.authenticate(req, flow.remote[0], now)
@@ -1078,6 +1248,36 @@ class CallController:
             key.final = True
             out.append(NotifyAnswered(key.account_id, key.contact, status, local))
 
+    # ---- shutting down (SIGTERM: the drain) ---------------------------------------------------------
+    def start_draining(self, retry_after: int) -> None:
+        """From now on every new call (a phone's or a trunk's initial INVITE) is answered 503 with
+        ``Retry-After``; calls in progress, their in-dialog requests and subscriptions go on."""
+        self.draining = max(1, int(retry_after))
+
+    def end_all(self, now: float) -> list[Action]:
+        """The drain's deadline: every call still here ends now, each with its EndCall. An answered
+        call gets a BYE to both parties (as the cut-off, ended by ``system``); a call still being set
+        up has its branches CANCELled and the caller answered 503."""
+        out: list[Action] = []
+        for call in list(self.calls.values()):
+            if call.ended:
+                continue
+            if call.answered is not None:
+                self._cut_off(call, "shutdown", now, out)
+                continue
+            if call.cancelled:  # the caller's CANCEL was answered: its INVITE gets its 487 now
+                self._end_cancelled(call, now, out)
+                continue
+            for subs in call.branches.values():
+                for b in subs:
+                    self._cancel_one(b, out)
+            call.done = True
+            retry = (("Retry-After", str(self.draining or 1)),)
+            out.append(Reply(call.invite, call.flow, 503, "Shutting Down", retry))
+            call.hangup_by = "system"
+            self._finish(call, 503, "system", now, out, "shutdown")
+        return out
+
     # ---- cut-off and the end of a call -------------------------------------------------------------
     def _cut_off(self, call: Call, reason: str, now: float, out: list[Action]) -> None:
         """BYE both parties (prepaid limit reached, or a call nobody ended or ACKed)."""
@@ -1106,7 +1306,7 @@ class CallController:
         if call.ended:
             return
         call.ended = call.done = True
-        call.plan_at = call.cancel_at = call.cutoff_at = call.ack_at = None
+        call.plan_at = call.cancel_at = call.cutoff_at = call.ack_at = call.trunk_at = None
         dispose = getattr(call.plan, "dispose", None)
         if dispose is not None:
             dispose()  # free the routing plan's graph now, not at the next cyclic collection
@@ -1156,3 +1356,10 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _with_user(value: str | None, old: str, new: str) -> str | None:
+    """``value`` (a From or P-Asserted-Identity) with the user ``old`` of its SIP URI written ``new``."""
+    if value is None:
+        return None
+    return value.replace(f"sip:{old}@", f"sip:{new}@", 1)

@@ -51,6 +51,9 @@ class Branch:
     final: int | None = None
     response: Response | None = None
     auth_tried: bool = False
+    trunk: str | None = None  # the trunk it went to (a call to an outside number)
+    trunks_left: tuple[str, ...] = ()  # the trunks to fail over to, in order
+    give_up_at: float | None = None  # no answer at all by then: fail over (only with trunks left)
 
 
 @dataclass(slots=True, eq=False)
@@ -120,6 +123,7 @@ class Call:
     cutoff_at: float | None = None
     cutoff_reason: str = ""
     ack_at: float | None = None  # §13.3.1.4: a 2xx not ACKed within 64*T1 ends the dialog
+    trunk_at: float | None = None  # the earliest give_up_at of its trunk branches
 
     def pending(self) -> bool:
         """Some branch has no final answer yet."""

@@ -81,6 +81,7 @@ class CdrRecord:
     answer: datetime | None = None
     free_minutes: int = 0
     package: str | None = None
+    hangup_by: str | None = None  # caller | callee | system (cut-off, shutdown, operator); None: unknown
     margin: Decimal | None = None  # None: computed as price - cost
 
     def __post_init__(self) -> None:
@@ -116,7 +117,7 @@ ROW_FIELDS = (
     "call_id", "leg", "customer_id", "customer_ref", "internal", "account_id", "direction", "caller",
     "dialed", "normalised", "prefix", "destination", "start", "answer", "end", "duration",
     "billed_seconds", "disposition", "sip_status", "cost", "price", "margin", "currency",
-    "free_minutes", "package",
+    "free_minutes", "package", "hangup_by",
 )  # fmt: skip
 """Field order of a stored row, as every store selects its columns."""
 
@@ -126,8 +127,8 @@ def record_from_row(row: Sequence[Any]) -> CdrRecord:
     return CdrRecord(**dict(zip(ROW_FIELDS, row, strict=True)))
 
 
-WIRE_VERSION = 1
-WIRE_LENGTH = 25
+WIRE_VERSION = 2  # 2: hangup_by appended (version 1 frames, left in a spool by an older server, still read)
+WIRE_LENGTH = 26
 # Wire positions of the integer micro-unit money fields (used by the stores' fast path).
 WIRE_COST, WIRE_PRICE = 20, 21
 
@@ -165,11 +166,15 @@ def record_to_wire(r: CdrRecord) -> list[Any]:
         r.currency,
         r.free_minutes,
         r.package,
+        r.hangup_by,
     ]
 
 
 def check_wire(w: Any) -> list[Any]:
-    """Reject anything that is not a current-version wire list (before it reaches a store)."""
+    """Reject anything that is not a wire list (before it reaches a store); a version 1 list (no
+    hangup_by) comes back as a current one."""
+    if isinstance(w, list) and len(w) == 25 and w[0] == 1:
+        return [WIRE_VERSION, *w[1:], None]
     if not isinstance(w, list) or not w or w[0] != WIRE_VERSION:
         raise ValueError(f"unknown CDR wire version {w[0] if isinstance(w, list) and w else w!r}")
     if len(w) != WIRE_LENGTH:
@@ -178,7 +183,7 @@ def check_wire(w: Any) -> list[Any]:
 
 
 def record_from_wire(w: list[Any]) -> CdrRecord:
-    check_wire(w)
+    w = check_wire(w)
     (
         _,
         call_id,
@@ -205,6 +210,7 @@ def record_from_wire(w: list[Any]) -> CdrRecord:
         currency,
         free_minutes,
         package,
+        hangup_by,
     ) = w
     return CdrRecord(
         call_id=call_id,
@@ -231,4 +237,5 @@ def record_from_wire(w: list[Any]) -> CdrRecord:
         currency=currency,
         free_minutes=free_minutes,
         package=package,
+        hangup_by=hangup_by,
     )

@@ -43,6 +43,7 @@ COLUMNS = (
     "currency",
     "free_minutes",
     "package",
+    "hangup_by",
 )
 _COLS = ", ".join(COLUMNS)
 _MIGRATION_LOCK = 0x5C0DE_CD5  # pg_advisory_xact_lock key: one migrator at a time
@@ -69,6 +70,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX cdr_account_start ON cdr (account_id, start_at);
         """,
     ),
+    (2, "ALTER TABLE cdr ADD COLUMN hangup_by text"),
 ]
 
 _GROUP = {
@@ -87,7 +89,7 @@ STAGE_COLUMNS = (
     "call_id", "leg", "customer_id", "customer_ref", "internal", "account_id", "direction", "caller",
     "dialed", "normalised", "prefix", "destination", "start_us", "answer_us", "end_us", "duration",
     "billed_seconds", "disposition", "sip_status", "cost_micros", "price_micros", "currency",
-    "free_minutes", "package",
+    "free_minutes", "package", "hangup_by",
 )  # fmt: skip
 _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS cdr_stage_wire ("
@@ -95,7 +97,7 @@ _STAGE_DDL = (
     " direction text, caller text, dialed text, normalised text, prefix text, destination text,"
     " start_us bigint, answer_us bigint, end_us bigint, duration integer, billed_seconds integer,"
     " disposition text, sip_status integer, cost_micros bigint, price_micros bigint, currency text,"
-    " free_minutes integer, package text) ON COMMIT DELETE ROWS"
+    " free_minutes integer, package text, hangup_by text) ON COMMIT DELETE ROWS"
 )
 _US = "timestamptz 'epoch' + {} * interval '1 microsecond'"
 _MONEY = "({} * 0.000001)::numeric(18,6)"
@@ -115,6 +117,7 @@ _STAGE_SELECT = ", ".join(
         "currency",
         "free_minutes",
         "package",
+        "hangup_by",
     ]
 )
 

@@ -33,7 +33,8 @@ T = TypeVar("T")
 COLUMNS = (
     "call_id, leg, customer_id, customer_ref, internal, account_id, direction, caller, dialed,"
     " normalised, prefix, destination, start_us, answer_us, end_us, duration, billed_seconds,"
-    " disposition, sip_status, cost_micros, price_micros, margin_micros, currency, free_minutes, package"
+    " disposition, sip_status, cost_micros, price_micros, margin_micros, currency, free_minutes, package,"
+    " hangup_by"
 )
 
 MIGRATIONS: list[tuple[int, str]] = [
@@ -58,6 +59,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX cdr_account_start ON cdr (account_id, start_us);
         """,
     ),
+    (2, "ALTER TABLE cdr ADD COLUMN hangup_by TEXT"),
 ]
 
 _GROUP = {
@@ -69,7 +71,7 @@ _GROUP = {
 
 def _wire_row(w: Sequence[Any]) -> tuple[Any, ...]:
     """Wire list -> row: the wire already holds micro-units and epoch microseconds."""
-    return (*w[1:22], w[WIRE_PRICE] - w[WIRE_COST], w[22], w[23], w[24])
+    return (*w[1:22], w[WIRE_PRICE] - w[WIRE_COST], w[22], w[23], w[24], w[25])
 
 
 def _record(t: Sequence[Any]) -> CdrRecord:
@@ -147,7 +149,7 @@ class SqliteCdrStore:
         return await self.write_wire_batch([record_to_wire(r) for r in records])
 
     async def write_wire_batch(self, wires: Sequence[list[Any]]) -> int:
-        sql = f"INSERT OR IGNORE INTO cdr ({COLUMNS}) VALUES ({', '.join('?' * 25)})"
+        sql = f"INSERT OR IGNORE INTO cdr ({COLUMNS}) VALUES ({', '.join('?' * 26)})"
 
         def run(db: sqlite3.Connection) -> int:
             rows = [_wire_row(w) for w in wires]

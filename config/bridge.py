@@ -15,7 +15,7 @@ from types import MappingProxyType
 import phonenumbers
 
 from config.model import Config, account_id
-from config.schema import Account, Customer, FollowMe, Forwarding, Package, RingStep
+from config.schema import Account, Customer, FollowMe, Forwarding, Package, RingStep, TrunkChoice
 from config.values import Pulse
 from rating import model as rm
 from routing import model as ro
@@ -205,11 +205,17 @@ def customer_route(cfg: Config, cust: Customer) -> ro.CustomerRoute:
         groups=groups,
         domains=cust.domains,
         trunk=cust.trunk,
+        trunks=_choices(cust.trunks),
     )
 
 
+def _choices(choices: tuple[TrunkChoice, ...] | None) -> tuple[ro.TrunkChoice, ...]:
+    return tuple(ro.TrunkChoice(c.trunk, c.priority, c.weight) for c in choices or ())
+
+
 def _trunk(cfg: Config) -> ro.Trunk:
-    name = cfg.proxy.outbound_trunk or next(iter(cfg.trunks), None)
+    listed = cfg.proxy.outbound_trunks
+    name = cfg.proxy.outbound_trunk or (listed[0].trunk if listed else next(iter(cfg.trunks), None))
     if name is None:
         return ro.Trunk("", "")
     t = cfg.trunks[name]
@@ -236,6 +242,7 @@ def routing_setup(cfg: Config) -> ro.RoutingSetup:
         media_uri=f"sip:{media}" if media is not None else "",
         feature_codes=feature_codes,
         hop_limit=cfg.proxy.max_forward_hops,
+        trunks=_choices(cfg.proxy.outbound_trunks),
     )
 
 

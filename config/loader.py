@@ -81,14 +81,26 @@ def load_config_text(text: str, base_dir: str | Path, file: str = "<string>") ->
 
 def build_config(doc: Document, base_dir: Path, source: Path | None) -> Config:
     """Schema, semantics, rate files and secrets for a parsed document; ConfigError on any problem."""
+    if doc.root is None:  # nothing but blanks and comments: a deploy caught half-way, never a config
+        raise ConfigError([Problem(doc.file, 1, 1, "the file is empty (no sections at all)")])
     if not isinstance(doc.data, dict):
         raise ConfigError(
             [Problem(doc.file, 1, 1, "the file must be a mapping of sections (server, customers…)")]
         )
+    # A file without customers (missing, null or []) serves nobody: a half-written deploy (a reload
+    # would drop every phone), never something to run. Reported with the schema's problems.
+    nobody: list[Problem] = []
+    if not doc.data.get("customers"):
+        mark = doc.mark_for(("customers",))
+        where = "is empty" if "customers" in doc.data else "is missing"
+        reason = f"customers {where}: at least one customer is required"
+        nobody.append(Problem(doc.file, mark.line, mark.column, reason))
     try:
         cfg = ConfigFile.model_validate(doc.data)
     except ValidationError as exc:
-        raise ConfigError(schema_problems(doc, exc)) from None
+        raise ConfigError(nobody + schema_problems(doc, exc)) from None
+    if nobody:
+        raise ConfigError(nobody)
 
     ix = check(cfg, base_dir)
     problems: list[Problem] = []

@@ -92,6 +92,36 @@ def _network(value: str) -> str:
 
 Network = Annotated[Text, AfterValidator(_network)]
 
+_SOURCE_V4_PORT = re.compile(r"^([0-9.]+):([0-9]{1,5})$")
+_SOURCE_V6_PORT = re.compile(r"^\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})$")
+
+
+def _source(value: str) -> str:
+    """A trunk's inbound source: a network (``192.0.2.0/24``, ``192.0.2.10``), or one address and port
+    (``192.0.2.10:5090``, ``[2001:db8::1]:5090``). Canonical forms: ``192.0.2.10/32``,
+    ``192.0.2.10:5090``, ``[2001:db8::1]:5090``."""
+    text = value.strip()
+    m = _SOURCE_V4_PORT.match(text) or _SOURCE_V6_PORT.match(text)
+    if m is None:
+        try:
+            return _network(text)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IP address, network or address:port "
+                "(192.0.2.10, 192.0.2.0/24, 192.0.2.10:5090, [2001:db8::1]:5090)"
+            ) from None
+    try:
+        ip = ipaddress.ip_address(m.group(1))
+    except ValueError:
+        raise ValueError(f"{value!r}: {m.group(1)!r} is not an IP address") from None
+    port = int(m.group(2))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{value!r}: port {port} is not between 1 and 65535")
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+InboundSource = Annotated[Text, AfterValidator(_source)]
+
 
 def _empty_map() -> Mapping[Any, Any]:
     return MappingProxyType({})
@@ -128,6 +158,33 @@ class LogSettings(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class AdminSection(Strict):
+    """The admin API (HTTP/JSON, docs/operations.md). Loopback only unless a bearer token guards it:
+    a non-loopback ``listen`` without ``token_file`` is refused."""
+
+    listen: HostPortValue = HostPort("127.0.0.1", 9091)
+    token_file: Text | None = None
+
+    @model_validator(mode="after")
+    def _guarded(self) -> AdminSection:
+        if self.token_file is None and not is_loopback_host(self.listen.host):
+            raise ValueError(
+                f"admin.listen {self.listen} is not a loopback address: set admin.token_file "
+                "(a bearer token every request must carry) or listen on 127.0.0.1"
+            )
+        return self
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost (an admin listener open without a token only there)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
 class ServerSection(Strict):
     listen: Listen = Listen()
     advertised_address: SipAddress | None = None
@@ -135,8 +192,11 @@ class ServerSection(Strict):
     limits: Limits = Limits()
     workers: int = Field(1, ge=1, le=64)
     metrics: HostPortValue | None = HostPort("127.0.0.1", 9090)
+    admin: AdminSection | None = AdminSection()  # null: no admin API
     log: LogSettings = LogSettings()
     state_dir: Text = "var"
+    # SIGTERM: new calls refused (503), calls in progress given this long to end, then BYE both ways
+    drain_timeout: Duration = Field(30, ge=0, le=3600)
 
 
 # ------------------------------------------------------------------------------------------ registrar
@@ -235,6 +295,24 @@ class FeatureCodes(Strict):
         return self
 
 
+class TrunkChoice(Strict):
+    """One trunk of an ordered set: the lowest ``priority`` is tried first; trunks of equal priority
+    share calls in proportion to ``weight``; the next one is tried on 5xx, 408 or no answer."""
+
+    trunk: Name
+    priority: int = Field(1, ge=0, le=1000)
+    weight: int = Field(1, ge=1, le=1000)
+
+
+def _distinct_trunks(choices: tuple[TrunkChoice, ...] | None) -> tuple[TrunkChoice, ...] | None:
+    if choices is not None:
+        names = [c.trunk for c in choices]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"trunk listed twice: {', '.join(dup)}")
+    return choices
+
+
 class ProxySection(Strict):
     max_call_duration: Duration = Field(14400, ge=1)
     no_answer_timeout: Duration = Field(20, ge=1)
@@ -242,23 +320,62 @@ class ProxySection(Strict):
     media_service: SipAddress | None = HostPort("127.0.0.1", 5080)
     support_destination: DialableOrUri | None = None  # number (on-net DID or via trunk) or sip: URI
     outbound_trunk: Name | None = None
+    outbound_trunks: Annotated[tuple[TrunkChoice, ...], AfterValidator(_distinct_trunks)] | None = Field(
+        None, min_length=1
+    )  # an ordered set with failover (docs/proxy.md "Trunks")
     feature_codes: FeatureCodes = FeatureCodes()
+
+    @model_validator(mode="after")
+    def _one_trunk_form(self) -> ProxySection:
+        if self.outbound_trunk is not None and self.outbound_trunks is not None:
+            raise ValueError("give outbound_trunk or outbound_trunks, not both")
+        return self
 
 
 # --------------------------------------------------------------------------------------------- trunks
+NumberFormat = Literal["e164", "e164_no_plus", "national", "international_00"]
+
+
+class CallerIdRules(Strict):
+    """The caller number a trunk is shown (From and P-Asserted-Identity user part)."""
+
+    format: NumberFormat | None = None  # None: the trunk's number_format
+    default: E164 | None = None  # shown when the caller has no public number (an extension, anonymous)
+    anonymous_allowed: bool = True  # false: calls withholding their identity (Privacy: id) avoid it
+
+
+class TrunkRegistration(Strict):
+    """Outbound registration to a carrier that requires it (REGISTER with digest, refreshed)."""
+
+    username: Text
+    password: Text
+    expires: Duration = Field(600, ge=2, le=86400)
+    domain: Domain | None = None  # Request-URI and AOR domain; default: the trunk's host
+    retry_max: Duration = Field(300, ge=1, le=3600)  # backoff after failures: 1, 2, 4 ... up to this
+
+
 class Trunk(Strict):
     address: SipAddress
     transport: Literal["udp", "tcp"] = "udp"
     username: Text | None = None
     password: Text | None = None
     realm: Text | None = None
-    inbound_sources: tuple[Network, ...] = ()
+    inbound_sources: tuple[InboundSource, ...] = ()
     trusted: bool = True  # RFC 3325 trust domain: its identity headers kept, ours sent under Privacy: id
+    number_format: NumberFormat = "e164"  # Request-URI and To user of calls sent to it
+    country: Country | None = None  # what "national" means (needed by the national format)
+    caller_id: CallerIdRules = CallerIdRules()
+    probe_interval: Duration | None = Field(None, ge=1, le=3600)  # OPTIONS health probes; None: off
+    probe_failures: int = Field(3, ge=1, le=100)  # failed probes in a row that take it out of rotation
+    failover_timeout: Duration = Field(5, ge=1, le=32)  # no answer at all to an INVITE: try the next one
+    registration: TrunkRegistration | None = Field(None, alias="register")  # written `register:`
 
     @model_validator(mode="after")
     def _credentials(self) -> Trunk:
         if (self.username is None) != (self.password is None):
             raise ValueError("trunk credentials need both username and password")
+        if self.country is None and "national" in (self.number_format, self.caller_id.format):
+            raise ValueError("the national number format needs the trunk's country (e.g. country: FR)")
         return self
 
 
@@ -455,11 +572,20 @@ class Customer(Strict):
     balance: Balance = Balance()
     internal: bool = False
     default_package: Name | None = None
-    trunk: Name | None = None  # None: the platform's proxy.outbound_trunk
+    trunk: Name | None = None  # None: the platform's proxy.outbound_trunk(s)
+    trunks: Annotated[tuple[TrunkChoice, ...], AfterValidator(_distinct_trunks)] | None = Field(
+        None, min_length=1
+    )  # an ordered set with failover instead of one trunk
     dids: tuple[Did, ...] = ()
     groups: Annotated[Mapping[Name, Group], _FROZEN] = _NO_ENTRIES
     accounts: tuple[Account, ...] = ()
     conference_pins: Annotated[Mapping[Digits, Name], _FROZEN] = _NO_ENTRIES  # 2020 asks: PIN -> room
+
+    @model_validator(mode="after")
+    def _one_trunk_form(self) -> Customer:
+        if self.trunk is not None and self.trunks is not None:
+            raise ValueError("give trunk or trunks, not both")
+        return self
 
 
 # ------------------------------------------------------------------------------------------------ media

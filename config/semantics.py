@@ -78,6 +78,9 @@ def _check_customer(
         ix.problem((*cloc, "default_package"), f"unknown package {cust.default_package!r}{_known(packages)}")
     if cust.trunk is not None and cust.trunk not in cfg.trunks:
         ix.problem((*cloc, "trunk"), f"unknown trunk {cust.trunk!r}{_known(cfg.trunks)}")
+    for ti, choice in enumerate(cust.trunks or ()):
+        if choice.trunk not in cfg.trunks:
+            ix.problem((*cloc, "trunks", ti, "trunk"), f"unknown trunk {choice.trunk!r}{_known(cfg.trunks)}")
 
     own_dids: set[str] = set()
     for di, did in enumerate(cust.dids):
@@ -179,8 +182,17 @@ def _check_platform(cfg: ConfigFile, base_dir: Path, ix: Indexes) -> None:
     proxy = cfg.proxy
     if proxy.outbound_trunk is not None and proxy.outbound_trunk not in cfg.trunks:
         ix.problem(("proxy", "outbound_trunk"), f"unknown trunk {proxy.outbound_trunk!r}{_known(cfg.trunks)}")
-    elif proxy.outbound_trunk is None and len(cfg.trunks) > 1:
-        ix.problem(("trunks",), "several trunks: say which one is proxy.outbound_trunk")
+    elif proxy.outbound_trunk is None and proxy.outbound_trunks is None and len(cfg.trunks) > 1:
+        ix.problem(
+            ("trunks",),
+            "several trunks: say which one is proxy.outbound_trunk (or list proxy.outbound_trunks)",
+        )
+    for ti, choice in enumerate(proxy.outbound_trunks or ()):
+        if choice.trunk not in cfg.trunks:
+            ix.problem(
+                ("proxy", "outbound_trunks", ti, "trunk"),
+                f"unknown trunk {choice.trunk!r}{_known(cfg.trunks)}",
+            )
     rating = cfg.rating
     for name, pkg in rating.packages.items():
         if pkg.rate_table not in rating.rate_tables:
@@ -198,6 +210,15 @@ def _check_platform(cfg: ConfigFile, base_dir: Path, ix: Indexes) -> None:
     if reg.nonce_secret_file is not None and not resolve(base_dir, reg.nonce_secret_file).is_file():
         missing = resolve(base_dir, reg.nonce_secret_file)
         ix.problem(("registrar", "nonce_secret_file"), f"file not found: {missing}")
+    admin = cfg.server.admin
+    if (
+        admin is not None
+        and admin.token_file is not None
+        and not resolve(base_dir, admin.token_file).is_file()
+    ):
+        ix.problem(
+            ("server", "admin", "token_file"), f"file not found: {resolve(base_dir, admin.token_file)}"
+        )
     shared = cfg.server.workers > 1 or reg.location.backend == "redis"
     if shared and reg.nonce_secret is None and reg.nonce_secret_file is None:
         ix.problem(

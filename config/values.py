@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, PlainValidator
 
+from rating.money import MAX_AMOUNT, MAX_PER_MINUTE, MAX_PERCENT
+
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 _E164 = re.compile(r"^\+[1-9][0-9]{5,14}$")
@@ -163,6 +165,17 @@ def _places(limit: int, unit: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _at_most(limit: Decimal, what: str) -> AfterValidator:
+    """Refuse a magnitude above ``limit`` (the rater's and the ledger's documented maximum)."""
+
+    def check(value: Decimal) -> Decimal:
+        if abs(value) > limit:
+            raise ValueError(f"{value} is beyond the maximum {what} of {limit:,} (docs/rating.md, Limits)")
+        return value
+
+    return AfterValidator(check)
+
+
 def parse_duration(value: Any) -> int:
     """Whole seconds: ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``."""
     text = _text(value, "a duration like 30 or 5m")
@@ -273,10 +286,20 @@ NonNegMoney = Annotated[
 ]
 # What the rater holds exactly (rating/money.py): amounts in micro-units, per-minute rates to 9
 # decimals, markup percents to 4. More decimals are an error at load, never a silent rounding.
-Amount = Annotated[Money, _places(6, "amounts are exact to the micro-unit")]
-Fee = Annotated[NonNegMoney, _places(6, "amounts are exact to the micro-unit")]
-PerMinute = Annotated[NonNegMoney, _places(9, "per-minute prices are exact to 9 decimals")]
-Percent = Annotated[NonNegMoney, _places(4, "percents are exact to 4 decimals")]
+# Magnitudes are bounded (rating/money.py MAX_*) before the decimals are counted: an absurd value is
+# refused here rather than overflowing the rater or the ledger later.
+Amount = Annotated[Money, _at_most(MAX_AMOUNT, "amount"), _places(6, "amounts are exact to the micro-unit")]
+Fee = Annotated[
+    NonNegMoney, _at_most(MAX_AMOUNT, "amount"), _places(6, "amounts are exact to the micro-unit")
+]
+PerMinute = Annotated[
+    NonNegMoney,
+    _at_most(MAX_PER_MINUTE, "per-minute price"),
+    _places(9, "per-minute prices are exact to 9 decimals"),
+]
+Percent = Annotated[
+    NonNegMoney, _at_most(MAX_PERCENT, "percent"), _places(4, "percents are exact to 4 decimals")
+]
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 PulseValue = Annotated[Pulse, PlainValidator(parse_pulse), PlainSerializer(_ser_str)]
 HostPortValue = Annotated[HostPort, PlainValidator(parse_host_port), PlainSerializer(_ser_str)]

@@ -185,15 +185,39 @@ class _Builder:
         self.problems.append(Problem(self.file, mark.line, mark.column, reason))
 
 
+# Contexts that name something opened and never closed ('[', '{', a quote): libyaml notices at the
+# line after it (problem_mark), but the mistake is where it was opened (context_mark).
+_UNCLOSED = ("while parsing a flow", "while scanning a quoted scalar")
+_OPENER = {
+    "while parsing a flow sequence": "the '['",
+    "while parsing a flow mapping": "the '{'",
+    "while scanning a quoted scalar": "the quote",
+}
+
+
+def syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+    """The syntax error located where the operator must look: the opening of an unclosed bracket
+    or quote, else the line libyaml stopped at."""
+    problem, context = exc.problem or "invalid YAML", exc.context or ""
+    opened = exc.context_mark if context.startswith(_UNCLOSED) else None
+    if opened is not None:
+        seen = exc.problem_mark
+        noticed = f"; noticed at line {seen.line + 1}" if seen is not None else ""
+        what = _OPENER.get(context, "the bracket or quote")
+        reason = f"{what} opened here is never closed ({problem}{noticed})"
+        return Problem(file, opened.line + 1, opened.column + 1, f"YAML syntax error: {reason}")
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    reason = " ".join(p for p in (context, problem) if p)
+    return Problem(file, line, col, f"YAML syntax error: {reason}")
+
+
 def parse_yaml(text: str, file: str = "<string>") -> Document:
     """Read one YAML document from ``text``; raise YamlError (every located problem) if it is not valid."""
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        reason = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise YamlError([Problem(file, line, col, f"YAML syntax error: {reason}")]) from None
+        raise YamlError([syntax_problem(exc, file)]) from None
     except yaml.YAMLError as exc:
         raise YamlError([Problem(file, 1, 1, f"YAML error: {exc}")]) from None
     if root is None:

@@ -96,16 +96,19 @@ return used
 )
 
 # Fold the configuration's opening balances and the ledger into the balances, once.
-# KEYS: seeded, opening, bal:{c}...  ARGV: expected watermark ('' = unseeded), new watermark, then
-# per customer: id, opening, sum of every ledger entry, sum of non-call entries after the watermark.
-# A customer seen before moves by (new opening - folded opening) + entries since; a new one (or any,
-# on an unseeded Redis) is set to opening + every entry. Returns 0 when the watermark moved meanwhile.
+# KEYS: seeded, opening, folded, bal:{c}...  ARGV: expected watermark ('' = unseeded), new watermark,
+# then per customer: id, opening, sum of every ledger entry, sum of non-call non-live entries after the
+# watermark; then per live entry after the watermark (admin API payments and charges): customer, ledger
+# id, amount. A customer seen before moves by (new opening - folded opening) + entries since + the live
+# entries not folded yet; a new one (or any, on an unseeded Redis) is set to opening + every entry
+# (its live entries are marked folded). Returns 0 when the watermark moved meanwhile.
 _SEED = """
 local cur = redis.call('GET', KEYS[1])
 if (cur or '') ~= ARGV[1] then return 0 end
-if not cur then redis.call('DEL', KEYS[2]) end
-for i = 3, #KEYS do
-  local a = 3 + (i - 3) * 4
+if not cur then redis.call('DEL', KEYS[2], KEYS[3]) end
+local fresh, bal = {}, {}
+for i = 4, #KEYS do
+  local a = 3 + (i - 4) * 4
   local old = redis.call('HGET', KEYS[2], ARGV[a])
   if old then
     redis.call('INCRBY', KEYS[i], ARGV[a + 3])
@@ -114,12 +117,37 @@ for i = 3, #KEYS do
   else
     redis.call('SET', KEYS[i], ARGV[a + 1])
     redis.call('INCRBY', KEYS[i], ARGV[a + 2])
+    fresh[ARGV[a]] = true
   end
+  bal[ARGV[a]] = KEYS[i]
   redis.call('HSET', KEYS[2], ARGV[a], ARGV[a + 1])
+end
+local b = 3 + (#KEYS - 3) * 4
+while b + 2 <= #ARGV do
+  local key = bal[ARGV[b]]
+  if key and redis.call('SISMEMBER', KEYS[3], ARGV[b + 1]) == 0 then
+    if not fresh[ARGV[b]] then redis.call('INCRBY', key, ARGV[b + 2]) end
+    redis.call('SADD', KEYS[3], ARGV[b + 1])
+  end
+  b = b + 3
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
+
+# A live ledger entry (admin API payment or charge) into the balance, once per ledger id.
+# KEYS: seeded, folded, bal  ARGV: ledger id, signed amount  ->  {1 if applied now, balance}
+_FOLD_ONCE = (
+    _UNSEEDED
+    + """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  return {0, tonumber(redis.call('GET', KEYS[3]) or '0')}
+end
+local bal = redis.call('INCRBY', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return {1, bal}
+"""
+)
 
 SPENT_TTL = 3 * 86400
 FREE_TTL = 62 * 86400
@@ -139,6 +167,7 @@ class RedisCounterStore:
         self._take_free_once = client.register_script(_TAKE_FREE_ONCE)
         self._force_free = client.register_script(_FORCE_FREE)
         self._seed = client.register_script(_SEED)
+        self._fold_once = client.register_script(_FOLD_ONCE)
 
     def _bal(self, customer_id: str) -> str:
         return f"{self._p}bal:{customer_id}"
@@ -215,14 +244,34 @@ class RedisCounterStore:
         value = await self._r.get(self.seeded_key)
         return int(value) if value is not None else None
 
-    async def seed(self, expected: int | None, watermark: int, rows: list[tuple[str, int, int, int]]) -> bool:
-        """Fold (customer, opening, every ledger entry, non-call entries after `expected`) rows in one
-        atomic step; False (nothing done) if the watermark is no longer `expected`."""
-        keys = [self.seeded_key, f"{self._p}opening", *(self._bal(row[0]) for row in rows)]
+    @property
+    def folded_key(self) -> str:
+        return f"{self._p}folded"
+
+    async def seed(
+        self,
+        expected: int | None,
+        watermark: int,
+        rows: list[tuple[str, int, int, int]],
+        live: tuple[tuple[str, int, int], ...] = (),
+    ) -> bool:
+        """Fold (customer, opening, every ledger entry, non-call non-live entries after `expected`) rows
+        and the live entries (customer, ledger id, amount) not folded yet in one atomic step; False
+        (nothing done) if the watermark is no longer `expected`."""
+        keys = [self.seeded_key, f"{self._p}opening", self.folded_key, *(self._bal(row[0]) for row in rows)]
         args: list[str | int] = ["" if expected is None else str(expected), watermark]
         for customer_id, opening, every, since in rows:
             args += [customer_id, int(opening), int(every), int(since)]
+        for customer_id, entry_id, amount in live:
+            args += [customer_id, int(entry_id), int(amount)]
         return bool(await self._seed(keys=keys, args=args))
+
+    async def fold_once(self, entry_id: int, customer_id: str, amount: int) -> tuple[bool, int]:
+        """Add a live ledger entry (admin API payment or charge) to the balance unless entry
+        ``entry_id`` was folded already (here or by a seed). Returns (applied now?, balance)."""
+        keys = [self.seeded_key, self.folded_key, self._bal(customer_id)]
+        applied, bal = await self._fold_once(keys=keys, args=[int(entry_id), int(amount)])
+        return bool(applied), int(bal)
 
     async def read(
         self, customers: list[str], spent: list[tuple[str, str]], free: list[tuple[str, str]]

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from rating.events import LowBalanceCrossed
-from rating.money import from_micros, to_micros
+from rating.money import MAX_AMOUNT, MAX_AMOUNT_MICROS, MoneyError, check_amount, from_micros, to_micros
 from rating.settlement import crossed_low_balance
 
 
@@ -38,6 +38,7 @@ class LedgerEntry:
     at: datetime
     memo: str = ""
     id: int | None = None
+    operation_id: str | None = None  # the client's id of a payment/charge made through the admin API
 
     @property
     def amount(self) -> Decimal:
@@ -63,6 +64,7 @@ class MemoryLedger:
         self._entries: list[LedgerEntry] = []
 
     def append(self, entry: LedgerEntry) -> LedgerEntry:
+        check_entry(entry)
         stored = replace(entry, id=len(self._entries) + 1)
         self._entries.append(stored)
         return stored
@@ -77,10 +79,20 @@ class MemoryLedger:
 
 def signed_micros(kind: EntryKind, amount: Decimal) -> int:
     """A positive amount as the signed ledger movement of its kind (credit or debit)."""
+    check_amount(amount, f"{kind} amount")
     micros = to_micros(amount, f"{kind} amount")
     if micros <= 0:
         raise ValueError(f"{kind} amount must be positive, got {amount}")
     return micros if kind in CREDIT_KINDS else -micros
+
+
+def check_entry(entry: LedgerEntry) -> None:
+    """A stored movement other than a call debit is within MAX_AMOUNT (call debits come from the
+    rater, whose prices are bounded by the configuration's limits)."""
+    if entry.kind is not EntryKind.CALL and abs(entry.amount_micros) > MAX_AMOUNT_MICROS:
+        raise MoneyError(
+            f"{entry.kind} amount: {entry.amount} is beyond the maximum of {MAX_AMOUNT:,} allowed"
+        )
 
 
 def post(
@@ -91,12 +103,22 @@ def post(
     at: datetime,
     memo: str = "",
     low_balance_threshold: Decimal = Decimal(0),
+    opening_micros: int = 0,
 ) -> tuple[LedgerEntry, LowBalanceCrossed | None]:
-    """Append a movement (amount given positive; sign from its kind) and detect a threshold crossing."""
+    """Append a movement (amount given positive; sign from its kind) and detect a threshold crossing.
+
+    The balance is ``opening_micros`` (the configured opening balance) plus every movement; one that
+    would leave it beyond +/- MAX_AMOUNT is refused before anything is written.
+    """
     delta = signed_micros(kind, amount)
-    before = ledger.balance_micros(customer_id)
+    check_amount(low_balance_threshold, "threshold")
+    before = opening_micros + ledger.balance_micros(customer_id)
+    after = before + delta
+    if abs(after) > MAX_AMOUNT_MICROS:
+        raise MoneyError(
+            f"{kind} amount: {amount} would bring the balance of {customer_id} to {from_micros(after)}, "
+            f"beyond the maximum of {MAX_AMOUNT:,} allowed; nothing written"
+        )
     entry = ledger.append(LedgerEntry(customer_id, kind, delta, at, memo))
-    event = crossed_low_balance(
-        customer_id, before, before + delta, to_micros(low_balance_threshold, "threshold"), at
-    )
+    event = crossed_low_balance(customer_id, before, after, to_micros(low_balance_threshold, "threshold"), at)
     return entry, event

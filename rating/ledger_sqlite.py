@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from rating.ledger import EntryKind, LedgerEntry
+from rating.ledger import EntryKind, LedgerEntry, check_entry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -19,10 +19,20 @@ CREATE TABLE IF NOT EXISTS ledger (
     kind TEXT NOT NULL,
     amount_micros INTEGER NOT NULL,
     at TEXT NOT NULL,
-    memo TEXT NOT NULL DEFAULT ''
+    memo TEXT NOT NULL DEFAULT '',
+    operation_id TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_customer ON ledger (customer_id, id);
 """
+
+# Payments and charges made through the admin API carry the client's operation id; the unique index
+# makes a repeated request find the first row instead of adding a second (one statement, no
+# check-then-write). Ledgers written before it get the column on open.
+_OPERATION_ID = """
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_operation ON ledger (operation_id) WHERE operation_id IS NOT NULL;
+"""
+
+_COLUMNS = "id, customer_id, kind, amount_micros, at, memo, operation_id"
 
 
 class SqliteLedger:
@@ -31,8 +41,17 @@ class SqliteLedger:
     def __init__(self, path: str | Path) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path))
+        self._db = sqlite3.connect(str(path), timeout=10.0)
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
+        if "operation_id" not in columns:  # a ledger from before operation ids
+            try:
+                with self._db:
+                    self._db.execute("ALTER TABLE ledger ADD COLUMN operation_id TEXT")
+            except sqlite3.OperationalError as exc:  # another worker opening it added it first
+                if "duplicate column" not in str(exc):
+                    raise
+        self._db.executescript(_OPERATION_ID)
 
     def close(self) -> None:
         self._db.close()
@@ -44,27 +63,66 @@ class SqliteLedger:
         self.close()
 
     def append(self, entry: LedgerEntry) -> LedgerEntry:
+        check_entry(entry)
         with self._db:
             cur = self._db.execute(
-                "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo) VALUES (?, ?, ?, ?, ?)",
-                (entry.customer_id, str(entry.kind), entry.amount_micros, entry.at.isoformat(), entry.memo),
-            )
+                "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.customer_id, str(entry.kind), entry.amount_micros, entry.at.isoformat(), entry.memo,
+                 entry.operation_id),
+            )  # fmt: skip
         return replace(entry, id=cur.lastrowid)
 
+    def append_once(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
+        """Store an entry carrying an ``operation_id`` unless one with that id exists: returns the
+        stored entry (the first one, on a repeat) and whether this call added it. The unique index
+        decides, in one statement, even between processes writing the same file."""
+        if not entry.operation_id:
+            raise ValueError("append_once needs an operation_id")
+        check_entry(entry)
+        with self._db:
+            cur = self._db.execute(
+                "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (operation_id) WHERE operation_id IS NOT NULL DO NOTHING",
+                (entry.customer_id, str(entry.kind), entry.amount_micros, entry.at.isoformat(), entry.memo,
+                 entry.operation_id),
+            )  # fmt: skip
+        if cur.rowcount == 1:
+            return replace(entry, id=cur.lastrowid), True
+        found = self.by_operation(entry.operation_id)
+        assert found is not None
+        return found, False
+
+    def by_operation(self, operation_id: str) -> LedgerEntry | None:
+        sql = f"SELECT {_COLUMNS} FROM ledger WHERE operation_id = ?"
+        row = self._db.execute(sql, (operation_id,)).fetchone()
+        return _entry(row) if row is not None else None
+
     def balance_micros(self, customer_id: str) -> int:
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(amount_micros), 0) FROM ledger WHERE customer_id = ?", (customer_id,)
-        ).fetchone()
+        try:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(amount_micros), 0) FROM ledger WHERE customer_id = ?", (customer_id,)
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "overflow" not in str(exc):
+                raise
+            # rows written before amounts were bounded can overflow SQLite's 64-bit SUM: Python's
+            # integers are exact at any size, so the balance still reads (slowly, once)
+            rows = self._db.execute("SELECT amount_micros FROM ledger WHERE customer_id = ?", (customer_id,))
+            return sum(int(amount) for (amount,) in rows)
         return int(row[0])
 
     def entries(self, customer_id: str, limit: int | None = None) -> list[LedgerEntry]:
-        sql = "SELECT id, kind, amount_micros, at, memo FROM ledger WHERE customer_id = ? ORDER BY id DESC"
+        sql = f"SELECT {_COLUMNS} FROM ledger WHERE customer_id = ? ORDER BY id DESC"
         params: tuple[object, ...] = (customer_id,)
         if limit:
             sql += " LIMIT ?"
             params = (customer_id, limit)
         rows = self._db.execute(sql, params).fetchall()
-        return [
-            LedgerEntry(customer_id, EntryKind(kind), amount, datetime.fromisoformat(at), memo, id_)
-            for id_, kind, amount, at, memo in reversed(rows)
-        ]
+        return [_entry(row) for row in reversed(rows)]
+
+
+def _entry(row: tuple[object, ...]) -> LedgerEntry:
+    id_, customer_id, kind, amount, at, memo, operation_id = row
+    return LedgerEntry(str(customer_id), EntryKind(str(kind)), int(amount), datetime.fromisoformat(str(at)),  # type: ignore[arg-type]
+                       str(memo), int(id_), str(operation_id) if operation_id is not None else None)  # type: ignore[arg-type]  # fmt: skip

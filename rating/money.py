@@ -21,6 +21,17 @@ PERCENT_DECIMALS = 4  # max decimals of a markup percent
 AMOUNT_DIVISOR = 60 * RATE_UNITS_PER_UNIT // MICROS_PER_UNIT
 _MICRO = Decimal("0.000001")
 
+# Largest values money may take (docs/rating.md "Limits"). Why: far above any real figure, yet small
+# enough that sums stay exact everywhere: a balance of 1e9 is 1e15 micro-units, so the ledger's SQLite
+# SUM (signed 64-bit, 9.2e18) holds over 9,000 maximal movements and Decimal's 28 digits never round.
+MAX_AMOUNT = Decimal(1_000_000_000)
+"""Balances (opening and running), fees, payments, charges, thresholds, daily caps, connect fees."""
+MAX_AMOUNT_MICROS = 1_000_000_000 * MICROS_PER_UNIT
+MAX_PER_MINUTE = Decimal(1000)
+"""Per-minute costs and prices: rate files, markup ``fixed``, overrides, ``max_cost``, incoming rates."""
+MAX_PERCENT = Decimal(1000)
+"""Markup ``percent``."""
+
 
 class MoneyError(ValueError):
     """A money value that cannot be represented exactly (too many decimals, not a number)."""
@@ -41,6 +52,18 @@ def parse_decimal(text: str | Decimal | int, what: str = "amount") -> Decimal:
     if not value.is_finite():
         raise MoneyError(f"{what}: {text!r} is not a finite number")
     return value
+
+
+def check_limit(value: Decimal, limit: Decimal, what: str) -> Decimal:
+    """``value`` itself when its magnitude is within ``limit``, else MoneyError saying the limit."""
+    if abs(value) > limit:
+        raise MoneyError(f"{what}: {value} is beyond the maximum of {limit:,} allowed")
+    return value
+
+
+def check_amount(value: Decimal, what: str = "amount") -> Decimal:
+    """An amount within +/- MAX_AMOUNT (balances may be negative)."""
+    return check_limit(value, MAX_AMOUNT, what)
 
 
 def _scaled(value: Decimal, decimals: int, what: str) -> int:

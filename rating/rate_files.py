@@ -20,7 +20,7 @@ from typing import Any
 
 from rating.errors import RateFileError
 from rating.model import PER_SECOND, Pulse, RateRow, RateTable
-from rating.money import COST_DECIMALS, MoneyError, parse_decimal
+from rating.money import COST_DECIMALS, MAX_AMOUNT, MAX_PER_MINUTE, MoneyError, check_limit, parse_decimal
 
 COLUMNS = (
     "prefix",
@@ -37,10 +37,11 @@ _CATEGORY = re.compile(r"^[a-z][a-z0-9_\-]*$")
 _ZERO = Decimal(0)
 
 
-def _money(text: str, what: str, decimals: int) -> Decimal:
+def _money(text: str, what: str, decimals: int, limit: Decimal) -> Decimal:
     value = parse_decimal(text, what)
     if value < 0:
         raise MoneyError(f"{what} {value} is negative")
+    check_limit(value, limit, what)  # before counting decimals: 1e40 must not reach the rater
     if value.as_tuple().exponent < -decimals and value != round(value, decimals):  # type: ignore[operator]
         raise MoneyError(f"{what} {value} has more than {decimals} decimals")
     return value
@@ -75,13 +76,13 @@ def parse_row(cells: tuple[str, ...]) -> RateRow:
         raise ValueError(f"category {category!r} must be a lowercase word (fixed, mobile, premium…)")
     if not raw_cost:
         raise ValueError("cost_per_minute is empty")
-    cost = _money(raw_cost, "cost_per_minute", COST_DECIMALS)
+    cost = _money(raw_cost, "cost_per_minute", COST_DECIMALS, MAX_PER_MINUTE)
     pulse = PER_SECOND
     if initial or subsequent:
         if not (initial and subsequent):
             raise ValueError("carrier_initial and carrier_subsequent go together")
         pulse = Pulse(_int(initial, "carrier_initial"), _int(subsequent, "carrier_subsequent"))
-    fee = _money(connect, "connect_fee", 6) if connect else _ZERO
+    fee = _money(connect, "connect_fee", 6, MAX_AMOUNT) if connect else _ZERO
     return RateRow(prefix, destination, category, cost, pulse, fee)
 
 
@@ -202,7 +203,25 @@ def _cells(row: RateRow) -> list[str]:
 
 def _atomic_target(path: Path) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # mkstemp creates 0600; a rate table is read by the service's own user, so give it the mode any
+    # new file gets (0666 less the umask: 0644 with the usual 022), as open() would.
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (/proc), else set back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_rate_file(table: RateTable, path: str | Path) -> int:

@@ -225,8 +225,9 @@ class Rater:
     ) -> Authorisation:
         """Allowed or refused (with reason); for HARD balances or a daily cap, the max duration.
 
-        Order of checks: unrated destination, blocked category, out-of-plan block, billing end,
-        then money (internal customers and free calls skip it), HARD balance <= 0, daily cap.
+        Order of checks: unrated destination, blocked category, out-of-plan block, billing end (for
+        every call through the trunk, in plan or not), then money (internal customers and free calls
+        skip it), HARD balance <= 0, daily cap.
         """
         direction = call.direction
         if call.on_net or (direction is not _OUTBOUND and direction is not _FORWARDED):
@@ -254,6 +255,10 @@ class Rater:
         if flags & plan.blocks:
             blocked = Refusal.BLOCKED_CATEGORY if flags & plan.blocks & PREMIUM else None
             return _refused(blocked or Refusal.OUT_OF_PLAN_BLOCKED, route)
+        # before the free-call shortcut: an ended contract's included calls still cost the carrier
+        end = plan.end
+        if end is not None and call.start >= end:
+            return _refused(Refusal.BILLING_ENDED, route)
         sp2 = route[3]
         if not sp2 or plan.internal:
             return _new(Authorisation, (True, None, None, route))

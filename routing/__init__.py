@@ -42,6 +42,7 @@ from routing.plan_events import (
 )
 from routing.refusals import Refusal, RefusalCause
 from routing.state import CallState
+from routing.trunks import TrunkChoice, format_number, order_trunks
 
 __all__ = [
     "AccountRoute",
@@ -85,8 +86,11 @@ __all__ = [
     "RoutingSetup",
     "ShowCaller",
     "Trunk",
+    "TrunkChoice",
     "allow_all",
+    "format_number",
     "normalise",
+    "order_trunks",
     "plan_did",
     "plan_incoming",
     "route_outgoing",

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from routing.model import AccountRoute, CustomerRoute, Did, RoutingSetup
 from routing.numbering import clean, normalise
+from routing.targets import TrunkNumber
 
 SUPPORT_CODE = "2000"
 CONFERENCE_CODE = "2020"
@@ -54,3 +55,13 @@ def classify(setup: RoutingSetup, customer: CustomerRoute, dialed: str) -> Desti
 
 def trunk_for(setup: RoutingSetup, customer: CustomerRoute) -> str:
     return customer.trunk or setup.trunk.name
+
+
+def trunk_number(setup: RoutingSetup, customer: CustomerRoute, e164: str) -> TrunkNumber:
+    """An outside number leaving through the customer's trunk or ordered set of trunks (else the
+    platform's)."""
+    if customer.trunk is not None:
+        return TrunkNumber(e164, customer.trunk)
+    if customer.trunks:
+        return TrunkNumber(e164, customer.trunks[0].trunk, customer.trunks)
+    return TrunkNumber(e164, setup.trunk.name, setup.trunks)

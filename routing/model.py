@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from routing.trunks import TrunkChoice
+
 RESERVED_EXTENSIONS = frozenset({"2000", "2020", "2222"})
 """Short codes every customer shares (support, conference, own voicemail); never an account extension."""
 
@@ -194,6 +196,8 @@ class CustomerRoute:
     domains: tuple[str, ...] = ()
     trunk: str | None = None
     """Trunk name for this customer's outbound calls; None uses the platform trunk."""
+    trunks: tuple[TrunkChoice, ...] = ()
+    """An ordered set of trunks (failover) instead of ``trunk``; empty: ``trunk`` alone, or the platform's."""
 
     @classmethod
     def build(
@@ -206,6 +210,7 @@ class CustomerRoute:
         groups: tuple[Group, ...] | list[Group] = (),
         domains: tuple[str, ...] | list[str] = (),
         trunk: str | None = None,
+        trunks: tuple[TrunkChoice, ...] = (),
     ) -> CustomerRoute:
         by_ext: dict[str, AccountRoute] = {}
         for acc in accounts:
@@ -222,6 +227,7 @@ class CustomerRoute:
             groups=MappingProxyType({g.group_id: g for g in groups}),
             domains=tuple(domains),
             trunk=trunk,
+            trunks=tuple(trunks),
         )
 
 
@@ -261,6 +267,8 @@ class RoutingSetup:
     media_uri: str
     feature_codes: tuple[FeatureCode, ...] = DEFAULT_FEATURE_CODES
     hop_limit: int = 5
+    trunks: tuple[TrunkChoice, ...] = ()
+    """The platform's ordered set of trunks (failover); empty: ``trunk`` alone."""
 
     @classmethod
     def build(
@@ -272,6 +280,7 @@ class RoutingSetup:
         media_uri: str,
         feature_codes: tuple[FeatureCode, ...] = DEFAULT_FEATURE_CODES,
         hop_limit: int = 5,
+        trunks: tuple[TrunkChoice, ...] = (),
     ) -> RoutingSetup:
         by_id: dict[str, CustomerRoute] = {}
         dids: dict[str, Did] = {}
@@ -301,6 +310,7 @@ class RoutingSetup:
             media_uri=media_uri,
             feature_codes=tuple(feature_codes),
             hop_limit=hop_limit,
+            trunks=tuple(trunks),
         )
 
     def find_user(self, domain: str, username: str) -> AccountRoute | None:

@@ -18,14 +18,14 @@ from routing.dialplan import (
     VOICEMAIL_CODE,
     DestinationKind,
     classify,
-    trunk_for,
+    trunk_number,
 )
 from routing.feature_codes import ForwardingChange, looks_like_feature_code, parse_feature_code
 from routing.model import AccountRoute, Did, RoutingSetup
 from routing.numbering import is_premium, normalise
 from routing.refusals import Refusal
 from routing.state import CallState
-from routing.targets import MediaService, SipUri, Target, TrunkNumber
+from routing.targets import MediaService, SipUri, Target
 
 
 class DecisionKind(StrEnum):
@@ -71,7 +71,7 @@ def _support(setup: RoutingSetup, caller: AccountRoute, dialed: str) -> Decision
     did = setup.dids.get(e164)
     if did is not None:
         return Decision(DecisionKind.ON_NET, dialed, e164, caller.presented_number, callee=did)
-    target = TrunkNumber(e164, trunk_for(setup, customer))
+    target = trunk_number(setup, customer, e164)
     return Decision(DecisionKind.SERVICE, dialed, e164, caller.presented_number, target=target)
 
 
@@ -127,6 +127,6 @@ def route_outgoing(
         number,
         caller.presented_number,
         rated=True,
-        target=TrunkNumber(number, trunk_for(setup, customer)),
+        target=trunk_number(setup, customer, number),
         max_duration=auth.max_duration,
     )

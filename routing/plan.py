@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from routing.authorise import Authoriser, AuthoriseRequest, allow_all
-from routing.dialplan import CONFERENCE_CODE, VOICEMAIL_CODE, DestinationKind, classify, trunk_for
+from routing.dialplan import CONFERENCE_CODE, VOICEMAIL_CODE, DestinationKind, classify, trunk_number
 from routing.forwarding import effective_forwards
 from routing.model import (
     AccountRoute,
@@ -45,7 +45,7 @@ from routing.plan_events import (
 )
 from routing.plan_nodes import Fixed, Host, Leaf, Node, Outcome, Result, Slot, Stagger, Timers, failure
 from routing.state import CallState
-from routing.targets import AccountContacts, MediaService, Target, TrunkNumber
+from routing.targets import AccountContacts, MediaService, Target
 
 VOICEMAIL_KEYWORD = "voicemail"
 
@@ -413,7 +413,7 @@ def outside_node(
             warning = auth.warning or f"Forward to {e164} not authorised"
             return Fixed(plan, failure(Outcome.FAILED, warning, auth.status, auth.reason))
         max_duration = auth.max_duration
-    target = TrunkNumber(e164, trunk_for(plan.setup, customer))
+    target = trunk_number(plan.setup, customer, e164)
     return plan.ring(target, leg, rated=True, max_duration=max_duration)
 
 

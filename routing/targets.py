@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from routing.trunks import TrunkChoice
+
 
 @dataclass(frozen=True, slots=True)
 class AccountContacts:
@@ -17,10 +19,16 @@ class AccountContacts:
 
 @dataclass(frozen=True, slots=True)
 class TrunkNumber:
-    """An outside number, E.164, sent through the named trunk."""
+    """An outside number, E.164, sent through the named trunk — or, when ``trunks`` is given, through
+    the best available trunk of that ordered set, failing over to the next (``routing.trunks``)."""
 
     number: str
     trunk: str
+    trunks: tuple[TrunkChoice, ...] = ()
+
+    @property
+    def choices(self) -> tuple[TrunkChoice, ...]:
+        return self.trunks or (TrunkChoice(self.trunk),)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ import structlog
 
 from server.http import HttpEndpoint
 from server.notify import sd_notify
+from server.reload_status import ProcessStatus, ReloadResult, remove_pid, write_pid, write_status
 from server.sip_server import ServerSettings, SipHandlers, SipServer
 from sipcore.transport import TransportLimits
 
@@ -39,6 +43,7 @@ class AppSettings:
     log_level: str = "info"
     state_dir: str = "var"
     location_backend: str = "memory"
+    admin_address: str | None = None  # the admin API (server.admin); None: none
 
 
 @dataclass(frozen=True)
@@ -83,11 +88,34 @@ def load_application_config(path: str | None) -> LoadedConfig:
         log_level=srv.log.level,
         state_dir=str(srv.state_dir),
         location_backend=cfg.registrar.location.backend,
+        admin_address=_hp(srv.admin.listen) if srv.admin else None,
     )
     return LoadedConfig(str(path) if path else None, cfg, settings)
 
 
 GC_INTERVAL = 300.0  # seconds between the periodic full collections (see settle_heap)
+BYE_GRACE = 2.0  # seconds the drain waits for the answers to its BYEs (a lost one is retransmitted)
+PEERS_GRACE = 3.0  # seconds past its own deadline a drained worker waits for the others (worker.py)
+
+
+def config_digest(loaded: LoadedConfig) -> str:
+    """SHA-256 of the YAML and the rate files a configuration was read from (the workers of one
+    server compare it: every one must have applied the same files)."""
+    from config.loader import default_config_path
+    from config.semantics import resolve
+
+    path = Path(loaded.path) if loaded.path else default_config_path()
+    digest = hashlib.sha256()
+    files = [path]
+    cfg = loaded.config
+    if cfg is not None:
+        files += [resolve(path.resolve().parent, rel) for rel in cfg.rating.rate_tables.values()]
+    for file in files:
+        try:
+            digest.update(file.read_bytes())
+        except OSError:
+            digest.update(b"\0missing\0")
+    return digest.hexdigest()[:16]
 
 
 def settle_heap() -> None:
@@ -131,7 +159,12 @@ class Application:
         self.billing: Any = None
         self._collector: asyncio.Task[None] | None = None
         self.metrics_address: tuple[str, int] | None = None
+        self.admin: Any = None  # server.admin_http.AdminHttp, where the admin API listens
+        self.admin_address: tuple[str, int] | None = None
         self.started_at = time.time()
+        self.reloads = 0
+        self._reload_lock = asyncio.Lock()
+        self._pid_file: Path | None = None
 
     async def start(self) -> None:
         Path(self.loaded.settings.state_dir).mkdir(parents=True, exist_ok=True)
@@ -155,9 +188,40 @@ class Application:
             self.http = HttpEndpoint(self.sip.health)
             self.metrics_address = await self.http.start(host, port)
             log.info("metrics_listening", address=f"{self.metrics_address[0]}:{self.metrics_address[1]}")
+        if cfg is not None:
+            await self._start_admin(cfg)
         settle_heap()
         self._collector = asyncio.get_running_loop().create_task(collect_periodically())
+        if worker is None:  # with workers the master writes it (server.workers)
+            self._pid_file = write_pid(self.loaded.settings.state_dir, os.getpid())
+        self._write_status(None)
         sd_notify("READY=1")
+
+    async def _start_admin(self, cfg: Any) -> None:
+        """The admin API (server.admin): every worker answers the others' questions; one process
+        (worker 0, or the only one) listens. A port already taken is logged, not fatal: SIP goes on."""
+        from server.admin import AdminApi, LocalAdmin
+        from server.admin_http import AdminHttp, admin_guard, read_token
+
+        local = LocalAdmin(self)
+        peers = self.worker.admin_peers(local.handle) if self.worker is not None else None
+        addr = self.loaded.settings.admin_address
+        if not addr or (self.worker is not None and self.worker.index != 0):
+            return
+        from sipcore.transport import split_hostport
+
+        host, port = split_hostport(addr, 9091)
+        token = read_token(cfg)
+        admin_guard(host, token)
+        self.admin = AdminHttp(AdminApi(self, local, peers), token)
+        try:
+            self.admin_address = await self.admin.start(host, port)
+        except OSError as exc:
+            log.error("admin_listen_failed", address=addr, error=str(exc))
+            self.admin = None
+            return
+        log.info("admin_listening", address=f"{self.admin_address[0]}:{self.admin_address[1]}",
+                 token=token is not None)  # fmt: skip
 
     def _handlers(self, sip: SipServer) -> SipHandlers:
         """The registrar and the proxy, built once the SIP server has bound its sockets (the proxy's
@@ -170,7 +234,8 @@ class Application:
         registrar = self.registrar = build_registrar_service(cfg, sip, worker)
         proxy = self.proxy = build_proxy_service(cfg, sip, registrar, self.accounts,
                                                  authorise=self.billing.authorise,
-                                                 call_ended_sinks=(self.billing.on_call_ended,))  # fmt: skip
+                                                 call_ended_sinks=(self.billing.on_call_ended,),
+                                                 worker=worker)  # fmt: skip
         return SipHandlers(
             register=registrar.on_register,
             register_lane=registrar.on_register_bytes,
@@ -183,48 +248,125 @@ class Application:
             timers=proxy,
         )
 
-    async def reload(self) -> bool:
-        """Re-read the YAML; on any error keep the running configuration and log every problem."""
+    async def reload(self) -> ReloadResult:
+        """Re-read the YAML and apply what can change live: accounts, routing, trunks, rate tables
+        and packages (for new calls: calls in progress keep what they started with), registrar and
+        guard settings, limits. Registrations and calls in progress survive. What the file changes
+        that needs a restart (listen addresses, workers, backends, state_dir…) is kept as it runs
+        and reported. A bad file is refused whole (every error reported) and the running
+        configuration kept. The result is logged and written to this process's status file
+        (server.reload_status) for `sipcore reload`."""
         from server import metrics
+
+        async with self._reload_lock:  # one at a time: each result is the file as one reload read it
+            result = await self._reload()
+            self.reloads += 1
+            metrics.CONFIG_RELOADS.labels(result.status).inc()
+            if not result.ok:
+                log.error("config_reload_refused", path=self.loaded.path, errors=list(result.errors))
+            else:
+                if result.needs_restart:
+                    log.warning("config_reload_needs_restart", path=self.loaded.path,
+                                keys=list(result.needs_restart))  # fmt: skip
+                log.info("config_reloaded", path=self.loaded.path, changed=list(result.changed))
+            try:
+                self._write_status(result)
+            except OSError as exc:
+                log.error("reload_status_not_written", error=str(exc))
+            return result
+
+    async def _reload(self) -> ReloadResult:
+        from config.diff import config_diff
+        from config.loader import ConfigError
 
         try:
             new = load_application_config(self.loaded.path)
+        except ConfigError as exc:
+            refused = LoadedConfig(self.loaded.path, None, self.loaded.settings)
+            return ReloadResult("refused", tuple(str(p) for p in exc.problems), digest=config_digest(refused))
         except Exception as exc:
-            metrics.CONFIG_RELOADS.labels("refused").inc()
-            log.error("config_reload_refused", path=self.loaded.path, errors=str(exc))
-            return False
+            return ReloadResult("refused", (repr(exc),))
+        digest = config_digest(new)
+        if self.loaded.config is None or new.config is None:
+            return ReloadResult("applied", digest=digest)
+        diff = config_diff(self.loaded.config, new.config)
         try:
-            self._apply(new)
+            old_cfg = self._apply(new)
         except Exception as exc:
-            metrics.CONFIG_RELOADS.labels("refused").inc()
-            log.error("config_reload_refused", path=self.loaded.path, errors=repr(exc))
-            return False
+            log.exception("config_reload_failed")
+            return ReloadResult("refused", (repr(exc),), digest=digest)
         self.loaded = LoadedConfig(self.loaded.path, new.config, self.loaded.settings)
         settle_heap()
-        metrics.CONFIG_RELOADS.labels("applied").inc()
-        log.info("config_reloaded", path=self.loaded.path)
-        return True
+        if self.billing is not None and old_cfg is not None:
+            try:  # balances of new or edited customers; a failure is retried as at start (logged)
+                await self.billing.reseed(old_cfg)
+            except Exception:
+                log.exception("reload_balances_not_seeded")
+        return ReloadResult("applied", changed=diff.changed, needs_restart=diff.needs_restart, digest=digest)
 
-    def _apply(self, new: LoadedConfig) -> None:
+    def _apply(self, new: LoadedConfig) -> Any:
         """Build every view of the new configuration first, then swap them in one step (no await in
-        between, so no message sees half of each). Listening addresses, workers and the location
-        backend are fixed for the life of the process; calls in progress keep their plans."""
+        between, so no message sees half of each); returns the configuration replaced. Calls in
+        progress keep their plans and are settled by the rater they were authorised with."""
         if self.registrar is None or new.config is None:
-            return
+            return None
         from server.proxy_service import call_settings
         from server.registrar_service import build_registrar
 
         cfg = new.config
         registrar = build_registrar(cfg, self.sip, self.registrar.registrar)
         calls = call_settings(cfg, self.sip, registrar.challenger.realm)
-        local_domains = {d.lower() for d in new.settings.sip.local_domains}
-        if new.settings.location_backend != self.loaded.settings.location_backend:
-            log.warning("config_reload_partial", detail="location backend changes need a restart")
+        rater = self.billing.rater_for(cfg) if self.billing is not None else None
+        limits = new.settings.sip.limits
         # -- swap --
         self.registrar.registrar = registrar
         if self.proxy is not None:
             self.proxy.update(calls)
-        self.sip.local_hosts |= local_domains
+        self.sip.set_local_domains(new.settings.sip.local_domains)
+        self.sip.transports.limits = limits
+        if self.billing is not None and rater is not None:
+            return self.billing.update(cfg, rater, time.time())
+        return None
+
+    def _write_status(self, result: ReloadResult | None) -> None:
+        worker = self.worker
+        write_status(
+            self.loaded.settings.state_dir,
+            ProcessStatus(
+                server_pid=worker.server_pid if worker is not None else os.getpid(),
+                worker=worker.index if worker is not None else None,
+                workers=worker.count if worker is not None else 1,
+                seq=self.reloads,
+                status=result.status if result is not None else "started",
+                result=result.as_dict() if result is not None else {},
+            ),
+        )
+
+    async def drain(self, hurry: asyncio.Event | None = None) -> None:
+        """SIGTERM: stop taking new calls (503 with Retry-After), let calls in progress end by
+        themselves for ``server.drain_timeout`` seconds, then end the rest (BYE both parties, by
+        ``system``) so that every call gets its CDR; REGISTER and in-dialog requests are served all
+        along. ``hurry`` (a second SIGINT) ends the wait at once. With workers each drains its own
+        calls, then waits for the others (so that what it owns is still served while they drain)."""
+        sd_notify("STOPPING=1")
+        proxy, worker = self.proxy, self.worker
+        loop = asyncio.get_running_loop()
+        timeout = float(self.loaded.config.server.drain_timeout) if self.loaded.config is not None else 0.0
+        deadline = loop.time() + timeout
+        if proxy is not None:
+            proxy.start_draining(max(1, math.ceil(timeout)))
+            log.info("draining", calls=len(proxy.calls), timeout=timeout)
+            while proxy.calls and loop.time() < deadline and not (hurry is not None and hurry.is_set()):
+                await asyncio.sleep(0.05)
+            ended = proxy.end_all() if proxy.calls else 0
+            answered = await proxy.wait_byes(BYE_GRACE)
+            log.info("drained", ended_by_server=ended, byes_answered=answered)
+        if worker is not None:
+            worker.announce_drained()
+            everyone = await worker.others_drained(
+                max(deadline, loop.time()) + BYE_GRACE + PEERS_GRACE - loop.time()
+            )
+            log.info("workers_drained", all=everyone, drained=sorted(worker.drained))
 
     async def close(self) -> None:
         sd_notify("STOPPING=1")
@@ -232,6 +374,8 @@ class Application:
             self._collector.cancel()
         if self.http is not None:
             await self.http.close()
+        if self.admin is not None:
+            await self.admin.close()
         await self.sip.close()
         if self.proxy is not None:
             await self.proxy.close()
@@ -241,6 +385,8 @@ class Application:
             await self.accounts.close()
         if self.registrar is not None:
             await self.registrar.close()
+        if self._pid_file is not None:
+            remove_pid(self._pid_file, os.getpid())
 
 
 async def run_application(
@@ -249,20 +395,32 @@ async def run_application(
     started: Callable[[Application], object] | None = None,
     reloaded: Callable[[], object] | None = None,
 ) -> int:
-    """Run the application until SIGTERM/SIGINT (SIGHUP reloads). A worker (server/workers.py) is
+    """Run the application until SIGTERM/SIGINT, then drain it (`Application.drain`; a second
+    SIGINT hurries the drain) and stop (SIGHUP reloads). A worker (server/workers.py) is
     given to the application (its sockets and message routing go to the SIP server as it is built);
     ``started`` runs once it serves (hand-offs, readiness); ``reloaded`` runs on each SIGHUP (the
     media child reloads too)."""
+    stop = asyncio.Event()
+    hurry = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stopping(signum: int) -> None:
+        # systemd may signal every process of the unit as well as the master's forward: a repeated
+        # SIGTERM is the same request; a second Ctrl-C (SIGINT) means "now".
+        if stop.is_set() and signum == signal.SIGINT:
+            hurry.set()
+        stop.set()
+
+    # Before start: READY=1 leaves from start(), and a SIGTERM right after it must drain, not kill.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping, sig)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is set: not a fatal signal
     app = Application(loaded, worker)
     await app.start()
     if started is not None:
         started(app)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
-    reloads: set[asyncio.Task[bool]] = set()
+    reloads: set[asyncio.Task[ReloadResult]] = set()
 
     def hangup() -> None:
         task = loop.create_task(app.reload())
@@ -274,5 +432,6 @@ async def run_application(
     loop.add_signal_handler(signal.SIGHUP, hangup)
     await stop.wait()
     log.info("shutting_down")
+    await app.drain(hurry)
     await app.close()
     return 0

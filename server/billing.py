@@ -28,7 +28,7 @@ from cdr import CdrPipeline, CdrRecord, open_store
 from rating.alerts import publish_low_balance
 from rating.balance_redis import RedisCounterStore
 from rating.counters import MemoryCounterStore
-from rating.ledger import EntryKind, LedgerEntry
+from rating.ledger import EntryKind, LedgerEntry, signed_micros
 from rating.ledger_sqlite import SqliteLedger
 from rating.model import BalanceMode, CallToRate, Direction, RatingSetup, Refusal
 from rating.money import from_micros, to_micros
@@ -36,6 +36,7 @@ from rating.rater import Rater
 from rating.settlement import authorise_call, settle_call
 from routing import Authorisation, AuthoriseRequest
 
+from .counter_seed import ledger_totals
 from .pending_ops import Op, PendingOps
 from .shared_counters import SharedCounters, Watch
 
@@ -96,6 +97,11 @@ class Billing:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
         self.clock: Callable[[], datetime] = _utc_now  # the call-setup time authorisation prices at
+        self._seeded_through = 0  # memory counters: the last ledger id the seeded balances include
+        # (replaced at, configuration, rater) before each reload: a call is settled by the rater it
+        # was authorised with, the one in effect when it started (``_rating_at``)
+        self._earlier: list[tuple[float, Any, Rater]] = []
+        self._applied: set[int] = set()  # memory counters: live entries applied since
 
     # -- lifecycle --
     async def start(self) -> None:
@@ -112,16 +118,10 @@ class Billing:
             await self.shared.start(opening, self.ledger_path)
             return
 
-        def ledger_movements() -> dict[str, int]:
-            ledger = SqliteLedger(self.ledger_path)
-            try:
-                return {customer_id: ledger.balance_micros(customer_id) for customer_id in opening}
-            finally:
-                ledger.close()
-
-        moved = await asyncio.to_thread(ledger_movements)
+        totals = await asyncio.to_thread(ledger_totals, self.ledger_path, 0)
+        self._seeded_through = totals.last_id  # live entries up to here are in the seeded balances
         for customer_id, amount in opening.items():
-            await self.counters.set_balance(customer_id, amount + moved[customer_id])
+            await self.counters.set_balance(customer_id, amount + totals.every.get(customer_id, 0))
 
     async def close(self) -> None:
         if self._tasks:
@@ -132,6 +132,70 @@ class Billing:
             await self.shared.close()  # a last replay: what Redis takes joins the ledger below
         await self._flush_debits()
         await self.pipeline.stop()
+
+    # -- live payments and charges (admin API) --
+    async def record(
+        self, customer_id: str, kind: EntryKind, amount: Decimal, operation_id: str, note: str = ""
+    ) -> tuple[LedgerEntry, bool]:
+        """Write a payment or charge into the ledger once per ``operation_id``: (the stored entry —
+        the first one on a repeat —, whether this call wrote it). Raises ValueError on a bad amount."""
+        from config.bridge import initial_balances
+        from rating.money import MAX_AMOUNT_MICROS, MoneyError
+
+        delta = signed_micros(kind, amount)
+        entry = LedgerEntry(customer_id, kind, delta, _utc_now(), note, None, operation_id)
+        opening = to_micros(Decimal(initial_balances(self.cfg).get(customer_id, 0)), "balance")
+
+        def write() -> tuple[LedgerEntry, bool]:
+            ledger = SqliteLedger(self.ledger_path)
+            try:
+                first = ledger.by_operation(operation_id)
+                if first is not None:
+                    return first, False  # a repeat: the first result, whatever the balance is now
+                after = opening + ledger.balance_micros(customer_id) + delta
+                if abs(after) > MAX_AMOUNT_MICROS:  # as `sipcore balance add-payment` refuses it
+                    raise MoneyError(f"{kind} amount: {amount} would bring the balance of {customer_id} "
+                                     f"to {from_micros(after)}, beyond the maximum allowed; nothing written")  # fmt: skip
+                return ledger.append_once(entry)  # the unique index decides a concurrent repeat
+            finally:
+                ledger.close()
+
+        return await asyncio.to_thread(write)
+
+    async def apply_entry(self, entry: LedgerEntry, origin: bool) -> int:
+        """Put a live ledger entry into the balance authorisation reads, at most once; returns the
+        balance (micro-units). ``origin``: this process wrote the entry. With Redis counters the
+        origin folds it into Redis (once per ledger id) and the others re-read the balance; with
+        memory counters every process adds it once (entries the seed already read are skipped)."""
+        assert entry.id is not None
+        customer_id = entry.customer_id
+        if self.shared is not None:
+            if origin:
+                return await self.shared.fold(entry.id, customer_id, entry.amount_micros)
+            return await self.shared.reload_balance(customer_id)
+        if entry.id > self._seeded_through and entry.id not in self._applied:
+            self._applied.add(entry.id)
+            return await self.counters.adjust_balance(customer_id, entry.amount_micros)
+        return await self.counters.balance(customer_id)
+
+    async def balance(self, customer_id: str) -> int:
+        """The balance authorisation reads now (this process's; shared with Redis counters)."""
+        return await self.counters.balance(customer_id)
+
+    async def ledger_balance(self, customer_id: str) -> int:
+        """Opening balance + every ledger movement: the book of record's balance."""
+        from config.bridge import initial_balances
+
+        opening = to_micros(Decimal(initial_balances(self.cfg).get(customer_id, 0)), "balance")
+
+        def read() -> int:
+            ledger = SqliteLedger(self.ledger_path)
+            try:
+                return ledger.balance_micros(customer_id)
+            finally:
+                ledger.close()
+
+        return opening + await asyncio.to_thread(read)
 
     # -- call setup --
     def authorise(self, request: AuthoriseRequest) -> Authorisation:
@@ -153,7 +217,53 @@ class Billing:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # -- reload --
+    @staticmethod
+    def rater_for(cfg: Any) -> Rater:
+        """The rater of a configuration (built before a reload swaps anything)."""
+        from config.bridge import rating_setup
+
+        return Rater(rating_setup(cfg))
+
+    def update(self, cfg: Any, rater: Rater, at: float) -> Any:
+        """A reload at wall-clock time ``at``: rate tables and packages for the calls that start from
+        now on; calls in progress are settled by the rater they were authorised with. Returns the
+        configuration replaced (for ``reseed``)."""
+        old = self.cfg
+        keep = at - 2 * float(max(old.proxy.max_call_duration, cfg.proxy.max_call_duration)) - 3600
+        self._earlier = [e for e in self._earlier if e[0] > keep]  # older ones rate no call in progress
+        self._earlier.append((at, old, self.rater))
+        self.cfg, self.rater = cfg, rater
+        return old
+
+    async def reseed(self, old_cfg: Any) -> None:
+        """After ``update``: new customers' opening balances seeded, edited ones moved by the
+        difference (what a restart would read); with Redis counters, seeded there."""
+        from config.bridge import initial_balances
+
+        old = {c: to_micros(Decimal(v), "balance") for c, v in initial_balances(old_cfg).items()}
+        opening = {c: to_micros(Decimal(v), "balance") for c, v in initial_balances(self.cfg).items()}
+        if self.shared is not None:
+            await self.shared.reconfigure(opening, counters_watch(self.rater.setup))
+            return
+        new = [c for c in opening if c not in old]
+        totals = await asyncio.to_thread(ledger_totals, self.ledger_path, 0) if new else None
+        for customer_id, amount in opening.items():
+            if totals is not None and customer_id not in old:
+                await self.counters.set_balance(customer_id, amount + totals.every.get(customer_id, 0))
+            elif amount != old[customer_id]:
+                await self.counters.adjust_balance(customer_id, amount - old[customer_id])
+
+    def _rating_at(self, start: float) -> tuple[Any, Rater]:
+        """The configuration and rater a call that started at ``start`` (wall clock) was authorised
+        with."""
+        for replaced_at, cfg, rater in self._earlier:
+            if start < replaced_at:
+                return cfg, rater
+        return self.cfg, self.rater
+
     async def _settle(self, event: CallEnded) -> None:
+        cfg, rater = self._rating_at(event.start)
         start = datetime.fromtimestamp(event.start, UTC)
         end = datetime.fromtimestamp(max(event.end, event.start), UTC)
         answer = datetime.fromtimestamp(event.answer, UTC) if event.answer is not None else None
@@ -171,9 +281,9 @@ class Billing:
             try:
                 if self.shared is not None:  # the debit reaches the ledger through _ledger_debit
                     store = self.shared.settlement(uuid.uuid4().hex, end, event.call_id)
-                    settled, low = await settle_call(self.rater, store, call)  # type: ignore[arg-type]
+                    settled, low = await settle_call(rater, store, call)  # type: ignore[arg-type]
                 else:
-                    settled, low = await settle_call(self.rater, self.counters, call)
+                    settled, low = await settle_call(rater, self.counters, call)
                 rated = settled.rated
                 if settled.debited_micros and rated.customer_id and self.shared is None:
                     self._debits.append(
@@ -186,7 +296,7 @@ class Billing:
             except Exception:
                 log.exception("settlement_failed", call_id=event.call_id)
         customer_id = (rated.customer_id if rated is not None else None) or event.customer_id or "unknown"
-        customer = self.cfg.customers_by_id.get(customer_id)
+        customer = cfg.customers_by_id.get(customer_id)
         record = CdrRecord(
             call_id=event.call_id,
             leg=0 if event.leg == "0" else int(event.leg.lstrip("f") or 0) + 1,
@@ -212,6 +322,7 @@ class Billing:
             destination=rated.destination_name if rated is not None else None,
             free_minutes=rated.free_minutes_used if rated is not None else 0,
             package=rated.package if rated is not None else None,
+            hangup_by=event.hangup_by,
         )
         self.pipeline.append(record)
 

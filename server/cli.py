@@ -10,8 +10,17 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 import server.commands as _commands
+
+
+def installed_version() -> str:
+    """The version pip installed (package metadata), so it never disagrees with pyproject.toml."""
+    try:
+        return version("sipcore")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sipcore",
         description="SIP registrar, proxy and call-rating engine for hosted business telephony.",
     )
+    parser.add_argument("--version", action="version", version=f"sipcore {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"server.commands.{info.name}")

@@ -5,7 +5,10 @@ both change while Redis keeps its counters: an operator posts a payment with `si
 add-payment` (a ledger row), or edits a customer's opening balance. Redis remembers the highest ledger
 id it has folded in and the opening balance it used per customer; a (re)start of any process folds
 only what is new — entries after the watermark, and (new - old) opening — so restarting one worker or
-all of them neither resets nor double-counts a balance. Call debits are the exception: settlement
+all of them neither resets nor double-counts a balance. Live entries (payments and charges made through
+the admin API, which carry an operation id) are folded by the server at once (`fold_once`) and marked by
+ledger id in Redis (`folded`); the seed folds those that carry no mark yet (a server stopped between
+the ledger write and the fold) and marks them, so each is applied exactly once whichever comes first. Call debits are the exception: settlement
 applies them to Redis first and appends them to the ledger only once Redis has them
 (server.shared_counters), so call rows after the watermark are already in the balance and skipped.
 A customer Redis has never seen (or every customer, on an empty Redis) starts at opening + every
@@ -36,7 +39,8 @@ SEED_ATTEMPTS = 10
 class LedgerTotals:
     last_id: int  # highest ledger id read (0: empty ledger)
     every: Mapping[str, int]  # customer -> sum of every entry up to last_id
-    since: Mapping[str, int]  # customer -> sum of non-call entries in (watermark, last_id]
+    since: Mapping[str, int]  # customer -> sum of non-call, non-live entries in (watermark, last_id]
+    live: tuple[tuple[str, int, int], ...] = ()  # (customer, id, amount): live entries, same range
 
 
 def ledger_totals(path: Path, watermark: int) -> LedgerTotals:
@@ -51,13 +55,23 @@ def ledger_totals(path: Path, watermark: int) -> LedgerTotals:
         ).fetchall()
         since = db.execute(
             "SELECT customer_id, SUM(amount_micros) FROM ledger WHERE id > ? AND id <= ? AND kind != ?"
-            " GROUP BY customer_id",
+            " AND operation_id IS NULL GROUP BY customer_id",
             (watermark, last, str(EntryKind.CALL)),
+        ).fetchall()
+        live = db.execute(
+            "SELECT customer_id, id, amount_micros FROM ledger WHERE id > ? AND id <= ?"
+            " AND operation_id IS NOT NULL ORDER BY id",
+            (watermark, last),
         ).fetchall()
         db.execute("COMMIT")
     finally:
         db.close()
-    return LedgerTotals(last, {c: int(v) for c, v in every}, {c: int(v) for c, v in since})
+    return LedgerTotals(
+        last,
+        {c: int(v) for c, v in every},
+        {c: int(v) for c, v in since},
+        tuple((str(c), int(i), int(v)) for c, i, v in live),
+    )
 
 
 async def seed_redis(store: RedisCounterStore, opening: Mapping[str, int], ledger_path: Path) -> int:
@@ -70,7 +84,7 @@ async def seed_redis(store: RedisCounterStore, opening: Mapping[str, int], ledge
             log.error("ledger_behind_redis", ledger=str(ledger_path), ledger_last_id=last, watermark=current)
             last = current  # a replaced ledger file: rows up to the old watermark are never folded
         rows = [(c, amount, totals.every.get(c, 0), totals.since.get(c, 0)) for c, amount in opening.items()]
-        if await store.seed(current, last, rows):
+        if await store.seed(current, last, rows, totals.live):
             return last
     raise RuntimeError(f"could not seed the counters: the watermark kept moving ({SEED_ATTEMPTS} tries)")
 

@@ -19,7 +19,12 @@ class HttpEndpoint:
         self.server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self.server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        try:
+            self.server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        except OSError as exc:
+            from sipcore.transport import ListenError
+
+            raise ListenError.of(exc, "HTTP", f"{host}:{port} (metrics)") from None
         sock = self.server.sockets[0].getsockname()
         return sock[0], sock[1]
 

@@ -37,15 +37,27 @@ from calls.actions import (
     Respond,
     SendRequest,
     SendStateless,
+    TrunkFailover,
 )
 from calls.call_ended import CallEnded
 from calls.controller import AuthAnswer, Authenticated, CallController, CallSettings, Trunk
 from calls.model import Branch, Contact, Destination, NotifyCopy, Relay
+from calls.trunk_monitor import (
+    MonitorAction,
+    Probe,
+    Registering,
+    Registration,
+    RegistrationState,
+    TrunkLink,
+    TrunkMonitor,
+    TrunkState,
+)
 from registrar.invite_auth import Caller, authenticate_invite
 from registrar.registrar import Reply as RegistrarReply
 from routing import Authorisation, AuthoriseRequest, CallState, allow_all
 from sipcore.flow import Flow
 from sipcore.message import Request
+from sipcore.ownership import owner_of
 from sipcore.proxy import Hop
 from sipcore.transaction import (
     ClientTransaction,
@@ -69,6 +81,22 @@ MWI_COPIES = PromCounter(
     "Unsolicited message-waiting NOTIFY copies sent to registered contacts, by their fate",
     ["result"],  # delivered (2xx), refused (the phone's error answer), unreachable (no answer, not sent)
 )
+TRUNK_UP = Gauge(
+    "sipcore_trunk_up", "1 while a probed trunk is in rotation, 0 while its probes fail", ["trunk"]
+)
+TRUNK_TRANSITIONS = PromCounter(
+    "sipcore_trunk_transitions_total",
+    "Probed trunks taken out of rotation (down) or back (up)",
+    ["trunk", "state"],
+)
+TRUNK_FAILOVERS = PromCounter(
+    "sipcore_trunk_failovers_total",
+    "Calls moved from a trunk to the next of their set, by the status that trunk gave (408: no answer)",
+    ["trunk", "status"],
+)
+TRUNK_REGISTRATIONS = PromCounter(
+    "sipcore_trunk_registrations_total", "Outbound registrations to carriers, by result", ["trunk", "result"]
+)
 DNS_TTL = 60.0  # seconds a resolved trunk / media / next-hop name is reused
 DNS_NEGATIVE_TTL = 10.0
 
@@ -82,19 +110,46 @@ class ProxyService:
         accounts: AccountState,
         authorise: Callable[[AuthoriseRequest], Authorisation] = allow_all,
         call_ended_sinks: Iterable[Callable[[CallEnded], None]] = (),
+        worker: tuple[int, int] = (0, 1),  # (index, count) of this process among the workers
     ) -> None:
         self.sip = sip
         self.registrar = registrar
         self.accounts = accounts
         self.controller = CallController(settings, self._authenticate, authorise, sip.is_local_host)
         self.call_ended_sinks: list[Callable[[CallEnded], None]] = list(call_ended_sinks)
-        self.keys: dict[ClientTransaction, Branch | Relay | NotifyCopy] = {}
+        self.keys: dict[ClientTransaction, Branch | Relay | NotifyCopy | Probe | Registering] = {}
+        self._worker = worker
+        # probes in every worker (each keeps its own view); carriers are registered by worker 0 only
+        self.monitor = TrunkMonitor(self._hop_towards, self._new_id, register=worker[0] == 0)
         self._dns: dict[str, tuple[str | None, float]] = {}
         self._dns_waiting: dict[str, list[ResolveHost]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers_seen = 0
+        self._byes: set[ClientTransaction] | None = None  # the drain's BYEs not answered yet (end_all)
         controller = self.controller
         CALLS_ACTIVE.set_function(lambda: len(controller.calls))
+        try:  # once the SIP server has its handlers (it builds us first): probes and registrations
+            asyncio.get_running_loop().call_soon(self._update_monitor)
+        except RuntimeError:
+            pass  # no loop (a test building the service alone): no probes
+
+    def _update_monitor(self) -> None:
+        self._perform_monitor(self.monitor.update(self.controller.settings.links, self.sip.now()))
+
+    def _hop_towards(self, dest: Destination) -> Hop:
+        hops = self.controller.settings.hops
+        return hops.get(dest.transport.upper()) or next(iter(hops.values()))
+
+    def _new_id(self) -> str:
+        """A Call-ID (or tag) whose answers come back to this worker (sipcore.ownership)."""
+        index, count = self._worker
+        while True:
+            cid = os.urandom(12).hex()
+            if (
+                count <= 1
+                or owner_of(b"OPTIONS x SIP/2.0\r\nCall-ID: " + cid.encode() + b"\r\n\r\n", count) == index
+            ):
+                return cid
 
     @property
     def calls(self) -> dict[str, Any]:
@@ -104,6 +159,14 @@ class ProxyService:
         """Swap in a reloaded configuration; calls in progress keep the plans they started with."""
         self.controller.update(settings)
         self._dns.clear()
+        self._update_monitor()
+
+    def hang_up(self, call_id: str) -> bool:
+        """The operator ends a call this process holds (admin API); False when it holds none."""
+        if call_id not in self.controller.calls:
+            return False
+        self._perform(self.controller.hang_up(call_id, self.sip.now()))
+        return True
 
     # ---- events in ---------------------------------------------------------------------------------
     def on_request(self, req: Request, flow: Flow) -> None:
@@ -117,16 +180,26 @@ class ProxyService:
     def on_tu_event(self, out: Any) -> None:
         controller, now = self.controller, self.sip.now()
         kind = type(out)
+        byes = self._byes
+        if byes is not None and out.transaction in byes:  # one of the drain's BYEs: answered or gone
+            if kind is not ResponseReceived or out.response.status >= 200:
+                byes.discard(out.transaction)
+            return
         if kind is ResponseReceived:
             key = self.keys.get(out.transaction) if out.transaction is not None else None
-            if key is not None:
-                self._perform(controller.on_response(key, out.response, now))
+            if type(key) is Probe or type(key) is Registering:
+                self._perform_monitor(self.monitor.on_response(key, out.response, now))  # type: ignore[arg-type]
+            elif key is not None:
+                self._perform(controller.on_response(key, out.response, now))  # type: ignore[arg-type]
             elif out.transaction is None:
                 self._perform(controller.on_stray_response(out.response))
         elif kind is TransactionTimedOut or kind is TransportFailed:
             key = self.keys.get(out.transaction)
-            if key is not None:
-                self._perform(controller.on_failure(key, 408 if kind is TransactionTimedOut else 503, now))
+            status = 408 if kind is TransactionTimedOut else 503
+            if type(key) is Probe or type(key) is Registering:
+                self._perform_monitor(self.monitor.on_failure(key, status, now))  # type: ignore[arg-type]
+            elif key is not None:
+                self._perform(controller.on_failure(key, status, now))  # type: ignore[arg-type]
         elif kind is TransactionTerminated:
             self.keys.pop(out.transaction, None)  # type: ignore[arg-type]
 
@@ -159,6 +232,8 @@ class ProxyService:
                 )
                 if action.key is not None:
                     self.keys[txn] = action.key
+                elif self._byes is not None and action.request.method == "BYE":
+                    self._byes.add(txn)
                 sip.run_outputs(outs)
             elif kind is Respond:
                 sip.respond(action.request, action.response, action.flow)
@@ -187,10 +262,45 @@ class ProxyService:
                 log.info("forwarding_changed", account=action.change.account_id, change=str(action.change))
             elif kind is NotifyAnswered:
                 self._notify_answered(action)
+            elif kind is TrunkFailover:
+                TRUNK_FAILOVERS.labels(action.trunk, str(action.status)).inc()
+                log.info("trunk_failover", call_id=action.call_id, trunk=action.trunk, status=action.status,
+                         next_trunk=action.next_trunk)  # fmt: skip
         set_so_far = self.controller.timers_set
         if set_so_far != self._timers_seen:  # a call deadline was set: it may be the earliest now
             self._timers_seen = set_so_far
             sip.arm_timer()
+
+    def _perform_monitor(self, actions: list[MonitorAction]) -> None:
+        """What the trunk monitor asks: probes and REGISTERs out, state changes logged, counted and
+        told to the controller."""
+        sip = self.sip
+        for action in actions:
+            if type(action) is SendRequest:
+                dest = action.dest
+                txn, outs = sip.transactions.send_request(
+                    action.request, dest, sip.now(), reliable=dest.transport == "tcp"
+                )
+                self.keys[txn] = action.key  # type: ignore[assignment]
+                sip.run_outputs(outs)
+            elif type(action) is TrunkState:
+                self.controller.on_trunk_state(action.trunk, action.up)
+                TRUNK_UP.labels(action.trunk).set(1 if action.up else 0)
+                TRUNK_TRANSITIONS.labels(action.trunk, "up" if action.up else "down").inc()
+                log.warning(
+                    "trunk_down" if not action.up else "trunk_up", trunk=action.trunk, status=action.status
+                )
+            elif type(action) is RegistrationState:
+                TRUNK_REGISTRATIONS.labels(
+                    action.trunk, "registered" if action.registered else "failed"
+                ).inc()
+                if action.registered:
+                    log.info("trunk_registered", trunk=action.trunk, expires=action.expires,
+                             refresh_in=action.next_in)  # fmt: skip
+                else:
+                    log.warning("trunk_registration_failed", trunk=action.trunk, status=action.status,
+                                retry_in=action.next_in)  # fmt: skip
+        sip.arm_timer()
 
     def _lookup(self, action: LookupContacts) -> None:
         store = self.registrar.store
@@ -293,12 +403,40 @@ class ProxyService:
             return True
         return transports.send_udp(data, (dest.host, dest.port))
 
+    # ---- shutting down (the drain: server.app.Application.drain) ---------------------------------
+    def start_draining(self, retry_after: int) -> None:
+        """New calls are refused with 503 from now on; calls in progress go on."""
+        self.controller.start_draining(retry_after)
+
+    def end_all(self) -> int:
+        """End every call still here (BYE both parties, 503 to calls being set up); each gets its
+        CDR. Returns how many calls were ended; their BYEs are then awaited by ``wait_byes``."""
+        count = len(self.controller.calls)
+        if self._byes is None:
+            self._byes = set()
+        for call_id in list(self.controller.calls):
+            log.warning("call_ended_by_shutdown", call_id=call_id, hangup_by="system")
+        self._perform(self.controller.end_all(self.sip.now()))
+        return count
+
+    async def wait_byes(self, grace: float) -> bool:
+        """Wait (at most ``grace`` seconds) for the parties to answer the drain's BYEs, so that a lost
+        datagram is retransmitted before the process goes; True when all were answered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._byes and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return not self._byes
+
     # ---- the calls' deadlines, served by the SIP server's one timer ------------------------------
     def next_deadline(self) -> float | None:
-        return self.controller.next_deadline()
+        calls, trunks = self.controller.next_deadline(), self.monitor.next_deadline()
+        return calls if trunks is None or (calls is not None and calls < trunks) else trunks
 
     def on_timer(self, now: float) -> None:
         self._perform(self.controller.on_timer(now))
+        if (due := self.monitor.next_deadline()) is not None and due <= now:
+            self._perform_monitor(self.monitor.on_timer(now))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -321,12 +459,38 @@ def _contact(b: Any) -> Contact:
 
 def trunks_of(cfg: Any) -> dict[str, Trunk]:
     """Trunk name -> the controller's view of it; host names are resolved when used, not here."""
+    import phonenumbers
+
     trunks: dict[str, Trunk] = {}
     for name, t in cfg.trunks.items():
         dest = Destination(t.transport, str(t.address.host), int(t.address.port))
         sources = tuple(str(s) for s in t.inbound_sources)
-        trunks[name] = Trunk(name, dest, t.trusted, t.username, t.password, sources)
+        caller = t.caller_id
+        trunks[name] = Trunk(
+            name, dest, t.trusted, t.username, t.password, sources,
+            number_format=t.number_format, caller_format=caller.format or t.number_format,
+            caller_default=caller.default, anonymous_allowed=caller.anonymous_allowed,
+            country_code=phonenumbers.country_code_for_region(t.country) if t.country else 0,
+            failover_timeout=float(t.failover_timeout),
+        )  # fmt: skip
     return trunks
+
+
+def links_of(cfg: Any, trunks: dict[str, Trunk]) -> tuple[TrunkLink, ...]:
+    """What the trunk monitor probes and registers, per trunk."""
+    links = []
+    for name, t in cfg.trunks.items():
+        reg = t.registration
+        registration = (
+            Registration(
+                reg.username, reg.password, int(reg.expires), str(reg.domain or ""), float(reg.retry_max)
+            )
+            if reg is not None
+            else None
+        )
+        interval = float(t.probe_interval) if t.probe_interval is not None else None
+        links.append(TrunkLink(name, trunks[name].dest, interval, t.probe_failures, registration))
+    return tuple(links)
 
 
 def hops_of(sip: SipServer) -> dict[str, Hop]:
@@ -359,9 +523,11 @@ def call_settings(cfg: Any, sip: SipServer, realm: str) -> CallSettings:
     from config.bridge import registrar_view, routing_setup
 
     aor_of = {c.account_id: f"sip:{c.username}@{c.domain.lower()}" for c in registrar_view(cfg).values()}
+    trunks = trunks_of(cfg)
     return CallSettings(
         setup=routing_setup(cfg),
-        trunks=trunks_of(cfg),
+        trunks=trunks,
+        links=links_of(cfg, trunks),
         aor_of=aor_of,
         hops=hops_of(sip),
         realms=frozenset({realm}),
@@ -377,11 +543,14 @@ def build_proxy_service(
     accounts: AccountState,
     authorise: Callable[[AuthoriseRequest], Authorisation] = allow_all,
     call_ended_sinks: Iterable[Callable[[CallEnded], None]] = (),
+    worker: Any = None,
 ) -> ProxyService:
     """Build the call controller and its adapter; ``accounts`` is the account state the processes
-    share (``server.account_state_factory``)."""
+    share (``server.account_state_factory``); ``worker`` (server.worker.Worker, None alone) says which
+    process of several this is (carriers are registered by worker 0)."""
     settings = call_settings(cfg, sip, registrar.registrar.challenger.realm)
-    return ProxyService(sip, registrar, settings, accounts, authorise, call_ended_sinks)
+    where = (worker.index, worker.count) if worker is not None else (0, 1)
+    return ProxyService(sip, registrar, settings, accounts, authorise, call_ended_sinks, where)
 
 
 __all__ = ["ProxyService", "build_proxy_service", "call_settings", "trunks_of"]

@@ -281,7 +281,36 @@ class SharedCounters:
                 log.info("counters_replayed", operations=len(done), left=len(self._queued))
                 await asyncio.to_thread(self.pending.remove, done)
 
+    # -- a reload --
+    async def reconfigure(self, opening: Mapping[str, int], watch: Watch) -> None:
+        """New opening balances and customers: seeded again (the seed folds only what changed: new
+        customers, the difference of an edited opening balance), then what to watch loaded. Redis
+        unreachable: the next refresh seeds."""
+        self._opening, self.watch = opening, watch
+        self._needs_seed = True
+        await self.sync()
+
+    # -- live ledger entries (admin API payments and charges) --
+    async def fold(self, entry_id: int, customer_id: str, amount: int) -> int:
+        """Fold a live ledger entry into Redis once (by ledger id) and the answer into the cache at
+        once; returns the balance. Raises when Redis cannot be reached (the entry stays in the ledger
+        and is folded by a repeat of the request, or by the next seed)."""
+        _applied, balance = await self.redis.fold_once(entry_id, customer_id, amount)
+        self._put_balance(customer_id, balance)
+        return await self.cache.balance(customer_id)
+
+    async def reload_balance(self, customer_id: str) -> int:
+        """Read one balance from Redis into the cache now (another process folded an entry)."""
+        balance = await self.redis.balance(customer_id)
+        self._put_balance(customer_id, balance)
+        return await self.cache.balance(customer_id)
+
     # -- the cache: Redis's value plus what is still queued --
+    def _put_balance(self, customer_id: str, balance: int) -> None:
+        self._seq += 1
+        self._written[("b", customer_id)] = self._seq
+        self.cache.put({customer_id: balance + self._d_bal[customer_id]})
+
     def _put_debit(self, customer_id: str, day: str, balance: int, spent: int) -> None:
         self._seq += 1
         self._written[("b", customer_id)] = self._written[("s", customer_id, day)] = self._seq

@@ -156,6 +156,7 @@ class SipServer:
         self._handler_deadline: float | None = None  # the handlers' timers, as last read (arm_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.local_hosts: set[str] = set()
+        self.own_hosts: set[str] = set()  # from the bound and advertised addresses, not configured names
         self.local_ports: set[int] = set()
         self.started_at = time.time()
 
@@ -164,18 +165,19 @@ class SipServer:
         s = self.settings
         self._loop = asyncio.get_running_loop()
         await self.transports.start(s.udp, s.tcp, reuse_port=s.reuse_port)
-        hosts = {h.lower() for h in s.local_domains}
+        own: set[str] = set()  # from the bound and advertised addresses: what a reload keeps
         for host, port in self.transports.udp_addresses + self.transports.tcp_addresses:
             self.local_ports.add(port)
             if host in ("0.0.0.0", "::"):
-                hosts |= _local_ips()
+                own |= _local_ips()
             else:
-                hosts.add(host.lower())
+                own.add(host.lower())
         if s.advertised_address:
             host, port = split_hostport(s.advertised_address, 5060)
-            hosts.add(host.lower())
+            own.add(host.lower())
             self.local_ports.add(port)
-        self.local_hosts = hosts
+        self.own_hosts = own
+        self.local_hosts = own | {h.lower() for h in s.local_domains}
         if self._make_handlers is not None:
             self.handlers = self._make_handlers(self)
         log.info(
@@ -188,6 +190,11 @@ class SipServer:
         if self._timer is not None:
             self._timer.cancel()
         await self.transports.close()
+
+    def set_local_domains(self, domains: set[str]) -> None:
+        """A reload: the configured names that mean "this server" (customer domains, local
+        addresses) replaced; the bound and advertised addresses stay."""
+        self.local_hosts = self.own_hosts | {d.lower() for d in domains}
 
     def health(self) -> dict[str, object]:
         return {

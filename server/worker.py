@@ -8,6 +8,7 @@ the per-worker CDR spool); a single-process server passes none.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +21,13 @@ from registrar.location.replicated import ReplicatedLocationStore
 from routing.feature_codes import ForwardingChange
 from routing.state import Overrides
 from server.account_state_replicated import ReplicatedAccountState
+from server.admin_peers import AdminHandler, AdminPeers
 from server.worker_channel import (
     ACCOUNT,
+    ADMIN_ANSWER,
+    ADMIN_ASK,
     DELIVER,
+    DRAINED,
     LOCATION,
     WRITE,
     Channel,
@@ -31,6 +36,7 @@ from server.worker_channel import (
     encode_account,
     encode_location,
     encode_message,
+    encode_payload,
 )
 from sipcore.flow import Flow
 from sipcore.ownership import conn_prefix, owner_of, worker_of_conn
@@ -38,7 +44,15 @@ from sipcore.transport import SharedSockets
 
 log = structlog.get_logger("sipcore.workers")
 
-_KIND = {DELIVER: "message", WRITE: "tcp_write", LOCATION: "location", ACCOUNT: "account"}
+_KIND = {
+    DELIVER: "message",
+    WRITE: "tcp_write",
+    LOCATION: "location",
+    ACCOUNT: "account",
+    ADMIN_ASK: "admin_ask",
+    ADMIN_ANSWER: "admin_answer",
+    DRAINED: "drained",
+}
 
 
 class Worker:
@@ -51,8 +65,10 @@ class Worker:
         node_id: str,
         channel: Channel,
         listeners: dict[tuple[str, str], socket.socket] | None = None,
+        server_pid: int = 0,
     ) -> None:
         self.index = index
+        self.server_pid = server_pid  # the master's: the pid `sipcore reload` signals
         self.count = count
         self.node_id = node_id  # shared by every worker: TCP flow ids mean the same thing everywhere
         self.channel = channel
@@ -60,8 +76,10 @@ class Worker:
         channel.on_frame = self.on_frame
         self.location: ReplicatedLocationStore | None = None
         self.accounts: ReplicatedAccountState | None = None
+        self.admin: AdminPeers | None = None
         self._sip: Any = None
         self._local: Any = None
+        self.drained: set[int] = set()  # workers done with their calls (SIGTERM)
         # Plain counters on the hot path, read by `HandoffCollector` when /metrics is scraped.
         self.out_count = dict.fromkeys(_KIND, 0)
         self.in_count = dict.fromkeys(_KIND, 0)
@@ -94,6 +112,36 @@ class Worker:
         when), its changes published on the channel."""
         self.accounts = ReplicatedAccountState(self.index, self._publish_account, forwarding, persist)
         return self.accounts
+
+    def admin_peers(self, handler: AdminHandler) -> AdminPeers:
+        """This worker's end of the admin API's questions between workers: ``handler`` answers the
+        others' questions (its calls, a hang-up, a payment to apply), the peers object asks them."""
+        self.admin = AdminPeers(self.index, self.count, self._send_admin, handler)
+        return self.admin
+
+    def _send_admin(self, dest: int, kind: int, payload: bytes) -> bool:
+        self.out_count[kind] += 1
+        return self.channel.send(dest, encode_payload(kind, payload))
+
+    # -- the drain (SIGTERM) --
+    def announce_drained(self) -> None:
+        """Tell the others this worker's calls are over; it goes on serving what it owns (REGISTER,
+        hand-offs) until they are done too (``others_drained``)."""
+        self.drained.add(self.index)
+        self.out_count[DRAINED] += 1
+        self.channel.broadcast(encode_payload(DRAINED, bytes((self.index,))), at_once=True)
+
+    async def others_drained(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until every worker has announced its drain; False on time-out
+        (a worker that died never announces)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while len(self.drained) < self.count and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            for peer in range(self.count):  # a worker that died drains nothing more: not waited for
+                if peer not in self.drained and peer != self.index and not self.channel.peer_alive(peer):
+                    self.drained.add(peer)
+        return len(self.drained) >= self.count
 
     # -- out --
     def route(self, data: bytes, flow: Flow) -> None:
@@ -153,6 +201,12 @@ class Worker:
         elif kind == ACCOUNT:
             if self.accounts is not None:
                 self.accounts.receive(data)
+        elif kind == DRAINED:
+            if data:
+                self.drained.add(data[0])
+        elif kind in (ADMIN_ASK, ADMIN_ANSWER):
+            if self.admin is not None:
+                self.admin.receive(kind, data)
         elif self.location is not None:
             self.location.receive(data)
 

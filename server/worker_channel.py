@@ -12,12 +12,14 @@ keep their boundaries and, from one sender, their order; a connected socketpair 
 Frames (pure functions below): one kind byte, then for DELIVER / WRITE a fixed header
 ``!BBHHBBB`` = kind, transport (0 udp, 1 tcp), remote port, local port, lengths of the remote host,
 local host and connection id, those three ASCII strings, then the SIP bytes; for LOCATION and ACCOUNT
-the replication payload (`registrar.location.replicated`, `server.account_state_replicated`).
+the replication payload (`registrar.location.replicated`, `server.account_state_replicated`); for
+ADMIN_ASK and ADMIN_ANSWER the admin API's question or answer (`server.admin_peers`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import struct
 from collections import deque
@@ -33,7 +35,10 @@ DELIVER = 1  # a SIP message for its owner to handle as if it had read it
 WRITE = 2  # bytes for the receiver to write on one of its TCP connections
 LOCATION = 3  # a location replication message
 ACCOUNT = 4  # an account-state replication message (calls in progress, forwarding set by phone)
-_REPLICATION = (LOCATION, ACCOUNT)
+ADMIN_ASK = 5  # an admin API question for one worker (server.admin_peers): its calls, a hang-up…
+ADMIN_ANSWER = 6  # (part of) the answer to an ADMIN_ASK
+DRAINED = 7  # SIGTERM: the sender has drained its calls (server.app.Application.drain); payload: its index
+_REPLICATION = (LOCATION, ACCOUNT, ADMIN_ASK, ADMIN_ANSWER, DRAINED)  # a payload, no flow
 
 MAX_FRAME = 128 * 1024  # a SIP message (65,535 at most) or a location snapshot, with its header
 BATCH_BYTES = 64 * 1024  # send what is gathered for one destination once it reaches this size
@@ -78,8 +83,14 @@ def encode_account(payload: bytes) -> bytes:
     return bytes((ACCOUNT,)) + payload
 
 
+def encode_payload(kind: int, payload: bytes) -> bytes:
+    """A frame of a kind that carries a payload and no flow (ADMIN_ASK, ADMIN_ANSWER)."""
+    return bytes((kind,)) + payload
+
+
 def decode_frame(frame: bytes) -> tuple[int, Flow | None, bytes]:
-    """``(kind, flow, data)``; the flow is None for LOCATION and ACCOUNT frames. Raises `ChannelError`."""
+    """``(kind, flow, data)``; the flow is None for LOCATION, ACCOUNT and ADMIN frames. Raises
+    `ChannelError`."""
     if not frame:
         raise ChannelError("empty frame")
     kind = frame[0]
@@ -298,6 +309,18 @@ class Channel:
         del self._backlog_bytes[dest]
         if self._loop is not None:
             self._loop.remove_writer(sock.fileno())
+
+    def peer_alive(self, dest: int) -> bool:
+        """False once worker ``dest`` has exited (its inbox closed: a datagram to it is refused). An
+        empty datagram carries no frame for a live peer."""
+        sock = self.peers.get(dest)
+        if sock is None:
+            return False
+        try:
+            sock.send(b"")
+        except OSError as exc:  # refused once, then "not connected"; a full buffer means it is there
+            return exc.errno not in (errno.ECONNREFUSED, errno.ENOTCONN, errno.EPIPE, errno.ECONNRESET)
+        return True
 
     @property
     def backlog(self) -> int:

@@ -33,9 +33,10 @@ from prometheus_client.core import REGISTRY
 from server.app import LoadedConfig, run_application
 from server.media_child import MediaChild
 from server.notify import sd_notify
+from server.reload_status import remove_pid, write_pid
 from server.worker import HandoffCollector, Worker
 from server.worker_channel import Channel, make_inboxes
-from sipcore.transport import bind_tcp, bind_udp
+from sipcore.transport import ListenError, bind_tcp, bind_udp
 
 log = structlog.get_logger("sipcore.workers")
 
@@ -62,6 +63,9 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
     count = settings.workers
     try:
         listeners = bind_listeners(settings.sip)
+    except ListenError as exc:  # one line naming the transport and address, as in one process
+        print(f"sipcore serve: {exc.strerror}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"cannot listen: {exc}", file=sys.stderr)
         return 1
@@ -93,9 +97,11 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
             sock.close()
     if media is not None:  # started after the fork: the workers hold no handle on it
         media.start()
+    pid_file = write_pid(settings.state_dir, os.getpid())  # for `sipcore reload`
     try:
         return _supervise(children, ready_r, media)
     finally:
+        remove_pid(pid_file, os.getpid())
         if media is not None:
             media.stop()
 
@@ -111,8 +117,8 @@ def _supervise(children: list[int], ready_r: int, media: MediaChild | None = Non
             if media is not None:
                 media.stopping = True
         _signal_all(alive, signum)
-        if media is not None:
-            media.signal(signum)
+        if media is not None and signum == signal.SIGHUP:
+            media.signal(signum)  # a stop reaches it after the workers' drain (run_workers' finally)
 
     alive = set(children)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -169,13 +175,14 @@ def _worker_process(
     ready_w: int,
 ) -> int:
     os.environ.pop("NOTIFY_SOCKET", None)  # readiness is the master's to report, once all are up
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before this worker serves: nothing to reload
     for j, (read_end, write_end) in enumerate(inboxes):
         (write_end if j == index else read_end).close()
     channel = Channel(inboxes[index][0], {j: pair[1] for j, pair in enumerate(inboxes) if j != index})
     if index > 0:  # one metrics endpoint: worker 0's
         sip = replace(loaded.settings.sip, metrics_address=None)
         loaded = replace(loaded, settings=replace(loaded.settings, sip=sip))
-    worker = Worker(index, count, node_id, channel, listeners)
+    worker = Worker(index, count, node_id, channel, listeners, server_pid=os.getppid())
     if index == 0:
         REGISTRY.register(HandoffCollector(worker))
     try:

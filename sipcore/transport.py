@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import select
 import socket
 import time
@@ -75,12 +76,29 @@ def bind_udp(text: str, reuse_port: bool = False) -> socket.socket:
                 sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
             except OSError:
                 pass
-        sock.bind((host, port))
+        _bind(sock, host, port, "UDP", text)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+class ListenError(OSError):
+    """A listening address that cannot be bound; its text names the transport and the address, so
+    ``sipcore serve`` prints one line instead of a traceback."""
+
+    @classmethod
+    def of(cls, exc: OSError, transport: str, address: str) -> ListenError:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        return cls(exc.errno, f"cannot listen on {transport} {address}: {why}")
+
+
+def _bind(sock: socket.socket, host: str, port: int, transport: str, text: str) -> None:
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ListenError.of(exc, transport, text) from None
 
 
 def bind_tcp(text: str) -> socket.socket:
@@ -92,7 +110,7 @@ def bind_tcp(text: str) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
+        _bind(sock, host, port, "TCP", text)
         sock.listen(1024)
         sock.setblocking(False)
     except BaseException:
@@ -344,14 +362,17 @@ class TransportManager:
                 )
                 continue
             host, port = split_hostport(text, 5070)
-            server = await loop.create_server(
-                lambda: TcpConnection(self),
-                host,
-                port,
-                reuse_address=True,
-                reuse_port=reuse_port or None,
-                backlog=1024,
-            )
+            try:
+                server = await loop.create_server(
+                    lambda: TcpConnection(self),
+                    host,
+                    port,
+                    reuse_address=True,
+                    reuse_port=reuse_port or None,
+                    backlog=1024,
+                )
+            except OSError as exc:
+                raise ListenError.of(exc, "TCP", text) from None
             self.tcp_servers.append(server)
         self._reaper = asyncio.create_task(self._reap_idle())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def encode_rows(snapshot: Mapping[str, tuple[Binding, ...]]) -> list[tuple[str, 
     return [(aor, str(i), b.expires_at, encode(b)) for aor, bs in snapshot.items() for i, b in enumerate(bs)]
 
 
+def _wal(db: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch to WAL; a second process opening the file at the same moment (workers starting
+    together, or the previous server still closing it) gets "database is locked" at once, without
+    the busy timeout, so retry for a few seconds."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
 class StateFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -43,7 +58,7 @@ class StateFile:
         # a cancelled flush's thread is still finishing while close() flushes again.
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _wal(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
 

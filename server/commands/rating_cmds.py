@@ -1,7 +1,10 @@
 """`sipcore rates import|export|check`, `sipcore balance add-payment|add-charge|show`, `sipcore rate`.
 
-Rate files never depend on the configuration; `rate` needs it (config.loader.load_config and
-config.bridge.rating_setup) and prices a hypothetical call with the very Rater a real call uses.
+Rate files never depend on the configuration. `balance` and `rate` read it (``--config``, default the
+embedded example): customers and accounts are checked against it (an unknown one is refused with a
+suggestion), the ledger is the server's own (<state_dir>/ledger.sqlite3), a balance counts the
+configured opening balance, and `rate` prices with the very Rater a real call uses
+(config.bridge.rating_setup), on the number normalised as routing does.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +21,8 @@ from rating.errors import RateFileError, RatingError
 from rating.ledger import EntryKind, post
 from rating.ledger_sqlite import SqliteLedger
 from rating.model import CallToRate, Direction
-from rating.money import MoneyError, from_micros, parse_decimal
+from rating.money import MoneyError, check_amount, from_micros, parse_decimal, to_micros
 from rating.rate_files import read_rate_file, write_rate_file
-
-DEFAULT_LEDGER = "var/ledger.sqlite3"
 
 
 def _report(exc: RateFileError) -> int:
@@ -65,15 +67,61 @@ def rates_check(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- balance
-def _post(args: argparse.Namespace, kind: EntryKind) -> int:
+class CliError(Exception):
+    """One line for the operator (exit status 1)."""
+
+
+def _config(path: str | None) -> Any:
+    """The configuration (default: the embedded example); its problems printed, then CliError."""
+    from config.loader import ConfigError, default_config_path, load_config
+
     try:
-        amount = parse_decimal(args.amount, "amount")
-        threshold = parse_decimal(args.threshold, "threshold")
+        return load_config(path or default_config_path())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise CliError(f"{path or default_config_path()}: not a valid configuration") from None
+
+
+def _ledger(args: argparse.Namespace, cfg: Any, *, must_exist: bool) -> Path:
+    """--db, else the ledger the server writes: <state_dir>/ledger.sqlite3 of the configuration."""
+    if args.db:
+        return Path(args.db)
+    from server.commands.config_lookup import state_file
+
+    return state_file(cfg, Path(cfg.paths.state_dir) / "ledger.sqlite3", "ledger", must_exist=must_exist)
+
+
+def _opening_micros(cfg: Any, customer_id: str) -> int:
+    """The configured opening balance (balance.initial): the server counts it in every balance."""
+    return to_micros(cfg.customers_by_id[customer_id].balance.initial, "balance.initial")
+
+
+def _amount(text: str, what: str) -> Decimal:
+    return check_amount(parse_decimal(text, what), what)
+
+
+def _post(args: argparse.Namespace, kind: EntryKind) -> int:
+    from server.commands.config_lookup import NotConfigured, check_customer
+
+    try:
+        cfg = _config(args.config)
+        check_customer(cfg, args.customer)
+        customer = cfg.customers_by_id[args.customer]
+        amount = _amount(args.amount, "amount")
+        if args.threshold is not None:
+            threshold = _amount(args.threshold, "threshold")
+        else:
+            threshold = customer.balance.low_threshold or Decimal(0)
         at = _parse_at(args.at)
-        with SqliteLedger(args.db) as ledger:
-            entry, event = post(ledger, args.customer, kind, amount, at, args.memo, threshold)
-            balance = from_micros(ledger.balance_micros(args.customer))
-    except (MoneyError, ValueError) as exc:
+        live = _through_server(args, kind, amount)
+        if live is not None:
+            return live
+        opening = _opening_micros(cfg, args.customer)
+        with SqliteLedger(_ledger(args, cfg, must_exist=False)) as ledger:
+            entry, event = post(ledger, args.customer, kind, amount, at, args.memo, threshold, opening)
+            balance = from_micros(opening + ledger.balance_micros(args.customer))
+    except (CliError, NotConfigured, MoneyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"#{entry.id} {kind} {entry.amount} for {args.customer}; balance {balance}")
@@ -85,17 +133,71 @@ def _post(args: argparse.Namespace, kind: EntryKind) -> int:
     return 0
 
 
+def _through_server(args: argparse.Namespace, kind: EntryKind, amount: Decimal) -> int | None:
+    """A running server records the movement (once) and applies it to the live balances at once;
+    None when no server answers: the caller then writes the ledger, which the server reads at start.
+    ``--db`` (an explicit ledger file) always writes offline."""
+    import uuid
+
+    from server.commands.admin_cmds import ApiError, NoServer, client_from_config, post_movement
+
+    if args.db:
+        return None
+    client = client_from_config(args.config)
+    if client is None:  # the admin API is disabled: nothing to ask
+        return None
+    if args.at:
+        try:
+            client.call("GET", "/status")
+        except NoServer:
+            return None
+        raise CliError(
+            "--at is for offline entries: the running server records movements at the current time"
+        )
+    path = "payments" if kind is EntryKind.PAYMENT else "charges"
+    try:
+        answer = post_movement(client, args.customer, path, str(amount), uuid.uuid4().hex, args.memo)
+    except NoServer:
+        print("no server running: recorded in the ledger, counted when the server starts", file=sys.stderr)
+        return None
+    except ApiError as exc:
+        error = exc.body.get("error") if isinstance(exc.body, dict) else exc.body
+        print(f"error: the server refused it ({exc.status}: {error})", file=sys.stderr)
+        return 1
+    print(f"#{answer.get('ledger_id')} {kind} {answer.get('amount')} for {args.customer}; "
+          f"balance {answer.get('balance')} (applied live by the running server)")  # fmt: skip
+    return 0
+
+
 def balance_show(args: argparse.Namespace) -> int:
-    with SqliteLedger(args.db) as ledger:
-        entries = ledger.entries(args.customer, args.limit)
-        balance = from_micros(ledger.balance_micros(args.customer))
+    """Opening balance (configuration) + every ledger movement: the balance the server starts from."""
+    from server.commands.config_lookup import NotConfigured, check_customer
+
+    try:
+        cfg = _config(args.config)
+        check_customer(cfg, args.customer)
+        if args.limit is not None and args.limit < 1:
+            raise CliError(f"--limit must be at least 1, got {args.limit}")
+        path = _ledger(args, cfg, must_exist=False)
+        opening = _opening_micros(cfg, args.customer)
+        entries, moved = [], 0
+        if path.exists():  # no ledger yet (the server never ran): the opening balance alone
+            with SqliteLedger(path) as ledger:
+                entries = ledger.entries(args.customer, args.limit)
+                moved = ledger.balance_micros(args.customer)
+    except (CliError, NotConfigured) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    balance = from_micros(opening + moved)
     if args.json:
         rows = [
             {"id": e.id, "kind": str(e.kind), "amount": str(e.amount), "at": e.at.isoformat(), "memo": e.memo}
             for e in entries
         ]
-        print(json.dumps({"customer": args.customer, "balance": str(balance), "entries": rows}, indent=2))
+        shown = {"customer": args.customer, "opening": str(from_micros(opening)), "balance": str(balance)}
+        print(json.dumps({**shown, "entries": rows}, indent=2))
         return 0
+    print(f"opening balance {args.customer}: {from_micros(opening)} (balance.initial)")
     for e in entries:
         print(f"#{e.id:<6} {e.at.isoformat():<32} {e.kind!s:<8} {e.amount!s:>14}  {e.memo}")
     print(f"balance {args.customer}: {balance}")
@@ -111,36 +213,60 @@ def _parse_at(text: str | None) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def _load_rater(config_path: str | None) -> Any:
-    from config.bridge import rating_setup
-    from config.loader import ConfigError, default_config_path, load_config
-    from rating.rater import Rater
-
+def _non_negative(text: str) -> int:
+    """argparse type: a whole number >= 0 (a negative duration or count means nothing)."""
     try:
-        cfg = load_config(config_path or default_config_path())
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return None
-    return Rater(rating_setup(cfg))
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def dialed_to_e164(cfg: Any, account_id: str, dialed: str) -> str:
+    """What the account's phone dials (``0612345678``, ``+33 6 12 34 56 78``) as E.164, by its
+    customer's dialing rules, exactly as routing normalises it; CliError when it is not a number."""
+    from config.bridge import customer_route
+    from routing.numbering import normalise
+
+    customer = cfg.accounts[account_id].customer
+    number = normalise(customer_route(cfg, customer).dialing, dialed)
+    if number is None:
+        raise CliError(
+            f"--to {dialed!r} is not a telephone number for {account_id} (country {customer.country}): give "
+            f"an E.164 number like +33612345678, or the number as the phone dials it (0612345678)"
+        )
+    return number
 
 
 def rate_call(args: argparse.Namespace) -> int:
     """Authorise and rate one hypothetical call, as the server would."""
+    from rating.rater import Rater
+    from server.commands.config_lookup import NotConfigured, check_account
+
     try:
-        rater = _load_rater(args.config)
+        from config.bridge import rating_setup
     except ImportError as exc:  # config/ missing: the rest of the CLI still works
         print(f"error: configuration support unavailable ({exc})", file=sys.stderr)
         return 2
-    if rater is None:
-        return 1
     try:
-        balance = parse_decimal(args.balance, "balance")
-        spent = parse_decimal(args.spent_today, "spent today")
+        cfg = _config(args.config)
+        check_account(cfg, args.account)
+        longest = cfg.proxy.max_call_duration
+        if args.duration is not None and args.duration > longest:
+            raise CliError(
+                f"--duration {args.duration}: longer than any call can last "
+                f"(proxy.max_call_duration {longest} s ends it)"
+            )
+        to = dialed_to_e164(cfg, args.account, args.to)
+        rater = Rater(rating_setup(cfg))
+        balance = _amount(args.balance, "balance")
+        spent = _amount(args.spent_today, "spent today")
         call = CallToRate(
             Direction(args.direction),
             args.account,
-            args.to,
+            to,
             _parse_at(args.at),
             on_net=args.on_net,
             answered=args.duration is not None and not args.unanswered,
@@ -148,20 +274,22 @@ def rate_call(args: argparse.Namespace) -> int:
         )
         bundle = rater.free_minutes_bundle(args.account)
         left = max(bundle - args.free_used, 0)
-        auth = rater.authorise(call, int(balance.scaleb(6)), int(spent.scaleb(6)), left)
+        auth = rater.authorise(call, to_micros(balance), to_micros(spent), left)
         rated = rater.rate(call, left) if auth.allowed else None
-    except (RatingError, ValueError) as exc:
+    except (CliError, NotConfigured, RatingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     result: dict[str, Any] = {
         "account": args.account,
-        "to": args.to,
+        "to": to,
         "at": call.start.isoformat(),
         "duration": call.duration,
         "allowed": auth.allowed,
         "refusal": str(auth.reason) if auth.reason else None,
         "max_seconds": auth.max_seconds,
     }
+    if to != args.to:
+        result["dialed"] = args.to
     if rated is not None:
         result.update(
             {k: (str(v) if not isinstance(v, int | type(None)) else v) for k, v in rated._asdict().items()}
@@ -178,6 +306,9 @@ def rate_call(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- register
+LEDGER_HELP = "ledger file (default: <server.state_dir>/ledger.sqlite3 of the configuration, as the server)"
+
+
 def register(subparsers: Any) -> None:
     rates = subparsers.add_parser("rates", help="import, export or check rate tables (CSV / Excel)")
     rsub = rates.add_subparsers(dest="rates_command", required=True, metavar="ACTION")
@@ -206,25 +337,34 @@ def register(subparsers: Any) -> None:
         p.add_argument("--amount", required=True, help="positive decimal, e.g. 20.00")
         p.add_argument("--memo", default="")
         p.add_argument("--at", help="ISO time (default: now, UTC)")
-        p.add_argument("--threshold", default="0", help="low-balance threshold to check (default 0)")
-        p.add_argument("--db", default=DEFAULT_LEDGER, help=f"ledger file (default {DEFAULT_LEDGER})")
+        p.add_argument("--threshold", help="low-balance threshold to check (default: balance.low_threshold)")
+        p.add_argument("--config", help="YAML configuration (default: the embedded example.yaml)")
+        p.add_argument("--db", help=LEDGER_HELP)
         p.set_defaults(func=lambda a, k=kind: _post(a, k))
-    show = bsub.add_parser("show", help="balance and movements of a customer")
+    from server.commands.admin_cmds import add_balance_commands
+
+    add_balance_commands(bsub)  # pay / charge / funds: through the running server only
+    show = bsub.add_parser("show", help="balance (opening balance + movements) of a customer")
     show.add_argument("--customer", required=True)
     show.add_argument("--limit", type=int, help="last N movements only")
     show.add_argument("--json", action="store_true")
-    show.add_argument("--db", default=DEFAULT_LEDGER, help=f"ledger file (default {DEFAULT_LEDGER})")
+    show.add_argument("--config", help="YAML configuration (default: the embedded example.yaml)")
+    show.add_argument("--db", help=LEDGER_HELP)
     show.set_defaults(func=balance_show)
 
     rate = subparsers.add_parser("rate", help="price a hypothetical call exactly as a real one")
     rate.add_argument("--account", required=True, help="billed account id, e.g. demo/1001")
-    rate.add_argument("--to", required=True, help="normalised E.164 destination, e.g. +33612345678")
-    rate.add_argument("--duration", type=int, help="seconds (omit to only authorise)")
+    rate.add_argument(
+        "--to", required=True, help="E.164 (+33612345678) or as the account's phone dials it (0612345678)"
+    )
+    rate.add_argument("--duration", type=_non_negative, help="seconds, >= 0 (omit to only authorise)")
     rate.add_argument("--at", help="call start, ISO-8601 (default: now; naive = UTC)")
     rate.add_argument("--direction", default="outbound", choices=["outbound", "forwarded"])
     rate.add_argument("--on-net", action="store_true", help="the destination is one of our DIDs")
     rate.add_argument("--unanswered", action="store_true")
-    rate.add_argument("--free-used", type=int, default=0, help="free minutes already used this cycle")
+    rate.add_argument(
+        "--free-used", type=_non_negative, default=0, help="free minutes already used this cycle (>= 0)"
+    )
     rate.add_argument("--balance", default="0", help="balance for a HARD customer's max duration")
     rate.add_argument("--spent-today", default="0", help="spend so far today (daily cap)")
     rate.add_argument("--config", help="YAML configuration (default: the embedded example.yaml)")

@@ -161,17 +161,60 @@ async def build_report(args: argparse.Namespace, store: CdrStore, cfg: Any) -> R
     return dids_report(did_infos(cfg, customer), usage)
 
 
+def _check_configured(args: argparse.Namespace, cfg: Any) -> None:
+    """--customer and --account must name configured ones: a typo is refused, not an empty report."""
+    from server.commands.config_lookup import NotConfigured, check_account, check_customer
+
+    try:
+        if args.customer:
+            check_customer(cfg, args.customer)
+        if getattr(args, "account", None):
+            check_account(cfg, args.account)
+    except NotConfigured as exc:
+        raise ReportError(str(exc)) from None
+
+
+async def _check_in_store(args: argparse.Namespace, store: CdrStore) -> None:
+    """Without --config, a customer or account is known by its calls: one the store has never seen is
+    refused (a typo, or an account id without its customer), so an empty report means 'no calls'."""
+    ever = await store.usage(datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC), by="account")
+    customers = {u.customer_id for u in ever}
+    accounts = {u.account_id for u in ever if u.account_id}
+    customer, account = args.customer, getattr(args, "account", None)
+    unseen = "has no call in the store at all; give --config FILE to report on a configured one without calls"
+    if customer and customer not in customers:
+        raise ReportError(f"customer {customer!r} {unseen}")
+    if account and account not in accounts:
+        tail = account.rsplit("/", 1)[-1]
+        hint = sorted(a for a in accounts if a.rsplit("/", 1)[-1] == tail)
+        meant = (
+            f" (account ids are <customer id>/<extension>: did you mean {' or '.join(hint)}?)" if hint else ""
+        )
+        raise ReportError(f"account {account!r} {unseen}{meant}")
+
+
 async def _run(args: argparse.Namespace) -> str:
     cfg = _load_config(args.config) if args.config else None
+    if cfg is not None:
+        _check_configured(args, cfg)
     url = _store_url(args, cfg)
     store = open_store(url)
     if url.startswith("sqlite:"):
         path = Path(url.removeprefix("sqlite:").removeprefix("//"))
+        if cfg is not None and not args.store:  # the server's own store: say where it was looked for
+            from server.commands.config_lookup import NotConfigured, state_file
+
+            try:
+                state_file(cfg, path, "CDR store", must_exist=True)
+            except NotConfigured as exc:
+                raise ReportError(str(exc)) from None
         if not path.exists():
             raise ReportError(f"no CDR store at {path}")
     await store.open()
     try:
         report = await build_report(args, store, cfg)
+        if cfg is None and not report.rows and (args.customer or getattr(args, "account", None)):
+            await _check_in_store(args, store)
     finally:
         await store.close()
     return render(report, args.format)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from dataclasses import replace
 
 from server.logs import configure_logging
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--udp", action="append", help="override UDP listen address(es), e.g. 127.0.0.1:5060")
     p.add_argument("--tcp", action="append", help="override TCP listen address(es), e.g. 127.0.0.1:5070")
     p.add_argument("--metrics", help="override the metrics HTTP address (host:port, 'off' to disable)")
+    p.add_argument("--admin", help="override the admin API address (host:port, 'off' to disable)")
     p.add_argument("--workers", type=int, help="override the number of worker processes")
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="override the log format")
     p.add_argument(
@@ -42,24 +44,32 @@ def run(args: argparse.Namespace) -> int:
         if args.metrics
         else settings.sip.metrics_address,
     )
-    settings = replace(settings, sip=sip, workers=args.workers or settings.workers)
+    admin = settings.admin_address
+    if args.admin:
+        admin = None if args.admin == "off" else args.admin
+    settings = replace(settings, sip=sip, workers=args.workers or settings.workers, admin_address=admin)
     loaded = replace(loaded, settings=settings)
     log_format = args.log_format or settings.log_format
     configure_logging(log_format, settings.log_level)
     from server.media_child import MediaChild, media_wanted
+    from sipcore.transport import ListenError
 
     media = MediaChild(loaded.path, log_format) if media_wanted(loaded.config) and not args.no_media else None
-    if settings.workers > 1:
-        from server.workers import run_workers
-
-        return run_workers(loaded, media)
     try:
-        import uvloop  # type: ignore[import-not-found]
+        if settings.workers > 1:
+            from server.workers import run_workers
 
-        uvloop.install()
-    except ImportError:
-        pass
-    return asyncio.run(_single(loaded, media))
+            return run_workers(loaded, media)
+        try:
+            import uvloop  # type: ignore[import-not-found]
+
+            uvloop.install()
+        except ImportError:
+            pass
+        return asyncio.run(_single(loaded, media))
+    except ListenError as exc:  # a port in use is the operator's to fix: one line, not a traceback
+        print(f"sipcore serve: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 async def _single(loaded: object, media: object) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -89,3 +90,11 @@ def test_unknown_wire_version_is_refused() -> None:
     w[0] = 99
     with pytest.raises(ValueError, match="version"):
         record_from_wire(w)
+
+
+def test_a_version_1_wire_list_from_an_older_spool_is_still_read() -> None:
+    r = make_record(3)
+    old = record_to_wire(r)[:-1]  # version 1 had no hangup_by
+    old[0] = 1
+    assert record_from_wire(old) == r
+    assert record_from_wire(record_to_wire(replace(r, hangup_by="callee"))).hangup_by == "callee"

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_migrate_is_idempotent(store: CdrStore) -> None:
-    assert await store.migrate() == 1
-    assert await store.migrate() == 1
+    assert await store.migrate() == 2  # 2: hangup_by
+    assert await store.migrate() == 2
 
 
 async def test_write_batch_is_idempotent_on_call_id_and_leg(store: CdrStore) -> None:
@@ -202,8 +202,45 @@ async def test_concurrent_postgres_migrations_apply_once(pg_schema: str) -> None
     a, b = pg_store(pg_schema), pg_store(pg_schema)
     await asyncio.gather(a.open(), b.open())
     try:
-        assert await asyncio.gather(a.migrate(), b.migrate()) == [1, 1]
+        assert await asyncio.gather(a.migrate(), b.migrate()) == [2, 2]
         async with a.pool.acquire() as con:
-            assert await con.fetchval("SELECT COUNT(*) FROM cdr_schema_version") == 1
+            assert await con.fetchval("SELECT COUNT(*) FROM cdr_schema_version") == 2
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_hangup_by_is_stored_and_read_back(store: CdrStore) -> None:
+    from dataclasses import replace
+
+    await store.write_batch([replace(make_record(1), hangup_by="system"), make_record(2)])
+    got = {
+        r.call_id: r.hangup_by
+        for r in await store.calls(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+    }
+    assert sorted(got.values(), key=str) == [None, "system"]
+
+
+async def test_a_version_1_sqlite_database_gains_hangup_by_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from cdr.store_sqlite import COLUMNS, MIGRATIONS, SqliteCdrStore
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0][1])
+    db.execute("CREATE TABLE cdr_schema_version (version INTEGER PRIMARY KEY)")
+    db.execute("INSERT INTO cdr_schema_version VALUES (1)")
+    old_columns = COLUMNS.replace(",\n", ",").rsplit(",", 1)[0]  # without hangup_by
+    w = record_to_wire(make_record(7))
+    row = (*w[1:22], w[21] - w[20], w[22], w[23], w[24])
+    db.execute(f"INSERT INTO cdr ({old_columns}) VALUES ({', '.join('?' * 25)})", row)
+    db.commit()
+    db.close()
+    store = SqliteCdrStore(path)
+    await store.open()
+    try:
+        assert await store.migrate() == 2
+        (kept,) = await store.calls(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+        assert (kept.call_id, kept.hangup_by) == (make_record(7).call_id, None)
+    finally:
+        await store.close()

@@ -43,7 +43,7 @@ def test_check_config_reports_yaml_syntax_errors(tmp_path: Path, capsys: pytest.
     path.write_text("server:\n  workers: [1\n")
     assert main(["check-config", str(path)]) == 1
     (line,) = capsys.readouterr().out.splitlines()
-    assert line.startswith(f"{path}:3:1: YAML syntax error")
+    assert line.startswith(f"{path}:2:12: YAML syntax error: the '[' opened here is never closed")
 
 
 def test_bench_config_has_the_sipp_accounts_in_the_default_domain(tmp_path: Path) -> None:

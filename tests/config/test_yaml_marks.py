@@ -31,9 +31,28 @@ def test_syntax_error_carries_file_line_and_reason() -> None:
         parse_yaml("a: 1\nb: [1, 2\nc: 3\n", "f.yaml")
     (problem,) = info.value.problems
     assert problem.file == "f.yaml"
-    assert problem.line == 3
+    assert (problem.line, problem.column) == (2, 4)  # the unclosed '[', not the line after it
     assert "YAML syntax error" in problem.reason
-    assert str(problem).startswith("f.yaml:3:")
+    assert str(problem).startswith("f.yaml:2:4: YAML syntax error: the '[' opened here is never closed")
+    assert "noticed at line 3" in problem.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "says"),
+    [
+        ("a:\n  b: {x: 1\nc: 3\n", (2, 6), "the '{' opened here is never closed"),
+        ('a: "abc\nb: 1\n', (1, 4), "the quote opened here is never closed"),
+        # not an unclosed opener: the line libyaml stopped at is the line to fix
+        ("a: 1\n b: 2\n", (2, 3), "mapping values are not allowed"),
+        ("a:\n  - x\n  y: 1\n", (3, 3), "did not find expected '-' indicator"),
+    ],
+)
+def test_syntax_error_points_where_the_problem_starts(text: str, where: tuple[int, int], says: str) -> None:
+    with pytest.raises(YamlError) as info:
+        parse_yaml(text, "f.yaml")
+    (problem,) = info.value.problems
+    assert (problem.line, problem.column) == where
+    assert says in problem.reason
 
 
 def test_every_duplicate_key_is_an_error_with_both_lines() -> None:

@@ -116,6 +116,24 @@ def test_billing_end_date_is_inclusive() -> None:
     assert r.authorise(later).reason is Refusal.BILLING_ENDED
 
 
+@pytest.mark.parametrize(
+    "setup",
+    [
+        {"package": {"included_categories": frozenset({"fixed"})}},  # an included (free) call
+        {"customer": {"internal": True}},  # a customer never billed
+        {"package": {"overrides": {"+33": D(0)}}},  # priced 0 by an override
+    ],
+)
+def test_calls_after_billing_end_are_refused_even_when_free(setup: dict[str, dict[str, object]]) -> None:
+    """An ended contract must not keep costing the operator carrier money: the edge day is the
+    last allowed one (UTC), its next second is refused, in plan or not."""
+    r = rater(account={"billing_end": date(2026, 11, 22)}, **setup)  # type: ignore[arg-type]
+    last = call("+33145678901", start=START.replace(hour=23, minute=59, second=59))
+    first_after = call("+33145678901", start=START.replace(day=23, hour=0, minute=0, second=0))
+    assert r.authorise(last).allowed
+    assert r.authorise(first_after).reason is Refusal.BILLING_ENDED
+
+
 def test_inbound_did_with_incoming_rate_and_hard_balance() -> None:
     did = DidBilling("+33184000001", "c", incoming_rate_per_minute=D("0.01"))
     r = rater(customer=HARD, dids=(did,))

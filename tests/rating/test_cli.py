@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -28,6 +30,21 @@ def test_rates_import_then_export_round_trips(tmp_path: Path, capsys: pytest.Cap
     assert main(["rates", "check", str(back)]) == 0
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_rates_import_writes_a_table_the_service_user_can_read(tmp_path: Path, umask: int) -> None:
+    """mkstemp's 0600 kept a service running as its own user from reading an imported table: the
+    table gets the mode of any new file (0666 less the umask)."""
+    src = ROOT / "config" / "rates" / "example.csv"
+    old = os.umask(umask)
+    try:
+        assert main(["rates", "import", str(src), "--out", str(tmp_path / "carrier.csv")]) == 0
+        assert main(["rates", "export", str(src), "--out", str(tmp_path / "carrier.xlsx")]) == 0
+    finally:
+        os.umask(old)
+    for name in ("carrier.csv", "carrier.xlsx"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+
+
 def test_bad_import_reports_rows_and_leaves_the_old_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -44,21 +61,22 @@ def test_bad_import_reports_rows_and_leaves_the_old_table(
 
 
 def test_balance_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The example's customer demo opens at 50.00 (balance.initial); movements add to it."""
     db = str(tmp_path / "ledger.sqlite3")
-    assert main(["balance", "add-payment", "--customer", "acme", "--amount", "20", "--db", db]) == 0
-    args = ["balance", "add-charge", "--customer", "acme", "--amount", "17.5", "--memo", "hw", "--db", db]
-    assert main([*args, "--threshold", "5"]) == 0
+    assert main(["balance", "add-payment", "--customer", "demo", "--amount", "20", "--db", db]) == 0
+    args = ["balance", "add-charge", "--customer", "demo", "--amount", "17.5", "--memo", "hw", "--db", db]
+    assert main([*args, "--threshold", "60"]) == 0
     captured = capsys.readouterr()
-    assert "balance 2.500000" in captured.out
-    assert "below threshold 5" in captured.err
-    assert main(["balance", "show", "--customer", "acme", "--db", db, "--json"]) == 0
+    assert "balance 52.500000" in captured.out
+    assert "below threshold 60" in captured.err
+    assert main(["balance", "show", "--customer", "demo", "--db", db, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["balance"] == "2.500000"
+    assert (shown["opening"], shown["balance"]) == ("50.000000", "52.500000")
     assert [(e["kind"], e["amount"], e["memo"]) for e in shown["entries"]] == [
         ("payment", "20.000000", ""),
         ("charge", "-17.500000", "hw"),
     ]
-    assert main(["balance", "add-payment", "--customer", "acme", "--amount", "-3", "--db", db]) == 1
+    assert main(["balance", "add-payment", "--customer", "demo", "--amount", "-3", "--db", db]) == 1
 
 
 @pytest.fixture

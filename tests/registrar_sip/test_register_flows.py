@@ -200,3 +200,21 @@ async def test_jitter_shortens_granted_expiries_within_the_configured_share(tmp_
                 await phone.client.close()
         assert all(900 <= g <= 1000 for g in granted), granted
         assert len(set(granted)) > 1, granted  # 12 equal draws out of 101 values: ~1e-22
+
+
+async def test_above_max_is_clamped_then_jittered_as_docs_registrar_says(tmp_path: Path) -> None:
+    """docs/registrar.md: above expires.max is clamped to max, then the jitter shortens it like any
+    granted expiry, so the 200 says max - up to 10 % (3240..3600 s), not max itself."""
+    async with app_running(tmp_path, jitter_percent=10) as running:
+        granted = []
+        for _ in range(12):
+            phone = await running.phone()
+            try:
+                resp = await phone.register(expires=MAX_EXPIRES * 10)
+                assert resp is not None and resp.status == 200
+                granted.append(contact_expires(resp)[phone.own_contact[1:-1]])
+                assert (await phone.register(expires=0)).status == 200  # type: ignore[union-attr]
+            finally:
+                await phone.client.close()
+        assert all(MAX_EXPIRES - MAX_EXPIRES // 10 <= g <= MAX_EXPIRES for g in granted), granted
+        assert any(g < MAX_EXPIRES for g in granted), granted  # 12 draws of exactly max: ~1e-25

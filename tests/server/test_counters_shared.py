@@ -304,14 +304,18 @@ async def test_a_customer_added_later_is_seeded_with_its_ledger(make, client, pr
 # -- configuration ---------------------------------------------------------------------------------------
 
 
+# a configuration needs a customer (config.loader refuses a file that serves nobody)
+ONE_CUSTOMER = "customers: [{id: c, name: C, reference: R, country: FR, domains: [c.test], internal: true}]\n"
+
+
 def test_the_default_backend_is_memory(tmp_path: Path) -> None:
-    cfg = load_config_text("{}", tmp_path)
+    cfg = load_config_text(ONE_CUSTOMER, tmp_path)
     assert cfg.rating.counters.backend == "memory"
 
 
 def test_the_redis_backend_settings(tmp_path: Path) -> None:
     text = "rating: {counters: {backend: redis, url: 'redis://10.0.0.5:6380/2', key_prefix: 'x:', refresh_interval: 0.5}}"
-    c = load_config_text(text, tmp_path).rating.counters
+    c = load_config_text(ONE_CUSTOMER + text, tmp_path).rating.counters
     assert (c.backend, c.url, c.key_prefix, c.refresh_interval) == (
         "redis",
         "redis://10.0.0.5:6380/2",

@@ -33,14 +33,38 @@ async def test_reload_swaps_accounts_and_refuses_a_bad_file(tmp_path: Path) -> N
         assert account.credentials.password == "first-password"
 
         _write_config(tmp_path, "second-password", port)
-        assert await app.reload()
+        assert (await app.reload()).ok
         new_registrar = app.registrar.registrar
         assert new_registrar is not registrar
         assert new_registrar.accounts("demo.sipcore.test", "1001").credentials.password == "second-password"
         assert new_registrar.guard is not None
 
         path.write_text(path.read_text().replace("registrar:", "registrar:\n  bogus_key: 1", 1))
-        assert not await app.reload()
+        assert not (await app.reload()).ok
         assert app.registrar.registrar is new_registrar  # the running configuration is kept
     finally:
         await app.close()
+
+
+async def test_reload_seeds_opening_balances_of_new_and_edited_customers(tmp_path: Path) -> None:
+    """Memory counters: what a restart would read (opening balance + ledger), without the restart."""
+    from tests.proxy_sip.conftest import platform
+
+    async with platform(tmp_path) as running:
+        app = running.app
+        path = Path(app.loaded.path)
+        counters = app.billing.counters
+        assert await counters.balance("pre") == 20_000  # 0.02 EUR
+        text = path.read_text().replace("initial: 0.02}", "initial: 1.5}")
+        extra = (
+            "  - id: newco\n    name: New Co\n    reference: CUST-0009\n    country: FR\n"
+            "    domains: [new.sipcore.test]\n    balance: {mode: HARD, initial: 3}\n"
+            "    default_package: p\n    accounts:\n"
+            '      - {extension: "100", username: "100", password: pw100}\n'
+        )
+        path.write_text(text.replace("customers:\n", "customers:\n" + extra, 1))
+        result = await app.reload()
+        assert result.ok and "customers" in result.changed, result
+        assert await counters.balance("pre") == 1_500_000
+        assert await counters.balance("newco") == 3_000_000
+        assert app.billing.rater.setup.customers["newco"].id == "newco"  # new calls rate with the new setup
