@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 
 class CdrMetrics:
@@ -17,6 +17,15 @@ class CdrMetrics:
         self.written = Counter("sipcore_cdr_written", "CDRs written to the store", registry=reg)
         self.retries = Counter(
             "sipcore_cdr_write_retries", "Failed store writes that will be retried", registry=reg
+        )
+        self.write_seconds = Histogram(
+            "sipcore_cdr_store_write_seconds",
+            "One batch written to the CDR store (successful writes)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=reg,
+        )
+        self.store_errors = Counter(
+            "sipcore_cdr_store_errors", "CDR store operations that failed (each is retried)", registry=reg
         )
         self.bad_frames = Counter(
             "sipcore_cdr_spool_bad_frames", "Torn or corrupt spool tails skipped", registry=reg

@@ -8,6 +8,7 @@ keys it already holds, so a crash between commit and ack only causes a harmless 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgpack
@@ -92,7 +93,7 @@ class CdrWriter:
                     prefetch = asyncio.ensure_future(
                         asyncio.to_thread(self.spool.read_batch, self.batch_size)
                     )
-                new = await self._retry("write", lambda recs=records: self.store.write_wire_batch(recs))
+                new = await self._retry("write", lambda recs=records: self._timed_write(recs))
                 await asyncio.to_thread(self.spool.ack, batch.end)
                 self.written += new
                 self.acked_records += len(records)
@@ -122,6 +123,13 @@ class CdrWriter:
         await self.store.open()
         await self.store.migrate()
 
+    async def _timed_write(self, records: list[list[Any]]) -> int:
+        started = time.perf_counter()
+        new = await self.store.write_wire_batch(records)
+        if self.metrics is not None:
+            self.metrics.write_seconds.observe(time.perf_counter() - started)
+        return new
+
     async def _retry(self, what: str, op):  # type: ignore[no-untyped-def]
         delay = self.retry_min
         while True:
@@ -130,6 +138,7 @@ class CdrWriter:
             except Exception as exc:
                 if self.metrics is not None:
                     self.metrics.retries.inc()
+                    self.metrics.store_errors.inc()
                 log.warning("cdr_store_retry", op=what, error=repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)

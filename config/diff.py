@@ -44,6 +44,7 @@ LIVE = frozenset(
         "rating.premium_categories",
         "rating.rate_tables",
         "rating.packages",
+        "rating.billing",  # the billing run reads it at each look (every 5 s)
         "rate_tables",  # the rate files' contents
         "media.rtp_timeout",  # the media service reloads these itself (its own SIGHUP)
         "media.prompts",

@@ -156,6 +156,7 @@ class Limits(Strict):
 class LogSettings(Strict):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
+    calls: bool = False  # call_started / call_ended at info (debug otherwise): docs/operations.md
 
 
 class AdminSection(Strict):
@@ -439,7 +440,24 @@ class RedisCounters(Strict):
     refresh_interval: float = Field(1.0, gt=0, le=60)
 
 
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name like Europe/Paris)") from None
+    return value
+
+
+class BillingCycle(Strict):
+    """When the billing run posts monthly and setup fees (docs/rating.md "Billing run")."""
+
+    day: int = Field(1, ge=1, le=28)  # day of the month fees are charged (28 at most: every month has it)
+    timezone: Annotated[Text, AfterValidator(_timezone)] = "UTC"  # the operator's: billing dates, statements
+    catch_up_months: int = Field(3, ge=0, le=24)  # months before the current one a start may still bill
+
+
 class RatingSection(Strict):
+    billing: BillingCycle = Field(default_factory=BillingCycle)
     premium_categories: tuple[Annotated[Text, AfterValidator(str.lower)], ...] = ("premium",)
     rate_tables: Annotated[Mapping[Name, Text], _FROZEN] = _NO_ENTRIES
     packages: Annotated[Mapping[Name, Package], _FROZEN] = _NO_ENTRIES
@@ -599,14 +617,6 @@ class Smtp(Strict):
     password: Text | None = None
     sender: Text = "voicemail@sipcore.invalid"
     timeout: Duration = Field(30, ge=1, le=600)
-
-
-def _timezone(value: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (an IANA name like Europe/Paris)") from None
-    return value
 
 
 class VoicemailSettings(Strict):

@@ -69,6 +69,19 @@ class MemoryLedger:
         self._entries.append(stored)
         return stored
 
+    def append_once(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
+        """As SqliteLedger.append_once: the first entry with this ``operation_id``, and whether this call
+        added it."""
+        if not entry.operation_id:
+            raise ValueError("append_once needs an operation_id")
+        found = self.by_operation(entry.operation_id)
+        if found is not None:
+            return found, False
+        return self.append(entry), True
+
+    def by_operation(self, operation_id: str) -> LedgerEntry | None:
+        return next((e for e in self._entries if e.operation_id == operation_id), None)
+
     def balance_micros(self, customer_id: str) -> int:
         return sum(e.amount_micros for e in self._entries if e.customer_id == customer_id)
 

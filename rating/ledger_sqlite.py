@@ -32,6 +32,11 @@ _OPERATION_ID = """
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_operation ON ledger (operation_id) WHERE operation_id IS NOT NULL;
 """
 
+# Months the server's billing run completed (every fee of the month posted): where a restart resumes.
+_BILLING_RUNS = """
+CREATE TABLE IF NOT EXISTS billing_runs (period TEXT PRIMARY KEY, at TEXT NOT NULL);
+"""
+
 _COLUMNS = "id, customer_id, kind, amount_micros, at, memo, operation_id"
 
 
@@ -52,6 +57,7 @@ class SqliteLedger:
                 if "duplicate column" not in str(exc):
                     raise
         self._db.executescript(_OPERATION_ID)
+        self._db.executescript(_BILLING_RUNS)
 
     def close(self) -> None:
         self._db.close()
@@ -92,6 +98,18 @@ class SqliteLedger:
         found = self.by_operation(entry.operation_id)
         assert found is not None
         return found, False
+
+    def mark_billed(self, period: str, at: datetime) -> None:
+        """Record that the billing run of ``period`` (YYYY-MM) completed (a repeat keeps the first)."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO billing_runs (period, at) VALUES (?, ?)", (period, at.isoformat())
+            )
+
+    def last_billed(self) -> str | None:
+        """The latest month whose billing run completed, or None."""
+        row = self._db.execute("SELECT MAX(period) FROM billing_runs").fetchone()
+        return str(row[0]) if row and row[0] is not None else None
 
     def by_operation(self, operation_id: str) -> LedgerEntry | None:
         sql = f"SELECT {_COLUMNS} FROM ledger WHERE operation_id = ?"

@@ -92,6 +92,22 @@ def entry_of(data: dict[str, Any]) -> LedgerEntry:
     )  # fmt: skip
 
 
+def posted_json(posted: Any) -> dict[str, Any]:
+    p = posted.posting
+    return {
+        "customer": p.customer_id,
+        "kind": p.kind,
+        "item": p.item,
+        "subject": p.subject,
+        "period": p.period,
+        "amount": str(p.amount),
+        "memo": p.memo,
+        "operation_id": p.operation_id,
+        "ledger_id": posted.entry.id if posted.entry is not None else None,
+        "posted": posted.created,
+    }
+
+
 class LocalAdmin:
     """This process's part: its calls, hang-ups, live balances, reload (the handler of peers' questions)."""
 
@@ -145,6 +161,15 @@ class LocalAdmin:
     async def balance(self, customer_id: str) -> int:
         return int(await self.app.billing.balance(customer_id))
 
+    # -- billing run --
+    async def billing_run(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """Post (once) and apply the fees of a month here; what each fee did."""
+        from rating.billing_cycle import parse_month
+
+        year, month = parse_month(str(args["month"]))
+        done = await self.app.billing.run_fees(year, month, args.get("customer"), bool(args.get("dry_run")))
+        return [posted_json(p) for p in done]
+
     # -- reload --
     async def reload(self) -> Any:
         result = await self.app.reload()
@@ -163,6 +188,12 @@ class LocalAdmin:
             return await self.balance(str(args["customer"]))
         if op == "reload":
             return await self.reload()
+        if op == "billing_run":
+            return await self.billing_run(args)
+        if op == "metrics":  # worker 0's /metrics gathers every worker's (server.http)
+            from prometheus_client import REGISTRY, generate_latest
+
+            return generate_latest(REGISTRY).decode()
         raise AdminRefused(400, f"unknown operation {op!r}")
 
 
@@ -327,6 +358,38 @@ class AdminApi:
                 )
                 return 503, answer
         return (201 if created else 200), answer
+
+    # -- billing run --
+    async def billing_run(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """The fees of a month posted once (by this worker) and applied by every worker at once (each
+        finds the rows by their unique keys). 503 when a worker did not answer: repeat (nothing twice)."""
+        from rating.billing_cycle import parse_month
+
+        if not isinstance(body, dict) or not isinstance(body.get("month"), str):
+            raise AdminRefused(400, 'give {"month": "YYYY-MM"} (optional "customer", "dry_run")')
+        customer = body.get("customer")
+        if customer is not None:
+            self._customer(str(customer))
+        try:
+            parse_month(body["month"])
+        except ValueError as exc:
+            raise AdminRefused(400, str(exc)) from None
+        args = {"month": body["month"], "customer": customer, "dry_run": bool(body.get("dry_run", False))}
+        fees = await self.local.billing_run(args)
+        answer: dict[str, Any] = {"month": body["month"], "dry_run": args["dry_run"], "fees": fees}
+        if self.peers is not None and not args["dry_run"]:
+            missing = [
+                w
+                for w, result in (await self.peers.ask_others("billing_run", args)).items()
+                if isinstance(result, BaseException)
+            ]
+            if missing:
+                answer["workers_missing"] = sorted(missing)
+                answer["error"] = (
+                    "posted but not applied by every worker: repeat the run (nothing is posted twice)"
+                )
+                return 503, answer
+        return 200, answer
 
     # -- reload and status --
     async def reload(self) -> dict[str, Any]:

@@ -169,6 +169,9 @@ class AdminHttp:
                 allow("POST")
                 kind = EntryKind.PAYMENT if parts[2] == "payments" else EntryKind.CHARGE
                 return await api.move(parts[1], kind, _json(payload))
+            if parts == ["billing", "run"]:
+                allow("POST")
+                return await api.billing_run(_json(payload))
             if parts == ["reload"]:
                 allow("POST")
                 return 200, await api.reload()

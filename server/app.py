@@ -185,7 +185,8 @@ class Application:
             from sipcore.transport import split_hostport
 
             host, port = split_hostport(addr, 9090)
-            self.http = HttpEndpoint(self.sip.health)
+            worker = self.worker
+            self.http = HttpEndpoint(self.sip.health, lambda: worker.admin if worker is not None else None)
             self.metrics_address = await self.http.start(host, port)
             log.info("metrics_listening", address=f"{self.metrics_address[0]}:{self.metrics_address[1]}")
         if cfg is not None:
@@ -232,9 +233,11 @@ class Application:
         cfg, worker = self.loaded.config, self.worker
         assert self.accounts is not None and self.billing is not None
         registrar = self.registrar = build_registrar_service(cfg, sip, worker)
+        from server.metrics import timed
+
         proxy = self.proxy = build_proxy_service(cfg, sip, registrar, self.accounts,
-                                                 authorise=self.billing.authorise,
-                                                 call_ended_sinks=(self.billing.on_call_ended,),
+                                                 authorise=timed(self.billing.authorise, "authorise"),
+                                                 call_ended_sinks=(timed(self.billing.on_call_ended, "settle"),),
                                                  worker=worker)  # fmt: skip
         return SipHandlers(
             register=registrar.on_register,
@@ -262,6 +265,8 @@ class Application:
             result = await self._reload()
             self.reloads += 1
             metrics.CONFIG_RELOADS.labels(result.status).inc()
+            if result.ok:
+                metrics.CONFIG_RELOAD_LAST_SUCCESS.set(time.time())
             if not result.ok:
                 log.error("config_reload_refused", path=self.loaded.path, errors=list(result.errors))
             else:

@@ -102,12 +102,22 @@ class Billing:
         # was authorised with, the one in effect when it started (``_rating_at``)
         self._earlier: list[tuple[float, Any, Rater]] = []
         self._applied: set[int] = set()  # memory counters: live entries applied since
+        # the billing run (docs/rating.md "Billing run"): the latest month this process has run
+        self.billing_interval = 5.0  # seconds between two looks at the clock for a due billing date
+        self._fees_done: str | None = None
+        self._fees_task: asyncio.Task[None] | None = None
+        self._fees_lock = asyncio.Lock()
 
     # -- lifecycle --
     async def start(self) -> None:
+        from server.billing_run import last_billed
+
+        # read before the seed: fees of a month completed by then are in the seeded balances
+        self._fees_done = await asyncio.to_thread(last_billed, self.ledger_path)
         await self._seed_counters()
         await self.pipeline.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_debits_loop())
+        self._fees_task = asyncio.get_running_loop().create_task(self._billing_loop())
 
     async def _seed_counters(self) -> None:
         """Opening balance + ledger movements: into the memory store, or folded into Redis once."""
@@ -128,6 +138,8 @@ class Billing:
             await asyncio.wait(list(self._tasks), timeout=5)
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._fees_task is not None:
+            self._fees_task.cancel()
         if self.shared is not None:
             await self.shared.close()  # a last replay: what Redis takes joins the ledger below
         await self._flush_debits()
@@ -177,6 +189,61 @@ class Billing:
             self._applied.add(entry.id)
             return await self.counters.adjust_balance(customer_id, entry.amount_micros)
         return await self.counters.balance(customer_id)
+
+    # -- billing run (fees) --
+    async def run_fees(
+        self, year: int, month: int, customer: str | None = None, dry_run: bool = False
+    ) -> list[Any]:
+        """Post the fees of a month (one customer's or all) once each, and apply them to the live
+        balances this process authorises from (a fee another process wrote is applied too, once by
+        ledger id). Returns server.billing_run.Posted per fee."""
+        from rating.billing_cycle import fee_postings
+        from server.billing_run import post_fees
+
+        setup = self.rater.setup
+        b = self.cfg.file.rating.billing
+        postings = fee_postings(setup, year, month, customer, b.day, b.timezone)
+        opening = {c: to_micros(Decimal(v), "balance") for c, v in _opening(self.cfg).items()}
+        thresholds = {c.id: to_micros(c.low_balance_threshold, "threshold") for c in setup.customers.values()}
+        at = self.clock()
+        async with self._fees_lock:
+            done = await asyncio.to_thread(
+                post_fees, self.ledger_path, postings, at, opening, thresholds, dry_run
+            )
+            if not dry_run:
+                for posted in done:
+                    await self.apply_entry(posted.entry, origin=True)
+                    if posted.low is not None:
+                        publish_low_balance(posted.low)
+        if not dry_run and any(p.created for p in done):
+            log.info("fees_posted", period=f"{year:04d}-{month:02d}", customer=customer,
+                     posted=sum(p.created for p in done), total=len(done))  # fmt: skip
+        return done
+
+    async def run_billing_due(self) -> list[str]:
+        """The server's own run: every month due at ``clock()`` this process has not run yet (catching
+        up those missed while down), marked completed in the ledger. Returns the months run."""
+        from rating.billing_cycle import month_text, months_to_run
+        from server.billing_run import mark_billed
+
+        b = self.cfg.file.rating.billing
+        months = months_to_run(self.clock(), b.day, b.timezone, b.catch_up_months, self._fees_done)
+        ran = []
+        for year, month in months:
+            await self.run_fees(year, month)
+            period = month_text(year, month)
+            await asyncio.to_thread(mark_billed, self.ledger_path, period, self.clock())
+            self._fees_done = period
+            ran.append(period)
+        return ran
+
+    async def _billing_loop(self) -> None:
+        while True:
+            try:
+                await self.run_billing_due()
+            except Exception:
+                log.exception("billing_run_failed")
+            await asyncio.sleep(self.billing_interval)
 
     async def balance(self, customer_id: str) -> int:
         """The balance authorisation reads now (this process's; shared with Redis counters)."""
@@ -360,6 +427,12 @@ class Billing:
 
 
 _CDR_METRICS: Any = None
+
+
+def _opening(cfg: Any) -> Any:
+    from config.bridge import initial_balances
+
+    return initial_balances(cfg)
 
 
 def cdr_metrics() -> Any:

@@ -9,11 +9,15 @@ the event-loop thread only (the scrape runs there too), so no lock is needed.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
+from time import perf_counter
+from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 
 class Cell:
@@ -83,6 +87,8 @@ RESPONSES_RECEIVED = FastCounter(
 PARSE_ERRORS = FastCounter(
     "sipcore_parse_errors_total", "Messages that failed to parse or validate, by outcome", ["outcome"]
 )
+for _outcome in ("answered", "dropped", "framing", "internal_error"):  # present from the start
+    PARSE_ERRORS.labels(_outcome)
 DROPPED = FastCounter("sipcore_dropped_total", "Messages dropped without an answer, by reason", ["reason"])
 TRANSACTIONS_ACTIVE = Gauge("sipcore_transactions_active", "SIP transactions in progress")
 TCP_CONNECTIONS = Gauge("sipcore_tcp_connections", "Open SIP TCP connections")
@@ -92,6 +98,8 @@ GC_COLLECTED = Counter(
 )
 GC_PAUSE = Histogram("sipcore_gc_pause_seconds", "Duration of the periodic full collections")
 CONFIG_RELOADS = Counter("sipcore_config_reloads_total", "Configuration reloads, by outcome", ["outcome"])
+for _outcome in ("applied", "refused"):  # both series present from the start (alert rules)
+    CONFIG_RELOADS.labels(_outcome)
 
 _requests: dict[str, Cell] = {}
 _responses: dict[int, Cell] = {}
@@ -138,3 +146,208 @@ def count_response_received(status: int) -> None:
         child = RESPONSES_RECEIVED.labels(str(status))
         _responses_received[status] = child
     child.value += 1
+
+
+# ---- histograms ----------------------------------------------------------------------------------------
+SIP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Seconds, for SIP: a REGISTER or a rating answered in about a millisecond up to a call ringing for a
+minute before its 200."""
+
+
+class HistogramCell:
+    """One labelled series of a FastHistogram: a count per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class FastHistogram:
+    """A histogram family of plain cells (no lock: event-loop thread only), exported at scrape time
+    with the exposition of a prometheus_client Histogram (``_bucket{le=...}``, ``_sum``, ``_count``)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: tuple[str, ...] | list[str] = (),
+        buckets: tuple[float, ...] = SIP_BUCKETS, registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(sorted(buckets))
+        self._cells: dict[tuple[str, ...], HistogramCell] = {}
+        if not self.labelnames:
+            self._cells[()] = HistogramCell(self.bounds)
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> HistogramCell:
+        cell = self._cells.get(values)
+        if cell is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            cell = self._cells[values] = HistogramCell(self.bounds)
+        return cell
+
+    def observe(self, value: float) -> None:
+        self._cells[()].observe(value)
+
+    def count(self, *values: str) -> int:
+        cell = self._cells.get(values)
+        return sum(cell.counts) if cell is not None else 0
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, cell in list(self._cells.items()):
+            running, buckets = 0, []
+            for bound, n in zip((*cell.bounds, float("inf")), cell.counts, strict=True):
+                running += n
+                buckets.append((floatToGoString(bound), running))
+            family.add_metric(list(values), buckets, cell.sum)
+        yield family
+
+
+REGISTER_SECONDS = FastHistogram(
+    "sipcore_register_duration_seconds", "REGISTER handling: request read to answer sent"
+)
+CALL_SETUP_SECONDS = FastHistogram(
+    "sipcore_call_setup_seconds",
+    "Call setup: INVITE received to the first 18x (stage=ringing) or to the 200 (stage=answer) relayed",
+    ["stage"],
+)
+RATING_SECONDS = FastHistogram(
+    "sipcore_rating_duration_seconds", "Rating: authorisation at call setup and settlement at call end",
+    ["operation"],
+)  # fmt: skip
+
+
+# ---- whole-server figures that cost nothing per message ---------------------------------------------
+class ResponseClassCollector:
+    """Responses sent and received by code class (1xx…6xx), summed from the per-code cells at scrape
+    time."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for source, name, doc in (
+            (RESPONSES_SENT, "sipcore_responses_sent_by_class", "SIP responses sent, by code class"),
+            (RESPONSES_RECEIVED, "sipcore_responses_received_by_class", "SIP responses received, by code class"),
+        ):  # fmt: skip
+            totals = {f"{n}xx": 0 for n in range(1, 7)}
+            for (code,), cell in list(source._cells.items()):
+                key = f"{code[:1]}xx"
+                if key in totals:
+                    totals[key] += cell.value
+            family = CounterMetricFamily(name, doc, labels=["class"])
+            for key, value in totals.items():
+                family.add_metric([key], value)
+            yield family
+
+
+REGISTRY.register(ResponseClassCollector())
+
+CONFIG_RELOAD_LAST_SUCCESS = Gauge(
+    "sipcore_config_last_reload_success_timestamp_seconds",
+    "Unix time of the last configuration reload applied (0: none since start)",
+)
+BUILD_INFO = Gauge("sipcore_build_info", "sipcore build: version, Python, C extensions loaded",
+                   ["version", "python", "c_extensions"])  # fmt: skip
+
+
+def set_build_info() -> None:
+    """Once the C extensions are known (the registrar's start)."""
+    import platform
+
+    from sipcore import speedups
+
+    try:
+        from importlib.metadata import version
+
+        ours = version("sipcore")
+    except Exception:
+        ours = "unknown"
+    BUILD_INFO.clear()
+    BUILD_INFO.labels(ours, platform.python_version(), ",".join(sorted(speedups.LOADED)) or "none").set(1)
+
+
+# ---- one /metrics for every worker ---------------------------------------------------------------------
+PER_WORKER_PREFIXES = ("process_", "python_", "sipcore_worker_", "sipcore_gc_")
+"""Families kept per worker process (a ``worker`` label) instead of summed."""
+MAX_FAMILIES = frozenset(
+    {
+        "sipcore_build_info",
+        "sipcore_registered_aors",  # every worker sees the whole registry (replicas or Redis)
+        "sipcore_registered_contacts",
+        "sipcore_config_last_reload_success_timestamp_seconds",
+    }
+)
+"""Gauges every worker reports for the whole server: the largest is kept, not the sum."""
+
+
+def merge_expositions(texts: dict[int, str]) -> bytes:
+    """One exposition for the whole server from each worker's (``{worker index: text}``): samples of
+    the same name and labels are summed (maximum for `MAX_FAMILIES`), `PER_WORKER_PREFIXES` families
+    kept apart by a ``worker`` label; ``_created`` samples are left out (a sum of them means nothing)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.samples import Sample
+
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for index in sorted(texts):
+        for fam in text_string_to_metric_families(texts[index]):
+            out = families.get(fam.name)
+            if out is None:
+                out = families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                values[fam.name] = {}
+            per_worker = fam.name.startswith(PER_WORKER_PREFIXES)
+            keep_max = fam.name in MAX_FAMILIES
+            acc = values[fam.name]
+            for s in fam.samples:
+                if s.name.endswith("_created"):
+                    continue
+                labels = dict(s.labels)
+                if per_worker:
+                    labels["worker"] = str(index)
+                key = (s.name, tuple(sorted(labels.items())))
+                if key not in acc:
+                    acc[key] = s.value
+                elif keep_max:
+                    acc[key] = max(acc[key], s.value)
+                else:
+                    acc[key] += s.value
+    for name, out in families.items():
+        out.samples = [Sample(n, dict(lbl), v) for (n, lbl), v in values[name].items()]
+
+    class _Merged:
+        def collect(self) -> Iterator[Metric]:
+            yield from families.values()
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged())
+    return generate_latest(registry)
+
+
+def timed(func: Any, operation: str) -> Any:
+    """``func`` with its duration observed in `RATING_SECONDS` (``operation``: authorise, settle): the
+    billing adapter's calls, timed where the proxy is given them."""
+    cell = RATING_SECONDS.labels(operation)
+    clock = perf_counter
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            cell.observe(clock() - started)
+
+    return wrapper

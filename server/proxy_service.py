@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -68,7 +69,9 @@ from sipcore.transaction import (
 )
 from sipcore.transport import split_hostport
 
+from . import metrics
 from .account_state import AccountState
+from .metrics import FastCounter
 from .sip_server import SipServer
 
 log = structlog.get_logger("sipcore.proxy")
@@ -97,6 +100,26 @@ TRUNK_FAILOVERS = PromCounter(
 TRUNK_REGISTRATIONS = PromCounter(
     "sipcore_trunk_registrations_total", "Outbound registrations to carriers, by result", ["trunk", "result"]
 )
+CALLS_FINISHED = FastCounter(
+    "sipcore_calls_finished_total",
+    "Calls attempted (every one ends here), by direction, disposition and SIP status (the cause)",
+    ["direction", "disposition", "status"],
+)
+CALL_ANSWERED_SECONDS = FastCounter(
+    "sipcore_call_answered_seconds_total",
+    "Answered seconds of finished calls, by direction (ACD)",
+    ["direction"],
+)
+TRUNK_CALLS = FastCounter(
+    "sipcore_trunk_calls_total", "Calls whose last attempt went through a trunk, by disposition",
+    ["trunk", "disposition"],
+)  # fmt: skip
+TRUNK_ANSWERED_SECONDS = FastCounter(
+    "sipcore_trunk_answered_seconds_total", "Answered seconds of the calls through a trunk (ACD)", ["trunk"]
+)
+_SETUP_RINGING = metrics.CALL_SETUP_SECONDS.labels("ringing")
+_SETUP_ANSWER = metrics.CALL_SETUP_SECONDS.labels("answer")
+_USERNAME = re.compile(r'username\s*=\s*"([^"]*)"', re.IGNORECASE)
 DNS_TTL = 60.0  # seconds a resolved trunk / media / next-hop name is reused
 DNS_NEGATIVE_TTL = 10.0
 
@@ -118,6 +141,9 @@ class ProxyService:
         self.controller = CallController(settings, self._authenticate, authorise, sip.is_local_host)
         self.call_ended_sinks: list[Callable[[CallEnded], None]] = list(call_ended_sinks)
         self.keys: dict[ClientTransaction, Branch | Relay | NotifyCopy | Probe | Registering] = {}
+        self._setup: dict[str, list[Any]] = {}  # Call-ID -> [INVITE read (perf_counter), 18x seen, logged]
+        self.log_calls = False  # server.log.calls: call_started / call_ended at info (else debug)
+        self._trunk_of: dict[str, str] = {}  # Call-ID -> trunk of its last INVITE out (per-trunk figures)
         self._worker = worker
         # probes in every worker (each keeps its own view); carriers are registered by worker 0 only
         self.monitor = TrunkMonitor(self._hop_towards, self._new_id, register=worker[0] == 0)
@@ -173,6 +199,8 @@ class ProxyService:
         accounts = self.accounts
         if req.method == "INVITE":  # what routing decides a new call on
             state = CallState(self._is_registered, accounts.calls_of, accounts.overrides())
+            if req.to_tag is None:  # a new call: setup latency from here (first 18x, 2xx)
+                self._setup[req.call_id] = [time.perf_counter(), False, False]
         else:
             state = _NO_STATE
         self._perform(self.controller.on_request(req, flow, self.sip.now(), state))
@@ -210,7 +238,18 @@ class ProxyService:
         if isinstance(outcome, Caller):
             return Authenticated(outcome.domain, outcome.username)
         if isinstance(outcome, RegistrarReply):
+            credentials = req.headers.get("proxy-authorization")
+            stale = any("stale=true" in str(v).lower() for _, v in outcome.headers)
+            if credentials is not None and outcome.status in (400, 407) and not stale:
+                # a failed authentication: one line each, for fail2ban / a SIEM (docs/operations.md)
+                found = _USERNAME.search(credentials)
+                log.warning("auth_failed", source=ip, user=found.group(1) if found else "",
+                            reason="bad_credentials", method="INVITE")  # fmt: skip
             return AuthAnswer(outcome.status, outcome.reason, outcome.headers)
+        ban = getattr(outcome, "ban", None)
+        if ban is not None:  # the failure that tipped it over, then the ban
+            log.warning("auth_failed", source=ip, user=ban.username or "", reason="banned", method="INVITE")
+            self.registrar.on_ban(ban)
         return None  # banned: dropped
 
     def _is_registered(self, account_id: str) -> bool:
@@ -232,11 +271,15 @@ class ProxyService:
                 )
                 if action.key is not None:
                     self.keys[txn] = action.key
+                    if action.request.method == "INVITE":
+                        self._invite_out(action.request, dest)
                 elif self._byes is not None and action.request.method == "BYE":
                     self._byes.add(txn)
                 sip.run_outputs(outs)
             elif kind is Respond:
                 sip.respond(action.request, action.response, action.flow)
+                if action.request.method == "INVITE":
+                    self._setup_answered(action.request.call_id, action.response.status)
             elif kind is Reply:
                 headers = action.headers
                 if action.status == 405:
@@ -362,17 +405,61 @@ class ProxyService:
             e.sip_status, e.hangup_by, e.rated, e.reason,
         )  # fmt: skip
         CALLS_TOTAL.labels(event.disposition).inc()
+        CALLS_FINISHED.labels(event.direction, event.disposition, str(event.sip_status)).inc()
+        if event.answer is not None:
+            CALL_ANSWERED_SECONDS.labels(event.direction).inc(event.duration)
+        self._setup.pop(event.call_id, None)
+        # the leg that left through a trunk (its last INVITE's, after any failover): outbound or forwarded
+        trunk = (
+            self._trunk_of.pop(event.call_id, None) if event.direction in ("outbound", "forwarded") else None
+        )
+        if trunk is not None:
+            TRUNK_CALLS.labels(trunk, event.disposition).inc()
+            if event.answer is not None:
+                TRUNK_ANSWERED_SECONDS.labels(trunk).inc(event.duration)
         if action.cutoff:
             CUTOFFS.labels(action.cutoff).inc()
-        # debug, not info: the CDR is the record of every call; a JSON line per call cost ~5 % of
-        # the proxy's CPU per call (bench_sip_cpu --mode call)
-        log.debug("call_ended", call_id=event.call_id, disposition=event.disposition, status=event.sip_status,
-                  duration=event.duration, hangup_by=event.hangup_by)  # fmt: skip
+        # debug unless server.log.calls: the CDR is the record of every call; a JSON line per call
+        # cost ~5 % of the proxy's CPU per call (bench_sip_cpu --mode call)
+        (log.info if self.log_calls else log.debug)(
+            "call_ended", call_id=event.call_id, leg=event.leg, direction=event.direction, caller=event.caller,
+            dialed=event.dialed, trunk=trunk, disposition=event.disposition, status=event.sip_status,
+            duration=event.duration, hangup_by=event.hangup_by,
+        )  # fmt: skip
         for sink in self.call_ended_sinks:
             try:
                 sink(event)
             except Exception:
                 log.exception("call_ended_sink_failed", call_id=event.call_id)
+
+    def _invite_out(self, request: Request, dest: Destination) -> None:
+        """A call's INVITE leaves for a branch: its trunk (per-trunk figures), its start logged once."""
+        call_id = request.call_id
+        trunk = self.controller.trunk_for_source(dest.host, dest.port)
+        if trunk is not None:
+            self._trunk_of[call_id] = trunk
+        if not self.log_calls:  # off: not even built (the arguments cost more than the filtered call)
+            return
+        setup = self._setup.get(call_id)
+        if setup is not None and not setup[2]:
+            setup[2] = True
+            log.info("call_started", call_id=call_id, caller=request.from_.uri_text, dialed=str(request.ruri),
+                     trunk=trunk, destination=f"{dest.host}:{dest.port}")  # fmt: skip
+
+    def _setup_answered(self, call_id: str, status: int) -> None:
+        """A relayed answer to a new call's INVITE: setup latency to the first 18x and to the 2xx."""
+        setup = self._setup.get(call_id)
+        if setup is None:
+            return
+        if 180 <= status < 190:
+            if not setup[1]:
+                setup[1] = True
+                _SETUP_RINGING.observe(time.perf_counter() - setup[0])
+        elif 200 <= status < 300:
+            _SETUP_ANSWER.observe(time.perf_counter() - setup[0])
+            del self._setup[call_id]
+        elif status >= 300:
+            del self._setup[call_id]
 
     @staticmethod
     def _notify_answered(action: NotifyAnswered) -> None:
@@ -550,7 +637,9 @@ def build_proxy_service(
     process of several this is (carriers are registered by worker 0)."""
     settings = call_settings(cfg, sip, registrar.registrar.challenger.realm)
     where = (worker.index, worker.count) if worker is not None else (0, 1)
-    return ProxyService(sip, registrar, settings, accounts, authorise, call_ended_sinks, where)
+    service = ProxyService(sip, registrar, settings, accounts, authorise, call_ended_sinks, where)
+    service.log_calls = bool(cfg.server.log.calls)
+    return service
 
 
 __all__ = ["ProxyService", "build_proxy_service", "call_settings", "trunks_of"]

@@ -15,7 +15,7 @@ import structlog
 from prometheus_client import Gauge
 
 from registrar import lane
-from registrar.guard import Guard, GuardConfig
+from registrar.guard import BanReason, Guard, GuardConfig
 from registrar.location import (
     LocationError,
     LocationStore,
@@ -66,7 +66,10 @@ AORS = Gauge("sipcore_registered_aors", "Addresses of record with at least one b
 CONTACTS = Gauge("sipcore_registered_contacts", "Registered contacts (bindings)")
 
 
+for _reason in BanReason:  # every series present from the start (dashboards, alert rules)
+    BANS.labels(_reason.value)
 _OUTCOMES: dict[int, Any] = {}  # status -> REGISTER_OUTCOMES cell
+_REGISTER_CELL = metrics.REGISTER_SECONDS.labels()
 Answer = Callable[..., None]  # (status, reason, headers): answers the request being decided
 
 
@@ -96,6 +99,7 @@ class RegistrarService:
         restored = await self.store.open(time.time())
         log.info("location_restored", bindings=restored)
         log.info("c_extensions", loaded=speedups.LOADED)  # none: the Python code alone (slower)
+        metrics.set_build_info()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     def drop_source(self, ip: str) -> bool:
@@ -114,11 +118,15 @@ class RegistrarService:
     def on_register(self, req: Request, flow: Flow) -> None:
         """The general path: a REGISTER the SIP core parsed and validated, in a server transaction."""
         now = time.time()
+        started = time.perf_counter()
 
         def answer(status: int, reason: str | None, headers: Any = ()) -> None:
             self.sip.reply(req, flow, status, reason, headers)
+            _REGISTER_CELL.observe(time.perf_counter() - started)
 
-        self._carry_out(self.registrar.decide(ParsedRegister(req), flow, now), answer, now)
+        self._carry_out(
+            self.registrar.decide(ParsedRegister(req), flow, now), answer, now, source=flow.remote[0]
+        )
 
     def on_register_bytes(self, data: bytes, flow: Flow) -> bool:
         """The REGISTER lane (registrar/lane.py): True when it took the request (answered, dropped
@@ -141,20 +149,23 @@ class RegistrarService:
                     sip.send_answer(kept, int(kept[8:11]), flow, req.destination)
                 return True
         now = time.time()
+        started = time.perf_counter()
 
         def answer(status: int, reason: str | None, headers: Any = ()) -> None:
             data = lane.render(req, status, reason, headers, SERVER_HEADER)
             if not reliable:
                 cache.keep(req.key, data, sip.now())
             sip.send_answer(data, status, flow, req.destination)
+            _REGISTER_CELL.observe(time.perf_counter() - started)
 
         pending = None if reliable else lambda: cache.pending(req.key, sip.now())
-        self._carry_out(self.registrar.decide(req, flow, now), answer, now, pending)
+        self._carry_out(self.registrar.decide(req, flow, now), answer, now, pending, flow.remote[0])
         return True
 
     def _carry_out(
-        self, decision: Decision, answer: Answer, now: float, pending: Callable[[], None] | None = None
-    ) -> None:
+        self, decision: Decision, answer: Answer, now: float, pending: Callable[[], None] | None = None,
+        source: str = "",
+    ) -> None:  # fmt: skip
         """Count, answer and apply one decision, whichever path read the request. ``pending``: told
         when the answer has to wait for the store (the lane then absorbs retransmissions)."""
         if self.registrar.stale_nonces != self._stale_seen:
@@ -162,13 +173,19 @@ class RegistrarService:
         if isinstance(decision, Drop):
             DROPPED_REGISTER.labels(decision.why).inc()
             if decision.ban is not None:
-                self._on_ban(decision.ban)
+                if decision.ban.reason is not BanReason.SCANNER:  # the failure that tipped it over
+                    log.warning("auth_failed", source=source, user=decision.ban.username or "",
+                                reason="banned", method="REGISTER")  # fmt: skip
+                self.on_ban(decision.ban)
             return
         if isinstance(decision, Reply):
             if decision.auth is not None and decision.auth.is_failure:
                 AUTH_FAILURES.labels(decision.auth.reason.value).inc()
+                # one line per failure, for fail2ban / a SIEM (docs/operations.md)
+                log.warning("auth_failed", source=source, user=decision.auth.username or "",
+                            reason=decision.auth.reason.value, method="REGISTER")  # fmt: skip
             if decision.ban is not None:
-                self._on_ban(decision.ban)
+                self.on_ban(decision.ban)
             self._answer(answer, decision.status, decision.reason, decision.headers)
             return
         store, d = self.store, decision
@@ -228,7 +245,7 @@ class RegistrarService:
             NONCE_STALE.inc(stale - self._stale_seen)
             self._stale_seen = stale
 
-    def _on_ban(self, ban: Any) -> None:
+    def on_ban(self, ban: Any) -> None:
         BANS.labels(ban.reason.value).inc()
         log.warning("source_banned", source=ban.source, reason=ban.reason.value, username=ban.username)
 

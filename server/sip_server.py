@@ -151,6 +151,7 @@ class SipServer:
         self.transactions = TransactionLayer()
         transactions = self.transactions
         metrics.TRANSACTIONS_ACTIVE.set_function(lambda: len(transactions))  # read at scrape time
+        metrics.TCP_CONNECTIONS.set_function(lambda: len(self.transports.connections))
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._handler_deadline: float | None = None  # the handlers' timers, as last read (arm_timer)

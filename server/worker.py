@@ -212,7 +212,7 @@ class Worker:
 
 
 class HandoffCollector:
-    """This worker's hand-off counters as Prometheus metrics (only worker 0 serves /metrics)."""
+    """This worker's hand-off counters as Prometheus metrics (kept per worker in the merged /metrics)."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -221,7 +221,7 @@ class HandoffCollector:
         w = self.worker
         handoffs = CounterMetricFamily(
             "sipcore_worker_handoffs",
-            "Frames passed between worker processes (worker 0's view), by direction and kind",
+            "Frames passed between worker processes (this worker's view), by direction and kind",
             labels=["direction", "kind"],
         )
         for direction, counts in (("out", w.out_count), ("in", w.in_count)):

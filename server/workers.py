@@ -11,7 +11,8 @@ held by another worker are handed to that worker (connection ids carry the worke
 Location and account state (calls in progress, forwarding set by phone): with memory backends each
 worker keeps a replica kept current through the worker channel (`server.worker.Worker`); with
 Redis they share the database. Per-worker state: digest nc counters, brute-force guard counters and
-bans, prepaid balances, CDR spools; only worker 0 serves /metrics. The worker context is passed to
+bans, prepaid balances, CDR spools; worker 0 serves /metrics for all of them (it asks the others over the
+channel and sums their figures: `server.http`, `server.metrics.merge_expositions`). The worker context is passed to
 the application explicitly (`Application(loaded, worker)`). The master reports READY=1 once every
 worker is up, forwards SIGTERM/SIGINT/SIGHUP, and stops them all if one dies (the others cannot
 serve its share).
@@ -183,8 +184,7 @@ def _worker_process(
         sip = replace(loaded.settings.sip, metrics_address=None)
         loaded = replace(loaded, settings=replace(loaded.settings, sip=sip))
     worker = Worker(index, count, node_id, channel, listeners, server_pid=os.getppid())
-    if index == 0:
-        REGISTRY.register(HandoffCollector(worker))
+    REGISTRY.register(HandoffCollector(worker))  # per worker in the merged /metrics (worker label)
     try:
         import uvloop  # type: ignore[import-not-found]
 

@@ -260,6 +260,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     kinds.add_parser("accounts", parents=[common], help="configured accounts, packages and usage")
     for p in kinds.choices.values():
         p.set_defaults(func=_with_defaults)
+    from server.commands.billing_cmds import register_statement
+
+    register_statement(kinds)  # its own options (--month, html): not the period reports' ones
 
 
 def _with_defaults(args: argparse.Namespace) -> int:
