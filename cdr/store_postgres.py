@@ -127,6 +127,8 @@ def _record(t: asyncpg.Record) -> CdrRecord:
 
 
 class PostgresCdrStore:
+    kind = "postgresql"
+
     def __init__(
         self,
         dsn: str,
@@ -153,9 +155,12 @@ class PostgresCdrStore:
         if self._pool is not None:
             return
         settings = {"search_path": f"{quote_ident(self.schema)}, public"} if self.schema else None
+        # min_size=0: with a floor, asyncpg reconnects in a background task of its own during an
+        # outage and logs a full traceback on each attempt; the CDR writer's retry (one event per
+        # attempt, with backoff) is the only retry. Connections are still kept for reuse.
         self._pool = await asyncpg.create_pool(
             self.dsn,
-            min_size=1,
+            min_size=0,
             max_size=self.max_connections,
             command_timeout=self.command_timeout,
             timeout=self.connect_timeout,

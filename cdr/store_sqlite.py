@@ -86,6 +86,8 @@ def _record(t: Sequence[Any]) -> CdrRecord:
 
 
 class SqliteCdrStore:
+    kind = "sqlite"
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._pool: ThreadPoolExecutor | None = None

@@ -37,6 +37,7 @@ class CdrWriter:
     ) -> None:
         self.spool = spool
         self.store = store
+        self.store_kind: str = getattr(store, "kind", type(store).__name__)  # named in the retry events
         self.metrics = metrics
         self.batch_size = batch_size
         self.idle_poll = idle_poll
@@ -131,15 +132,20 @@ class CdrWriter:
         return new
 
     async def _retry(self, what: str, op):  # type: ignore[no-untyped-def]
+        """Run ``op`` until it succeeds; each failure is one structured event (no traceback: an outage
+        retried every few seconds must not flood the log with the driver's stack)."""
         delay = self.retry_min
+        attempt = 0
         while True:
             try:
                 return await op()
             except Exception as exc:
+                attempt += 1
                 if self.metrics is not None:
                     self.metrics.retries.inc()
                     self.metrics.store_errors.inc()
-                log.warning("cdr_store_retry", op=what, error=repr(exc), retry_in=delay)
+                log.warning("cdr_store_retry", store=self.store_kind, op=what, error=type(exc).__name__,
+                            message=str(exc), attempt=attempt, retry_in=delay)  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)
 

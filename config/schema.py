@@ -232,6 +232,9 @@ class Guard(Strict):
     failure_threshold: int = Field(10, ge=1)
     window: Duration = Field(60, ge=1)
     ban_time: Duration = Field(600, ge=1)
+    # the sliding slow window (fail2ban's findtime / maxretry): slow guessing; 0 turns it off
+    slow_window: Duration = Field(600, ge=1)
+    slow_threshold: int = Field(5, ge=0, le=100)
     user_failure_threshold: int = Field(30, ge=1)  # per username, across sources: bans the sources
     refuse_user_agents: tuple[Text, ...] = DEFAULT_SCANNERS
     whitelist: tuple[Network, ...] = ("127.0.0.0/8", "::1/128")  # never banned

@@ -7,16 +7,19 @@ memory without bound; the price of the cap is that, under such a flood, the olde
 forgotten early (counted in ``evictions_total``).
 
 Counting uses a fixed window per key that starts at the key's first failure. A source is banned when
-its own failures reach ``ip_threshold`` within the window, or when it fails against a username whose
-failures (from any source) have reached ``user_threshold`` — that catches distributed guessing of
-one account without locking the real user out. IPv6 sources are keyed by their /64 (configurable):
+its own failures reach ``ip_threshold`` within the window, when ``slow_threshold`` of its failures fall
+within any ``slow_window`` seconds (a sliding window: slow guessing, fail2ban's findtime/maxretry), or
+when it fails against a username whose failures (from any source) have reached ``user_threshold`` —
+that catches distributed guessing of one account without locking the real user out. A successful
+login takes back only the failures its own source made against that username (the real user's
+typos), never the other sources' failures. IPv6 sources are keyed by their /64 (configurable):
 one host owns a whole /64 and could otherwise rotate addresses for free.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from enum import Enum
 
@@ -41,6 +44,7 @@ DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
     "iwar",
 )
 MAX_USERNAME_KEY = 128  # usernames come from attackers: bound the key
+MAX_SOURCES_PER_USER = 256  # per-source shares of a username's count kept (beyond: not clearable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,9 @@ class GuardConfig:
     window: float = 60.0
     ip_threshold: int = 10
     user_threshold: int = 30
-    ban_time: float = 900.0
+    ban_time: float = 600.0
+    slow_window: float = 600.0
+    slow_threshold: int = 5  # 0: no slow window
     whitelist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     block_scanners: bool = True
     ban_scanners: bool = True
@@ -65,6 +71,8 @@ class GuardConfig:
             raise ValueError("window and ban_time must be positive")
         if self.ip_threshold < 1 or self.user_threshold < 1:
             raise ValueError("thresholds must be at least 1")
+        if self.slow_threshold < 0 or self.slow_window <= 0:
+            raise ValueError("slow_threshold must be at least 0 and slow_window positive")
         if min(self.max_tracked_ips, self.max_tracked_users, self.max_bans) < 1:
             raise ValueError("table sizes must be at least 1")
         if not 1 <= self.ipv6_prefix <= 128:
@@ -111,11 +119,12 @@ class GuardStats:
 
 
 class _Window:
-    __slots__ = ("count", "start")
+    __slots__ = ("by_source", "count", "start")
 
     def __init__(self, start: float) -> None:
         self.start = start
         self.count = 0
+        self.by_source: dict[str, int] | None = None  # usernames' windows: each source's share
 
 
 class Guard:
@@ -128,6 +137,9 @@ class Guard:
         self._whitelisted: dict[str, bool] = {}
         self._sources: OrderedDict[str, _Window] = OrderedDict()
         self._users: OrderedDict[str, _Window] = OrderedDict()
+        # the sliding slow window: per source, its last ``slow_threshold`` failure times, the table
+        # ordered by latest failure (so expired entries are purged from the front)
+        self._slow: OrderedDict[str, deque[float]] = OrderedDict()
         self._bans: OrderedDict[str, float] = OrderedDict()
         self.failures_total = 0
         self.bans_total = 0
@@ -202,22 +214,40 @@ class Guard:
         if key in self._bans and self.is_banned(ip, now):
             return None  # already banned (late packet in flight)
         source = self._bump(self._sources, key, now, cfg.max_tracked_ips)
+        slow_count = self._slow_bump(key, now) if cfg.slow_threshold else 0
         user_count = 0
         user_key = None
         if username:
             user_key = username[:MAX_USERNAME_KEY]
-            user_count = self._bump(self._users, user_key, now, cfg.max_tracked_users).count
-        if source.count >= cfg.ip_threshold:
+            user_win = self._bump(self._users, user_key, now, cfg.max_tracked_users)
+            user_count = user_win.count
+            shares = user_win.by_source
+            if shares is None:
+                shares = user_win.by_source = {}
+            if key in shares or len(shares) < MAX_SOURCES_PER_USER:
+                shares[key] = shares.get(key, 0) + 1
+        if source.count >= cfg.ip_threshold or (cfg.slow_threshold and slow_count >= cfg.slow_threshold):
             return self._ban(key, now, BanReason.SOURCE_FAILURES, user_key)
         if user_count >= cfg.user_threshold:
             return self._ban(key, now, BanReason.USERNAME_FAILURES, user_key)
         return None
 
     def record_success(self, ip: str, username: str | None, now: float) -> None:
-        """A good login clears the *username's* counter (the real user got in), not the source's:
-        otherwise one valid account would let an attacker reset its address's count between guesses."""
-        if username:
-            self._users.pop(username[:MAX_USERNAME_KEY], None)
+        """A good login takes back the failures *this source* made against the username (the real
+        user's typos), nothing else: not the other sources' failures against it (the real phone
+        registering would otherwise reset a distributed attack's count), and not the source's own
+        counters (one valid account would otherwise let an attacker reset its address's count
+        between guesses at other accounts)."""
+        if not username:
+            return
+        user_key = username[:MAX_USERNAME_KEY]
+        win = self._users.get(user_key)
+        if win is None or win.by_source is None:
+            return
+        own = win.by_source.pop(self.source_key(ip), 0)
+        win.count -= own
+        if win.count <= 0:
+            del self._users[user_key]
 
     # -- administration and housekeeping --
     def unban(self, ip: str) -> bool:
@@ -237,6 +267,7 @@ class Guard:
         self._purge_bans(now)
         self._purge(self._sources, now)
         self._purge(self._users, now)
+        self._purge_slow(now)
 
     def stats(self, now: float) -> GuardStats:
         self.expire(now)
@@ -266,6 +297,35 @@ class Guard:
         win.count += 1
         return win
 
+    def _slow_bump(self, key: str, now: float) -> int:
+        """Record a failure in ``key``'s sliding slow window; the failures within it, this one included."""
+        cfg = self.config
+        table = self._slow
+        times = table.get(key)
+        if times is None:
+            if len(table) >= cfg.max_tracked_ips:
+                self._purge_slow(now)
+                if len(table) >= cfg.max_tracked_ips:
+                    table.popitem(last=False)
+                    self.evictions_total += 1
+            times = table[key] = deque(maxlen=cfg.slow_threshold)
+        else:
+            table.move_to_end(key)  # the table stays ordered by latest failure
+            if times.maxlen != cfg.slow_threshold:  # carried over a reload that changed the threshold
+                times = table[key] = deque(times, maxlen=cfg.slow_threshold)
+        times.append(now)
+        while now - times[0] >= cfg.slow_window:
+            times.popleft()
+        return len(times)
+
+    def _purge_slow(self, now: float) -> None:
+        table, window = self._slow, self.config.slow_window
+        while table:
+            key, times = next(iter(table.items()))
+            if now - times[-1] < window:
+                break
+            del table[key]
+
     def _purge(self, table: OrderedDict[str, _Window], now: float) -> None:
         window = self.config.window
         while table:
@@ -287,6 +347,7 @@ class Guard:
         cfg = self.config
         until = now + cfg.ban_time
         self._sources.pop(key, None)
+        self._slow.pop(key, None)
         if key not in self._bans and len(self._bans) >= cfg.max_bans:
             self._purge_bans(now)
             if len(self._bans) >= cfg.max_bans:

@@ -248,6 +248,7 @@ class Application:
             send_request=proxy.send_request,
             connection_closed=registrar.on_connection_closed,
             drop_source=registrar.drop_source,
+            screen=registrar.screen_request,
             timers=proxy,
         )
 

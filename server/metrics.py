@@ -10,7 +10,7 @@ the event-loop thread only (the scrape runs there too), so no lock is needed.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from time import perf_counter
 from typing import Any
 
@@ -79,6 +79,34 @@ class FastCounter:
         yield family
 
 
+class StatsCounter:
+    """A counter family read at scrape time from a function: for plain integers the pure layers keep
+    (``TransportStats``), which must not import prometheus."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] | list[str]) -> None:
+        self.name = name[:-6] if name.endswith("_total") else name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._read: Callable[[], dict[tuple[str, ...], int]] = dict
+        REGISTRY.register(self)
+
+    def set_function(self, read: Callable[[], dict[tuple[str, ...], int]]) -> None:
+        self._read = read
+
+    def value(self, *values: str) -> int:
+        """Current count of one series (tests, health)."""
+        return self._read().get(values, 0)
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, count in self._read().items():
+            family.add_metric(values, count)
+        yield family
+
+
 REQUESTS = FastCounter("sipcore_requests_total", "SIP requests received, by method", ["method"])
 RESPONSES_SENT = FastCounter("sipcore_responses_sent_total", "SIP responses sent, by status code", ["code"])
 RESPONSES_RECEIVED = FastCounter(
@@ -90,6 +118,12 @@ PARSE_ERRORS = FastCounter(
 for _outcome in ("answered", "dropped", "framing", "internal_error"):  # present from the start
     PARSE_ERRORS.labels(_outcome)
 DROPPED = FastCounter("sipcore_dropped_total", "Messages dropped without an answer, by reason", ["reason"])
+UDP_SEND_FAILED = StatsCounter(
+    "sipcore_udp_send_failed_total",
+    "Datagrams not sent: not_ip (the destination is a name or malformed, refused before the socket), "
+    "error (the socket refused it)",
+    ["reason"],
+)
 TRANSACTIONS_ACTIVE = Gauge("sipcore_transactions_active", "SIP transactions in progress")
 TCP_CONNECTIONS = Gauge("sipcore_tcp_connections", "Open SIP TCP connections")
 KEEPALIVES = FastCounter("sipcore_keepalive_pings_total", "CRLF keep-alive pings answered")

@@ -13,6 +13,7 @@ batch.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import re
@@ -67,7 +68,7 @@ from sipcore.transaction import (
     TransactionTimedOut,
     TransportFailed,
 )
-from sipcore.transport import split_hostport
+from sipcore.transport import ip_family_v6, split_hostport
 
 from . import metrics
 from .account_state import AccountState
@@ -148,7 +149,7 @@ class ProxyService:
         # probes in every worker (each keeps its own view); carriers are registered by worker 0 only
         self.monitor = TrunkMonitor(self._hop_towards, self._new_id, register=worker[0] == 0)
         self._dns: dict[str, tuple[str | None, float]] = {}
-        self._dns_waiting: dict[str, list[ResolveHost]] = {}
+        self._dns_waiting: dict[str, list[ResolveHost | SendRequest]] = {}  # by name being resolved
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers_seen = 0
         self._byes: set[ClientTransaction] | None = None  # the drain's BYEs not answered yet (end_all)
@@ -320,12 +321,7 @@ class ProxyService:
         sip = self.sip
         for action in actions:
             if type(action) is SendRequest:
-                dest = action.dest
-                txn, outs = sip.transactions.send_request(
-                    action.request, dest, sip.now(), reliable=dest.transport == "tcp"
-                )
-                self.keys[txn] = action.key  # type: ignore[assignment]
-                sip.run_outputs(outs)
+                self._monitor_send(action)
             elif type(action) is TrunkState:
                 self.controller.on_trunk_state(action.trunk, action.up)
                 TRUNK_UP.labels(action.trunk).set(1 if action.up else 0)
@@ -344,6 +340,30 @@ class ProxyService:
                     log.warning("trunk_registration_failed", trunk=action.trunk, status=action.status,
                                 retry_in=action.next_in)  # fmt: skip
         sip.arm_timer()
+
+    def _monitor_send(self, action: SendRequest) -> None:
+        """A probe or carrier REGISTER out. A trunk addressed by name is resolved first, as its calls
+        are (the loop's resolver, cached): the transport sends to IP addresses only."""
+        sip, dest = self.sip, action.dest
+        if ip_family_v6(dest.host) is None:
+            cached = self._dns.get(dest.host)
+            if cached is None or cached[1] <= sip.now():
+                waiting = self._dns_waiting.get(dest.host)
+                if waiting is not None:
+                    waiting.append(action)
+                else:
+                    self._dns_waiting[dest.host] = [action]
+                    self._spawn(self._lookup_host(dest.host))
+                return
+            if cached[0] is None:  # no address: as a probe that could not be sent
+                self._perform_monitor(self.monitor.on_failure(action.key, 503, sip.now()))  # type: ignore[arg-type]
+                return
+            dest = dataclasses.replace(dest, host=cached[0])
+        txn, outs = sip.transactions.send_request(
+            action.request, dest, sip.now(), reliable=dest.transport == "tcp"
+        )
+        self.keys[txn] = action.key  # type: ignore[assignment]
+        sip.run_outputs(outs)
 
     def _lookup(self, action: LookupContacts) -> None:
         store = self.registrar.store
@@ -388,7 +408,11 @@ class ProxyService:
         now = self.sip.now()
         self._dns[host] = (address, now + (DNS_TTL if address else DNS_NEGATIVE_TTL))
         for action in self._dns_waiting.pop(host, []):
-            self._perform(self.controller.on_resolved(action, address, now))
+            if type(action) is ResolveHost:
+                self._perform(self.controller.on_resolved(action, address, now))
+            else:  # a trunk monitor's probe or REGISTER, sent now the name is cached
+                self._monitor_send(action)
+                self.sip.arm_timer()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -15,7 +15,7 @@ import structlog
 from prometheus_client import Gauge
 
 from registrar import lane
-from registrar.guard import BanReason, Guard, GuardConfig
+from registrar.guard import BanReason, Guard, GuardConfig, Verdict
 from registrar.location import (
     LocationError,
     LocationStore,
@@ -106,6 +106,17 @@ class RegistrarService:
         """A source the brute-force guard banned: the SIP server drops its messages unread."""
         guard = self.registrar.guard
         return guard is not None and guard.is_banned(ip, time.time())
+
+    def screen_request(self, req: Request, flow: Flow) -> bool:
+        """Any method but REGISTER (the SIP server's ``screen`` hook): a scanner's User-Agent is
+        dropped and its source banned as on REGISTER; True when dropped."""
+        drop = self.registrar.screen(flow.remote[0], req.headers.get("user-agent"), time.time())
+        if drop is None:
+            return False
+        metrics.DROPPED.labels("scanner" if drop.why == Verdict.DROP_SCANNER.value else "banned").inc()
+        if drop.ban is not None:
+            self.on_ban(drop.ban)
+        return True
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -318,6 +329,8 @@ def build_registrar(cfg: Any, sip: SipServer, previous: Registrar | None = None)
             ip_threshold=g.failure_threshold,
             user_threshold=g.user_failure_threshold,
             ban_time=float(g.ban_time),
+            slow_window=float(g.slow_window),
+            slow_threshold=g.slow_threshold,
             whitelist=tuple(g.whitelist),
             block_scanners=bool(g.refuse_user_agents),
             scanner_agents=tuple(g.refuse_user_agents) or ("friendly-scanner",),
@@ -325,8 +338,8 @@ def build_registrar(cfg: Any, sip: SipServer, previous: Registrar | None = None)
         guard = Guard(guard_config)
         if previous is not None and previous.guard is not None:
             old_guard = previous.guard  # keep counters and bans across the reload
-            for name in ("_sources", "_users", "_bans", "failures_total", "bans_total", "scanners_total",
-                         "evictions_total"):  # fmt: skip
+            for name in ("_sources", "_users", "_slow", "_bans", "failures_total", "bans_total",
+                         "scanners_total", "evictions_total"):  # fmt: skip
                 setattr(guard, name, getattr(old_guard, name))
     # Many phones and SIPp read only the first challenge and know only MD5; RFC 8760 clients that
     # parse every challenge can still choose SHA-256. The order is configurable.

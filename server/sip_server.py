@@ -82,6 +82,9 @@ class SipHandlers:
     send_request: RequestSender | None = None  # how a client transaction reaches its destination
     connection_closed: Callable[[str], None] | None = None
     drop_source: Callable[[str], bool] | None = None  # a banned source: its messages are dropped
+    # a parsed request of any method but REGISTER (the registrar screens those itself) refused before
+    # any answer (a scanner's User-Agent): True when it was dropped
+    screen: Callable[[Request, Flow], bool] | None = None
     timers: TimerSource | None = None  # woken by the same loop timer as the transactions
 
 
@@ -152,6 +155,10 @@ class SipServer:
         transactions = self.transactions
         metrics.TRANSACTIONS_ACTIVE.set_function(lambda: len(transactions))  # read at scrape time
         metrics.TCP_CONNECTIONS.set_function(lambda: len(self.transports.connections))
+        stats = self.transports.stats
+        metrics.UDP_SEND_FAILED.set_function(
+            lambda: {("not_ip",): stats.udp_not_ip, ("error",): stats.udp_send_errors}
+        )
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._handler_deadline: float | None = None  # the handlers' timers, as last read (arm_timer)
@@ -281,6 +288,8 @@ class SipServer:
 
     def _on_request(self, req: Request, flow: Flow) -> None:
         metrics.count_request(req.method)
+        if self._screened(req, flow):
+            return
         try:
             validate_request(req)
         except SipParseError as exc:
@@ -289,6 +298,12 @@ class SipServer:
                 self.reply(req, flow, exc.status or 400, exc.reason)
             return
         self._on_valid_request(req, flow)
+
+    def _screened(self, req: Request, flow: Flow) -> bool:
+        """The guard's word on a request before any answer, whatever its method: a scanner is dropped
+        on INVITE, OPTIONS, SUBSCRIBE… as on REGISTER (whose decision screens it, on both its paths)."""
+        screen = self.handlers.screen
+        return screen is not None and req.method != "REGISTER" and screen(req, flow)
 
     def _on_valid_request(self, req: Request, flow: Flow) -> None:
         self._stamp(req, flow)
@@ -341,6 +356,9 @@ class SipServer:
             req = parse(data, stream=flow.reliable)
             if not isinstance(req, Request):
                 return False
+            if self._screened(req, flow):  # dropped here, as the owner would
+                metrics.count_request(req.method)
+                return True
             validate_request(req)
         except SipParseError:
             return False  # the owner answers it as it answers every malformed request

@@ -8,6 +8,7 @@ connections per source address, idle timeout; RFC 5626 CRLF keep-alive pings are
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import os
 import select
@@ -16,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .flow import Address, Flow
 from .framing import FramingFailed, PingReceived, StreamFramer
@@ -42,6 +44,8 @@ class TransportStats:
     tcp_closed_idle: int = 0
     tcp_framing_errors: int = 0
     keepalive_pings: int = 0
+    udp_not_ip: int = 0  # datagrams refused before the socket: the destination is not an IP literal
+    udp_send_errors: int = 0  # datagrams the socket refused (family mismatch, EINVAL…)
 
 
 def split_hostport(text: str, default_port: int) -> Address:
@@ -53,6 +57,16 @@ def split_hostport(text: str, default_port: int) -> Address:
         host, _, port = text.partition(":")
         return host, int(port)
     return text, default_port
+
+
+@lru_cache(maxsize=4096)
+def ip_family_v6(host: str) -> bool | None:
+    """True/False for an IPv6/IPv4 literal, None for a name or malformed text ('127.0', '12'):
+    sendto would resolve those on the event loop (blocking) or raise (uvloop), so they are refused."""
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return None
 
 
 def _peer(addr: tuple) -> Address:  # type: ignore[type-arg]
@@ -408,7 +422,13 @@ class TransportManager:
         return fallback or (self.udp[0] if self.udp else None)
 
     def send_udp(self, data: bytes, dest: Address, local: Address | None = None) -> bool:
-        ep = self._udp_for(local, ":" in dest[0])
+        """Queue a datagram; False (and counted) when it cannot be sent: no socket, or ``dest`` is
+        not an IP literal (names are resolved by the caller, off the loop, before coming here)."""
+        v6 = ip_family_v6(dest[0])
+        if v6 is None:
+            self.stats.udp_not_ip += 1
+            return False
+        ep = self._udp_for(local, v6)
         if ep is None or ep.transport is None:
             return False
         # Datagrams leave together at the end of this loop iteration (after every message read in
@@ -418,18 +438,28 @@ class TransportManager:
         if not pending:
             loop = self._loop
             if loop is None:  # not started by start(): nothing will flush later
-                ep.transport.sendto(data, dest)
-                return True
+                return self._sendto(ep, data, dest)
             loop.call_soon(self.flush_udp)
         pending.append((ep, data, dest))
+        return True
+
+    def _sendto(self, ep: UdpEndpoint, data: bytes, dest: Address) -> bool:
+        """One datagram; an error is this destination's alone (counted), never the batch's or the loop's."""
+        if ep.transport is None:
+            return False
+        try:
+            ep.transport.sendto(data, dest)
+        except (ValueError, TypeError, OSError):  # uvloop's family mismatch; SendOnlyUdp counts its own
+            self.stats.udp_send_errors += 1
+            return False
         return True
 
     def flush_udp(self) -> None:
         """Send the datagrams queued by send_udp now (the loop does it once per iteration)."""
         pending, self._udp_out = self._udp_out, []
+        sendto = self._sendto
         for ep, data, dest in pending:
-            if ep.transport is not None:
-                ep.transport.sendto(data, dest)
+            sendto(ep, data, dest)
 
     def send_flow(self, data: bytes, flow: Flow) -> bool:
         """Send back over the flow a message came in on (same UDP socket / same TCP connection)."""

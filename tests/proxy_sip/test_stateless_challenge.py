@@ -6,6 +6,7 @@ credentials and in-dialog INVITEs keep the stateful path."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -86,6 +87,14 @@ async def test_which_invites_are_taken_without_state(proxy: Platform) -> None:
     from_trunk = Flow("udp", ("127.0.0.2", proxy.trunk.port), proxy.address)
     assert sip.take_stateless(base.format(b="s4", to="", auth="").encode(), from_trunk) is False
     assert sip.take_stateless(b"INVITE garbage\r\n\r\n", flow) is False  # the owner answers it
+    # a scanner's INVITE (from an address outside the whitelist) is dropped here and bans its source
+    guard = proxy.app.registrar.registrar.guard
+    assert guard is not None
+    scanner = Flow("udp", ("198.51.100.7", 5060), proxy.address)
+    scanning = base.format(b="s5", to="", auth="User-Agent: friendly-scanner\r\n").encode()
+    assert not guard.is_banned("198.51.100.7", time.time())
+    assert sip.take_stateless(scanning, scanner) is True
+    assert guard.is_banned("198.51.100.7", time.time())
 
 
 async def test_trunk_invite_without_credentials_is_a_stateful_call(proxy: Platform) -> None:

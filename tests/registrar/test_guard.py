@@ -68,15 +68,69 @@ def test_distributed_guessing_of_one_username() -> None:
     assert not g.is_banned(sources[0], T0 + 20) and g.is_banned(sources[9], T0 + 20)
 
 
-def test_success_resets_username_but_not_source() -> None:
+def test_success_takes_back_only_its_own_sources_failures() -> None:
     g = guard(ip_threshold=3, user_threshold=3)
-    g.record_failure(ATTACKER, "alice", T0)
+    g.record_failure("198.51.100.2", "alice", T0)  # the real user mistypes once
     g.record_failure("198.51.100.1", "alice", T0)
-    g.record_success("198.51.100.2", "alice", T0 + 1)
-    assert g.record_failure("198.51.100.3", "alice", T0 + 2) is None  # user count restarted
-    g.record_failure(ATTACKER, "bob", T0 + 3)
-    g.record_success(ATTACKER, "carol", T0 + 4)  # a valid account does not clear the source
-    assert g.record_failure(ATTACKER, "dave", T0 + 5) is not None
+    g.record_success("198.51.100.2", "alice", T0 + 1)  # ...then gets in: its typo is taken back
+    assert g.record_failure("198.51.100.3", "alice", T0 + 2) is None  # alice's count: 2, not 3
+    g.record_success("198.51.100.2", "alice", T0 + 3)  # another source's success: nothing to take back
+    event = g.record_failure("198.51.100.4", "alice", T0 + 4)
+    assert event is not None and event.reason is BanReason.USERNAME_FAILURES
+    g.record_failure(ATTACKER, "bob", T0 + 5)
+    g.record_failure(ATTACKER, "bob", T0 + 5)
+    g.record_success(ATTACKER, "carol", T0 + 6)  # a valid account does not clear the source
+    assert g.record_failure(ATTACKER, "dave", T0 + 7) is not None
+
+
+def test_real_users_successes_do_not_reset_a_distributed_attack() -> None:
+    """20 sources guessing alice's password while her phone registers every 0.5 s from its own address:
+    the guessers are banned by the per-username threshold (before: every success reset the count)."""
+    g = guard(ip_threshold=10, user_threshold=30, slow_threshold=0)
+    guessers = [f"198.51.100.{i}" for i in range(1, 21)]
+    phone = "192.0.2.50"
+    now, answered, bans = T0, 0, []
+    for _ in range(9):  # under ip_threshold per source
+        for ip in guessers:
+            g.record_success(phone, "alice", now)
+            now += 0.5
+            if g.is_banned(ip, now):
+                continue
+            answered += 1
+            event = g.record_failure(ip, "alice", now)
+            if event is not None:
+                bans.append(event)
+    assert {e.reason for e in bans} == {BanReason.USERNAME_FAILURES}
+    assert all(g.is_banned(ip, now) for ip in guessers)
+    assert answered == 30 + 19  # the 30th failure bans; each other guesser is banned on its next one
+    assert not g.is_banned(phone, now)
+
+
+def test_slow_guessing_is_banned_by_the_slow_window() -> None:
+    """1 guess every 7 s never reaches 10 in a fixed 60 s window; 5 within 600 s bans it."""
+    g = guard(ip_threshold=10, window=60, slow_window=600, slow_threshold=5, ban_time=600)
+    events = [g.record_failure(ATTACKER, f"user{i}", T0 + 7 * i) for i in range(10)]
+    assert events[:4] == [None] * 4
+    assert events[4] == IpBanned(ATTACKER, T0 + 28 + 600, BanReason.SOURCE_FAILURES, "user4")
+    assert g.is_banned(ATTACKER, T0 + 29)
+    # with the slow window off, the same pace is never banned (what the slow window fixes)
+    g = guard(ip_threshold=10, window=60, slow_threshold=0)
+    assert all(g.record_failure(ATTACKER, None, T0 + 7 * i) is None for i in range(100))
+
+
+def test_slow_window_slides() -> None:
+    """Failures older than slow_window drop out one by one (no fixed window to wait out)."""
+    g = guard(ip_threshold=100, slow_window=600, slow_threshold=3)
+    assert g.record_failure(ATTACKER, None, T0) is None
+    assert g.record_failure(ATTACKER, None, T0 + 300) is None
+    assert g.record_failure(ATTACKER, None, T0 + 600) is None  # the first has left the window
+    assert g.record_failure(ATTACKER, None, T0 + 899) is not None  # 300, 600, 899: within 600 s
+    assert g.stats(T0 + 899).tracked_sources == 0
+    g = guard(ip_threshold=100, slow_window=600, slow_threshold=3)
+    g.record_failure(ATTACKER, None, T0)
+    g.expire(T0 + 600)
+    assert not g._slow  # an idle source's slow window is purged
+    assert g.record_failure(ATTACKER, None, T0 + 601) is None
 
 
 def test_whitelist_never_banned_nor_counted() -> None:
@@ -167,12 +221,25 @@ def test_stats_and_housekeeping() -> None:
     assert g.next_deadline() is None
 
 
+def test_slow_window_carried_over_a_reload_takes_the_new_threshold() -> None:
+    """The server moves the tables into the new guard on reload (server/registrar_service.py)."""
+    old = guard(ip_threshold=100, slow_threshold=3)
+    old.record_failure(ATTACKER, None, T0)
+    old.record_failure(ATTACKER, None, T0 + 1)
+    new = guard(ip_threshold=100, slow_threshold=5)
+    new._slow = old._slow
+    assert [new.record_failure(ATTACKER, None, T0 + 2 + i) for i in range(2)] == [None, None]
+    assert new.record_failure(ATTACKER, None, T0 + 4) is not None  # the 5th within 600 s
+
+
 @pytest.mark.parametrize(
     "kw",
     [
         {"window": 0},
         {"ban_time": -1},
         {"ip_threshold": 0},
+        {"slow_threshold": -1},
+        {"slow_window": 0},
         {"max_bans": 0},
         {"ipv6_prefix": 0},
         {"whitelist": ("10.0.0.0/33",)},
