@@ -387,18 +387,7 @@ class CallController:
         if not call.cancelled:  # a caller's CANCEL already under way stays the caller's
             call.cancelled = True
             call.hangup_by = "system"
-        if not call.done:
-            self._run(call, call.plan.cancel(), now, out)
-        for subs in call.branches.values():
-            for b in subs:
-                self._cancel_one(b, out)
-        call.done = True
-        call.plan_at = None
-        if not call.pending():
-            self._end_cancelled(call, now, out)
-        elif call.cancel_at is None:
-            call.cancel_at = now + self.settings.cancel_grace
-            self._push(call, call.cancel_at, _CANCEL)
+        self._stop_ringing(call, now, out)
         return out
 
     def on_contacts(self, lookup: LookupContacts, contacts: list[Contact], now: float) -> list[Action]:
@@ -872,9 +861,7 @@ class CallController:
         out.append(SendRequest(make_cancel(branch.request), branch.dest))
 
     def _fail(self, call: Call, action: FailCall, now: float, out: list[Action]) -> None:
-        for subs in call.branches.values():
-            for b in subs:
-                self._cancel_one(b, out)
+        self._cancel_all(call, out)
         best = best_response(call.finals)
         if best is not None and best.status == action.status:
             resp = relay_response(best)
@@ -1047,17 +1034,28 @@ class CallController:
         out.append(Reply(req, flow, 200))
         call.cancelled = True
         call.hangup_by = "caller"
-        self._run(call, call.plan.cancel(), now, out)
-        for subs in call.branches.values():
-            for b in subs:
-                self._cancel_one(b, out)
+        self._stop_ringing(call, now, out)
+
+    def _stop_ringing(self, call: Call, now: float, out: list[Action]) -> None:
+        """A cancelled call (by the caller or the operator): the plan stops, every branch is
+        CANCELled, and the caller's INVITE is answered by what the branches answer (487, or a 2xx
+        that crossed the CANCEL) — or 487 after the grace, since a branch that never answers its
+        CANCEL must not hold the caller (no Timer C here)."""
+        if not call.done:
+            self._run(call, call.plan.cancel(), now, out)
+        self._cancel_all(call, out)
         call.done = True
         call.plan_at = None
         if not call.pending():
             self._end_cancelled(call, now, out)
-        else:  # a branch that never answers its CANCEL must not hold the caller (no Timer C here)
+        elif call.cancel_at is None:
             call.cancel_at = now + self.settings.cancel_grace
             self._push(call, call.cancel_at, _CANCEL)
+
+    def _cancel_all(self, call: Call, out: list[Action]) -> None:
+        for subs in call.branches.values():
+            for b in subs:
+                self._cancel_one(b, out)
 
     def _end_cancelled(self, call: Call, now: float, out: list[Action]) -> None:
         if call.ended or call.answered is not None:
@@ -1268,9 +1266,7 @@ class CallController:
             if call.cancelled:  # the caller's CANCEL was answered: its INVITE gets its 487 now
                 self._end_cancelled(call, now, out)
                 continue
-            for subs in call.branches.values():
-                for b in subs:
-                    self._cancel_one(b, out)
+            self._cancel_all(call, out)
             call.done = True
             retry = (("Retry-After", str(self.draining or 1)),)
             out.append(Reply(call.invite, call.flow, 503, "Shutting Down", retry))

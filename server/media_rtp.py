@@ -17,7 +17,7 @@ from collections.abc import Callable
 from media.app import FRAME_BYTES, SILENT_FRAME
 from media.dtmf import DtmfError, DtmfReceiver
 from media.g711 import DECODERS, ENCODERS
-from media.rtp import RtpError, RtpPacket, RtpPacketiser, RtpReceived, RtpStream
+from media.rtp import RtpError, RtpPacketiser, RtpReceived, RtpStream
 from media.sdp import NegotiatedAudio
 
 QUEUE_FRAMES = 8  # 160 ms of audio waiting at most; older frames are dropped (the phone sent a burst)
@@ -83,9 +83,6 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.on_digit = on_digit
         self.transport: asyncio.DatagramTransport | None = None
         self.clock: Callable[[], float] = lambda: now
-        self.sent = 0
-        self.received_frames = 0
-        self.overflow = 0
         self._partial = b""
         self._silence = self.encode(SILENT_FRAME)
 
@@ -109,14 +106,11 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             if digit is not None:
                 self.on_digit(digit.digit)
             return
-        if len(self.frames) == QUEUE_FRAMES:
-            self.overflow += 1
         pcm = self.decode(packet.payload)
         if len(pcm) != FRAME_BYTES:  # another packetisation (10 or 30 ms): re-cut into 20 ms frames
             self._recut(pcm)
         else:
             self.frames.append(pcm)
-        self.received_frames += 1
 
     def error_received(self, exc: Exception) -> None:  # ICMP port unreachable: the phone went away
         pass
@@ -136,7 +130,6 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         # most frames a service sends are silence (it is listening): encoded once per call
         payload = self._silence if pcm == SILENT_FRAME else self.encode(pcm)
         transport.sendto(self.packetiser.audio_bytes(payload), self.stream.remote)
-        self.sent += 1
 
     def update(self, audio: NegotiatedAudio) -> None:
         """A re-INVITE moved or held the media: send to the new place and relatch."""
@@ -156,8 +149,3 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             self.frames.append(data[:FRAME_BYTES])
             data = data[FRAME_BYTES:]
         self._partial = data
-
-
-def packet_of(data: bytes) -> RtpPacket:
-    """Parse one datagram (tests and tools that play the phone)."""
-    return RtpPacket.parse(data)

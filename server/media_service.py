@@ -20,7 +20,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,6 @@ class Counters:
     frames: int = 0
     late_frames: int = 0
     max_lateness: float = 0.0
-    by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class MediaService:
@@ -318,7 +317,6 @@ class MediaService:
         assert self._loop is not None
         self._loop.create_task(self._open_rtp(session, sock))
         self.counters.calls += 1
-        self.counters.by_kind[service] = self.counters.by_kind.get(service, 0) + 1
         self._reply(req, source, 200, tag=tag, body=answer.sdp.to_bytes(),
                     extra=(("Contact", self._contact()), ("Allow", ALLOW), ("Content-Type", "application/sdp")))  # fmt: skip
         log.info("media_call", service=service, key=key, caller=caller, call_id=req.call_id)

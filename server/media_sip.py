@@ -165,10 +165,6 @@ class SipSocket(asyncio.DatagramProtocol):
 
         answered.handle = self._loop.call_later(answered.interval, fire)
 
-    def acked(self, call_id: str, cseq: int) -> bool:
-        """Whether the 2xx of that INVITE is no longer waiting for its ACK."""
-        return (call_id, cseq) not in self._answered
-
     # requests out ---------------------------------------------------------------------------------
     def via(self) -> tuple[str, str]:
         branch = new_branch()
@@ -217,7 +213,3 @@ class SipSocket(asyncio.DatagramProtocol):
     def _send(self, data: bytes, dest: Address) -> None:
         if self.transport is not None:
             self.transport.sendto(data, dest)
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
