@@ -4,17 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/example.yaml
 
-.PHONY: run test bench lint install dev clean check-config
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= parser digest lane framing sdp config
+
+.PHONY: run test bench fuzz lint install dev clean check-config
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c rating/_rater_c.c | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c | $(BIN)/python
+$(VENV)/.dev-installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c rating/_rater_c.c | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(VENV)/.installed $@
 
@@ -23,7 +26,7 @@ install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
 
 run: install
-	$(BIN)/sipcore serve --config $(CONFIG)
+	$(BIN)/sipcore serve --config $(CONFIG) --demo-tls
 
 check-config: install
 	$(BIN)/sipcore check-config $(CONFIG)
@@ -34,9 +37,20 @@ test: dev
 bench: dev
 	$(BIN)/python -m benchmarks.run_all
 
+# Coverage-guided fuzzing (atheris/libFuzzer), FUZZ_SECONDS per target; corpus and crashes in .fuzz/;
+# then the two C readers built with AddressSanitizer/UBSan, on that corpus and mutations of it.
+fuzz: dev
+	@for t in $(FUZZ_TARGETS); do $(BIN)/python -m fuzz.run $$t --seconds $(FUZZ_SECONDS) || exit 1; done
+	@if PYTHON=$(BIN)/python fuzz/build_asan.sh .fuzz/asan; then \
+	  for t in lane digest; do \
+	    LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	      $(BIN)/python -m fuzz.run $$t --asan .fuzz/asan --seconds $(FUZZ_SECONDS) || exit 1; \
+	  done; \
+	else echo "fuzz: no AddressSanitizer runtime for gcc here, sanitized C runs skipped"; fi
+
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .fuzz

@@ -1,6 +1,7 @@
 """Build of the optional C accelerators; everything else is in pyproject.toml.
 
-registrar/_lane_c.c reads the everyday REGISTER, sipcore/_digest_c.c splits digest parameter lists.
+registrar/_lane_c.c reads the everyday REGISTER, sipcore/_digest_c.c splits digest parameter lists,
+rating/_rater_c.c runs the rater's everyday authorise + rate.
 ``optional=True``: where no compiler is at hand the install still succeeds, and lane.py / digest.py
 use their Python code alone (the reference each C part is tested against).
 """
@@ -17,5 +18,6 @@ setup(
         Extension(
             "sipcore._digest_c", sources=["sipcore/_digest_c.c"], extra_compile_args=FLAGS, optional=True
         ),
+        Extension("rating._rater_c", sources=["rating/_rater_c.c"], extra_compile_args=FLAGS, optional=True),
     ]
 )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calls.call_ended import CallEnded
+from calls.dialog_record import DialogRecord
 from calls.model import Branch, Destination, NotifyCopy, Relay
 from routing.feature_codes import ForwardingChange
 from sipcore.flow import Flow
@@ -101,6 +102,17 @@ class CountCall:
 
 @fast_init
 @dataclass(frozen=True, slots=True)
+class Tally:
+    """Add ``delta`` to this process's share of platform-wide tallies (routing.toll_fraud): a call
+    placed counts in its account's rate windows; a priced leg holds what it may cost."""
+
+    keys: tuple[str, ...]
+    delta: int
+    call_id: str = ""  # a leg's hold (routing.toll_fraud.hold_keys): the call it is for
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
 class ChangeForwarding:
     """A feature code changed an account's forwarding."""
 
@@ -115,6 +127,15 @@ class EndCall:
 
     ended: CallEnded
     cutoff: str = ""
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    """A call is answered: what it needs to outlive a crash (the call journal keeps it until its CDR
+    is durable, ``server.call_journal``)."""
+
+    record: DialogRecord
 
 
 @fast_init
@@ -142,7 +163,16 @@ class TrunkFailover:
     next_trunk: str
 
 
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Transit:
+    """A peer host's request relayed over one of our phones' flows (calls.cluster_route): no call
+    here, only counted (``sipcore_transit_requests_total``)."""
+
+    method: str
+
+
 Action = (
     SendRequest | SendStateless | Reply | Respond | ForwardResponse | LookupContacts | ResolveHost | CountCall
-    | ChangeForwarding | EndCall | NotifyAnswered | TrunkFailover
+    | ChangeForwarding | EndCall | CallAnswered | NotifyAnswered | TrunkFailover | Transit
 )  # fmt: skip

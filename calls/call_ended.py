@@ -11,7 +11,8 @@ from sipcore.records import fast_init
 @dataclass(frozen=True, slots=True)
 class CallEnded:
     """One call leg's facts, in epoch seconds. ``disposition``: answered, busy, no_answer, failed,
-    cancelled, refused. ``hangup_by``: caller, callee, system (cut-off, max duration) or None.
+    cancelled, refused. ``hangup_by``: caller, callee, system (cut-off, max duration), orphan
+    (restored after a crash, no BYE came: ``end`` estimated) or None.
 
     ``billed_account_id`` pays an outside leg (the caller, or the forwarding account on a forwarded
     leg); ``rated`` says whether the leg leaves through the trunk and is priced by the rater.
@@ -36,6 +37,9 @@ class CallEnded:
     hangup_by: str | None
     rated: bool
     reason: str = ""
+    holds: tuple[tuple[str, str, int], ...] = ()
+    """(customer, account, micro-units) held against daily caps by the call's priced legs: released
+    when the call is settled (routing.toll_fraud.hold_keys)."""
 
     @property
     def duration(self) -> int:

@@ -27,13 +27,14 @@ import ipaddress
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
 from calls.actions import (
     Action,
+    CallAnswered,
     ChangeForwarding,
     CountCall,
     EndCall,
@@ -45,9 +46,13 @@ from calls.actions import (
     Respond,
     SendRequest,
     SendStateless,
+    Tally,
+    Transit,
     TrunkFailover,
 )
 from calls.call_ended import CallEnded, disposition_for
+from calls.cluster_route import CALLER_TAG, ClusterRoute
+from calls.dialog_record import DialogRecord
 from calls.identity import (
     HeaderPolicy,
     Source,
@@ -96,11 +101,12 @@ from routing.plan_direct import DirectPlan
 from routing.plan_events import BranchFailed
 from routing.targets import AccountContacts, MediaService, TrunkNumber, media_key
 from routing.targets import SipUri as TargetUri
+from routing.toll_fraud import hold_keys
 from sipcore.digest import build_authorization
 from sipcore.errors import SipParseError
 from sipcore.flow import Flow, response_destination, same_host, strip_brackets
 from sipcore.headers import NameAddr, split_list
-from sipcore.message import Request, Response, new_branch
+from sipcore.message import Headers, Request, Response, new_branch
 from sipcore.proxy import (
     Hop,
     ack_branch,
@@ -119,9 +125,12 @@ from sipcore.uri import SipUri, parse_uri
 ACK_WAIT = 32.0  # 64*T1: an answered call whose 2xx is never ACKed is ended (BYE both ways)
 CANCEL_GRACE = 4.0  # seconds a CANCELled branch may take to answer before the caller gets 487 anyway
 
+ORPHAN_TIMEOUT = 3600.0  # a call restored after a crash with no BYE (nor any request) by then is ended
+
 # timer kinds, in the heap next to their call's Call-ID
-_PLAN, _CANCEL, _CUTOFF, _ACK, _TRUNK = range(5)
-_DEADLINES = ("plan_at", "cancel_at", "cutoff_at", "ack_at", "trunk_at")  # the Call field of each kind
+_PLAN, _CANCEL, _CUTOFF, _ACK, _TRUNK, _ORPHAN = range(6)
+# the Call field of each kind
+_DEADLINES = ("plan_at", "cancel_at", "cutoff_at", "ack_at", "trunk_at", "orphan_at")
 
 
 @fast_init
@@ -157,9 +166,11 @@ class CallSettings:
     max_call_duration: float = 14400.0
     ack_wait: float = ACK_WAIT
     cancel_grace: float = CANCEL_GRACE
+    orphan_timeout: float = ORPHAN_TIMEOUT  # a call restored after a crash whose BYE never comes
     links: tuple[
         Any, ...
     ] = ()  # calls.trunk_monitor.TrunkLink of each trunk: probes, registration (the adapter's)
+    cluster: ClusterRoute | None = None  # several hosts (server.cluster): transit of peers' requests
 
 
 @fast_init
@@ -196,6 +207,18 @@ class _Waiting:
     stateless: bool = False
 
 
+@dataclass(slots=True, eq=False)
+class _Transit:
+    """A peer host's INVITE relayed to a phone whose flow is ours (calls.cluster_route): kept until
+    its final answer, only so that the peer's CANCEL reaches the phone."""
+
+    relay: Relay
+    request: Request  # as forwarded
+    dest: Destination
+    provisional: bool = False
+    cancel_pending: bool = False
+
+
 @dataclass(slots=True)
 class _Timers:
     heap: list[tuple[float, int, str, int]] = field(default_factory=list)
@@ -222,6 +245,8 @@ class CallController:
         self._notifies: dict[int, tuple[Request, Flow, str, str]] = {}
         self._notify_seq = 0
         self.draining: int | None = None  # shutting down: new calls get 503 with this Retry-After
+        # (Call-ID, Via branch) -> a peer's INVITE relayed, until final (a fork may send several)
+        self._transits: dict[tuple[str, str], _Transit] = {}
         self.update(settings)
 
     def update(self, settings: CallSettings) -> None:
@@ -294,7 +319,10 @@ class CallController:
                 return False
         except SipParseError:
             return False
-        return "proxy-authorization" not in req.headers and self.trunk_for_source(*flow.remote) is None
+        if "proxy-authorization" in req.headers or self.trunk_for_source(*flow.remote) is not None:
+            return False
+        cluster = self.settings.cluster
+        return cluster is None or cluster.transit_flow(req, flow.remote[0], self._is_me) is None
 
     def next_deadline(self) -> float | None:
         heap = self._timers.heap
@@ -314,6 +342,9 @@ class CallController:
             return out
         if method == "CANCEL":
             self._on_cancel(req, flow, now, out)
+        elif (to_tag is None and method != "ACK" and self.settings.cluster is not None
+              and (toward := self.settings.cluster.transit_flow(req, flow.remote[0], self._is_me))):  # fmt: skip
+            self._transit(req, flow, toward, out)
         elif to_tag is None and method == "SUBSCRIBE":
             self._on_subscribe(req, flow, now, out)
         elif to_tag is None and method == "NOTIFY":
@@ -358,6 +389,8 @@ class CallController:
             relay: Relay = key  # type: ignore[assignment]
             if relay.final:
                 return out
+            if relay.call_id is None and self._transits:
+                self._transit_answer(relay, status, out)
             relay.final = True
             out.append(Reply(relay.request, relay.flow, status))
             call = self.calls.get(relay.call_id) if relay.call_id else None
@@ -388,6 +421,66 @@ class CallController:
             call.cancelled = True
             call.hangup_by = "system"
         self._stop_ringing(call, now, out)
+        return out
+
+    def refuse(
+        self, call_id: str, status: int, reason: str, warning: str, label: str, now: float
+    ) -> list[Action]:
+        """A call whose hold the platform refused after routing granted it (another host's call took
+        what was left of a daily cap): refused as routing refuses (``status reason``, ``warning``, a
+        refused CDR counted as ``label``), its branches cancelled. Nothing when it ended already."""
+        out: list[Action] = []
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return out
+        if call.answered is not None:  # not reached: its INVITE leaves only once the hold is granted
+            self._cut_off(call, label, now, out)
+            return out
+        self._cancel_all(call, out)
+        out.append(self._warning_reply(call.invite, call.flow, status, reason, warning))
+        self._finish(call, status, None, now, out)
+        end = out.pop()
+        assert isinstance(end, EndCall)
+        out.append(EndCall(replace(end.ended, disposition="refused", reason=label), end.cutoff))
+        return out
+
+    def restore(self, record: DialogRecord, now: float) -> list[Action]:
+        """An answered call the journal kept across a crash (``record`` in this controller's clock):
+        a dialog again, so that the BYE of either party ends it with its real end time. It counts
+        against its accounts again, keeps its cut-off deadline, and is ended as an orphan when no
+        request of it comes within ``orphan_timeout`` (BYE both ways, end time estimated as the last
+        time it was known alive: ``_orphaned``). Nothing when the Call-ID is here already."""
+        out: list[Action] = []
+        if record.call_id in self.calls:
+            return out
+        caller_dest = record.caller_dest
+        flow = caller_dest.flow or Flow(caller_dest.transport, (caller_dest.host, caller_dest.port), ("", 0))
+        headers = Headers([["from", "From", record.caller_from], ["to", "To", record.callee_to or ""],
+                           ["call-id", "Call-ID", record.call_id],
+                           ["cseq", "CSeq", f"{record.invite_cseq} INVITE"]])  # fmt: skip
+        if record.caller_contact:
+            headers.add("contact", record.caller_contact)
+        invite = Request("INVITE", "sip:restored.invalid", headers)
+        call = Call(
+            call_id=record.call_id, invite=invite, flow=flow, caller_dest=caller_dest,
+            caller_tag=record.caller_tag, direction=record.direction, customer_id=record.customer_id,
+            account_id=record.account_id, caller_number=record.caller_number, dialed=record.dialed,
+            normalised=record.normalised, plan=None, started=record.started, did=record.did,
+            rated=record.rated, billed_account_id=record.billed_account_id,
+            callee_account_id=record.callee_account_id, answered_at=record.answered_at,
+            answered=Branch(record.call_id, 0, invite, record.callee_dest, provisional=True, final=200),
+            callee_tag=record.callee_tag, callee_to=record.callee_to, callee_contact=record.callee_contact,
+            caller_cseq=record.invite_cseq, done=True, alive_until=record.alive_until,
+        )  # fmt: skip
+        self.calls[call.call_id] = call
+        if call.account_id:
+            out.append(CountCall(call.account_id, 1))
+        if call.callee_account_id:
+            out.append(CountCall(call.callee_account_id, 1))
+        call.cutoff_at, call.cutoff_reason = record.cutoff_at, record.cutoff_reason
+        self._push(call, call.cutoff_at, _CUTOFF)
+        call.orphan_at = now + self.settings.orphan_timeout
+        self._push(call, call.orphan_at, _ORPHAN)
         return out
 
     def on_contacts(self, lookup: LookupContacts, contacts: list[Contact], now: float) -> list[Action]:
@@ -444,11 +537,17 @@ class CallController:
                 call.cancel_at = None
                 self._end_cancelled(call, now, out)
             elif kind == _CUTOFF:
-                call.cutoff_at = None
-                self._cut_off(call, call.cutoff_reason, now, out)
+                # the CDR ends at the instant the money ran out, not a timer's lateness after it: the
+                # price of a call cut at a prepaid balance or daily cap never passes what it was allowed
+                at, call.cutoff_at = call.cutoff_at, None
+                end = min(at, now) if at is not None and call.cutoff_reason == "prepaid_limit" else None
+                self._cut_off(call, call.cutoff_reason, now, out, end=end)
             elif kind == _ACK:
                 call.ack_at = None
                 self._cut_off(call, "no_ack", now, out)
+            elif kind == _ORPHAN:
+                call.orphan_at = None
+                self._orphaned(call, now, out)
             else:
                 call.trunk_at = None
                 self._give_up_trunks(call, now, out)
@@ -561,7 +660,7 @@ class CallController:
             assert ref is not None
             out.append(self._warning_reply(req, flow, ref.status, ref.reason, ref.warning))
             refused = Call(direction="outbound", plan=None, **base)  # type: ignore[arg-type]
-            out.append(EndCall(_ended(refused, "refused", ref.status, None, now, ref.reason)))
+            out.append(EndCall(_ended(refused, "refused", ref.status, None, now, ref.label)))
             return
         if kind is DecisionKind.FEATURE:
             if decision.change is None:
@@ -582,7 +681,8 @@ class CallController:
             assert decision.target is not None
             plan = DirectPlan(
                 RingBranch(1, decision.target, decision.caller_id, rated=decision.rated,
-                           billed_account_id=caller.account_id, max_duration=decision.max_duration)
+                           billed_account_id=caller.account_id, max_duration=decision.max_duration,
+                           hold_micros=decision.hold_micros)
             )  # fmt: skip
             # our media service is on-net (not rated, not sent to the rater as a number)
             direction = "internal" if isinstance(decision.target, MediaService) else "outbound"
@@ -593,6 +693,8 @@ class CallController:
                     max_duration=decision.max_duration, caller_public=self._public_of(caller),
                     caller_extension=caller.extension, privacy=privacy_of(req.headers.get_all("privacy")),
                     preferred=preferred, **base)  # type: ignore[arg-type]  # fmt: skip
+        if decision.placed:  # counts in the account's call-rate windows (routing.toll_fraud)
+            out.append(Tally(decision.placed, 1))
         self._begin(call, now, out)
 
     def _inbound(
@@ -647,6 +749,13 @@ class CallController:
     def _ring(self, call: Call, ring: RingBranch, now: float, out: list[Action]) -> list[Any]:
         """Start a plan branch; returns plan actions when it cannot even start (no contact)."""
         target = ring.target
+        if ring.hold_micros > 0:  # held against the payer's daily caps until the call is settled
+            payer = self.setup.accounts.get(ring.billed_account_id or "")
+            if payer is not None:
+                out.append(
+                    Tally(hold_keys(payer.customer_id, payer.account_id), ring.hold_micros, call.call_id)
+                )
+                call.holds = (*call.holds, (payer.customer_id, payer.account_id, ring.hold_micros))
         if isinstance(target, AccountContacts):
             aor = self.settings.aor_of.get(target.account_id)
             if aor is not None:
@@ -711,7 +820,8 @@ class CallController:
 
     def _give_up_trunks(self, call: Call, now: float, out: list[Action]) -> None:
         """Trunk branches that answered nothing within their trunk's ``failover_timeout``: 408, and
-        the next trunk. A late provisional answer from the one left behind is CANCELled."""
+        the next trunk; branches through another host of ours silent past its ``answer_wait``: 408
+        (that host is down). A late provisional answer from the one left behind is CANCELled."""
         if call.done or call.ended:
             return
         late = [b for subs in call.branches.values() for b in subs
@@ -733,9 +843,16 @@ class CallController:
             return call.plan.on_branch_event(ring.branch_id, BranchUnreachable(), now)
         subs: list[Branch] = []
         call.branches[ring.branch_id] = subs
+        cluster = self.settings.cluster
         for contact in contacts:
-            fwd = self._forwarded_invite(call, ring, contact.uri, contact.dest)
+            fwd = self._forwarded_invite(call, ring, contact.uri, contact.dest, route=contact.route)
             branch = Branch(call.call_id, ring.branch_id, fwd, contact.dest)
+            if cluster is not None and contact.route and cluster.is_peer(contact.dest.host):
+                # through another host of ours: silent past answer_wait, it is down (_give_up_trunks)
+                branch.give_up_at = now + cluster.answer_wait
+                if call.trunk_at is None or branch.give_up_at < call.trunk_at:
+                    call.trunk_at = branch.give_up_at
+                    self._push(call, branch.give_up_at, _TRUNK)
             subs.append(branch)
             self._send(fwd, contact.dest, branch, out)
         return []
@@ -759,7 +876,7 @@ class CallController:
             uri = parse_uri(target.uri)
             if not isinstance(uri, SipUri):
                 return []
-            dest = Destination(uri.transport or "udp", strip_brackets(uri.host), uri.port or 5060)
+            dest = Destination(uri.target_transport, strip_brackets(uri.host), uri.target_port)
             return [Contact(target.uri, dest)]
         return []
 
@@ -775,7 +892,9 @@ class CallController:
         return isinstance(target, MediaService)
 
     def _forwarded_invite(self, call: Call, ring: RingBranch, ruri: str, dest: Destination,
-                          trunk: Trunk | None = None, to_value: str | None = None) -> Request:  # fmt: skip
+                          trunk: Trunk | None = None, to_value: str | None = None,
+                          route: tuple[str, ...] = ()) -> Request:  # fmt: skip
+        """``route``: the contact's registered Path (RFC 3327 §5.3), pushed on top of the Route set."""
         hop = self._hop_for(dest)
         inbound_hop = self._hop_for(call.caller_dest)
         rr = (hop.record_route(),) if hop == inbound_hop else (hop.record_route(), inbound_hop.record_route())
@@ -802,6 +921,8 @@ class CallController:
         replace: tuple[tuple[str, str], ...] = (("from", from_value),) if from_value is not None else ()
         if to_value is not None:
             replace = (*replace, ("to", to_value))
+        if route:
+            replace = (*replace, ("route", ", ".join((*route, *call.invite.headers.get_all("route")))))
         if asserted is not None:
             headers.append(("P-Asserted-Identity", asserted))
         for d in ring.diversions:
@@ -949,6 +1070,8 @@ class CallController:
         # §13.3.1.4: a UAS gives up on a 2xx not ACKed within 64*T1; the dialog is dead then.
         call.ack_at = now + self.settings.ack_wait
         self._push(call, call.ack_at, _ACK)
+        if not call.ended:
+            out.append(CallAnswered(_record(call)))
 
     def _branch_final(
         self, call: Call, branch: Branch, status: int, resp: Response | None, now: float, out: list[Action]
@@ -1023,11 +1146,75 @@ class CallController:
         via = up.top_via
         out.append(ForwardResponse(up, via.transport, response_destination(via)))
 
+    # ---- transit: a peer host's request for a phone whose flow is ours (calls.cluster_route) -------
+    def _transit(self, req: Request, flow: Flow, toward: Flow, out: list[Action]) -> None:
+        """Relay a peer's out-of-dialog request over the phone's flow: no authentication, no call,
+        no counting (the host where the call entered does all that). An INVITE gets our Record-Route
+        with a token sealed for the caller's From tag, so the dialog's requests towards the phone come
+        back through us and over the same flow."""
+        try:
+            pre_process_route(req, self._is_me)
+            from_tag = req.from_tag
+        except SipParseError as exc:
+            out.append(Reply(req, flow, 400, exc.reason))
+            return
+        if self._looped(req):
+            out.append(Reply(req, flow, 482, "Loop Detected"))
+            return
+        dest = _dest_of_flow(toward)
+        hop = self._hop_for(dest)
+        rr: tuple[str, ...] = ()
+        invite = req.method == "INVITE"
+        if invite:
+            if not from_tag:
+                out.append(Reply(req, flow, 400, "Missing From tag"))
+                return
+            own = record_route_with(hop, self._tokens.seal(toward, CALLER_TAG + from_tag))
+            in_hop = self._hop_for(_dest_of_flow(flow))
+            rr = (own,) if hop == in_hop else (own, in_hop.record_route())
+        fwd = forward_request(req, req.uri, hop, record_route=rr,
+                              remove=self.policy.for_source(Source.TRUSTED_PEER))  # fmt: skip
+        relay = Relay(req, flow, None)
+        if invite:
+            self._transits[_transit_key(req)] = _Transit(relay, fwd, dest)
+        out.append(Transit(req.method))
+        self._send(fwd, dest, relay, out)
+
+    def _transit_cancel(self, req: Request, flow: Flow, out: list[Action]) -> bool:
+        """A peer's CANCEL of an INVITE in transit: 200, and CANCEL towards the phone once it has
+        answered something (§9.1). False when no transit INVITE matches."""
+        transit = self._transits.get(_transit_key(req))
+        if transit is None or transit.relay.final or not _same_transaction(req, transit.relay.request):
+            return False
+        out.append(Reply(req, flow, 200))
+        if transit.provisional:
+            out.append(SendRequest(make_cancel(transit.request), transit.dest))
+        else:
+            transit.cancel_pending = True
+        return True
+
+    def _transit_answer(self, relay: Relay, status: int, out: list[Action]) -> None:
+        """Track a transit INVITE's answers: a CANCEL waiting for a provisional goes now; forgotten at
+        the final answer."""
+        key = _transit_key(relay.request)
+        transit = self._transits.get(key)
+        if transit is None or transit.relay is not relay:
+            return
+        if status >= 200:
+            del self._transits[key]
+        elif not transit.provisional:
+            transit.provisional = True
+            if transit.cancel_pending:
+                transit.cancel_pending = False
+                out.append(SendRequest(make_cancel(transit.request), transit.dest))
+
     # ---- CANCEL and in-dialog requests ---------------------------------------------------------------
     def _on_cancel(self, req: Request, flow: Flow, now: float, out: list[Action]) -> None:
         """§16.10: 200 to the CANCEL, CANCEL every pending branch; the caller's INVITE is answered by
         what the branches answer (487, or a 2xx that crossed the CANCEL, which is relayed)."""
         call = self.calls.get(req.call_id)
+        if call is None and self._transits and self._transit_cancel(req, flow, out):
+            return
         if call is None or call.done or not _same_transaction(req, call.invite):
             out.append(Reply(req, flow, 481))
             return
@@ -1084,6 +1271,8 @@ class CallController:
                 side = "callee"
             if req.method == "BYE" and call.hangup_by is None:
                 call.hangup_by = side
+            if call.orphan_at is not None:
+                call.seen = now  # a restored call shows it is alive
         if dest is None and toward is not None:
             dest = _dest_of_flow(toward)  # to a subscribed phone: over its flow, not at its Contact
         if dest is None:
@@ -1092,7 +1281,7 @@ class CallController:
                 if req.method != "ACK":
                     out.append(Reply(req, flow, 481))
                 return
-            dest = Destination(hop_uri.transport or "udp", strip_brackets(hop_uri.host), hop_uri.port or 5060)
+            dest = Destination(hop_uri.target_transport, strip_brackets(hop_uri.host), hop_uri.target_port)
         hop = self._hop_for(dest)
         remove = self.policy.for_source(self._source_of(self.trunk_for_source(*flow.remote)))
         if req.method == "ACK":
@@ -1110,6 +1299,8 @@ class CallController:
 
     def _relay(self, relay: Relay, resp: Response, now: float, out: list[Action]) -> None:
         status = resp.status
+        if relay.call_id is None and self._transits:
+            self._transit_answer(relay, status, out)
         if status == 100:
             return
         request = relay.request
@@ -1184,12 +1375,16 @@ class CallController:
             tag = req.to_tag
             if not tag:
                 return None
+            from_tag = req.from_tag
             for value in split_list(fields[0] if len(fields) == 1 else ",".join(fields))[:2]:
                 uri = NameAddr.parse(value).uri
                 if not isinstance(uri, SipUri) or not self._is_me(uri):
                     return None
                 if uri.user:
-                    found = self._tokens.open(unquote(uri.user), tag)
+                    token = unquote(uri.user)
+                    found = self._tokens.open(token, tag)
+                    if found is None and from_tag:  # a call we relayed in transit, towards its callee
+                        found = self._tokens.open(token, CALLER_TAG + from_tag)
                     if found is not None:
                         return found
         except SipParseError:
@@ -1237,7 +1432,7 @@ class CallController:
             return
         out.append(Reply(req, flow, 200))
         for contact in contacts:
-            copy = notify_copy(req, contact.uri, aor, self._hop_for(contact.dest))
+            copy = notify_copy(req, contact.uri, aor, self._hop_for(contact.dest), contact.route)
             self._send(copy, contact.dest, NotifyCopy(account_id, contact.uri), out)
 
     @staticmethod
@@ -1275,8 +1470,30 @@ class CallController:
         return out
 
     # ---- cut-off and the end of a call -------------------------------------------------------------
-    def _cut_off(self, call: Call, reason: str, now: float, out: list[Action]) -> None:
-        """BYE both parties (prepaid limit reached, or a call nobody ended or ACKed)."""
+    def _orphaned(self, call: Call, now: float, out: list[Action]) -> None:
+        """A call restored after a crash that no request of has reached us for ``orphan_timeout``
+        (re-armed from the last one seen): its BYE is lost or the parties are gone. BYE both ways;
+        the CDR ends it at the last time it was known alive (the crashed process's last journal
+        heartbeat, or the last request seen since), ``hangup_by`` ``orphan``."""
+        timeout = self.settings.orphan_timeout
+        if call.seen is not None and call.seen + timeout > now:
+            call.orphan_at = call.seen + timeout
+            self._push(call, call.orphan_at, _ORPHAN)
+            return
+        known = [t for t in (call.alive_until, call.seen, call.answered_at) if t is not None]
+        self._cut_off(call, "orphan", now, out, "orphan", min(max(known), now))
+
+    def _cut_off(
+        self,
+        call: Call,
+        reason: str,
+        now: float,
+        out: list[Action],
+        by: str = "system",
+        end: float | None = None,
+    ) -> None:
+        """BYE both parties (prepaid limit reached, or a call nobody ended or ACKed); ``end``: the end
+        time of the CDR when it is not now (an orphan's estimate)."""
         if call.ended or call.answered is None:
             return
         invite = call.invite
@@ -1293,16 +1510,23 @@ class CallController:
             bye = in_dialog_request("BYE", target_uri_of(caller_contacts[0]), to_value, from_value,
                                     call.call_id, cseq, self._hop_for(call.caller_dest))  # fmt: skip
             self._send(bye, call.caller_dest, None, out)
-        call.hangup_by = "system"
-        self._finish(call, 200, "system", now, out, reason)
+        call.hangup_by = by
+        self._finish(call, 200, by, now, out, reason, end)
 
     def _finish(
-        self, call: Call, status: int, hangup_by: str | None, now: float, out: list[Action], cutoff: str = ""
+        self,
+        call: Call,
+        status: int,
+        hangup_by: str | None,
+        now: float,
+        out: list[Action],
+        cutoff: str = "",
+        end: float | None = None,
     ) -> None:
         if call.ended:
             return
         call.ended = call.done = True
-        call.plan_at = call.cancel_at = call.cutoff_at = call.ack_at = call.trunk_at = None
+        call.plan_at = call.cancel_at = call.cutoff_at = call.ack_at = call.trunk_at = call.orphan_at = None
         dispose = getattr(call.plan, "dispose", None)
         if dispose is not None:
             dispose()  # free the routing plan's graph now, not at the next cyclic collection
@@ -1313,8 +1537,23 @@ class CallController:
         self.calls.pop(call.call_id, None)
         answered = call.answered_at is not None
         disposition = "answered" if answered else disposition_for(status, call.cancelled)
-        ended = _ended(call, disposition, 200 if answered else status, hangup_by or call.hangup_by, now)
+        ended = _ended(call, disposition, 200 if answered else status, hangup_by or call.hangup_by,
+                       now if end is None else end)  # fmt: skip
         out.append(EndCall(ended, cutoff))
+
+
+def _record(call: Call) -> DialogRecord:
+    """What an answered call needs to outlive a crash (calls.dialog_record)."""
+    assert call.answered is not None and call.answered_at is not None and call.cutoff_at is not None
+    invite = call.invite
+    contacts = invite.headers.get_all("contact")
+    return DialogRecord(
+        call.call_id, call.caller_tag, call.callee_tag or "", call.direction, call.customer_id,
+        call.account_id, call.billed_account_id, call.caller_number, call.dialed, call.normalised,
+        call.callee_account_id, call.did, call.rated, call.started, call.answered_at, call.cutoff_at,
+        call.cutoff_reason, call.caller_dest, call.answered.dest, invite.headers.get("from") or "",
+        contacts[0] if contacts else None, invite.cseq[0], call.callee_to, call.callee_contact,
+    )  # fmt: skip
 
 
 def _ended(
@@ -1328,8 +1567,13 @@ def _ended(
         caller=call.caller_number, dialed=call.dialed, normalised=call.normalised,
         callee_account_id=call.callee_account_id, did=call.did, start=call.started,
         answer=call.answered_at, end=now, disposition=disposition, sip_status=status,
-        hangup_by=hangup_by, rated=call.rated, reason=reason,
+        hangup_by=hangup_by, rated=call.rated, reason=reason, holds=call.holds,
     )  # fmt: skip
+
+
+def _transit_key(req: Request) -> tuple[str, str]:
+    """A transit INVITE and its CANCEL share Call-ID and top Via branch (§9.1)."""
+    return req.call_id, req.top_via.branch or ""
 
 
 def _dest_of_flow(flow: Flow) -> Destination:

@@ -31,10 +31,12 @@ class Destination:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class Contact:
-    """One registered contact to ring: its Request-URI and the destination (its flow)."""
+    """One registered contact to ring: its Request-URI and the destination (its flow, or the first
+    hop of ``route``). ``route``: the Path its REGISTER recorded (RFC 3327), sent as Route headers."""
 
     uri: str
     dest: Destination
+    route: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -94,6 +96,7 @@ class Call:
     did: str | None = None
     rated: bool = False
     max_duration: int | None = None
+    holds: tuple[tuple[str, str, int], ...] = ()  # (customer, account, micros) its priced legs hold
     caller_public: str | None = None  # the caller account's public number
     caller_extension: str | None = None
     source: Source = Source.PHONE  # who sent the INVITE, for identity (RFC 3325)
@@ -124,6 +127,9 @@ class Call:
     cutoff_reason: str = ""
     ack_at: float | None = None  # §13.3.1.4: a 2xx not ACKed within 64*T1 ends the dialog
     trunk_at: float | None = None  # the earliest give_up_at of its trunk branches
+    orphan_at: float | None = None  # restored after a crash: ended then unless a request is seen
+    seen: float | None = None  # restored: the last in-dialog request relayed since the restart
+    alive_until: float | None = None  # restored: the last time the crashed process was alive
 
     def pending(self) -> bool:
         """Some branch has no final answer yet."""

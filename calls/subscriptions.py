@@ -27,7 +27,7 @@ ALLOW_EVENTS = (("Allow-Events", MWI_EVENT),)  # with 489 Bad Event (RFC 6665 §
 MAILBOX_SERVICE = "mailbox"  # media Request-URI user mailbox-<account>: the owner's own mailbox
 _MAC_LEN = 10  # bytes of HMAC-SHA256 kept: 80 bits, far beyond guessing one dialog's token
 _MAX_TOKEN = 256  # characters: a longer user part is not one of ours (not decoded at all)
-_TRANSPORTS = {"udp": "u", "tcp": "t"}
+_TRANSPORTS = {"udp": "u", "tcp": "t", "tls": "s", "ws": "w", "wss": "x"}
 _NAMES = {v: k for k, v in _TRANSPORTS.items()}
 
 
@@ -79,8 +79,7 @@ class FlowTokens:
 
 def record_route_with(hop: Hop, user: str) -> str:
     """Our Record-Route value for ``hop`` carrying ``user`` (a flow token) in its user part."""
-    tp = ";transport=tcp" if hop.transport == "TCP" else ""
-    return f"<sip:{user}@{hop.host}:{hop.port}{tp};lr>"
+    return f"<sip:{user}@{hop.host}:{hop.port}{hop.uri_params};lr>"
 
 
 # An unsolicited NOTIFY's copy is a request we originate: the media service's Via, any Route and
@@ -88,9 +87,14 @@ def record_route_with(hop: Hop, user: str) -> str:
 _COPY_DROPS = dict.fromkeys(("via", "route", "record-route", "proxy-authorization", "authorization"))
 
 
-def notify_copy(notify: Request, contact_uri: str, aor: str, hop: Hop) -> Request:
+def notify_copy(
+    notify: Request, contact_uri: str, aor: str, hop: Hop, route: tuple[str, ...] = ()
+) -> Request:
     """The media service's unsolicited NOTIFY as one registered contact gets it: Request-URI the
     contact, To the account's AOR (the phone's own address, which it expects), our Via alone;
-    Call-ID, CSeq, From, Contact, Event, Subscription-State and the body as the media service sent."""
-    to = (("to", f"<{aor}>"),)
-    return forward_request(notify, contact_uri, hop, replace_headers=to, remove=_COPY_DROPS)
+    Call-ID, CSeq, From, Contact, Event, Subscription-State and the body as the media service sent.
+    ``route``: the contact's registered Path (RFC 3327), its only Route set."""
+    headers: tuple[tuple[str, str], ...] = (("to", f"<{aor}>"),)
+    if route:
+        headers = (*headers, ("route", ", ".join(route)))
+    return forward_request(notify, contact_uri, hop, replace_headers=headers, remove=_COPY_DROPS)

@@ -283,8 +283,7 @@ class TrunkMonitor:
         uri = f"sip:{domain}"
         aor = f"<sip:{settings.username}@{domain}>"
         hop = self.hop(dest)
-        transport = ";transport=tcp" if dest.transport == "tcp" else ""
-        reg.contact = f"sip:{settings.username}@{hop.host}:{hop.port}{transport}"
+        reg.contact = f"sip:{settings.username}@{hop.host}:{hop.port}{hop.uri_params}"
         reg.cseq += 1
         key = Registering(entry.link.name, authorised=challenge is not None)
         reg.waiting = key

@@ -46,6 +46,7 @@ class CdrPipeline:
         self._flusher: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
+        self._waiting: list[asyncio.Future[None]] = []  # wait_durable callers, for the next flush
 
     async def start(self) -> None:
         """Open the spool (replaying what a previous run left) and start the background tasks.
@@ -60,6 +61,14 @@ class CdrPipeline:
         """Call path: hand over a finished call's CDR. Sync, no I/O; durable after the next flush."""
         self.spool.append(record)
 
+    async def wait_durable(self) -> None:
+        """Return once every CDR appended before this call is durable: after the next periodic flush
+        (no flush of its own: a caller per call costs one shared fsync, not one each). Raises the
+        flush's OSError when the disk refused it."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        await waiter
+
     async def flush(self) -> None:
         """Make every CDR appended so far durable (fsync'd in the spool).
 
@@ -70,10 +79,21 @@ class CdrPipeline:
 
     async def _flush(self, *, skip_if_empty: bool) -> None:
         async with self._flush_lock:
-            if skip_if_empty and not self.spool.buffered:
-                return
-            if await asyncio.to_thread(self.spool.flush):
-                self.writer.wake()
+            # appended before this point: in the buffer now, or durable by an earlier flush
+            waiting, self._waiting = self._waiting, []
+            try:
+                if not (skip_if_empty and not self.spool.buffered) and await asyncio.to_thread(
+                    self.spool.flush
+                ):
+                    self.writer.wake()
+            except OSError as exc:
+                for waiter in waiting:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                raise
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def stop(self, timeout: float = 10.0) -> bool:  # not money: seconds
         """Flush, let the writer store what it can within `timeout`, close. True if fully drained.

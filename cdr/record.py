@@ -81,7 +81,8 @@ class CdrRecord:
     answer: datetime | None = None
     free_minutes: int = 0
     package: str | None = None
-    hangup_by: str | None = None  # caller | callee | system (cut-off, shutdown, operator); None: unknown
+    # caller | callee | system (cut-off, shutdown, operator) | orphan (across a crash, end estimated); None: unknown
+    hangup_by: str | None = None
     margin: Decimal | None = None  # None: computed as price - cost
 
     def __post_init__(self) -> None:

@@ -51,6 +51,7 @@ class CdrWriter:
         self.retry_max = retry_max
         self._wake = asyncio.Event()
         self._stopping = False
+        self.opened = asyncio.Event()  # the store is open and migrated (readers may query it)
         self.written = 0  # new rows stored by this writer
         self.acked_records = 0  # records acknowledged (new or already stored)
 
@@ -66,6 +67,7 @@ class CdrWriter:
 
     async def run(self) -> None:
         await self._retry("open", self._open_store)
+        self.opened.set()
         prefetch: asyncio.Future[SpoolBatch] | None = None
         prefetch_stopping = False
         try:

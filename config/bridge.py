@@ -19,6 +19,7 @@ from config.schema import Account, Customer, FollowMe, Forwarding, Package, Ring
 from config.values import Pulse
 from rating import model as rm
 from routing import model as ro
+from routing.toll_fraud import Blocklist, RateLimit
 
 # ------------------------------------------------------------------------------------------- rating
 
@@ -83,6 +84,9 @@ def rating_setup(cfg: Config) -> rm.RatingSetup:
                 block_out_of_plan=acc.block_out_of_plan,
                 billing_start=acc.billing_start,
                 billing_end=acc.billing_end,
+                daily_cap=acc.daily_cap
+                if acc.daily_cap is not None
+                else cfg.proxy.toll_fraud.account_daily_cap,
             )
         for did in cust.dids:
             dids[did.number] = rm.DidBilling(
@@ -102,6 +106,7 @@ def rating_setup(cfg: Config) -> rm.RatingSetup:
         accounts=MappingProxyType(accounts),
         dids=MappingProxyType(dids),
         premium_categories=frozenset(cfg.rating.premium_categories),
+        timezone=cfg.rating.billing.timezone,
     )
 
 
@@ -154,8 +159,20 @@ def _follow_me(fm: FollowMe | None) -> ro.FollowMe | None:
     return ro.FollowMe(_steps(fm.destinations), fm.enabled, ro.ShowCaller(fm.show_caller), fm.voicemail)
 
 
+def _rate_limits(cfg: Config, acc: Account) -> tuple[RateLimit, ...]:
+    """The account's call-rate limits, else the platform's defaults (proxy.toll_fraud)."""
+    fraud = cfg.proxy.toll_fraud
+    per_second = acc.calls_per_second if acc.calls_per_second is not None else fraud.calls_per_second
+    per_minute = acc.calls_per_minute if acc.calls_per_minute is not None else fraud.calls_per_minute
+    limits = [RateLimit(per_second, 1)] if per_second is not None else []
+    if per_minute is not None:
+        limits.append(RateLimit(per_minute, 60))
+    return tuple(limits)
+
+
 def account_route(cfg: Config, cust: Customer, acc: Account) -> ro.AccountRoute:
     ring = acc.ring_time if acc.ring_time is not None else cfg.proxy.no_answer_timeout
+    fraud = cfg.proxy.toll_fraud
     return ro.AccountRoute(
         account_id=account_id(cust.id, acc.extension),
         customer_id=cust.id,
@@ -169,6 +186,12 @@ def account_route(cfg: Config, cust: Customer, acc: Account) -> ro.AccountRoute:
         max_calls=acc.max_calls,
         block_premium=acc.block_premium,
         block_out_of_plan=acc.block_out_of_plan,
+        rate_limits=_rate_limits(cfg, acc),
+        blocklist=Blocklist.layered(
+            (fraud.blocked_prefixes, fraud.allowed_prefixes),
+            (cust.blocked_prefixes, cust.allowed_prefixes),
+            (acc.blocked_prefixes, acc.allowed_prefixes),
+        ),
         forwards=_forward_rules(acc, acc.forwarding, cfg.proxy.no_answer_timeout),
         follow_me=_follow_me(acc.follow_me),
         ring_seconds=ring,
@@ -184,6 +207,7 @@ def customer_route(cfg: Config, cust: Customer) -> ro.CustomerRoute:
         international_prefix=d.international_prefix,
         outbound_prefix=d.outbound_prefix or "",
         premium_prefixes=d.premium_prefixes,
+        extra_premium=tuple(p for ps in cfg.proxy.toll_fraud.premium_prefixes.values() for p in ps),
     )
     groups = [
         ro.Group(

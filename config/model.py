@@ -31,7 +31,7 @@ def account_id(customer_id: str, extension: str) -> str:
 
 
 def local_hosts_of(file: ConfigFile) -> frozenset[str]:
-    """Listen IPs (unless wildcard), the advertised address and ``server.local_addresses``.
+    """Listen IPs (unless wildcard), the advertised addresses and ``server.local_addresses``.
 
     A request addressed to one of these is for ``default_domain``. Wildcard listen addresses add
     nothing here: the server adds its interfaces' addresses when it binds.
@@ -40,6 +40,8 @@ def local_hosts_of(file: ConfigFile) -> frozenset[str]:
     hosts = {a.host.lower() for a in (*server.listen.udp, *server.listen.tcp)} - {"0.0.0.0", "::"}
     if server.advertised_address is not None:
         hosts.add(server.advertised_address.host.lower())
+    if server.cluster is not None:  # the other hosts route requests to it
+        hosts.add(server.cluster.advertise.host.lower())
     hosts.update(server.local_addresses)
     return frozenset(hosts)
 

@@ -19,7 +19,15 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    model_validator,
+)
 
 from config.values import (
     E164,
@@ -44,6 +52,7 @@ from config.values import (
     SipUser,
     Text,
 )
+from routing.toll_fraud import SATELLITE_PREFIXES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HA1 = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -151,6 +160,35 @@ class Limits(Strict):
     max_message_size: int = Field(65535, ge=1024, le=1 << 20)
     max_tcp_connections_per_ip: int = Field(64, ge=1)
     tcp_idle_timeout: Duration = Field(600, ge=1)
+    # inbound TCP connections for the whole server, split evenly between workers; each worker's share
+    # is kept below its RLIMIT_NOFILE less tcp_reserved_descriptors (None: that limit alone)
+    max_tcp_connections: int | None = Field(None, ge=1)
+    tcp_reserved_descriptors: int = Field(256, ge=16)
+    tcp_message_timeout: Duration = Field(10, ge=1)  # to finish a message once begun (slowloris)
+    tcp_min_byte_rate: int = Field(100, ge=0)  # bytes/s of a message in progress (trickle); 0: off
+    # server transactions kept at most (~7 KB each); beyond, new requests get a stateless 503
+    max_server_transactions: int = Field(65_536, ge=100)
+
+
+class TlsSection(Strict):
+    """SIP over TLS (docs/transports.md): listeners, certificate, handshake. Relative files are under
+    ``state_dir``; ``sipcore reload`` reloads the pair (new connections use it)."""
+
+    listen: tuple[ListenAddress, ...] = (HostPort("0.0.0.0", 5061),)
+    cert_file: Text
+    key_file: Text
+    self_signed: bool = False  # both files missing: create a demo pair (openssl) instead of failing
+    client_ca_file: Text | None = None  # clients must present a certificate this CA signed
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    ciphers: Text | None = None  # OpenSSL TLS 1.2 cipher string; None: forward-secret AEAD suites
+    handshake_timeout: Duration = Field(10, ge=1, le=120)
+
+
+class WebSocketSection(Strict):
+    """SIP over WebSocket (RFC 7118): plain ``listen`` and secure ``tls_listen`` (server.tls's pair)."""
+
+    listen: tuple[ListenAddress, ...] = ()
+    tls_listen: tuple[ListenAddress, ...] = ()
 
 
 class LogSettings(Strict):
@@ -186,8 +224,20 @@ def is_loopback_host(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
+class ClusterSection(Strict):
+    """Several hosts sharing one Redis location store and one PostgreSQL (docs/scale-out.md): bindings
+    registered here carry a route through ``advertise``, and the ``peers`` may send calls through us
+    to our phones (transit: not authenticated, not counted here)."""
+
+    advertise: SipAddress  # where the other hosts reach this one (one of its listening addresses)
+    transport: Literal["udp", "tcp"] = "udp"  # how they send to it
+    peers: tuple[Network, ...] = ()  # the other hosts' addresses (networks allowed)
+
+
 class ServerSection(Strict):
     listen: Listen = Listen()
+    tls: TlsSection | None = None
+    websocket: WebSocketSection | None = None
     advertised_address: SipAddress | None = None
     local_addresses: tuple[Domain, ...] = ()
     limits: Limits = Limits()
@@ -198,6 +248,13 @@ class ServerSection(Strict):
     state_dir: Text = "var"
     # SIGTERM: new calls refused (503), calls in progress given this long to end, then BYE both ways
     drain_timeout: Duration = Field(30, ge=0, le=3600)
+    cluster: ClusterSection | None = None  # several hosts, one platform (docs/scale-out.md)
+
+    @model_validator(mode="after")
+    def _wss_needs_tls(self) -> ServerSection:
+        if self.websocket is not None and self.websocket.tls_listen and self.tls is None:
+            raise ValueError("server.websocket.tls_listen needs server.tls (its certificate and key)")
+        return self
 
 
 # ------------------------------------------------------------------------------------------ registrar
@@ -222,9 +279,39 @@ class RedisLocation(Strict):
     backend: Literal["redis"]
     url: Text = "redis://127.0.0.1:6379/0"
     key_prefix: Text = "sipcore:"
+    # a deadline per location operation; past it, or Redis unreachable, the local fallback serves
+    timeout: float = Field(1.0, gt=0, le=30)
+    retry_interval: float = Field(2.0, gt=0, le=300)  # first probe of Redis after it went away
+    # Redis Sentinel: "host:port" of each sentinel (the master is discovered; url gives password/db)
+    sentinels: tuple[Text, ...] = ()
+    sentinel_master: Text = "mymaster"
 
 
 DEFAULT_SCANNERS = ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sundayddr", "iwar", "sipbomber")
+
+
+class RateLimit(Strict):
+    """Per-source request-rate limit (Kamailio's pike): over ``requests`` messages within ``window``
+    seconds, the source is banned for ``ban_time`` (registrar/pike.py)."""
+
+    enabled: bool = True
+    requests: int = Field(200, ge=1)
+    window: Duration = Field(2, ge=1)
+    ban_time: Duration = Field(300, ge=1)
+
+
+_NFT_SET = re.compile(r"^(ip|ip6|inet) [A-Za-z_][A-Za-z0-9_.-]* [A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def _nft_set(value: str) -> str:
+    if not _NFT_SET.match(value):
+        raise ValueError(
+            f"{value!r} is not an nftables set as 'family table set' (e.g. 'inet sipcore banned4')"
+        )
+    return value
+
+
+NftSet = Annotated[Text, AfterValidator(_nft_set)]
 
 
 class Guard(Strict):
@@ -238,6 +325,10 @@ class Guard(Strict):
     user_failure_threshold: int = Field(30, ge=1)  # per username, across sources: bans the sources
     refuse_user_agents: tuple[Text, ...] = DEFAULT_SCANNERS
     whitelist: tuple[Network, ...] = ("127.0.0.0/8", "::1/128")  # never banned
+    rate_limit: RateLimit = RateLimit()
+    # bans mirrored into nftables sets (IPv4 addresses; IPv6 /64 networks: a set with flags interval)
+    nft_set: NftSet | None = None
+    nft_set6: NftSet | None = None
 
 
 class RegistrarSection(Strict):
@@ -253,8 +344,9 @@ class RegistrarSection(Strict):
     # only MD5, so MD5 comes first by default; RFC 8760 clients that read all can still pick SHA-256.
     digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = Field(("MD5", "SHA-256"), min_length=1)
     # Clients that abort on a challenge with an algorithm they do not know, even after one they could
-    # answer (baresip 1.0 fails with ENOSYS): User-Agent substrings, case-insensitive, challenged MD5 only.
-    md5_only_user_agents: tuple[Text, ...] = ("baresip",)
+    # answer (baresip 1.0 fails with ENOSYS, SIP.js 0.21 aborts on a SHA-256 challenge): User-Agent
+    # substrings, case-insensitive, challenged MD5 only.
+    md5_only_user_agents: tuple[Text, ...] = ("baresip", "SIP.js")
     location: Annotated[MemoryLocation | RedisLocation, Field(discriminator="backend")] = MemoryLocation(
         backend="memory"
     )
@@ -281,6 +373,16 @@ class FeatureCode(Strict):
         if not re.fullmatch(r"[*#][0-9*#]*", self.clear):
             raise ValueError(f"clear code {self.clear!r} must start with * or # (e.g. #21#)")
         return self
+
+
+class CallJournal(Strict):
+    """Answered calls kept on disk until their CDR is durable (docs/cdr.md "Calls across a crash")."""
+
+    enabled: bool = True
+    orphan_timeout: Duration = Field(3600, ge=1)  # a restored call no request of reaches us: ended
+    # the records are written before the replies that depend on them leave (a killed process loses
+    # nothing); fdatasync'd too: before those replies (reply), in a thread right after (background), never (off)
+    fsync: Literal["reply", "background", "off"] = "background"
 
 
 class FeatureCodes(Strict):
@@ -317,6 +419,18 @@ def _distinct_trunks(choices: tuple[TrunkChoice, ...] | None) -> tuple[TrunkChoi
     return choices
 
 
+class TollFraud(Strict):
+    """Platform-wide limits against toll fraud (docs/security.md "Toll fraud"); accounts and customers
+    add their own (``blocked_prefixes``, ``allowed_prefixes``, ``calls_per_second`` ...)."""
+
+    blocked_prefixes: tuple[Prefix, ...] = SATELLITE_PREFIXES  # refused to every account
+    allowed_prefixes: tuple[Prefix, ...] = ()  # exceptions carved out of blocked ones (longest wins)
+    premium_prefixes: dict[Country, tuple[Prefix, ...]] = {}  # region -> prefixes, for block_premium
+    calls_per_second: int | None = Field(None, ge=1, le=100_000)  # default for accounts
+    calls_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+    account_daily_cap: Fee | None = None  # default for accounts
+
+
 class ProxySection(Strict):
     max_call_duration: Duration = Field(14400, ge=1)
     no_answer_timeout: Duration = Field(20, ge=1)
@@ -328,6 +442,8 @@ class ProxySection(Strict):
         None, min_length=1
     )  # an ordered set with failover (docs/proxy.md "Trunks")
     feature_codes: FeatureCodes = FeatureCodes()
+    toll_fraud: TollFraud = TollFraud()
+    call_journal: CallJournal = CallJournal()
 
     @model_validator(mode="after")
     def _one_trunk_form(self) -> ProxySection:
@@ -358,9 +474,22 @@ class TrunkRegistration(Strict):
     retry_max: Duration = Field(300, ge=1, le=3600)  # backoff after failures: 1, 2, 4 ... up to this
 
 
+class TrunkTls(Strict):
+    """How the carrier's TLS certificate is checked: against ``ca_file`` (else the system CAs) with
+    its name checked against ``server_name`` (SNI; default the address's host), or pinned by SHA-256."""
+
+    ca_file: Text | None = None
+    fingerprint: (
+        Annotated[str, StringConstraints(pattern=r"^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$")] | None
+    ) = None
+    server_name: Text | None = None
+    verify: bool = True  # false: no check at all (tests only; logged at start)
+
+
 class Trunk(Strict):
     address: SipAddress
-    transport: Literal["udp", "tcp"] = "udp"
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    tls: TrunkTls | None = None
     username: Text | None = None
     password: Text | None = None
     realm: Text | None = None
@@ -441,6 +570,10 @@ class RedisCounters(Strict):
     url: Text = "redis://127.0.0.1:6379/0"
     key_prefix: Text = "sipcore:rating:"
     refresh_interval: float = Field(1.0, gt=0, le=60)
+    # Redis unreachable: what a HARD (prepaid) customer may still spend per process (0: priced calls refused)
+    outage_reserve: Fee = Decimal(0)
+    sentinels: tuple[Text, ...] = ()  # Redis Sentinel "host:port" list (the master is discovered)
+    sentinel_master: Text = "mymaster"
 
 
 def _timezone(value: str) -> str:
@@ -567,6 +700,11 @@ class Account(Strict):
     package: Name | None = None
     block_out_of_plan: bool = False
     block_premium: bool = False
+    blocked_prefixes: tuple[Prefix, ...] = ()
+    allowed_prefixes: tuple[Prefix, ...] = ()
+    calls_per_second: int | None = Field(None, ge=1, le=100_000)  # None: proxy.toll_fraud's
+    calls_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+    daily_cap: Fee | None = None  # None: proxy.toll_fraud.account_daily_cap
     billing_start: date | None = None
     billing_end: date | None = None
     ring_time: Duration | None = Field(None, ge=1)  # own phones ring; None: proxy.no_answer_timeout
@@ -601,6 +739,8 @@ class Customer(Strict):
     groups: Annotated[Mapping[Name, Group], _FROZEN] = _NO_ENTRIES
     accounts: tuple[Account, ...] = ()
     conference_pins: Annotated[Mapping[Digits, Name], _FROZEN] = _NO_ENTRIES  # 2020 asks: PIN -> room
+    blocked_prefixes: tuple[Prefix, ...] = ()  # added to the platform's for its accounts
+    allowed_prefixes: tuple[Prefix, ...] = ()
 
     @model_validator(mode="after")
     def _one_trunk_form(self) -> Customer:

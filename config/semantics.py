@@ -187,6 +187,11 @@ def _check_platform(cfg: ConfigFile, base_dir: Path, ix: Indexes) -> None:
             ("trunks",),
             "several trunks: say which one is proxy.outbound_trunk (or list proxy.outbound_trunks)",
         )
+    for name, trunk in cfg.trunks.items():  # our Via and Record-Route towards it name the TLS listener
+        if trunk.transport == "tls" and cfg.server.tls is None:
+            ix.problem(("trunks", name, "transport"), f"trunk {name!r} uses TLS: server.tls is needed too")
+        elif trunk.tls is not None and trunk.transport != "tls":
+            ix.problem(("trunks", name, "tls"), f"trunk {name!r}: tls settings need transport: tls")
     for ti, choice in enumerate(proxy.outbound_trunks or ()):
         if choice.trunk not in cfg.trunks:
             ix.problem(
@@ -225,6 +230,9 @@ def _check_platform(cfg: ConfigFile, base_dir: Path, ix: Indexes) -> None:
             ("registrar",),
             "several workers or a shared location store need a shared nonce_secret (or nonce_secret_file)",
         )
+    if cfg.server.cluster is not None and reg.location.backend != "redis":
+        ix.problem(("server", "cluster"), "several hosts share their registrations in Redis: "
+                   "server.cluster needs registrar.location.backend: redis")  # fmt: skip
 
 
 def resolve(base_dir: Path, rel: str) -> Path:

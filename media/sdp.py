@@ -773,6 +773,8 @@ def accept_answer(offer: SessionDescription, answer: SessionDescription) -> Nego
     for index, (ours, theirs) in enumerate(zip(offer.media, answer.media, strict=True)):
         if theirs.port == 0 or ours.media != "audio" or theirs.media != "audio":
             continue
+        if theirs.proto.upper() != ours.proto.upper():  # its formats may not even be payload types
+            raise SdpParseError(f"answer changed the stream's profile {ours.proto} to {theirs.proto}")
         offered = [
             (codec, int(fmt))
             for fmt in ours.formats

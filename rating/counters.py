@@ -4,7 +4,8 @@ Why an interface: one process keeps them in memory; several processes share them
 (rating.balance_redis). Both honour the same contract (tests/rating/test_counters_contract.py):
 each method is atomic on its own; `take_free_minutes` grants at most what the bundle has left,
 so two concurrent calls can never spend the same free minute.
-Keys: `day` is the UTC date "YYYY-MM-DD", `cycle` the UTC month "YYYY-MM" (see settlement).
+Keys: `day` is the date "YYYY-MM-DD" in the operator's time zone, `cycle` the UTC month "YYYY-MM"
+(see settlement).
 All amounts are integer micro-units.
 """
 

@@ -41,6 +41,7 @@ class Refusal(StrEnum):
     OUT_OF_PLAN_BLOCKED = "out_of_plan_blocked"
     BALANCE_EXHAUSTED = "balance_exhausted"  # HARD balance <= 0 or too low to pay one pulse
     DAILY_CAP_REACHED = "daily_cap_reached"
+    ACCOUNT_DAILY_CAP_REACHED = "account_daily_cap_reached"  # the account's own daily cap
     BILLING_ENDED = "billing_ended"  # the call starts after the account's billing end date
 
 
@@ -135,7 +136,7 @@ class CustomerBilling:
     balance_mode: BalanceMode = BalanceMode.SOFT
     low_balance_threshold: Decimal = ZERO
     internal: bool = False  # demo/internal: calls recorded, never billed
-    daily_cap: Decimal | None = None  # max spend per UTC day, None = no cap
+    daily_cap: Decimal | None = None  # max spend per day (operator's time zone), None = no cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ class AccountBilling:
     block_out_of_plan: bool = False
     billing_start: date | None = None  # setup fee month; monthly fees from here
     billing_end: date | None = None  # last billed day (inclusive); later calls are refused
+    daily_cap: Decimal | None = None  # the account's own max spend per day, None = no cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,7 @@ class RatingSetup:
     accounts: Mapping[str, AccountBilling]
     dids: Mapping[str, DidBilling] = field(default_factory=dict)
     premium_categories: frozenset[str] = frozenset({"premium"})
+    timezone: str = "UTC"  # the operator's: the day daily caps count in (rating.billing.timezone)
 
 
 @dataclass(frozen=True, slots=True)

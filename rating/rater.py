@@ -9,6 +9,7 @@ passed in, so the same code serves one process (memory counters) or many (Redis 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from functools import partial
 
 from rating.errors import NoRate, SetupError, UnknownAccount
 from rating.events import Authorisation, CallRated
@@ -27,6 +28,7 @@ from rating.model import (
 from rating.money import AMOUNT_DIVISOR, MoneyError, amount_ratio, rate_units, to_micros
 from rating.pulse import billed_seconds
 from rating.tariff import OUT_OF_PLAN, PREMIUM, CompiledTable, Entry, Route, compile_package, row_terms
+from sipcore.speedups import optional_extension
 
 _INBOUND = Direction.INBOUND
 _OUTBOUND = Direction.OUTBOUND
@@ -45,11 +47,23 @@ def _refused(reason: Refusal, route: Entry | None = None) -> Authorisation:
 
 _REFUSALS = {r: Authorisation(False, r, None) for r in Refusal}
 
+# The hot path in C (rating/_rater_c.c), when built: it answers the everyday calls from the same
+# terms and hands every other one to the Python methods below, which stay the reference
+# (tests/rating/test_rater_c.py holds the two to the same answers).
+_rater_c = optional_extension("rating._rater_c")
+if _rater_c is not None:
+    _rater_c.setup(
+        Authorisation, CallRated, CallToRate, _OUTBOUND, _FORWARDED, Pricing.INTERNAL, Pricing.UNANSWERED
+    )
+# _Plan.fast_terms modes: what the C authorise may decide alone once the route is found
+_MODE_REFERENCE, _MODE_PREPAID, _MODE_UNLIMITED = 0, 1, 2
+
 
 class _Plan:
     """Everything about one billed party the hot path needs, flattened at build time."""
 
     __slots__ = (
+        "acap",
         "account",
         "blocks",
         "bundle",
@@ -59,6 +73,7 @@ class _Plan:
         "customer",
         "customer_id",
         "end",
+        "fast_terms",
         "hard",
         "incoming_rate",
         "incoming_ratio",
@@ -104,6 +119,8 @@ class _Plan:
         self.internal = customer.internal
         self.hard = customer.balance_mode is BalanceMode.HARD
         self.cap = None if customer.daily_cap is None else to_micros(customer.daily_cap, "daily cap")
+        acap = account.daily_cap if account is not None else None
+        self.acap = None if acap is None else to_micros(acap, "account daily cap")
         self.initial = package.pulse.initial if package else 60
         self.subsequent = package.pulse.subsequent if package else 60
         self.connect = to_micros(package.connect_fee, "connect fee") if package else 0
@@ -114,10 +131,19 @@ class _Plan:
 
     def seal(self) -> None:
         """Pack the terms rate() unpacks in one step (call again after changing a field)."""
-        self.simple_prepaid = self.hard and self.cap is None and self.end is None
+        self.simple_prepaid = self.hard and self.cap is None and self.acap is None and self.end is None
         self.rate_terms = (
             self.customer_id, self.package_name, self.currency, self.initial, self.subsequent,
             self.connect, self.bundle, self.internal,
+        )  # fmt: skip
+        limited = self.end is not None or self.cap is not None or self.acap is not None
+        mode = _MODE_REFERENCE if limited else _MODE_PREPAID if self.hard else _MODE_UNLIMITED
+        # the C hot path's view of this plan (indexes: T_* in rating/_rater_c.c)
+        self.fast_terms = (
+            self.pivot.stop or 0, self.pivot_get.__self__, tuple((h.stop, g.__self__) for h, g in self.lower),
+            tuple((h.stop, g.__self__) for h, g in self.upper), self.blocks, mode, self.connect,
+            self.initial, self.subsequent, self.bundle, self.internal, self.customer_id, self.package_name,
+            self.currency,
         )  # fmt: skip
 
 
@@ -143,7 +169,8 @@ def max_paid_seconds(rate: int, budget_micros: int, initial: int, subsequent: in
 class Rater:
     """Authorise and rate calls against one RatingSetup (immutable; rebuild on reload)."""
 
-    def __init__(self, setup: RatingSetup) -> None:
+    def __init__(self, setup: RatingSetup, accelerate: bool = True) -> None:
+        """`accelerate=False` keeps the Python reference methods alone (the C hot path's yardstick)."""
         self.setup = setup
         terms_by_table = {name: row_terms(t) for name, t in setup.rate_tables.items()}
         self.tables: dict[str, CompiledTable] = {}
@@ -173,6 +200,11 @@ class Rater:
         self._dids: dict[str, _Plan] = {}
         for did in setup.dids.values():
             self._dids[did.number] = self._did_plan(did)
+        if accelerate and _rater_c is not None:
+            # the C functions answer what these bound reference methods would, or call them
+            fast = {account_id: plan.fast_terms for account_id, plan in self._plans.items()}
+            self.authorise = partial(_rater_c.authorise, fast, self.authorise)  # type: ignore[method-assign]
+            self.rate = partial(_rater_c.rate, fast, self.rate)  # type: ignore[method-assign]
 
     def _did_plan(self, did: DidBilling) -> _Plan:
         customer = self.setup.customers.get(did.customer_id)
@@ -204,6 +236,11 @@ class Rater:
     def customer_of(self, call: CallToRate) -> CustomerBilling:
         return self.plan_for(call).customer
 
+    def capped(self, account_id: str) -> bool:
+        """True when a daily cap (the customer's or the account's) limits the account's calls."""
+        plan = self._plans.get(account_id)
+        return plan is not None and (plan.cap is not None or plan.acap is not None)
+
     def free_minutes_bundle(self, account_id: str) -> int:
         plan = self._plans.get(account_id)
         return plan.bundle if plan else 0
@@ -222,12 +259,14 @@ class Rater:
         balance_micros: int = 0,
         spent_today_micros: int = 0,
         free_minutes_left: int = 0,
+        account_spent_micros: int = 0,
     ) -> Authorisation:
         """Allowed or refused (with reason); for HARD balances or a daily cap, the max duration.
 
         Order of checks: unrated destination, blocked category, out-of-plan block, billing end (for
         every call through the trunk, in plan or not), then money (internal customers and free calls
-        skip it), HARD balance <= 0, daily cap.
+        skip it), HARD balance <= 0, the customer's daily cap, the account's daily cap. The spends
+        are what the day has cost so far plus what calls in progress hold (the caller's sums).
         """
         direction = call.direction
         if call.on_net or (direction is not _OUTBOUND and direction is not _FORWARDED):
@@ -274,7 +313,16 @@ class Rater:
                         paid += free_minutes_left * 60
                     return _new(Authorisation, (True, None, paid, route))
         ratio = (sp2, shape[7], shape[8])
-        return self._money(plan, route, ratio, call, balance_micros, spent_today_micros, free_minutes_left)
+        return self._money(
+            plan,
+            route,
+            ratio,
+            call,
+            balance_micros,
+            spent_today_micros,
+            free_minutes_left,
+            account_spent_micros,
+        )
 
     def _authorise_other(self, call: CallToRate, balance_micros: int, spent_today: int) -> Authorisation:
         """Internal and on-net calls are free; inbound ones bill the DID's incoming rate."""
@@ -296,21 +344,28 @@ class Rater:
         balance_micros: int,
         spent_today_micros: int,
         free_minutes_left: int,
+        account_spent_micros: int = 0,
     ) -> Authorisation:
-        """The checks that need money: billing end, HARD balance, daily cap, max duration."""
+        """The checks that need money: billing end, HARD balance, daily caps, max duration: the
+        longest pulse-aligned duration whose price fits the smallest of what is left (balance,
+        customer cap, account cap); a cap reached exactly refuses the call."""
         end = plan.end
         if end is not None and call.start >= end:
             return _refused(Refusal.BILLING_ENDED, route)
-        hard, cap = plan.hard, plan.cap
-        if not hard and cap is None:
+        hard, cap, acap = plan.hard, plan.cap, plan.acap
+        if not hard and cap is None and acap is None:
             return _new(Authorisation, (True, None, None, route))
         if hard and balance_micros <= 0:
             return _refused(Refusal.BALANCE_EXHAUSTED, route)
         if cap is not None and spent_today_micros >= cap:
             return _refused(Refusal.DAILY_CAP_REACHED, route)
-        budget = cap - spent_today_micros if cap is not None else balance_micros
+        if acap is not None and account_spent_micros >= acap:
+            return _refused(Refusal.ACCOUNT_DAILY_CAP_REACHED, route)
+        budget = cap - spent_today_micros if cap is not None else balance_micros if hard else acap
         if hard and balance_micros < budget:
             budget = balance_micros
+        if acap is not None and acap - account_spent_micros < budget:
+            budget = acap - account_spent_micros
         # max_paid_seconds(), inlined: longest pulse-aligned duration the budget pays
         budget -= plan.connect
         paid = -1
@@ -321,8 +376,12 @@ class Rater:
             paid = 0 if raw < initial else raw - (raw - initial) % plan.subsequent
         free_seconds = free_minutes_left * 60 if free_minutes_left > 0 and plan.bundle else 0
         if paid < 0 or (paid == 0 and free_seconds == 0):
-            by_balance = hard and budget + plan.connect == balance_micros
-            return _refused(Refusal.BALANCE_EXHAUSTED if by_balance else Refusal.DAILY_CAP_REACHED, route)
+            left = budget + plan.connect
+            if hard and left == balance_micros:
+                return _refused(Refusal.BALANCE_EXHAUSTED, route)
+            if cap is not None and left == cap - spent_today_micros:
+                return _refused(Refusal.DAILY_CAP_REACHED, route)
+            return _refused(Refusal.ACCOUNT_DAILY_CAP_REACHED, route)
         return _new(Authorisation, (True, None, free_seconds + paid, route))
 
     # --- end of call ---------------------------------------------------------------------

@@ -8,6 +8,8 @@ cannot share a minute: the call is re-rated with what was actually granted.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from rating.counters import CounterStore
 from rating.events import Authorisation, CallSettled, LowBalanceCrossed
@@ -16,9 +18,15 @@ from rating.money import from_micros, to_micros
 from rating.rater import Rater
 
 
-def day_key(start: datetime) -> str:
-    """Billing day of a call: its UTC start date (daily caps reset at 00:00 UTC)."""
-    return start.astimezone(UTC).date().isoformat()
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def day_key(start: datetime, timezone: str = "UTC") -> str:
+    """Billing day of a call: its start date in the operator's time zone (rating.billing.timezone):
+    daily caps reset at the operator's midnight. A call is counted whole on the day it started."""
+    return start.astimezone(_zone(timezone) if timezone != "UTC" else UTC).date().isoformat()
 
 
 def cycle_key(start: datetime) -> str:
@@ -35,17 +43,28 @@ def crossed_low_balance(
     return None
 
 
-async def authorise_call(rater: Rater, store: CounterStore, call: CallToRate) -> Authorisation:
-    """Setup-time decision with the current balance, today's spend and the bundle left."""
+async def authorise_call(
+    rater: Rater,
+    store: CounterStore,
+    call: CallToRate,
+    spend: tuple[int, int, int] = (0, 0, 0),
+) -> Authorisation:
+    """Setup-time decision with the current balance, today's spend and the bundle left.
+
+    ``spend`` comes from the platform-wide tallies (routing.toll_fraud): (the customer's settled spend
+    today, what calls in progress hold for the customer, the account's settled spend today plus its
+    holds). The customer's settled spend is the larger of the store's and the tally's (each can
+    only be behind: the store may be one process's, the tally forgets a restarted process's calls)."""
     if call.direction is Direction.INTERNAL or call.on_net:
         return rater.authorise(call)
     plan = rater.plan_for(call)
     account = call.account_id if call.direction is not Direction.INBOUND else None
     balance, spent, used = await store.snapshot(
-        plan.customer.id, account, day_key(call.start), cycle_key(call.start)
+        plan.customer.id, account, day_key(call.start, rater.setup.timezone), cycle_key(call.start)
     )
     left = max(plan.bundle - used, 0)
-    return rater.authorise(call, balance, spent, left)
+    settled, held, account_spent = spend
+    return rater.authorise(call, balance, max(spent, settled) + held, left, account_spent)
 
 
 async def settle_call(
@@ -65,7 +84,7 @@ async def settle_call(
             rated = rater.rate(call, granted, route)
     if rated.price_micros <= 0 or customer.internal:
         return CallSettled(rated, 0, await store.balance(customer.id)), None
-    after = await store.debit_call(customer.id, day_key(call.start), rated.price_micros)
+    after = await store.debit_call(customer.id, day_key(call.start, rater.setup.timezone), rated.price_micros)
     event = crossed_low_balance(
         customer.id,
         after + rated.price_micros,

@@ -337,8 +337,9 @@ static PyObject *lane_read(PyObject *self, PyObject *args) {
     span via = values[K_VIA];
     if (via.n < 12 || memcmp(via.p, "SIP/2.0/", 8) != 0) goto pass;
     span transport = {via.p + 8, 3};
-    if (!(span_eq(transport, "UDP") || span_eq(transport, "TCP") || span_eq(transport, "udp") ||
-          span_eq(transport, "tcp")) || via.p[11] != ' ')
+    if (!(span_eq(transport, "UDP") || span_eq(transport, "TCP") || span_eq(transport, "TLS") ||
+          span_eq(transport, "udp") || span_eq(transport, "tcp") || span_eq(transport, "tls")) ||
+        via.p[11] != ' ')
         goto pass;
     const char *vh = via.p + 12;
     Py_ssize_t vrest = via.n - 12;

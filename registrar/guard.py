@@ -14,6 +14,20 @@ that catches distributed guessing of one account without locking the real user o
 login takes back only the failures its own source made against that username (the real user's
 typos), never the other sources' failures. IPv6 sources are keyed by their /64 (configurable):
 one host owns a whole /64 and could otherwise rotate addresses for free.
+
+Once a username's failures reach ``user_threshold`` — within the fixed window, or within any
+``slow_window`` (a sliding window per username, on with the sources' one) — it is *under attack* for
+``ban_time`` (renewed by each further failure against it): a source that has not logged in as that user within
+``known_source_time`` is refused before its credentials are looked at (:meth:`Guard.refuses_guess`;
+the caller counts it as a failure, which bans it), while the real user's known sources — the latest
+``max_known_sources`` to succeed per username — still pass and are never banned for the username's
+count. So a distributed attack gets at most ``user_threshold`` checked guesses per ``ban_time``.
+
+Several processes (the server's workers) share one guard's view through an adapter: built with
+``share=True`` the guard queues its failures and the successes that changed something
+(:meth:`Guard.take_shared`), the adapter hands them to the other processes, which apply them with
+:meth:`Guard.record_peer_failure` / :meth:`Guard.record_peer_success` (counted, never banning) and a
+ban decided elsewhere with :meth:`Guard.install_ban`.
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 __all__ = [
     "DEFAULT_SCANNER_AGENTS",
@@ -45,6 +60,7 @@ DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
 )
 MAX_USERNAME_KEY = 128  # usernames come from attackers: bound the key
 MAX_SOURCES_PER_USER = 256  # per-source shares of a username's count kept (beyond: not clearable)
+MAX_SHARED = 4096  # events queued for the other processes between two take_shared (beyond: dropped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +78,8 @@ class GuardConfig:
     ban_scanners: bool = True
     scanner_agents: tuple[str, ...] = DEFAULT_SCANNER_AGENTS
     ipv6_prefix: int = 64
+    known_source_time: float = 86_400.0  # a login makes its source known for the username this long
+    max_known_sources: int = 8  # per username, the latest to succeed
     max_tracked_ips: int = 65_536
     max_tracked_users: int = 65_536
     max_bans: int = 65_536
@@ -75,6 +93,8 @@ class GuardConfig:
             raise ValueError("slow_threshold must be at least 0 and slow_window positive")
         if min(self.max_tracked_ips, self.max_tracked_users, self.max_bans) < 1:
             raise ValueError("table sizes must be at least 1")
+        if self.known_source_time <= 0 or self.max_known_sources < 1:
+            raise ValueError("known_source_time must be positive and max_known_sources at least 1")
         if not 1 <= self.ipv6_prefix <= 128:
             raise ValueError("ipv6_prefix must be within 1..128")
         for cidr in self.whitelist:
@@ -93,6 +113,7 @@ class BanReason(Enum):
     SOURCE_FAILURES = "failures from source"
     USERNAME_FAILURES = "failures against username"
     SCANNER = "scanner user-agent"
+    RATE = "request rate"  # over the per-source request-rate limit (registrar/pike.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +149,10 @@ class _Window:
 
 
 class Guard:
-    """Failure counters and the ban list. Not thread-safe: one per event loop / process."""
+    """Failure counters and the ban list. Not thread-safe: one per event loop / process; ``share``:
+    queue the events other processes must apply (see the module docstring)."""
 
-    def __init__(self, config: GuardConfig | None = None) -> None:
+    def __init__(self, config: GuardConfig | None = None, *, share: bool = False) -> None:
         self.config = config = config or GuardConfig()
         self._whitelist = [ipaddress.ip_network(c, strict=False) for c in config.whitelist]
         self._agents = tuple(a.lower() for a in config.scanner_agents)
@@ -141,6 +163,13 @@ class Guard:
         # ordered by latest failure (so expired entries are purged from the front)
         self._slow: OrderedDict[str, deque[float]] = OrderedDict()
         self._bans: OrderedDict[str, float] = OrderedDict()
+        # usernames under attack -> until (ordered by until); per username its known sources -> last
+        # login (the users table ordered by latest login, each source table by its latest login)
+        self._attacked: OrderedDict[str, float] = OrderedDict()
+        self._known: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self._user_slow: OrderedDict[str, deque[tuple[float, str]]] = OrderedDict()  # per username
+        self._outbox: list[tuple[Any, ...]] | None = [] if share else None
+        self.shared_dropped = 0
         self.failures_total = 0
         self.bans_total = 0
         self.scanners_total = 0
@@ -213,41 +242,97 @@ class Guard:
         key = self.source_key(ip)
         if key in self._bans and self.is_banned(ip, now):
             return None  # already banned (late packet in flight)
-        source = self._bump(self._sources, key, now, cfg.max_tracked_ips)
-        slow_count = self._slow_bump(key, now) if cfg.slow_threshold else 0
-        user_count = 0
-        user_key = None
-        if username:
-            user_key = username[:MAX_USERNAME_KEY]
-            user_win = self._bump(self._users, user_key, now, cfg.max_tracked_users)
-            user_count = user_win.count
-            shares = user_win.by_source
-            if shares is None:
-                shares = user_win.by_source = {}
-            if key in shares or len(shares) < MAX_SOURCES_PER_USER:
-                shares[key] = shares.get(key, 0) + 1
-        if source.count >= cfg.ip_threshold or (cfg.slow_threshold and slow_count >= cfg.slow_threshold):
+        source_count, slow_count, user_key = self._count(key, username, now)
+        if self._outbox is not None:
+            self._share(("f", key, user_key, now))
+        if source_count >= cfg.ip_threshold or (cfg.slow_threshold and slow_count >= cfg.slow_threshold):
             return self._ban(key, now, BanReason.SOURCE_FAILURES, user_key)
-        if user_count >= cfg.user_threshold:
+        if user_key is not None and user_key in self._attacked and not self._is_known(user_key, key, now):
+            # _count has just renewed (or set) the username's attack
             return self._ban(key, now, BanReason.USERNAME_FAILURES, user_key)
         return None
+
+    def record_peer_failure(self, key: str, username: str | None, now: float) -> None:
+        """A failure another process counted (``key``: its source key): counted here too, so every
+        threshold holds for the sum; never bans (the process that saw it decides, and says so)."""
+        if key not in self._bans or not self.is_banned(key, now):
+            self._count(key, username, now)
+
+    def refuses_guess(self, ip: str, username: str | None, now: float) -> bool:
+        """Is ``username`` under attack and ``ip`` not one of its known sources? Then the credentials
+        are not to be checked (the caller records the attempt as a failure). One dict test when no
+        username is under attack."""
+        attacked = self._attacked
+        if not attacked or not username:
+            return False
+        user_key = username[:MAX_USERNAME_KEY]
+        until = attacked.get(user_key)
+        if until is None or now >= until or self.is_whitelisted(ip):
+            return False
+        return not self._is_known(user_key, self.source_key(ip), now)
 
     def record_success(self, ip: str, username: str | None, now: float) -> None:
         """A good login takes back the failures *this source* made against the username (the real
         user's typos), nothing else: not the other sources' failures against it (the real phone
         registering would otherwise reset a distributed attack's count), and not the source's own
         counters (one valid account would otherwise let an attacker reset its address's count
-        between guesses at other accounts)."""
+        between guesses at other accounts). The source becomes known for the username."""
         if not username:
             return
         user_key = username[:MAX_USERNAME_KEY]
-        win = self._users.get(user_key)
-        if win is None or win.by_source is None:
-            return
-        own = win.by_source.pop(self.source_key(ip), 0)
-        win.count -= own
-        if win.count <= 0:
-            del self._users[user_key]
+        key = self.source_key(ip)
+        changed = self._take_back(user_key, key)
+        news = self._remember(user_key, key, now) or changed
+        if news and self._outbox is not None:
+            self._share(("s", key, user_key, now))
+
+    def record_peer_success(self, key: str, username: str | None, now: float) -> None:
+        """A login another process saw (its source key), as :meth:`record_success` without sharing."""
+        if username:
+            user_key = username[:MAX_USERNAME_KEY]
+            self._take_back(user_key, key)
+            self._remember(user_key, key, now)
+
+    def take_shared(self) -> list[tuple[Any, ...]]:
+        """The events queued for the other processes since the last call (``share=True``): tuples
+        ``("f", key, username, now)`` for a failure, ``("s", key, username, now)`` for a login."""
+        box = self._outbox
+        if not box:
+            return []
+        self._outbox = []
+        return box
+
+    # -- bans decided elsewhere --
+    def ban(
+        self, ip: str, reason: BanReason, now: float, username: str | None = None,
+        ban_time: float | None = None,
+    ) -> IpBanned | None:  # fmt: skip
+        """Ban a source for ``reason`` (a request-rate limit, an operator) for ``ban_time`` seconds
+        (the configured one when None): the event to log and share, None when whitelisted or
+        already banned."""
+        if self.is_whitelisted(ip) or self.is_banned(ip, now):
+            return None
+        return self._ban(self.source_key(ip), now, reason, username, ban_time)
+
+    def install_ban(self, key: str, until: float, now: float) -> bool:
+        """A ban another process decided (``key``: its source key): True when it is new here."""
+        if until <= now:
+            return False
+        bans = self._bans
+        current = bans.get(key)
+        fresh = current is None or current <= now
+        if current is not None and current >= until:
+            return fresh
+        self._sources.pop(key, None)
+        self._slow.pop(key, None)
+        if current is None and len(bans) >= self.config.max_bans:
+            self._purge_bans(now)
+            if len(bans) >= self.config.max_bans:
+                bans.popitem(last=False)
+                self.evictions_total += 1
+        bans.pop(key, None)
+        bans[key] = until
+        return fresh
 
     # -- administration and housekeeping --
     def unban(self, ip: str) -> bool:
@@ -268,6 +353,13 @@ class Guard:
         self._purge(self._sources, now)
         self._purge(self._users, now)
         self._purge_slow(now)
+        self._purge_user_slow(now)
+        attacked = self._attacked
+        while attacked:
+            user_key, until = next(iter(attacked.items()))
+            if until > now:
+                break
+            del attacked[user_key]
 
     def stats(self, now: float) -> GuardStats:
         self.expire(now)
@@ -282,6 +374,88 @@ class Guard:
         )
 
     # -- internals --
+    def _count(self, key: str, username: str | None, now: float) -> tuple[int, int, str | None]:
+        """One failure in every table: (the source's count, its slow-window count, the username key).
+        A username whose count reaches ``user_threshold`` (in the fixed window, or within any
+        ``slow_window`` when the slow window is on) is under attack for ``ban_time``, renewed by each
+        further failure against it."""
+        cfg = self.config
+        source = self._bump(self._sources, key, now, cfg.max_tracked_ips)
+        slow_count = self._slow_bump(key, now) if cfg.slow_threshold else 0
+        if not username:
+            return source.count, slow_count, None
+        user_key = username[:MAX_USERNAME_KEY]
+        user_win = self._bump(self._users, user_key, now, cfg.max_tracked_users)
+        shares = user_win.by_source
+        if shares is None:
+            shares = user_win.by_source = {}
+        if key in shares or len(shares) < MAX_SOURCES_PER_USER:
+            shares[key] = shares.get(key, 0) + 1
+        # the username's sliding slow window too: user_threshold failures within any slow_window
+        slow_user = self._user_slide(user_key, key, now) if cfg.slow_threshold else 0
+        attacked = self._attacked
+        until = attacked.get(user_key)
+        if (
+            user_win.count >= cfg.user_threshold
+            or slow_user >= cfg.user_threshold
+            or (until is not None and until > now)
+        ):
+            if attacked.pop(user_key, None) is None and len(attacked) >= cfg.max_tracked_users:
+                attacked.popitem(last=False)
+                self.evictions_total += 1
+            attacked[user_key] = now + cfg.ban_time  # appended: ordered by until
+        return source.count, slow_count, user_key
+
+    def _take_back(self, user_key: str, key: str) -> bool:
+        """``key``'s failures against ``user_key`` forgotten (both windows); True if it had any."""
+        pairs = self._user_slow.get(user_key)
+        slid = pairs is not None and any(source == key for _, source in pairs)
+        if slid:
+            assert pairs is not None
+            self._user_slow[user_key] = deque([p for p in pairs if p[1] != key], maxlen=pairs.maxlen)
+        win = self._users.get(user_key)
+        if win is None or win.by_source is None:
+            return slid
+        own = win.by_source.pop(key, 0)
+        win.count -= own
+        if win.count <= 0:
+            del self._users[user_key]
+        return own > 0 or slid
+
+    def _remember(self, user_key: str, key: str, now: float) -> bool:
+        """``key`` logged in as ``user_key``: True when that is news worth sharing: a new known
+        source, or the first login in a new half of ``known_source_time`` (so the other processes,
+        told at least once per half-period while the phone keeps logging in, never let it expire)."""
+        cfg = self.config
+        table = self._known
+        sources = table.get(user_key)
+        if sources is None:
+            if len(table) >= cfg.max_tracked_users:
+                table.popitem(last=False)
+                self.evictions_total += 1
+            sources = table[user_key] = {}
+        else:
+            table.move_to_end(user_key)
+        last = sources.pop(key, None)
+        sources[key] = now  # re-inserted: each table ordered by latest login
+        if len(sources) > cfg.max_known_sources:
+            del sources[next(iter(sources))]
+        half = cfg.known_source_time / 2
+        return last is None or now // half != last // half
+
+    def _is_known(self, user_key: str, key: str, now: float) -> bool:
+        sources = self._known.get(user_key)
+        last = sources.get(key) if sources is not None else None
+        return last is not None and now - last < self.config.known_source_time
+
+    def _share(self, event: tuple[Any, ...]) -> None:
+        box = self._outbox
+        assert box is not None
+        if len(box) >= MAX_SHARED:
+            self.shared_dropped += 1
+            return
+        box.append(event)
+
     def _bump(self, table: OrderedDict[str, _Window], key: str, now: float, cap: int) -> _Window:
         win = table.get(key)
         if win is None or now - win.start >= self.config.window:
@@ -318,6 +492,37 @@ class Guard:
             times.popleft()
         return len(times)
 
+    def _user_slide(self, user_key: str, key: str, now: float) -> int:
+        """Record a failure from ``key`` in ``user_key``'s sliding slow window, which keeps the last
+        ``user_threshold`` (time, source) pairs (a login takes its source's back); the failures within
+        the window, this one included."""
+        cfg = self.config
+        table = self._user_slow
+        pairs = table.get(user_key)
+        if pairs is None:
+            if len(table) >= cfg.max_tracked_users:
+                self._purge_user_slow(now)
+                if len(table) >= cfg.max_tracked_users:
+                    table.popitem(last=False)
+                    self.evictions_total += 1
+            pairs = table[user_key] = deque(maxlen=cfg.user_threshold)
+        else:
+            table.move_to_end(user_key)  # ordered by latest failure
+            if pairs.maxlen != cfg.user_threshold:  # carried over a reload that changed the threshold
+                pairs = table[user_key] = deque(pairs, maxlen=cfg.user_threshold)
+        pairs.append((now, key))
+        while now - pairs[0][0] >= cfg.slow_window:
+            pairs.popleft()
+        return len(pairs)
+
+    def _purge_user_slow(self, now: float) -> None:
+        table, window = self._user_slow, self.config.slow_window
+        while table:
+            user_key, pairs = next(iter(table.items()))
+            if pairs and now - pairs[-1][0] < window:
+                break
+            del table[user_key]
+
     def _purge_slow(self, now: float) -> None:
         table, window = self._slow, self.config.slow_window
         while table:
@@ -343,9 +548,11 @@ class Guard:
                 break
             del bans[key]
 
-    def _ban(self, key: str, now: float, reason: BanReason, username: str | None) -> IpBanned:
+    def _ban(
+        self, key: str, now: float, reason: BanReason, username: str | None, ban_time: float | None = None
+    ) -> IpBanned:
         cfg = self.config
-        until = now + cfg.ban_time
+        until = now + (cfg.ban_time if ban_time is None else ban_time)
         self._sources.pop(key, None)
         self._slow.pop(key, None)
         if key not in self._bans and len(self._bans) >= cfg.max_bans:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registrar.registrar import Drop, Registrar, Reply
+from registrar.registrar import UNDER_ATTACK, Drop, Registrar, Reply
+from sipcore.digest import Credentials
 from sipcore.message import Request
 from sipcore.uri import SipUri
 
@@ -21,10 +22,11 @@ class Caller:
 
 def authenticate_invite(registrar: Registrar, req: Request, ip: str, now: float) -> Caller | Reply | Drop:
     """The caller's domain is the From URI's (else the Request-URI's): not ours -> 403. Then digest
-    over ``Proxy-Authorization``; a failure counts for the guard (a ban drops the INVITE), a missing
-    or stale credential gets the 407 challenge, an unreadable one 400. The digest uri is not compared
-    with the Request-URI for INVITE: SIPp and several phones put the proxy's address there; the
-    response hash still covers whatever uri they used. ``now``: wall-clock seconds (nonces carry it)."""
+    over ``Proxy-Authorization``; a failure counts for the guard (a ban drops the INVITE; so does a
+    fresh source's attempt at a username under attack, unchecked), a success makes the source known
+    for the username; a missing or stale credential gets the 407 challenge, an unreadable one 400.
+    The digest uri is not compared with the Request-URI for INVITE: SIPp and several phones put the
+    proxy's address there; the response hash still covers whatever uri they used. ``now``: wall-clock seconds (nonces carry it)."""
     from_uri = req.from_.sip_uri
     domain = registrar.domain_of(from_uri) if from_uri is not None else None
     if domain is None:
@@ -33,20 +35,33 @@ def authenticate_invite(registrar: Registrar, req: Request, ip: str, now: float)
     if domain is None:
         return Reply(403, "Relaying Forbidden")
     accounts = registrar.accounts
+    guard = registrar.guard
+    refused: list[str] = []
+
+    def credentials(user: str) -> Credentials | None:
+        if guard is not None and guard.refuses_guess(ip, user, now):
+            refused.append(user)  # a fresh source against a username under attack: not checked
+            return None
+        account = accounts(domain, user)
+        return account.credentials if account is not None else None
+
     result = registrar.challenger.verify(
         req.headers.get("proxy-authorization"),
         req.method,  # the digest response covers the method of the request it authorises
-        lambda user: a.credentials if (a := accounts(domain, user)) else None,
+        credentials,
         now,
     )
+    if refused and guard is not None:  # counted as a failure: it bans the source
+        return Drop(UNDER_ATTACK, guard.record_failure(ip, refused[0], now))
     if result.ok:
+        if guard is not None:  # its source becomes known for the username (and its typos forgiven)
+            guard.record_success(ip, result.username, now)
         return Caller(domain, result.username or "")
-    guard = registrar.guard
     if guard is not None and result.is_failure:
         ban = guard.record_failure(ip, result.username, now)
         if ban is not None:
             return Drop("banned", ban)
     if result.status == 400:
-        return Reply(400, f"Bad Proxy-Authorization header ({result.reason.value})")
+        return Reply(400, f"Bad Proxy-Authorization header ({result.reason.value})", auth=result)
     values = registrar.challenge_values(now, result.stale, req.headers.get("user-agent"))
-    return Reply(407, None, tuple(("Proxy-Authenticate", v) for v in values))
+    return Reply(407, None, tuple(("Proxy-Authenticate", v) for v in values), auth=result)

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from sipcore.errors import SipParseError
 from sipcore.flow import same_host, strip_brackets
-from sipcore.grammar import TOKEN_CHARS, split_plain_params
+from sipcore.grammar import TOKEN_CHARS, digits_value, split_plain_params
 from sipcore.headers import COMPACT, canonical_name, parse_qvalue
 from sipcore.message import MAGIC_COOKIE, REASONS, header_key, stable_tag
 from sipcore.speedups import optional_extension
@@ -106,6 +106,7 @@ class LaneRequest(NamedTuple):
         return (self,)
 
     path = ()  # a REGISTER with Path takes the general path
+    path_supported = False
 
     # -- ContactView of the one Contact (with the fields above) --
     star = False
@@ -175,11 +176,11 @@ def read_py(data: bytes, remote: tuple[str, int]) -> LaneRequest | None:
     header_expires = None
     expires_text = values.get("expires")
     if expires_text is not None:
-        if not (expires_text.isdigit() and expires_text.isascii()) or int(expires_text) > 2**40:
+        if not (expires_text.isdigit() and expires_text.isascii()) or digits_value(expires_text) > 2**40:
             return None
-        header_expires = int(expires_text)
+        header_expires = digits_value(expires_text)
     length = values.get("content-length")
-    if length is not None and not (length.isdigit() and length.isascii() and int(length) == 0):
+    if length is not None and not (length.isdigit() and length.isascii() and digits_value(length) == 0):
         return None
     ruri_port = int(line.group(3)) if line.group(3) is not None else None
     if ruri_port is not None and ruri_port > 65535:
@@ -211,7 +212,7 @@ def read_py(data: bytes, remote: tuple[str, int]) -> LaneRequest | None:
     if text is not None:
         if not (text.isdigit() and text.isascii()):
             return None
-        param_expires = min(int(text), 2**32 - 1)
+        param_expires = min(digits_value(text), 2**32 - 1)
     q = None
     text = params.get("q")
     if text is not None:
@@ -239,7 +240,7 @@ if _lane_c is not None:
 _c_read: Callable[[bytes, tuple[str, int]], LaneRequest | None] | None = _lane_c.read if _lane_c else None
 
 _VIA = re.compile(
-    rf"SIP/2\.0/(UDP|TCP|udp|tcp) ({_HOST})(?::([0-9]{{1,5}}))?((?:;{_TOKEN}(?:=[^;\s\",]+)?)*)\Z"
+    rf"SIP/2\.0/(UDP|TCP|TLS|udp|tcp|tls) ({_HOST})(?::([0-9]{{1,5}}))?((?:;{_TOKEN}(?:=[^;\s\",]+)?)*)\Z"
 ).match
 
 
@@ -275,7 +276,7 @@ def _via(text: str, remote: tuple[str, int]) -> tuple[str, str, tuple[str, int],
         pmap = _param_map("".join(f";{k}" if v is None else f";{k}={v}" for k, v in kept))
     dest_host = strip_brackets(pmap.get("received") or host)
     rport = pmap.get("rport")
-    dest_port = int(rport) if rport and rport.isdigit() else (port or 5060)
+    dest_port = digits_value(rport) if rport and rport.isascii() and rport.isdigit() else (port or 5060)
     sent_by_port = port if port is not None else 5060
     return value, branch, (host.lower(), sent_by_port), (dest_host, dest_port)
 
@@ -320,12 +321,20 @@ def _canonical(name: str) -> str:
 class AnswerCache:
     """Answers kept for retransmissions of the lane's requests: key -> bytes, for ``hold`` seconds
     (timer J, 64*T1, over UDP). A key held with None is in progress (an asynchronous store): its
-    retransmissions are dropped, as a server transaction in Trying discards them (§17.2.2)."""
+    retransmissions are dropped, as a server transaction in Trying discards them (§17.2.2).
 
-    __slots__ = ("_answers", "_expiry", "hold")
+    Bounded against floods of uncredentialed REGISTERs: with ``max_entries`` answers kept, a 401
+    challenge is sent without being kept (a stateless challenge, RFC 3261 §8.2.7: a retransmission
+    gets a fresh one, which changes nothing for the phone), counted in ``not_kept``. Other answers
+    are always kept: they follow a verified credential, whose retransmission must not be checked
+    again (its nc would look replayed)."""
 
-    def __init__(self, hold: float) -> None:
+    __slots__ = ("_answers", "_expiry", "hold", "max_entries", "not_kept")
+
+    def __init__(self, hold: float, max_entries: int = 16_384) -> None:
         self.hold = hold
+        self.max_entries = max_entries
+        self.not_kept = 0
         self._answers: dict[tuple[str, str, int, str], bytes | None] = {}
         self._expiry: deque[tuple[float, tuple[str, str, int, str]]] = deque()
 
@@ -345,6 +354,12 @@ class AnswerCache:
         self._expiry.append((now + self.hold, key))
 
     def keep(self, key: tuple[str, str, int, str], data: bytes, now: float) -> None:
-        if key not in self._answers:
+        answers = self._answers
+        if key not in answers:
+            if len(answers) >= self.max_entries and data.startswith(b"SIP/2.0 401 "):
+                self.get(key, now)  # purge what has expired
+                if len(answers) >= self.max_entries:
+                    self.not_kept += 1
+                    return
             self._expiry.append((now + self.hold, key))
-        self._answers[key] = data
+        answers[key] = data

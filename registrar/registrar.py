@@ -120,7 +120,10 @@ class RegisterView(Protocol):
     def contacts(self) -> Sequence[ContactView]: ...
 
     @property
-    def path(self) -> tuple[str, ...]: ...  # Path values (RFC 3327), echoed in the 200
+    def path(self) -> tuple[str, ...]: ...  # Path values (RFC 3327), stored and echoed in the 200
+
+    @property
+    def path_supported(self) -> bool: ...  # ``Supported: path`` (RFC 3327 §5.3: else Path is refused)
 
 
 class ParsedRegister:
@@ -172,6 +175,10 @@ class ParsedRegister:
     def path(self) -> tuple[str, ...]:
         headers = self.request.headers
         return tuple(headers.get_all("path")) if "path" in headers else ()
+
+    @property
+    def path_supported(self) -> bool:
+        return any(t.lower() == "path" for t in self.request.option_tags("supported"))
 
 
 class ParsedContact:
@@ -227,6 +234,10 @@ class Reply:
 class Drop:
     why: str
     ban: IpBanned | None = None
+
+
+# Drop.why of a fresh source's credentials for a username under attack (Guard.refuses_guess)
+UNDER_ATTACK = "under attack"
 
 
 @fast_init
@@ -304,6 +315,10 @@ class Registrar:
         aor = f"sip:{account.username}@{account.domain}"
 
         path = req.path
+        if path and not req.path_supported:
+            # RFC 3327 §5.3: a Path from a UA that did not say it supports Path is not stored; refused
+            # with 420 naming the extension (Kamailio's "strict" path mode), so no edge is skipped silently.
+            return Reply(420, "Bad Extension", (("Unsupported", "path"),), auth=result)
         try:
             changes = self._changes(req, flow, user_agent, path)
         except Refusal as refusal:
@@ -334,8 +349,13 @@ class Registrar:
         (a challenge, the same for unknown users and wrong passwords; 400; or a drop once banned)."""
         accounts = self.accounts
         found: list[Account] = []  # the account the credentials came from, looked up once
+        guard = self.guard
+        refused: list[str] = []
 
         def credentials(user: str) -> Credentials | None:
+            if guard is not None and guard.refuses_guess(ip, user, now):
+                refused.append(user)  # a fresh source against a username under attack: not checked
+                return None
             account = accounts(domain, user)
             if account is None:
                 return None
@@ -343,7 +363,8 @@ class Registrar:
             return account.credentials
 
         result = self.challenger.verify(authorization, "REGISTER", credentials, now, request_uri=request_uri)
-        guard = self.guard
+        if refused and guard is not None:  # counted as a failure: it bans the source
+            return Drop(UNDER_ATTACK, guard.record_failure(ip, refused[0], now))
         if not result.ok:
             if result.reason is AuthReason.STALE_NONCE:
                 self.stale_nonces += 1

@@ -20,7 +20,9 @@ class Authorisation:
     """The rater's answer. Refused → routing answers ``status reason`` with ``warning`` as Warning.
 
     ``out_of_plan`` is information: routing refuses it only for accounts that block out-of-plan calls.
-    ``max_duration`` (seconds) is what a prepaid balance pays for; the proxy ends the call then.
+    ``max_duration`` (seconds) is what a prepaid balance or a daily spending cap pays for; the proxy
+    ends the call then. ``hold_micros`` is what the call may cost at most (its price at
+    ``max_duration``): held against the caps while the call is in progress (routing.toll_fraud).
     """
 
     allowed: bool = True
@@ -29,6 +31,9 @@ class Authorisation:
     warning: str = ""
     out_of_plan: bool = False
     max_duration: int | None = None
+    hold_micros: int = 0
+    cause: str = ""
+    """Why it was refused, in the authoriser's words (counted and logged)."""
 
 
 Authoriser = Callable[[AuthoriseRequest], Authorisation]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from routing.toll_fraud import NO_BLOCKLIST, Blocklist, RateLimit
 from routing.trunks import TrunkChoice
 
 RESERVED_EXTENSIONS = frozenset({"2000", "2020", "2222"})
@@ -63,6 +64,9 @@ class DialingRules:
     international_prefix: str = "00"
     outbound_prefix: str = ""
     premium_prefixes: tuple[str, ...] | None = None
+    extra_premium: tuple[str, ...] = ()
+    """The platform's premium prefixes of every country (proxy.toll_fraud.premium_prefixes), premium
+    whatever the customer's own country says."""
 
     @classmethod
     def for_region(cls, region: str, *, outbound_prefix: str = "") -> DialingRules:
@@ -132,6 +136,10 @@ class AccountRoute:
     max_calls: int = 2
     block_premium: bool = False
     block_out_of_plan: bool = False
+    rate_limits: tuple[RateLimit, ...] = ()
+    """Calls this account may place per window (routing.toll_fraud), counted platform-wide."""
+    blocklist: Blocklist = NO_BLOCKLIST
+    """Outside destinations refused to this account: platform, customer and account prefixes."""
     forwards: tuple[ForwardRule, ...] = ()
     follow_me: FollowMe | None = None
     ring_seconds: int = 30

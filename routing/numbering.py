@@ -79,7 +79,10 @@ def _premium_by_metadata(e164: str) -> bool:
 
 def is_premium(rules: DialingRules, e164: str) -> bool:
     """True for the customer's national premium numbers (explicit prefixes, or France's 08xx);
-    for other countries without configured prefixes, phonenumbers' premium-rate classification."""
+    for other countries without configured prefixes, phonenumbers' premium-rate classification; and
+    the platform's premium prefixes of any country (``extra_premium``)."""
+    if rules.extra_premium and e164.startswith(rules.extra_premium):
+        return True
     prefixes = premium_prefixes(rules)
     if prefixes:
         return e164.startswith(prefixes)

@@ -1,13 +1,14 @@
 """The decision for a call an account places: where it goes, what caller ID it shows, or why not.
 
-Order: feature code (not a call: no limit applies) → simultaneous-call limit → short code →
-own extension → on-net DID → outside number (premium block, then the rater's authorisation).
+Order: feature code (not a call: no limit applies) → simultaneous-call limit → call-rate limit →
+short code → own extension → on-net DID → outside number (destination blocklist, premium block, then
+the rater's authorisation). A call placed counts in the account's rate windows (``placed``).
 Internal and on-net calls are never rated; the proxy hands ``callee`` to ``plan_incoming``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from routing import refusals
@@ -26,6 +27,7 @@ from routing.numbering import is_premium, normalise
 from routing.refusals import Refusal
 from routing.state import CallState
 from routing.targets import MediaService, SipUri, Target
+from routing.toll_fraud import over_rate, placed_keys, rate_key, window_of
 
 
 class DecisionKind(StrEnum):
@@ -54,6 +56,9 @@ class Decision:
     refusal: Refusal | None = None
     change: ForwardingChange | None = None
     max_duration: int | None = None
+    hold_micros: int = 0
+    placed: tuple[str, ...] = ()
+    """Tallies the call adds one to when placed (its account's call-rate windows)."""
 
 
 def _refused(dialed: str, refusal: Refusal, normalised: str = "") -> Decision:
@@ -91,7 +96,19 @@ def route_outgoing(
 
     if state.calls_of(caller.account_id) >= caller.max_calls:
         return _refused(dialed, refusals.call_limit(caller.max_calls))
+    for limit in caller.rate_limits:
+        index, into = window_of(limit, state.wall)
+        current = state.tally(rate_key(caller.account_id, limit.window, index))
+        previous = state.tally(rate_key(caller.account_id, limit.window, index - 1))
+        if over_rate(limit, previous, current, into):
+            return _refused(dialed, refusals.call_rate(limit.describe()))
+    decision = _route(setup, caller, dialed, authorise)
+    if decision.kind is DecisionKind.REFUSED or not caller.rate_limits:
+        return decision
+    return replace(decision, placed=placed_keys(caller.account_id, caller.rate_limits, state.wall))
 
+
+def _route(setup: RoutingSetup, caller: AccountRoute, dialed: str, authorise: Authoriser) -> Decision:
     customer = setup.customers[caller.customer_id]
     dest = classify(setup, customer, dialed)
     kind = dest.kind
@@ -112,12 +129,15 @@ def route_outgoing(
         return Decision(DecisionKind.ON_NET, dialed, dest.number, caller.presented_number, callee=dest.did)
 
     number = dest.number
+    blocked = caller.blocklist.blocking_prefix(number)
+    if blocked is not None:
+        return _refused(dialed, refusals.destination_blocked(number, blocked), number)
     if caller.block_premium and is_premium(customer.dialing, number):
         return _refused(dialed, refusals.premium_blocked(number), number)
     auth = authorise(AuthoriseRequest(caller.customer_id, caller.account_id, number))
     if not auth.allowed:
         warning = auth.warning or f"Call to {number} not authorised"
-        refusal = Refusal(auth.status, auth.reason, warning, refusals.RefusalCause.NOT_AUTHORISED)
+        refusal = Refusal(auth.status, auth.reason, warning, refusals.RefusalCause.NOT_AUTHORISED, auth.cause)
         return _refused(dialed, refusal, number)
     if auth.out_of_plan and caller.block_out_of_plan:
         return _refused(dialed, refusals.out_of_plan(number, auth.warning), number)
@@ -129,4 +149,5 @@ def route_outgoing(
         rated=True,
         target=trunk_number(setup, customer, number),
         max_duration=auth.max_duration,
+        hold_micros=auth.hold_micros,
     )

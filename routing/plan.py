@@ -403,18 +403,25 @@ def outside_node(
     plan: CallPlan, customer: CustomerRoute, e164: str, leg: _Leg, account: AccountRoute | None
 ) -> Node:
     """A leg through the trunk, paid by the forwarding account: its blocks and the rater apply."""
+    blocked = account.blocklist.blocking_prefix(e164) if account is not None else None
+    if blocked is not None:
+        warning = (
+            f"Destination {e164} is blocked (prefix {blocked}: satellite, premium or operator-blocked range)"
+        )
+        return Fixed(plan, failure(Outcome.FAILED, warning, 403, "Forbidden"))
     if account is not None and account.block_premium and is_premium(customer.dialing, e164):
         warning = f"Premium-rate numbers are blocked for this account: {e164}"
         return Fixed(plan, failure(Outcome.FAILED, warning, 403, "Forbidden"))
     max_duration = None
+    hold = 0
     if account is not None:
         auth = plan.authorise(AuthoriseRequest(account.customer_id, account.account_id, e164))
         if not auth.allowed or (auth.out_of_plan and account.block_out_of_plan):
             warning = auth.warning or f"Forward to {e164} not authorised"
             return Fixed(plan, failure(Outcome.FAILED, warning, auth.status, auth.reason))
-        max_duration = auth.max_duration
+        max_duration, hold = auth.max_duration, auth.hold_micros
     target = trunk_number(plan.setup, customer, e164)
-    return plan.ring(target, leg, rated=True, max_duration=max_duration)
+    return plan.ring(target, leg, rated=True, max_duration=max_duration, hold_micros=hold)
 
 
 def did_node(plan: CallPlan, did: Did, leg: _Leg) -> Node:

@@ -70,7 +70,8 @@ class RingBranch:
     """Start a branch: ring ``target`` showing ``caller_id``.
 
     ``diversions`` is most-recent first (empty on a direct call). ``billed_account_id`` is the account
-    that pays for a forwarded leg through the trunk (``rated``); ``max_duration`` caps it (prepaid).
+    that pays for a forwarded leg through the trunk (``rated``); ``max_duration`` caps it (prepaid,
+    daily cap); ``hold_micros`` is held against the payer's daily caps while the call lasts.
     """
 
     branch_id: int
@@ -81,6 +82,7 @@ class RingBranch:
     billed_account_id: str | None = None
     rated: bool = False
     max_duration: int | None = None
+    hold_micros: int = 0
 
 
 @dataclass(frozen=True, slots=True)

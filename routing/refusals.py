@@ -12,6 +12,8 @@ class RefusalCause(StrEnum):
     PREMIUM_BLOCKED = "premium_blocked"
     OUT_OF_PLAN = "out_of_plan"
     CALL_LIMIT = "call_limit"
+    CALL_RATE = "call_rate"
+    DESTINATION_BLOCKED = "destination_blocked"
     NOT_AUTHORISED = "not_authorised"
     BAD_FEATURE_CODE = "bad_feature_code"
 
@@ -24,6 +26,13 @@ class Refusal:
     reason: str
     warning: str
     cause: RefusalCause
+    detail: str = ""
+    """The authoriser's own cause when ``cause`` is NOT_AUTHORISED (e.g. ``daily_cap_reached``)."""
+
+    @property
+    def label(self) -> str:
+        """What the refusal is counted and logged as."""
+        return self.detail or self.cause.value
 
 
 def not_found(dialed: str) -> Refusal:
@@ -52,6 +61,19 @@ def out_of_plan(number: str, why: str) -> Refusal:
 
 def call_limit(limit: int) -> Refusal:
     return Refusal(403, "Forbidden", f"Simultaneous call limit reached ({limit})", RefusalCause.CALL_LIMIT)
+
+
+def call_rate(limit: str) -> Refusal:
+    return Refusal(403, "Forbidden", f"Call rate limit reached ({limit})", RefusalCause.CALL_RATE)
+
+
+def destination_blocked(number: str, prefix: str) -> Refusal:
+    return Refusal(
+        403,
+        "Forbidden",
+        f"Destination {number} is blocked (prefix {prefix}: satellite, premium or operator-blocked range)",
+        RefusalCause.DESTINATION_BLOCKED,
+    )
 
 
 def bad_feature_code(dialed: str, why: str) -> Refusal:

@@ -22,15 +22,23 @@ def _idle(account_id: str) -> int:
     return 0
 
 
+def _none(key: str) -> int:
+    return 0
+
+
 @dataclass(frozen=True, slots=True)
 class CallState:
     """``registered``: account id → has a registered contact (a callable, or any container of ids).
     ``active_calls``: account id → calls in progress. ``overrides``: the forwarding store's snapshot.
+    ``tally``: a platform-wide counter by key (calls placed per rate window, routing.toll_fraud);
+    ``wall``: the wall-clock time (epoch seconds) rate windows are cut from, the same on every host.
     """
 
     registered: Callable[[str], bool] | Container[str] = _everyone
     active_calls: Callable[[str], int] | Mapping[str, int] = _idle
     overrides: Overrides = field(default_factory=lambda: NO_OVERRIDES)
+    tally: Callable[[str], int] = _none
+    wall: float = 0.0
 
     def is_registered(self, account_id: str) -> bool:
         reg = self.registered

@@ -12,13 +12,23 @@ forwarding set in one worker is ignored by the others. `server.account_state_fac
 - ``registrar.location.backend: redis`` (state shared by hosts): `server.account_state_redis` (Redis is
   the truth, every process reads a local mirror kept current by pub/sub and a periodic refresh).
 
+The same replication carries *tallies*: platform-wide counters other than calls, kept apart by a
+key that starts with ``TALLY`` (toll-fraud limits: calls placed per rate window, today's settled
+spend, the spend held by calls in progress; see routing.toll_fraud). Each process adds to its own
+share and reads the sum, exactly as for calls.
+
 The pure parts shared by the replicas are here: `CallCounts` (each process counts only its own
 calls, the total is the sum of what each reports) and `ForwardingView` (last writer wins by stamp).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import contextlib
+import fcntl
+import os
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
@@ -26,6 +36,12 @@ from routing.feature_codes import ForwardingChange
 from routing.forwarding_store import ForwardingStore
 from routing.model import ForwardKind
 from routing.state import Overrides
+
+TALLY = "#"
+"""First character of a tally's key (never an account id: those are ``customer/extension``)."""
+
+HoldCheck = tuple[str, str, int | None]
+"""A hold to reserve: (its hold tally, the spent tally it adds to, the cap in micros or None)."""
 
 Stamp = tuple[int, int]
 """Orders forwarding changes: (version, writer). Compared as tuples; larger is newer."""
@@ -50,6 +66,41 @@ class AccountState(Protocol):
 
     def busy_accounts(self) -> dict[str, int]:
         """Every account with calls in progress (for tests and live views)."""
+        ...
+
+    def tally(self, key: str) -> int:
+        """The platform-wide total of a tally (``key`` starts with `TALLY`): every process's share."""
+        ...
+
+    def add_tally(self, key: str, delta: int) -> int:
+        """Move this process's share of a tally (never below 0); its new share."""
+        ...
+
+    def add_shared(self, key: str, delta: int, bucket: str) -> None:
+        """Add ``delta`` (>= 0) to a tally that must outlive this process (a day's settled spend):
+        durable in Redis (per ``bucket``, kept three days); elsewhere this process's share, as a
+        worker's end stops the whole server and the day's spend is read back at start."""
+        ...
+
+    def drop_shared(self, key: str) -> None:
+        """Forget a shared tally no one reads any more (a past day's), where it is this process's."""
+        ...
+
+    async def claim(self, key: str, bucket: str) -> bool:
+        """True for the first process to claim ``key`` (a once-per-platform job, like a seed)."""
+        ...
+
+    def reserve(self, holds: Sequence[HoldCheck], delta: int, bucket: str) -> Awaitable[int] | None:
+        """Add ``delta`` to this process's share of each hold tally only if, for every hold with a
+        cap, the platform's holds plus its spent tally (in ``bucket``) stay within the cap, in one step
+        (Redis: across hosts). Resolves to 0 when added, else the 1-based index of the hold refused;
+        either way the caller takes ``delta`` back when the call ends (`add_tally`). None where one host is the platform: the host turn (`exclusive`) already makes routing's
+        decision exact and the caller adds the tally as usual."""
+        ...
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Around a new call's routing: what it reads and counts is decided by one process of the
+        host at a time, having read what the others counted (server.account_state_replicated)."""
         ...
 
 
@@ -90,7 +141,82 @@ class LocalAccountState:
         self.forwarding.apply(change)
 
     def busy_accounts(self) -> dict[str, int]:
-        return self._counts.totals()
+        return calls_only(self._counts.totals())
+
+    def tally(self, key: str) -> int:
+        return self._counts.total(key)
+
+    def add_tally(self, key: str, delta: int) -> int:
+        return self._counts.add(None, key, delta)
+
+    def add_shared(self, key: str, delta: int, bucket: str) -> None:
+        self.add_tally(key, delta)
+
+    def drop_shared(self, key: str) -> None:
+        self.add_tally(key, -self.add_tally(key, 0))
+
+    async def claim(self, key: str, bucket: str) -> bool:
+        return claim_share(self, key)
+
+    def reserve(self, holds: Sequence[HoldCheck], delta: int, bucket: str) -> Awaitable[int] | None:
+        return None
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def claim_share(state: AccountState, key: str) -> bool:
+    """`AccountState.claim` where every process's share is summed (no Redis): the first to see 0."""
+    if state.tally(key):
+        return False
+    state.add_tally(key, 1)
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class HostPeers:
+    """The other workers of this host, for an account state shared through Redis: ``publish`` a
+    message to them (``True``: at once), ``drain`` this worker's inbox, the host's ``lock_path``."""
+
+    publish: Callable[[bytes, bool], object]
+    drain: Callable[[], None]
+    lock_path: str | None
+
+
+class HostTurn:
+    """One process of the host at a time around a new call's routing (`AccountState.exclusive`): a
+    lock on a file the host's workers share (flock; the kernel releases it if its holder dies), then
+    the inbox read, so what the previous holder counted (sent at once, before it let go) is known.
+    ``inside`` tells the state to send its changes at once."""
+
+    def __init__(self, lock_path: str | None, drain: Callable[[], None]) -> None:
+        self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
+        self._drain = drain
+        self.inside = False
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        fd = self._fd
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        self.inside = True
+        try:
+            self._drain()
+            yield
+        finally:
+            self.inside = False
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def calls_only(totals: dict[str, int]) -> dict[str, int]:
+    """Accounts' call counts without the tallies that share their table."""
+    return {k: n for k, n in totals.items() if not k.startswith(TALLY)}
 
 
 # ---- pure cores --------------------------------------------------------------------------------------

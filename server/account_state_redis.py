@@ -26,21 +26,23 @@ that lost its subscription sees others' changes only at its next refresh.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import structlog
 
-from registrar.location.resp import RedisReplyError, RespClient
+from registrar.location.resp import Endpoint, RedisReplyError, RespClient
+from registrar.location.sentinel import parse_address, redis_client
 from routing.feature_codes import ForwardingChange
 from routing.model import ForwardKind
 from routing.state import Overrides
-from server.account_state import CallCounts, ForwardingView
+from server.account_state import CallCounts, ForwardingView, HoldCheck, HostPeers, HostTurn, calls_only
 
 log = structlog.get_logger("sipcore.account_state")
 
@@ -84,8 +86,51 @@ redis.call('PUBLISH', ARGV[3], '["f",' .. v .. ',' .. ARGV[1] .. ',' .. ARGV[2] 
 return v
 """
 
+# KEYS: the bucket's hash, the set of buckets. ARGV: field, delta, ttl ms, channel, bucket -> new total
+_ADD_SHARED = """
+local v = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[4], '["s",' .. cjson.encode(ARGV[1]) .. ',' .. v .. ']')
+return v
+"""
+SHARED_TTL_MS = str(3 * 86_400_000)
+
+# A daily-cap hold, checked and added in one step (the host turn orders one host's workers, this orders
+# the hosts). KEYS: own hash, process set, the day's spent bucket. ARGV: process, ttl ms, channel,
+# prefix of the processes' hashes, last seq, then per hold: key, spent key, cap (-1: none), this
+# process's new share, its message. For each capped hold: the spent total + every other process's
+# share (an expired hash: a dead host's, counts 0) + our new share must stay within the cap, else
+# nothing is written and the hold's 1-based index returned. Written: 0, or -1 if our hash had expired.
+_RESERVE = """
+local procs = redis.call('SMEMBERS', KEYS[2])
+for i = 6, #ARGV, 5 do
+  local cap = tonumber(ARGV[i + 2])
+  if cap >= 0 then
+    local total = tonumber(redis.call('HGET', KEYS[3], ARGV[i + 1]) or '0') + tonumber(ARGV[i + 3])
+    for _, p in ipairs(procs) do
+      if p ~= ARGV[1] then total = total + tonumber(redis.call('HGET', ARGV[4] .. p, ARGV[i]) or '0') end
+    end
+    if total > cap then return (i - 1) / 5 end
+  end
+end
+local existed = redis.call('EXISTS', KEYS[1])
+for i = 6, #ARGV, 5 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
+  redis.call('PUBLISH', ARGV[3], ARGV[i + 4])
+end
+if tonumber(ARGV[5]) > tonumber(redis.call('HGET', KEYS[1], '~seq') or '0') then
+  redis.call('HSET', KEYS[1], '~seq', ARGV[5])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+if existed == 0 then return -1 end
+return 0
+"""  # a bucket (a day's spend) outlives the day it counts
+
 _SCRIPTS = {name: (body, hashlib.sha1(body.encode()).hexdigest()) for name, body in
-            (("calls", _SET_CALLS), ("table", _SET_TABLE))}  # fmt: skip
+            (("calls", _SET_CALLS), ("table", _SET_TABLE), ("reserve", _RESERVE))}  # fmt: skip
 
 UNREACHABLE = (ConnectionError, OSError, asyncio.TimeoutError, RedisReplyError)
 
@@ -115,8 +160,14 @@ class RedisAccountState:
         ttl: float = TTL,
         refresh_interval: float = REFRESH_INTERVAL,
         seed: Overrides | None = None,
+        host: HostPeers | None = None,
     ) -> None:
         self._r = client
+        # the other workers of this host (several workers on Redis): our count changes also go to them
+        # on the worker channel, at once inside `exclusive`, so a new call's limits are decided as
+        # exactly as with memory replicas; other hosts learn them through Redis
+        self._host_publish = host.publish if host is not None else None
+        self._turn = HostTurn(host.lock_path, host.drain) if host is not None else None
         self._seed = seed or {}  # this host's forwarding.json, for a Redis that never held any
         self._sub = subscriber  # redis.asyncio.Redis: RespClient has no pub/sub
         self.process = process or process_id()
@@ -135,16 +186,36 @@ class RedisAccountState:
         self._seq = int(time.time() * 1000) * 1000  # grows across restarts; below 2^53 (Lua numbers)
         self._dirty = True  # our hash must be rewritten whole (start, or a write Redis did not take)
         self._unsent: list[ForwardingChange] = []
+        # shared tallies: durable totals in Redis (``<prefix>shared:<bucket>`` hashes), mirrored
+        self._shared: dict[str, int] = {}
+        self._shared_unsent: dict[tuple[str, str], int] = {}  # (bucket, key) -> delta Redis did not take
+        self._shared_prefix = f"{prefix}shared:"
+        self._buckets_key = f"{prefix}shared"
         self._writes: set[asyncio.Future[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._loaded = asyncio.Event()
         self.up = False
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, **kwargs: Any) -> RedisAccountState:
+    def from_url(
+        cls, url: str, prefix: str, sentinels: tuple[str, ...] = (), sentinel_master: str = "mymaster",
+        **kwargs: Any,
+    ) -> RedisAccountState:  # fmt: skip
+        """``sentinels``: reach the master a Redis Sentinel names, followed across failovers (the
+        commands through `SentinelClient`, the subscription through redis-py's own Sentinel)."""
         import redis.asyncio as aioredis
 
-        return cls(RespClient.from_url(url, timeout=2.0), aioredis.Redis.from_url(url), prefix, **kwargs)
+        client = redis_client(url, sentinels, sentinel_master, timeout=2.0)
+        if not sentinels:
+            return cls(client, aioredis.Redis.from_url(url), prefix, **kwargs)
+        from redis.asyncio.sentinel import Sentinel
+
+        endpoint = Endpoint.from_url(url)
+        watcher = Sentinel([parse_address(a) for a in sentinels], socket_timeout=2.0)
+        subscriber = watcher.master_for(
+            sentinel_master, db=endpoint.db, username=endpoint.username, password=endpoint.password
+        )
+        return cls(client, subscriber, prefix, **kwargs)
 
     # -- lifecycle --
     async def start(self) -> None:
@@ -200,6 +271,8 @@ class RedisAccountState:
             log.warning("account_state_close_failed", error=repr(exc))
         await self._r.close()
         await self._sub.aclose()
+        if self._turn is not None:
+            self._turn.close()
 
     # -- what the call controller reads and reports --
     def calls_of(self, account_id: str) -> int:
@@ -219,12 +292,93 @@ class RedisAccountState:
         self._watch(asyncio.ensure_future(self._send_forwarding(change)))
 
     def busy_accounts(self) -> dict[str, int]:
-        return self._counts.totals()
+        return calls_only(self._counts.totals())
+
+    def tally(self, key: str) -> int:
+        return self._counts.total(key) + self._shared.get(key, 0)
+
+    def add_tally(self, key: str, delta: int) -> int:
+        share = self._counts.add(self.process, key, delta)
+        self._write_calls(key, share)  # the same hash, script and publication as a call count
+        return share
+
+    def add_shared(self, key: str, delta: int, bucket: str) -> None:
+        """Add to a durable total (``delta`` >= 0): it stays in Redis when this process stops, for
+        three days after its bucket's last write. Seen here at once, elsewhere when published."""
+        self._shared[key] = self._shared.get(key, 0) + delta
+        self._watch(self._send_shared(bucket, key, delta))
+
+    def drop_shared(self, key: str) -> None:
+        return None  # the bucket expires by itself
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        # the workers of this host one at a time; other hosts: the publication window (docstring)
+        return self._turn.turn() if self._turn is not None else contextlib.nullcontext()
+
+    async def claim(self, key: str, bucket: str) -> bool:
+        """True for the one process that first adds 1 to ``key`` (a marker), whoever asks at once."""
+        try:
+            total = await self._eval_shared(bucket, key, 1)
+        except UNREACHABLE as exc:
+            self._down(exc)
+            return False
+        self._take_shared(key, int(total))
+        return int(total) == 1
+
+    def reserve(self, holds: Sequence[HoldCheck], delta: int, bucket: str) -> Awaitable[int]:
+        """Hosts decide on their own mirrors, which lag by a publication: the hold is checked against
+        the caps in Redis and added in one step (`_RESERVE`). Our share moves here at once, granted
+        or not (the write that carries it is ordered after our earlier ones, every write of ours being
+        absolute): a refused hold is taken back with its call's end, as a granted one, so our share
+        never counts it twice or not at all; until then only this process counts it (not Redis)."""
+        args: list[Any] = []
+        for key, spent_key, cap in holds:
+            share = self._counts.add(self.process, key, delta)
+            self._seq += 1
+            message = json.dumps(["c", self.process, self._seq, key, share])
+            if self._host_publish is not None:
+                self._host_publish(message.encode(), self._turn is not None and self._turn.inside)
+            args += (key, spent_key, -1 if cap is None else cap, share, message)
+        keys = (self._own_key, self._procs_key, self._shared_prefix + bucket)
+        head = (self.process, self._ttl_ms, self._channel, self._calls_prefix, self._seq)
+        return self._reserved(self._eval("reserve", keys, (*head, *args)))
+
+    async def _reserved(self, sent: Awaitable[Any]) -> int:
+        try:
+            refused = int(await sent)
+        except UNREACHABLE as exc:  # Redis away: decided on the mirror, as every other limit then
+            self._down(exc)
+            self._dirty = True  # our table, this hold in it, is rewritten at the next refresh
+            return 0
+        if refused == -1:
+            self._dirty = True
+        return max(refused, 0)
+
+    async def _send_shared(self, bucket: str, key: str, delta: int) -> None:
+        try:
+            total = await self._eval_shared(bucket, key, delta)
+        except UNREACHABLE as exc:
+            self._down(exc)
+            slot = (bucket, key)
+            self._shared_unsent[slot] = self._shared_unsent.get(slot, 0) + delta  # retried at refresh
+            return
+        self._take_shared(key, int(total))
+
+    def _eval_shared(self, bucket: str, key: str, delta: int) -> Awaitable[Any]:
+        return self._r.call("EVAL", _ADD_SHARED, 2, self._shared_prefix + bucket, self._buckets_key, key,
+                            delta, SHARED_TTL_MS, self._channel, bucket)  # fmt: skip
+
+    def _take_shared(self, key: str, total: int) -> None:
+        """Totals only grow: an older answer or read never takes back a newer one."""
+        pending = sum(d for (_, k), d in self._shared_unsent.items() if k == key)
+        self._shared[key] = max(self._shared.get(key, 0), total + pending)
 
     # -- writes --
     def _write_calls(self, account_id: str, calls: int) -> None:
         self._seq += 1
         message = json.dumps(["c", self.process, self._seq, account_id, calls])
+        if self._host_publish is not None:  # the same message: a receiver takes the first copy by seq
+            self._host_publish(message.encode(), self._turn is not None and self._turn.inside)
         args = (self.process, self._seq, self._ttl_ms, self._channel, account_id, calls, message)
         self._watch(self._eval("calls", (self._own_key, self._procs_key), args), self._after_calls)
 
@@ -319,6 +473,7 @@ class RedisAccountState:
         unsent, self._unsent = self._unsent, []
         for change in unsent:
             await self._send_forwarding(change)
+        await self._sync_shared()
         known = self._counts.counters() - {self.process}
         fwd, members = await asyncio.gather(
             self._r.call("HGETALL", self._fwd_key), self._r.call("SMEMBERS", self._procs_key)
@@ -347,12 +502,38 @@ class RedisAccountState:
             log.info("account_state_redis_up")
         self.up = True
 
+    async def _sync_shared(self) -> None:
+        """Send what Redis did not take, then read every bucket's totals."""
+        unsent, self._shared_unsent = self._shared_unsent, {}
+        for (bucket, key), delta in unsent.items():
+            try:
+                total = await self._eval_shared(bucket, key, delta)
+            except UNREACHABLE:
+                self._shared_unsent[(bucket, key)] = self._shared_unsent.get((bucket, key), 0) + delta
+                raise
+            self._take_shared(key, int(total))
+        buckets = sorted(_text(b) for b in await self._r.call("SMEMBERS", self._buckets_key) or ())
+        replies = await asyncio.gather(*(self._r.call("HGETALL", self._shared_prefix + b) for b in buckets))
+        fresh: dict[str, int] = {}
+        for bucket, reply in zip(buckets, replies, strict=True):
+            table = _pairs(reply)
+            if not table:
+                await self._r.call("SREM", self._buckets_key, bucket)
+            fresh.update({k: int(v) for k, v in table.items()})
+        pending = {k for _, k in self._shared_unsent}
+        self._shared = {k: v for k, v in self._shared.items() if k in fresh or k in pending}
+        for key, total in fresh.items():
+            self._take_shared(key, total)
+
     def receive(self, data: bytes | str) -> None:
         """One published change (see the scripts): ``c`` a count, ``t`` a table, ``d`` a stop,
-        ``f`` a forwarding change."""
+        ``f`` a forwarding change, ``s`` a shared total."""
         try:
             message = json.loads(data)
             kind = message[0]
+            if kind == "s":
+                self._take_shared(str(message[1]), int(message[2]))
+                return
             if kind == "f":
                 _, version, (account_id, fkind), target = message
                 self._forwarding.apply(ForwardingChange(account_id, ForwardKind(fkind), target), (version, 0))

@@ -18,9 +18,13 @@ if its stamp is newer (`ForwardingView`), so two changes of one account in two w
 everywhere. Worker 0 writes every change it takes to the forwarding file (one writer); every worker
 loads the file at start.
 
-What is left: two calls set up in two workers in the same instant both read the count before either
-worker's change arrived (a phone with call waiting off may ring twice, ``max_calls`` be passed by
-one). The window is one hand-off between workers (well under a millisecond on an idle server).
+Decisions that must not be taken twice (a new call's limits: ``max_calls``, the call rate, the daily
+caps' holds) run inside `exclusive`: a lock on a file all workers share (flock) taken around the
+routing of a new call, the inbox read inside it, and the changes the call makes sent at once before
+it is released; so a worker that routes a call next has read what the previous one counted, and two
+calls set up in two workers in the same instant are decided one after the other. What is left:
+counts that do not go through `exclusive` (an answered callee's, a call's end) arrive one hand-off
+later (well under a millisecond on an idle server).
 
 Messages are msgpack arrays: ``[1, worker, account, calls]``, ``[2, worker, {account: calls}]`` (the
 periodic table), ``[3, worker, clock, account, kind, target]`` (a forwarding change).
@@ -29,7 +33,8 @@ periodic table), ``[3, worker, clock, account, kind, target]`` (a forwarding cha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgpack
 import structlog
@@ -37,7 +42,7 @@ import structlog
 from routing.feature_codes import ForwardingChange
 from routing.model import ForwardKind
 from routing.state import Overrides
-from server.account_state import CallCounts, ForwardingView
+from server.account_state import CallCounts, ForwardingView, HoldCheck, HostTurn, calls_only, claim_share
 
 log = structlog.get_logger("sipcore.account_state")
 
@@ -98,6 +103,8 @@ class ReplicatedAccountState:
         forwarding: Overrides,
         persist: Callable[[ForwardingChange], object] | None = None,
         report_interval: float = REPORT_INTERVAL,
+        drain: Callable[[], None] = lambda: None,
+        lock_path: str | None = None,
     ) -> None:
         self.index = index
         self._publish = publish
@@ -107,6 +114,7 @@ class ReplicatedAccountState:
         self._forwarding = ForwardingView(forwarding)
         self._clock = 0
         self._reporter: asyncio.Task[None] | None = None
+        self._turn = HostTurn(lock_path, drain)  # drain: reads this worker's inbox now
 
     async def start(self) -> None:
         self._reporter = asyncio.get_running_loop().create_task(self._report_loop())
@@ -115,6 +123,14 @@ class ReplicatedAccountState:
         if self._reporter is not None:
             self._reporter.cancel()
             self._reporter = None
+        self._turn.close()
+
+    def reserve(self, holds: Sequence[HoldCheck], delta: int, bucket: str) -> Awaitable[int] | None:
+        return None  # one host: the host turn decides exactly
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """One worker at a time (module docstring); what the block publishes goes out at once."""
+        return self._turn.turn()
 
     # -- what the call controller reads and reports --
     def calls_of(self, account_id: str) -> int:
@@ -122,7 +138,7 @@ class ReplicatedAccountState:
 
     def call_started(self, account_id: str) -> None:
         calls = self._counts.add(self.index, account_id, 1)
-        self._publish(encode_calls(self.index, account_id, calls), False)
+        self._publish(encode_calls(self.index, account_id, calls), self._turn.inside)
 
     def call_ended(self, account_id: str) -> None:
         # at once, ahead of the BYE's answer: a phone that hangs up and calls straight back is not
@@ -139,7 +155,26 @@ class ReplicatedAccountState:
         self._publish(encode_forwarding(self.index, self._clock, change), True)
 
     def busy_accounts(self) -> dict[str, int]:
-        return self._counts.totals()
+        return calls_only(self._counts.totals())
+
+    def tally(self, key: str) -> int:
+        return self._counts.total(key)
+
+    def add_tally(self, key: str, delta: int) -> int:
+        # published like a call count (absolute share), at once: a limit is read by every worker
+        share = self._counts.add(self.index, key, delta)
+        self._publish(encode_calls(self.index, key, share), True)
+        return share
+
+    def add_shared(self, key: str, delta: int, bucket: str) -> None:
+        # a worker's end stops every worker: the day's spend is read back whole at the next start
+        self.add_tally(key, delta)
+
+    def drop_shared(self, key: str) -> None:
+        self.add_tally(key, -self.add_tally(key, 0))
+
+    async def claim(self, key: str, bucket: str) -> bool:
+        return claim_share(self, key)
 
     # -- from the other workers --
     def receive(self, payload: bytes) -> None:

@@ -9,6 +9,7 @@ replica, account-state replica, CDR spool); a single-process server has none.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import hashlib
 import math
@@ -61,6 +62,7 @@ def _hp(value: Any) -> str:
 def load_application_config(path: str | None) -> LoadedConfig:
     """Load and validate the YAML (the embedded example when path is None); raises ConfigError."""
     from config.loader import load_config
+    from server.tls_context import secure_settings
 
     cfg = load_config(path) if path else load_config(None)
     srv = cfg.server
@@ -78,8 +80,14 @@ def load_application_config(path: str | None) -> LoadedConfig:
             max_message_size=srv.limits.max_message_size,
             max_tcp_per_source=srv.limits.max_tcp_connections_per_ip,
             tcp_idle_timeout=float(srv.limits.tcp_idle_timeout),
+            max_tcp_connections=srv.limits.max_tcp_connections,
+            tcp_reserved_fds=srv.limits.tcp_reserved_descriptors,
+            tcp_message_timeout=float(srv.limits.tcp_message_timeout),
+            tcp_min_byte_rate=srv.limits.tcp_min_byte_rate,
         ),
         metrics_address=_hp(srv.metrics) if srv.metrics else None,
+        secure=secure_settings(srv, str(path) if path else None),
+        max_server_transactions=srv.limits.max_server_transactions,
     )
     settings = AppSettings(
         sip=sip,
@@ -149,13 +157,17 @@ class Application:
     def __init__(self, loaded: LoadedConfig, worker: Worker | None = None) -> None:
         self.loaded = loaded
         self.worker = worker
+        self.journal = _call_journal(loaded, worker)  # answered calls across a crash (server.call_journal)
+        self._journal_lock: int | None = None  # one server per state directory (single process)
         self.sip = SipServer(
-            loaded.settings.sip, self._handlers if loaded.config is not None else None, worker
-        )
+            loaded.settings.sip, self._handlers if loaded.config is not None else None, worker,
+            barrier=self.journal.sync if self.journal is not None else None,
+        )  # fmt: skip
         self.http: HttpEndpoint | None = None
         self.registrar: Any = None
         self.accounts: AccountStateService | None = None
         self.proxy: Any = None
+        self.flood_gate: Any = None  # server.flood_gate.FloodGate: bans and the request-rate limit
         self.billing: Any = None
         self._collector: asyncio.Task[None] | None = None
         self.metrics_address: tuple[str, int] | None = None
@@ -169,13 +181,18 @@ class Application:
     async def start(self) -> None:
         Path(self.loaded.settings.state_dir).mkdir(parents=True, exist_ok=True)
         cfg, worker = self.loaded.config, self.worker
+        if self.journal is not None and worker is None:  # with workers the master did it before forking
+            from server.call_journal import lock_journals, recover_journals
+
+            self._journal_lock = lock_journals(self.journal.path.parent)
+            await asyncio.to_thread(recover_journals, self.journal.path.parent, 1)
         if cfg is not None:
             from server.account_state_factory import build_account_state
             from server.billing import build_billing
 
             self.accounts = build_account_state(cfg, worker)
             await self.accounts.start()
-            self.billing = build_billing(cfg, worker.index if worker is not None else None)
+            self.billing = build_billing(cfg, worker.index if worker is not None else None, self.accounts)
             await self.billing.start()
         await self.sip.start()  # binds, then builds the registrar and the proxy (_handlers)
         if self.registrar is not None:
@@ -227,6 +244,7 @@ class Application:
     def _handlers(self, sip: SipServer) -> SipHandlers:
         """The registrar and the proxy, built once the SIP server has bound its sockets (the proxy's
         Via and Record-Route addresses are the bound ones), as the server's handlers."""
+        from server.flood_gate import FloodGate, build_mirror, build_pike
         from server.proxy_service import build_proxy_service
         from server.registrar_service import build_registrar_service
 
@@ -238,7 +256,17 @@ class Application:
         proxy = self.proxy = build_proxy_service(cfg, sip, registrar, self.accounts,
                                                  authorise=timed(self.billing.authorise, "authorise"),
                                                  call_ended_sinks=(timed(self.billing.on_call_ended, "settle"),),
-                                                 worker=worker)  # fmt: skip
+                                                 worker=worker, journal=self.journal,
+                                                 reserve=self.billing.reserve)  # fmt: skip
+        proxy.recover()  # before any message is read: the calls a crash left open are dialogs again
+        guard_cfg = cfg.registrar.guard
+        gate = self.flood_gate = FloodGate(
+            lambda: registrar.registrar.guard,
+            build_pike(guard_cfg.rate_limit) if guard_cfg.enabled else None,
+            lambda ip, port: proxy.controller.trunk_for_source(ip, port) is not None,
+            registrar.on_ban,
+            build_mirror(guard_cfg) if guard_cfg.enabled else None,
+        )
         return SipHandlers(
             register=registrar.on_register,
             register_lane=registrar.on_register_bytes,
@@ -248,6 +276,7 @@ class Application:
             send_request=proxy.send_request,
             connection_closed=registrar.on_connection_closed,
             drop_source=registrar.drop_source,
+            admit=gate.admit,
             screen=registrar.screen_request,
             timers=proxy,
         )
@@ -316,20 +345,33 @@ class Application:
         progress keep their plans and are settled by the rater they were authorised with."""
         if self.registrar is None or new.config is None:
             return None
+        from server.flood_gate import build_mirror, build_pike
         from server.proxy_service import call_settings
         from server.registrar_service import build_registrar
 
         cfg = new.config
-        registrar = build_registrar(cfg, self.sip, self.registrar.registrar)
+        registrar = build_registrar(
+            cfg, self.sip, self.registrar.registrar, share_guard=self.registrar.guard_share is not None
+        )
         calls = call_settings(cfg, self.sip, registrar.challenger.realm)
+        if self.proxy is not None:  # server.cluster needs a restart: the registrar keeps its route too
+            calls = dataclasses.replace(calls, cluster=self.proxy.controller.settings.cluster)
         rater = self.billing.rater_for(cfg) if self.billing is not None else None
         limits = new.settings.sip.limits
         # -- swap --
         self.registrar.registrar = registrar
         if self.proxy is not None:
-            self.proxy.update(calls)
+            from server.tls_context import tls_peers_of
+
+            self.proxy.update(calls, tls_peers_of(cfg))
+        self.sip.secure.use_context(new.settings.sip.secure.context)  # a renewed certificate
+        if self.flood_gate is not None:
+            g = cfg.registrar.guard
+            self.flood_gate.update(build_pike(g.rate_limit) if g.enabled else None,
+                                   build_mirror(g) if g.enabled else None)  # fmt: skip
         self.sip.set_local_domains(new.settings.sip.local_domains)
         self.sip.transports.limits = limits
+        self.sip.transactions.max_server = new.settings.sip.max_server_transactions
         if self.billing is not None and rater is not None:
             return self.billing.update(cfg, rater, time.time())
         return None
@@ -391,8 +433,23 @@ class Application:
             await self.accounts.close()
         if self.registrar is not None:
             await self.registrar.close()
+        if self.journal is not None:  # last: the CDRs settled above have marked their calls done
+            self.journal.close()
+        if self._journal_lock is not None:
+            os.close(self._journal_lock)
         if self._pid_file is not None:
             remove_pid(self._pid_file, os.getpid())
+
+
+def _call_journal(loaded: LoadedConfig, worker: Worker | None) -> Any:
+    """This process's call journal (``proxy.call_journal``), not opened yet; None when it is off."""
+    cfg = loaded.config
+    if cfg is None or not cfg.proxy.call_journal.enabled:
+        return None
+    from server.call_journal import CallJournal, journal_dir, journal_path
+
+    path = journal_path(journal_dir(loaded.settings.state_dir), worker.index if worker is not None else 0)
+    return CallJournal(path, fsync=cfg.proxy.call_journal.fsync)
 
 
 async def run_application(

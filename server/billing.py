@@ -14,12 +14,13 @@ what makes a finished call durable.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -33,14 +34,36 @@ from rating.ledger_sqlite import SqliteLedger
 from rating.model import BalanceMode, CallToRate, Direction, RatingSetup, Refusal
 from rating.money import from_micros, to_micros
 from rating.rater import Rater
-from rating.settlement import authorise_call, settle_call
+from rating.settlement import authorise_call, day_key, settle_call
 from routing import Authorisation, AuthoriseRequest
+from routing.toll_fraud import hold_keys, hold_parties, seeded_key, spent_keys
 
 from .counter_seed import ledger_totals
 from .pending_ops import Op, PendingOps
 from .shared_counters import SharedCounters, Watch
 
 log = structlog.get_logger("sipcore.billing")
+
+SEED_WAIT = 5.0  # seconds the start waits for the spool replay and the CDR store's answer
+
+
+class Tallies(Protocol):
+    """The part of server.account_state.AccountState the daily caps use."""
+
+    def tally(self, key: str) -> int: ...
+
+    def add_tally(self, key: str, delta: int) -> int: ...
+
+    def add_shared(self, key: str, delta: int, bucket: str) -> None: ...
+
+    def drop_shared(self, key: str) -> None: ...
+
+    async def claim(self, key: str, bucket: str) -> bool: ...
+
+    def reserve(
+        self, holds: Sequence[tuple[str, str, int | None]], delta: int, bucket: str
+    ) -> Awaitable[int] | None: ...
+
 
 # Refusal → (SIP status, reason phrase, Warning text)
 REFUSALS: dict[Refusal, tuple[int, str, str]] = {
@@ -49,6 +72,11 @@ REFUSALS: dict[Refusal, tuple[int, str, str]] = {
     Refusal.OUT_OF_PLAN_BLOCKED: (403, "Out Of Plan", "out-of-plan calls are blocked for this account"),
     Refusal.BALANCE_EXHAUSTED: (402, "Payment Required", "prepaid balance exhausted"),
     Refusal.DAILY_CAP_REACHED: (403, "Daily Spending Cap Reached", "daily spending cap reached"),
+    Refusal.ACCOUNT_DAILY_CAP_REACHED: (
+        403,
+        "Daily Spending Cap Reached",
+        "daily spending cap of this account reached",
+    ),
     Refusal.BILLING_ENDED: (403, "Billing Ended", "account past its billing end date"),
 }
 
@@ -75,6 +103,16 @@ def run_now(coro: Any) -> Any:
     raise RuntimeError("counter store suspended: use an async authorisation path for remote stores")
 
 
+async def _hold_answer(pending: Awaitable[int]) -> Authorisation:
+    """`Tallies.reserve`'s answer as routing's: 0 granted, 1 the customer's cap, 2 the account's."""
+    refused = await pending
+    if not refused:
+        return Authorisation(True)
+    cause = Refusal.DAILY_CAP_REACHED if refused == 1 else Refusal.ACCOUNT_DAILY_CAP_REACHED
+    status, reason, warning = REFUSALS[cause]
+    return Authorisation(False, status, reason, warning, cause=str(cause))
+
+
 class Billing:
     def __init__(
         self,
@@ -83,8 +121,15 @@ class Billing:
         pipeline: CdrPipeline,
         ledger_path: Path,
         shared: SharedCounters | None = None,
+        tallies: Tallies | None = None,
+        seed_spend: bool = False,
     ) -> None:
         self.cfg = cfg
+        # the platform-wide toll-fraud tallies (server.account_state): settled spend of the day and
+        # what calls in progress hold, per customer and account, summed over every process
+        self.tallies = tallies
+        self._spent_days: dict[str, str] = {}  # this process's spent tallies -> their day (pruning)
+        self.seed_spend = seed_spend  # this process may load the day's spend from the CDR store at start
         self.rater = rater
         self.pipeline = pipeline
         self.shared = shared
@@ -116,8 +161,48 @@ class Billing:
         self._fees_done = await asyncio.to_thread(last_billed, self.ledger_path)
         await self._seed_counters()
         await self.pipeline.start()
+        await self._seed_spend()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_debits_loop())
         self._fees_task = asyncio.get_running_loop().create_task(self._billing_loop())
+
+    async def _seed_spend(self) -> None:
+        """Today's settled spend (operator's day), read from the CDR store into this process's share
+        of the spend tallies before it serves, so a restart does not give a capped account its cap
+        again. One process of the platform does it: worker 0 (a worker's end stops the whole server,
+        so every start is a start of all of them); with Redis, where the day's spend is durable, only
+        the first process up that day, or after Redis lost it (a marker claimed once). Waits
+        (bounded) for this process's spool replay to reach the store."""
+        tallies = self.tallies
+        if tallies is None or not self.seed_spend:
+            return
+        zone = self.rater.setup.timezone
+        day = day_key(self.clock(), zone)
+        marker = seeded_key(day)
+        if tallies.tally(marker):  # seeded already (durable in Redis): the spend is there
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SEED_WAIT
+        first = datetime.combine(date.fromisoformat(day), dtime(0), ZoneInfo(zone))
+        try:
+            await asyncio.wait_for(self.pipeline.writer.opened.wait(), SEED_WAIT)
+            while self.pipeline.spool.backlog_bytes() and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            rows = await asyncio.wait_for(
+                self.pipeline.store.usage(first, first + timedelta(days=1), by="account"), SEED_WAIT
+            )
+        except Exception as exc:
+            log.warning("spend_seed_failed", day=day, error=repr(exc))
+            return
+        if not await tallies.claim(marker, day):  # another process seeded meanwhile
+            return
+        spent = 0
+        for usage in rows:
+            micros = to_micros(usage.price, "price")
+            if micros > 0 and not usage.internal:
+                self._count_spend(usage.customer_id, usage.account_id, day, micros)
+                spent += micros
+        log.info("spend_seeded", day=day, rows=len(rows), total=str(from_micros(spent)),
+                 backlog=self.pipeline.spool.backlog_bytes())  # fmt: skip
 
     async def _seed_counters(self) -> None:
         """Opening balance + ledger movements: into the memory store, or folded into Redis once."""
@@ -266,23 +351,94 @@ class Billing:
 
     # -- call setup --
     def authorise(self, request: AuthoriseRequest) -> Authorisation:
-        call = CallToRate(Direction.OUTBOUND, request.account_id, request.number, self.clock())
+        """The rater's answer, with the day's spend and the holds of calls in progress (every
+        process's) counted against the daily caps; a capped call holds its price at its max duration
+        (capped by proxy.max_call_duration) until it is settled."""
+        now = self.clock()
+        call = CallToRate(Direction.OUTBOUND, request.account_id, request.number, now)
+        rater = self.rater
         try:
-            answer = run_now(authorise_call(self.rater, self.counters, call))
+            spend = self._spend(request.customer_id, request.account_id, day_key(now, rater.setup.timezone))
+            answer = run_now(authorise_call(rater, self.counters, call, spend))
+            hold = 0
+            if answer.allowed and answer.max_seconds is not None and rater.capped(request.account_id):
+                seconds = min(answer.max_seconds, int(self.cfg.proxy.max_call_duration))
+                # free minutes are not reserved: the price as if none were left (a hold never falls short)
+                priced = CallToRate(
+                    Direction.OUTBOUND, request.account_id, request.number, now, duration=seconds
+                )
+                hold = rater.rate(priced, 0, answer.route).price_micros
         except Exception:
             log.exception("authorise_failed", account=request.account_id)
             return Authorisation(False, 500, "Rating Unavailable", "the rater could not price this call")
         if answer.allowed:
-            return Authorisation(True, max_duration=answer.max_seconds)
+            return Authorisation(True, max_duration=answer.max_seconds, hold_micros=hold)
         status, reason, warning = REFUSALS.get(answer.reason, (403, "Forbidden", str(answer.reason)))
         out_of_plan = answer.reason is Refusal.OUT_OF_PLAN_BLOCKED
-        return Authorisation(False, status, reason, warning, out_of_plan)
+        cause = str(answer.reason) if answer.reason is not None else ""
+        return Authorisation(False, status, reason, warning, out_of_plan, cause=cause)
+
+    def reserve(self, keys: tuple[str, ...], micros: int) -> Awaitable[Authorisation] | None:
+        """A hold routing granted (a `Tally` of `hold_keys`), checked against the daily caps platform-
+        wide where hosts share the tallies (`Tallies.reserve`); None where the decision stands (one
+        host, or tallies with no hold). The answer refuses as `authorise` refuses at the cap."""
+        parties = hold_parties(keys)
+        if self.tallies is None or parties is None or micros <= 0:
+            return None
+        customer_id, account_id = parties
+        now, rater = self.clock(), self.rater
+        try:
+            plan = rater.plan_for(CallToRate(Direction.OUTBOUND, account_id, "", now))
+        except Exception:
+            return None  # no plan, no cap: nothing to check
+        day = day_key(now, rater.setup.timezone)
+        spent_c, spent_a = spent_keys(customer_id, account_id, day)
+        holds = ((keys[0], spent_c, plan.cap), (keys[1], spent_a, plan.acap))
+        pending = self.tallies.reserve(holds, micros, day)
+        return None if pending is None else _hold_answer(pending)
+
+    def _spend(self, customer_id: str, account_id: str, day: str) -> tuple[int, int, int]:
+        """(customer's settled spend on ``day``, customer's holds, account's settled spend + holds)."""
+        tallies = self.tallies
+        if tallies is None:
+            return 0, 0, 0
+        spent_c, spent_a = spent_keys(customer_id, account_id, day)
+        held_c, held_a = hold_keys(customer_id, account_id)
+        return tallies.tally(spent_c), tallies.tally(held_c), tallies.tally(spent_a) + tallies.tally(held_a)
+
+    def _count_spend(self, customer_id: str, account_id: str | None, day: str, micros: int) -> None:
+        """A settled call's price into the day's spend tallies (this process's share); shares of
+        days before yesterday are taken back (a call is counted on the day it started)."""
+        tallies = self.tallies
+        if tallies is None:
+            return
+        for key in spent_keys(customer_id, account_id or "", day)[: 2 if account_id else 1]:
+            tallies.add_shared(key, micros, day)
+            self._spent_days[key] = day
+        if len(self._spent_days) > 1 and min(self._spent_days.values()) < day:
+            yesterday = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+            for key, kept in list(self._spent_days.items()):
+                if kept < yesterday:
+                    del self._spent_days[key]
+                    tallies.drop_shared(key)
+
+    def _release(self, event: CallEnded) -> None:
+        """Give back what the call's priced legs held (after its price joined the spend)."""
+        tallies = self.tallies
+        if tallies is None:
+            return
+        for customer_id, account_id, micros in event.holds:
+            for key in hold_keys(customer_id, account_id):
+                tallies.add_tally(key, -micros)
 
     # -- call end --
-    def on_call_ended(self, event: CallEnded) -> None:
+    def on_call_ended(self, event: CallEnded) -> asyncio.Task[None]:
+        """Settle a finished call and spool its CDR; the task ends once the CDR is durable (the call
+        journal forgets the call then: server.call_journal)."""
         task = asyncio.get_running_loop().create_task(self._settle(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- reload --
     @staticmethod
@@ -330,6 +486,12 @@ class Billing:
         return self.cfg, self.rater
 
     async def _settle(self, event: CallEnded) -> None:
+        try:
+            await self._settle_call(event)
+        finally:
+            self._release(event)
+
+    async def _settle_call(self, event: CallEnded) -> None:
         cfg, rater = self._rating_at(event.start)
         start = datetime.fromtimestamp(event.start, UTC)
         end = datetime.fromtimestamp(max(event.end, event.start), UTC)
@@ -338,6 +500,11 @@ class Billing:
         account = event.billed_account_id if direction is not Direction.INBOUND else None
         destination = event.did if direction is Direction.INBOUND and event.did else event.normalised
         rated = None
+        leg = 0 if event.leg == "0" else int(event.leg.lstrip("f") or 0) + 1
+        # one operation per CDR key: a CDR rebuilt after a crash (server.call_journal) moves no
+        # shared (Redis) counter twice
+        operation = f"cdr:{event.call_id}:{leg}"
+        debit: LedgerEntry | None = None
         if event.disposition != "refused" and (account or direction is Direction.INBOUND):
             call = CallToRate(
                 direction, account, destination, start,
@@ -347,16 +514,17 @@ class Billing:
             )  # fmt: skip
             try:
                 if self.shared is not None:  # the debit reaches the ledger through _ledger_debit
-                    store = self.shared.settlement(uuid.uuid4().hex, end, event.call_id)
+                    store = self.shared.settlement(operation, end, event.call_id)
                     settled, low = await settle_call(rater, store, call)  # type: ignore[arg-type]
                 else:
                     settled, low = await settle_call(rater, self.counters, call)
                 rated = settled.rated
+                if rated.price_micros > 0 and rated.customer_id:
+                    self._count_spend(rated.customer_id, account, day_key(start, rater.setup.timezone),
+                                      rated.price_micros)  # fmt: skip
                 if settled.debited_micros and rated.customer_id and self.shared is None:
-                    self._debits.append(
-                        LedgerEntry(
-                            rated.customer_id, EntryKind.CALL, -settled.debited_micros, end, event.call_id
-                        )
+                    debit = LedgerEntry(
+                        rated.customer_id, EntryKind.CALL, -settled.debited_micros, end, event.call_id
                     )
                 if low is not None:
                     publish_low_balance(low)
@@ -366,7 +534,7 @@ class Billing:
         customer = cfg.customers_by_id.get(customer_id)
         record = CdrRecord(
             call_id=event.call_id,
-            leg=0 if event.leg == "0" else int(event.leg.lstrip("f") or 0) + 1,
+            leg=leg,
             customer_id=customer_id,
             customer_ref=getattr(customer, "reference", "") or "",
             internal=bool(getattr(customer, "internal", False)),
@@ -392,6 +560,13 @@ class Billing:
             hangup_by=event.hangup_by,
         )
         self.pipeline.append(record)
+        try:
+            await self.pipeline.wait_durable()
+        finally:
+            # into the ledger only once the CDR is durable (or the process goes on without it): a
+            # call whose CDR is rebuilt after a crash from the call journal was not debited there yet
+            if debit is not None:
+                self._debits.append(debit)
 
     def _ledger_debit(self, op: Op) -> None:
         """A call debit Redis has taken: into the ledger with the next batch."""
@@ -445,9 +620,9 @@ def cdr_metrics() -> Any:
     return _CDR_METRICS
 
 
-def build_billing(cfg: Any, worker: int | None = None) -> Billing:
+def build_billing(cfg: Any, worker: int | None = None, tallies: Tallies | None = None) -> Billing:
     """``worker``: this process's worker index (its own CDR spool and pending-operations file), None
-    in a single-process server."""
+    in a single-process server. ``tallies``: the account state the daily caps count spend in."""
     from config.bridge import rating_setup
 
     setup = rating_setup(cfg)
@@ -474,7 +649,9 @@ def build_billing(cfg: Any, worker: int | None = None) -> Billing:
             "its balance; set rating.counters.backend: redis",
             workers=cfg.server.workers,
         )
-    return Billing(cfg, rater, pipeline, state_dir / "ledger.sqlite3", shared)
+    # every process of a Redis platform may be the first up; with workers, worker 0
+    seed = worker in (None, 0) or cfg.registrar.location.backend == "redis"
+    return Billing(cfg, rater, pipeline, state_dir / "ledger.sqlite3", shared, tallies, seed)
 
 
 def counters_watch(setup: RatingSetup) -> Watch:
@@ -489,7 +666,7 @@ def counters_watch(setup: RatingSetup) -> Watch:
         for a in setup.accounts.values()
         if a.customer_id in checked and setup.packages[a.package].free_minutes > 0
     )
-    return Watch(tuple(setup.customers), hard, capped, accounts)
+    return Watch(tuple(setup.customers), hard, capped, accounts, setup.timezone)
 
 
 def build_shared_counters(
@@ -501,9 +678,12 @@ def build_shared_counters(
 
     # Fail fast (one retry, for a pooled connection Redis closed): settlement falls back to the
     # cache and its queue instead of waiting; a resend is safe (operation ids).
-    client = aioredis.Redis.from_url(
-        counters.url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1)
-    )
+    if counters.sentinels:  # the master the sentinels name, followed across failovers (redis-py)
+        client = sentinel_master(counters.url, tuple(counters.sentinels), counters.sentinel_master)
+    else:
+        client = aioredis.Redis.from_url(
+            counters.url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1)
+        )
     pending = PendingOps(state_dir / "counters-pending", f"worker-{worker}" if worker is not None else "main")
     return SharedCounters(
         RedisCounterStore(client, prefix=counters.key_prefix),
@@ -511,4 +691,24 @@ def build_shared_counters(
         counters_watch(setup),
         float(counters.refresh_interval),
         client=client,
+        outage_reserve=to_micros(counters.outage_reserve, "rating.counters.outage_reserve"),
     )
+
+
+def sentinel_master(url: str, sentinels: tuple[str, ...], name: str) -> Any:
+    """A redis-py client of the master ``name`` the sentinels watch: it asks them again whenever a
+    connection fails or the server it reached answers READONLY (a demoted master). Same fail-fast
+    timeouts as the plain client; ``url`` gives the password and db."""
+    from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import Sentinel
+    from redis.backoff import NoBackoff
+
+    from registrar.location.resp import Endpoint
+    from registrar.location.sentinel import parse_address
+
+    e = Endpoint.from_url(url)
+    watcher = Sentinel([parse_address(a) for a in sentinels], socket_timeout=1.0, socket_connect_timeout=1.0)
+    return watcher.master_for(
+        name, db=e.db, username=e.username, password=e.password, socket_timeout=1.0,
+        socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1),
+    )  # fmt: skip

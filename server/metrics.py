@@ -125,7 +125,49 @@ UDP_SEND_FAILED = StatsCounter(
     ["reason"],
 )
 TRANSACTIONS_ACTIVE = Gauge("sipcore_transactions_active", "SIP transactions in progress")
+TRANSACTIONS_REFUSED = FastCounter(
+    "sipcore_transactions_refused_total",
+    "New requests refused 503 statelessly: the server transaction table was full "
+    "(server.limits.max_server_transactions)",
+)
+SECURE_EVENTS = StatsCounter(
+    "sipcore_secure_transport_events_total",
+    "TLS and WebSocket events: tls_handshake (completed), tls_handshake_failed (plain text on the TLS "
+    "port, bad certificate, time-out), tls_outbound_failed, ws_upgraded, ws_refused (bad upgrade "
+    "request), ws_too_big (closed 1009), ws_protocol_error (closed 1002)",
+    ["event"],
+)
+
+
+def secure_events(stats: Any) -> dict[tuple[str, ...], int]:
+    """SECURE_EVENTS' series from sipcore.transport_secure.SecureStats."""
+    return {
+        ("tls_handshake",): stats.tls_handshakes,
+        ("tls_handshake_failed",): stats.tls_handshake_failed,
+        ("tls_outbound_failed",): stats.tls_outbound_failed,
+        ("ws_upgraded",): stats.ws_upgraded,
+        ("ws_refused",): stats.ws_refused,
+        ("ws_too_big",): stats.ws_closed_too_big,
+        ("ws_protocol_error",): stats.ws_protocol_errors,
+    }
+
+
 TCP_CONNECTIONS = Gauge("sipcore_tcp_connections", "Open SIP TCP connections")
+TCP_CONNECTION_CAP = Gauge(
+    "sipcore_tcp_connection_cap", "Inbound SIP TCP connections allowed (summed over workers: the server's)"
+)
+TCP_REFUSED = StatsCounter(
+    "sipcore_tcp_refused_total",
+    "Inbound TCP connections refused (closed at once): cap (the server's connection cap reached), "
+    "per_source (server.limits.max_tcp_connections_per_ip reached)",
+    ["reason"],
+)
+TCP_CLOSED = StatsCounter(
+    "sipcore_tcp_closed_total",
+    "TCP connections closed by the server: idle, message_timeout (a message not finished in time, or "
+    "nothing sent after connecting), too_slow (a message below the minimum byte rate)",
+    ["reason"],
+)
 KEEPALIVES = FastCounter("sipcore_keepalive_pings_total", "CRLF keep-alive pings answered")
 GC_COLLECTED = Counter(
     "sipcore_gc_collected_total", "Objects freed by the periodic full collection (should stay near 0)"
@@ -322,6 +364,7 @@ MAX_FAMILIES = frozenset(
         "sipcore_build_info",
         "sipcore_registered_aors",  # every worker sees the whole registry (replicas or Redis)
         "sipcore_registered_contacts",
+        "sipcore_bans_active",  # every worker holds every ban (server/guard_share.py)
         "sipcore_config_last_reload_success_timestamp_seconds",
     }
 )

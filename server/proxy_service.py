@@ -7,19 +7,18 @@ vouch for its answer, else awaited off the message path), host names resolve thr
 loop's resolver (cached), account state and forwarding go to the shared ``AccountState``, finished
 calls to the CDR sinks with wall-clock times, and metrics are counted from the actions. The calls'
 deadlines are served by the SIP server's one timer (with the transactions'): re-armed after each
-batch.
+batch. Answered calls go into the call journal (``server.call_journal``) until their CDR is durable,
+and come back from it as dialogs after a crash (``recover``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import os
-import re
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -28,6 +27,7 @@ from prometheus_client import Gauge
 
 from calls.actions import (
     Action,
+    CallAnswered,
     ChangeForwarding,
     CountCall,
     EndCall,
@@ -39,11 +39,15 @@ from calls.actions import (
     Respond,
     SendRequest,
     SendStateless,
+    Tally,
+    Transit,
     TrunkFailover,
 )
 from calls.call_ended import CallEnded
+from calls.cluster_route import ClusterRoute
 from calls.controller import AuthAnswer, Authenticated, CallController, CallSettings, Trunk
 from calls.model import Branch, Contact, Destination, NotifyCopy, Relay
+from calls.path_route import first_hop
 from calls.trunk_monitor import (
     MonitorAction,
     Probe,
@@ -55,8 +59,10 @@ from calls.trunk_monitor import (
     TrunkState,
 )
 from registrar.invite_auth import Caller, authenticate_invite
+from registrar.registrar import UNDER_ATTACK
 from registrar.registrar import Reply as RegistrarReply
 from routing import Authorisation, AuthoriseRequest, CallState, allow_all
+from routing.toll_fraud import RATE_TALLY, stale_rate_key
 from sipcore.flow import Flow
 from sipcore.message import Request
 from sipcore.ownership import owner_of
@@ -72,10 +78,13 @@ from sipcore.transport import ip_family_v6, split_hostport
 
 from . import metrics
 from .account_state import AccountState
+from .call_journal import CallJournal, Recovered
+from .cluster import cluster_route, flow_key
 from .metrics import FastCounter
 from .sip_server import SipServer
 
 log = structlog.get_logger("sipcore.proxy")
+MAX_SETUP_TIMED = 65_536  # calls whose setup latency is being timed (beyond: the oldest forgotten)
 
 CALLS_ACTIVE = Gauge("sipcore_calls_active", "Calls being set up or in progress")
 CALLS_TOTAL = PromCounter("sipcore_calls_total", "Finished calls by disposition", ["disposition"])
@@ -92,6 +101,14 @@ TRUNK_TRANSITIONS = PromCounter(
     "sipcore_trunk_transitions_total",
     "Probed trunks taken out of rotation (down) or back (up)",
     ["trunk", "state"],
+)
+TRANSIT = FastCounter(
+    "sipcore_transit_requests_total",
+    "Other hosts' requests relayed to phones whose flow this host holds (server.cluster), by method",
+    ["method"],
+)
+_TRANSIT_METHODS = frozenset(
+    {"INVITE", "NOTIFY", "MESSAGE", "OPTIONS", "SUBSCRIBE", "INFO", "UPDATE", "REFER"}
 )
 TRUNK_FAILOVERS = PromCounter(
     "sipcore_trunk_failovers_total",
@@ -115,14 +132,20 @@ TRUNK_CALLS = FastCounter(
     "sipcore_trunk_calls_total", "Calls whose last attempt went through a trunk, by disposition",
     ["trunk", "disposition"],
 )  # fmt: skip
+CALLS_REFUSED = FastCounter(
+    "sipcore_calls_refused_total",
+    "Calls refused before ringing anything, by reason (call_limit, call_rate, destination_blocked, "
+    "premium_blocked, daily_cap_reached, account_daily_cap_reached, balance_exhausted, ...)",
+    ["reason"],
+)
 TRUNK_ANSWERED_SECONDS = FastCounter(
     "sipcore_trunk_answered_seconds_total", "Answered seconds of the calls through a trunk (ACD)", ["trunk"]
 )
 _SETUP_RINGING = metrics.CALL_SETUP_SECONDS.labels("ringing")
 _SETUP_ANSWER = metrics.CALL_SETUP_SECONDS.labels("answer")
-_USERNAME = re.compile(r'username\s*=\s*"([^"]*)"', re.IGNORECASE)
 DNS_TTL = 60.0  # seconds a resolved trunk / media / next-hop name is reused
 DNS_NEGATIVE_TTL = 10.0
+CDR_DURABLE_WAIT = 5.0  # seconds close() waits for the last calls' CDRs to be durable (the journal)
 
 
 class ProxyService:
@@ -133,14 +156,23 @@ class ProxyService:
         settings: CallSettings,
         accounts: AccountState,
         authorise: Callable[[AuthoriseRequest], Authorisation] = allow_all,
-        call_ended_sinks: Iterable[Callable[[CallEnded], None]] = (),
+        call_ended_sinks: Iterable[Callable[[CallEnded], Any]] = (),
         worker: tuple[int, int] = (0, 1),  # (index, count) of this process among the workers
+        tls_peers: Mapping[tuple[str, int], Any] | None = None,  # server.tls_context.PeerTls per TLS trunk
+        journal: CallJournal | None = None,  # answered calls kept across a crash (server.call_journal)
+        # a leg's daily-cap hold checked platform-wide (server.billing.Billing.reserve; None: decided)
+        reserve: Callable[[tuple[str, ...], int], Awaitable[Authorisation] | None] | None = None,
     ) -> None:
         self.sip = sip
+        self._reserve = reserve
+        self.journal = journal
+        self._durable_waits: set[asyncio.Task[None]] = set()  # journaled calls whose CDR is on its way
+        self._tls_peers = dict(tls_peers or {})
         self.registrar = registrar
         self.accounts = accounts
         self.controller = CallController(settings, self._authenticate, authorise, sip.is_local_host)
-        self.call_ended_sinks: list[Callable[[CallEnded], None]] = list(call_ended_sinks)
+        # each sink may return an awaitable done once the call's CDR is durable (the journal waits)
+        self.call_ended_sinks: list[Callable[[CallEnded], Any]] = list(call_ended_sinks)
         self.keys: dict[ClientTransaction, Branch | Relay | NotifyCopy | Probe | Registering] = {}
         self._setup: dict[str, list[Any]] = {}  # Call-ID -> [INVITE read (perf_counter), 18x seen, logged]
         self.log_calls = False  # server.log.calls: call_started / call_ended at info (else debug)
@@ -152,6 +184,8 @@ class ProxyService:
         self._dns_waiting: dict[str, list[ResolveHost | SendRequest]] = {}  # by name being resolved
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers_seen = 0
+        self._rate_tallies: set[str] = set()  # this process's call-rate window tallies (pruned)
+        self._rate_pruned = 0.0
         self._byes: set[ClientTransaction] | None = None  # the drain's BYEs not answered yet (end_all)
         controller = self.controller
         CALLS_ACTIVE.set_function(lambda: len(controller.calls))
@@ -182,9 +216,11 @@ class ProxyService:
     def calls(self) -> dict[str, Any]:
         return self.controller.calls
 
-    def update(self, settings: CallSettings) -> None:
+    def update(self, settings: CallSettings, tls_peers: Mapping[tuple[str, int], Any] | None = None) -> None:
         """Swap in a reloaded configuration; calls in progress keep the plans they started with."""
         self.controller.update(settings)
+        if tls_peers is not None:
+            self._tls_peers = dict(tls_peers)
         self._dns.clear()
         self._update_monitor()
 
@@ -199,9 +235,22 @@ class ProxyService:
     def on_request(self, req: Request, flow: Flow) -> None:
         accounts = self.accounts
         if req.method == "INVITE":  # what routing decides a new call on
-            state = CallState(self._is_registered, accounts.calls_of, accounts.overrides())
-            if req.to_tag is None:  # a new call: setup latency from here (first 18x, 2xx)
-                self._setup[req.call_id] = [time.perf_counter(), False, False]
+            state = CallState(
+                self._is_registered, accounts.calls_of, accounts.overrides(), accounts.tally, time.time()
+            )
+            # a new call: setup latency from here (first 18x, 2xx). Not for an INVITE answered
+            # statelessly (no transaction: its 407 or refusal ends it, no call event would take the
+            # entry back: a flood of them grew this table without end), and the table is bounded.
+            if req.to_tag is None and "txn" in req._cache:
+                setup = self._setup
+                if len(setup) >= MAX_SETUP_TIMED:
+                    del setup[next(iter(setup))]  # the oldest
+                setup[req.call_id] = [time.perf_counter(), False, False]
+            if req.to_tag is None and "proxy-authorization" in req.headers:
+                # a call being placed: its limits decided by one worker of the host at a time
+                with accounts.exclusive():
+                    self._perform(self.controller.on_request(req, flow, self.sip.now(), state))
+                return
         else:
             state = _NO_STATE
         self._perform(self.controller.on_request(req, flow, self.sip.now(), state))
@@ -236,21 +285,21 @@ class ProxyService:
         # nonces carry wall-clock time (any process verifies any other's): not the controller's clock
         registrar = self.registrar.registrar
         outcome = authenticate_invite(registrar, req, ip, time.time())
+        self.registrar.share_guard()  # what the guard counted, to the other workers
         if isinstance(outcome, Caller):
             return Authenticated(outcome.domain, outcome.username)
         if isinstance(outcome, RegistrarReply):
-            credentials = req.headers.get("proxy-authorization")
-            stale = any("stale=true" in str(v).lower() for _, v in outcome.headers)
-            if credentials is not None and outcome.status in (400, 407) and not stale:
-                # a failed authentication: one line each, for fail2ban / a SIEM (docs/operations.md)
-                found = _USERNAME.search(credentials)
-                log.warning("auth_failed", source=ip, user=found.group(1) if found else "",
-                            reason="bad_credentials", method="INVITE")  # fmt: skip
+            auth = outcome.auth
+            if auth is not None and auth.is_failure:  # counted, one line each (docs/operations.md)
+                self.registrar.auth_failed(ip, auth.username or "", auth.reason.value, req.method)
             return AuthAnswer(outcome.status, outcome.reason, outcome.headers)
         ban = getattr(outcome, "ban", None)
-        if ban is not None:  # the failure that tipped it over, then the ban
-            log.warning("auth_failed", source=ip, user=ban.username or "", reason="banned", method="INVITE")
-            self.registrar.on_ban(ban)
+        if getattr(outcome, "why", None) == UNDER_ATTACK:  # a fresh source's attempt, not checked
+            self.registrar.auth_failed(ip, (ban.username or "") if ban else "", UNDER_ATTACK, req.method)
+        elif ban is not None:  # the failure that tipped it over, then the ban
+            log.warning("auth_failed", source=ip, user=ban.username or "", reason="banned", method=req.method)
+        if ban is not None:
+            self.registrar.on_ban(ban, req.method)
         return None  # banned: dropped
 
     def _is_registered(self, account_id: str) -> bool:
@@ -261,14 +310,16 @@ class ProxyService:
         return True if bindings is None else bool(bindings)  # unknown: the ring attempt finds out
 
     # ---- actions out -------------------------------------------------------------------------------
-    def _perform(self, actions: list[Action]) -> None:
+    def _perform(self, actions: list[Action], journal: bool = True) -> None:
         sip = self.sip
+        if journal and self.journal is not None:
+            self._journal(actions)
         for action in actions:
             kind = type(action)
             if kind is SendRequest:
                 dest = action.dest
                 txn, outs = sip.transactions.send_request(
-                    action.request, dest, sip.now(), reliable=dest.transport == "tcp"
+                    action.request, dest, sip.now(), reliable=dest.transport != "udp"
                 )
                 if action.key is not None:
                     self.keys[txn] = action.key
@@ -297,6 +348,17 @@ class ProxyService:
                     self.accounts.call_ended(action.account_id)
             elif kind is EndCall:
                 self._ended(action)
+            elif kind is Tally:
+                if action.call_id and self._reserve is not None:
+                    pending = self._reserve(action.keys, action.delta)
+                    if pending is not None:  # the rest (the leg's INVITE) once the platform grants it
+                        rest = actions[actions.index(action) + 1 :]
+                        self._spawn(self._held(pending, action, rest))
+                        break
+                self._tally(action)
+            elif kind is Transit:
+                method = action.method if action.method in _TRANSIT_METHODS else "other"
+                TRANSIT.labels(method).inc()
             elif kind is ResolveHost:
                 self._resolve(action)
             elif kind is ForwardResponse:
@@ -360,7 +422,7 @@ class ProxyService:
                 return
             dest = dataclasses.replace(dest, host=cached[0])
         txn, outs = sip.transactions.send_request(
-            action.request, dest, sip.now(), reliable=dest.transport == "tcp"
+            action.request, dest, sip.now(), reliable=dest.transport != "udp"
         )
         self.keys[txn] = action.key  # type: ignore[assignment]
         sip.run_outputs(outs)
@@ -369,9 +431,7 @@ class ProxyService:
         store = self.registrar.store
         bindings = store.lookup_cached(action.aor, time.time())
         if bindings is not None:
-            self._perform(
-                self.controller.on_contacts(action, [_contact(b) for b in bindings], self.sip.now())
-            )
+            self._perform(self.controller.on_contacts(action, self._contacts(bindings), self.sip.now()))
             return
         self._spawn(self._lookup_shared(action))
 
@@ -382,7 +442,11 @@ class ProxyService:
         except Exception:
             log.exception("location_lookup_failed", aor=action.aor)
             bindings = []
-        self._perform(self.controller.on_contacts(action, [_contact(b) for b in bindings], self.sip.now()))
+        self._perform(self.controller.on_contacts(action, self._contacts(bindings), self.sip.now()))
+
+    def _contacts(self, bindings: Iterable[Any]) -> list[Contact]:
+        cluster = self.controller.settings.cluster
+        return [_contact(b, cluster) for b in bindings]
 
     def _resolve(self, action: ResolveHost) -> None:
         host = action.host
@@ -403,7 +467,7 @@ class ProxyService:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_DGRAM)
             address = str(infos[0][4][0]) if infos else None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a name IDNA cannot encode ("a..b", 64+ chars)
             log.warning("dns_failed", host=host, error=str(exc))
         now = self.sip.now()
         self._dns[host] = (address, now + (DNS_TTL if address else DNS_NEGATIVE_TTL))
@@ -419,6 +483,125 @@ class ProxyService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _held(self, pending: Awaitable[Authorisation], hold: Tally, rest: list[Action]) -> None:
+        """A leg's hold, reserved across hosts (`Billing.reserve`): granted, its actions go on;
+        refused, the call is refused as routing refuses at the cap. Either way the hold is in this
+        process's tally already, and the call's end gives it back (`Billing._release`)."""
+        try:
+            answer = await pending
+        except Exception:
+            log.exception("hold_reservation_failed", call_id=hold.call_id)
+            answer = Authorisation(True)  # decided on this host's view, as before
+        call = self.controller.calls.get(hold.call_id)
+        live = call is not None and not call.ended
+        if answer.allowed and live:
+            self._perform(rest, journal=False)
+            return
+        # the leg never leaves: no INVITE, lookup or resolution for it
+        self._perform([a for a in rest if type(a) not in _LEG_STARTS], journal=False)
+        if not answer.allowed and live:
+            log.info("hold_refused", call_id=hold.call_id, cause=answer.cause)
+            self._perform(self.controller.refuse(hold.call_id, answer.status, answer.reason, answer.warning,
+                                                 answer.cause, self.sip.now()))  # fmt: skip
+
+    def _tally(self, action: Tally) -> None:
+        """Add to this process's share of toll-fraud tallies; a call-rate window's tally is taken
+        back once no estimate reads it (two windows later), so the table stays small."""
+        accounts = self.accounts
+        for key in action.keys:
+            accounts.add_tally(key, action.delta)
+            if key.startswith(RATE_TALLY):
+                self._rate_tallies.add(key)
+        wall = time.time()
+        if wall - self._rate_pruned >= 1.0:
+            self._rate_pruned = wall
+            for key in [k for k in self._rate_tallies if stale_rate_key(k, wall)]:
+                self._rate_tallies.discard(key)
+                accounts.add_tally(key, -accounts.add_tally(key, 0))
+
+    # ---- the call journal (server.call_journal): answered calls kept across a crash ---------------
+    def _journal(self, actions: list[Action]) -> None:
+        """Before the actions are performed: an answered call's record and an answered call's end go
+        into the journal, written before any reply of this loop iteration leaves (the transports'
+        barrier syncs it before the datagrams; a write on a connection goes at once, so the journal
+        is synced here first when one is among the actions)."""
+        journal = self.journal
+        assert journal is not None
+        wrote = False
+        for action in actions:
+            kind = type(action)
+            if kind is CallAnswered:
+                journal.answered(action.record.shifted(time.time() - self.sip.now()))
+                wrote = True
+            elif kind is EndCall and action.ended.answer is not None:
+                journal.ended(self._wall(action.ended))
+                wrote = True
+        if wrote and any(_on_connection(a) for a in actions):
+            journal.sync()
+
+    def recover(self) -> None:
+        """At start, before any message is read: what the journal kept across a crash. Calls still
+        open become dialogs again (``CallController.restore``); calls that had ended have their CDR
+        rebuilt (stored once: the CDR store ignores a key it holds). Then the heartbeat runs."""
+        journal = self.journal
+        if journal is None:
+            return
+        recovered: Recovered = journal.open()
+        now, wall = self.sip.now(), time.time()
+        for record in recovered.open:
+            self._perform(self.controller.restore(record.shifted(now - wall), now))
+        for event in recovered.ended:
+            self._to_sinks(event)
+        if recovered.open or recovered.ended:
+            log.warning("calls_recovered", open=len(recovered.open), ended=len(recovered.ended),
+                        call_ids=[r.call_id for r in recovered.open][:20])  # fmt: skip
+        asyncio.get_running_loop().call_soon(self.sip.arm_timer)  # once the handlers are in place
+        self._spawn(self._heartbeats())
+
+    async def _heartbeats(self) -> None:
+        journal = self.journal
+        assert journal is not None
+        while True:
+            await asyncio.sleep(journal.heartbeat_interval)
+            journal.heartbeat(time.time())
+
+    def _wall(self, e: CallEnded) -> CallEnded:
+        """``e`` in wall-clock time (the controller's clock is monotonic)."""
+        shift = time.time() - self.sip.now()
+        return dataclasses.replace(e, start=e.start + shift, end=e.end + shift,
+                                   answer=e.answer + shift if e.answer is not None else None)  # fmt: skip
+
+    def _to_sinks(self, event: CallEnded) -> None:
+        """The rater and the CDR; a journaled (answered) call is forgotten by the journal once every
+        sink says its CDR is durable."""
+        waits = []
+        for sink in self.call_ended_sinks:
+            try:
+                result = sink(event)
+            except Exception:
+                log.exception("call_ended_sink_failed", call_id=event.call_id)
+                continue
+            if result is not None:
+                waits.append(result)
+        journal = self.journal
+        if journal is None or event.answer is None:
+            return
+        if not waits:
+            journal.done(event.call_id)
+            return
+        task = asyncio.get_running_loop().create_task(self._forget_when_durable(event.call_id, waits))
+        self._durable_waits.add(task)
+        task.add_done_callback(self._durable_waits.discard)
+
+    async def _forget_when_durable(self, call_id: str, waits: list[Any]) -> None:
+        try:
+            await asyncio.gather(*waits)
+        except Exception as exc:  # kept: the next start rebuilds its CDR
+            log.error("call_cdr_not_durable", call_id=call_id, error=repr(exc))
+            return
+        if self.journal is not None:
+            self.journal.done(call_id)
+
     def _ended(self, action: EndCall) -> None:
         e = action.ended
         shift = time.time() - self.sip.now()  # the controller's clock -> wall-clock time for the CDR
@@ -426,7 +609,7 @@ class ProxyService:
             e.call_id, e.leg, e.direction, e.customer_id, e.account_id, e.billed_account_id, e.caller,
             e.dialed, e.normalised, e.callee_account_id, e.did, e.start + shift,
             e.answer + shift if e.answer is not None else None, e.end + shift, e.disposition,
-            e.sip_status, e.hangup_by, e.rated, e.reason,
+            e.sip_status, e.hangup_by, e.rated, e.reason, e.holds,
         )  # fmt: skip
         CALLS_TOTAL.labels(event.disposition).inc()
         CALLS_FINISHED.labels(event.direction, event.disposition, str(event.sip_status)).inc()
@@ -443,6 +626,10 @@ class ProxyService:
                 TRUNK_ANSWERED_SECONDS.labels(trunk).inc(event.duration)
         if action.cutoff:
             CUTOFFS.labels(action.cutoff).inc()
+        if event.disposition == "refused":
+            CALLS_REFUSED.labels(event.reason or "unknown").inc()
+            log.info("call_refused", call_id=event.call_id, account=event.account_id, reason=event.reason,
+                     status=event.sip_status, dialed=event.dialed, number=event.normalised)  # fmt: skip
         # debug unless server.log.calls: the CDR is the record of every call; a JSON line per call
         # cost ~5 % of the proxy's CPU per call (bench_sip_cpu --mode call)
         (log.info if self.log_calls else log.debug)(
@@ -450,11 +637,7 @@ class ProxyService:
             dialed=event.dialed, trunk=trunk, disposition=event.disposition, status=event.sip_status,
             duration=event.duration, hangup_by=event.hangup_by,
         )  # fmt: skip
-        for sink in self.call_ended_sinks:
-            try:
-                sink(event)
-            except Exception:
-                log.exception("call_ended_sink_failed", call_id=event.call_id)
+        self._to_sinks(event)
 
     def _invite_out(self, request: Request, dest: Destination) -> None:
         """A call's INVITE leaves for a branch: its trunk (per-trunk figures), its start logged once."""
@@ -496,8 +679,8 @@ class ProxyService:
 
     def _forward_response(self, action: ForwardResponse) -> None:
         data = action.response.serialize()
-        if action.transport == "TCP":
-            self.sip.transports.send_flow(data, Flow("tcp", action.address, ("", 0), None))
+        if action.transport != "UDP":  # back over the connection it came on (TCP, TLS, WS, WSS)
+            self.sip.transports.send_flow(data, Flow(action.transport.lower(), action.address, ("", 0), None))
         else:
             self.sip.transports.send_udp(data, action.address)
 
@@ -512,7 +695,28 @@ class ProxyService:
         if dest.transport == "tcp":
             asyncio.get_running_loop().create_task(transports.send_tcp(data, (dest.host, dest.port)))
             return True
+        if dest.transport == "tls":  # a trunk's TLS (its CA or pin, SNI); else only an open connection
+            self._spawn(self._send_tls(msg, data, (dest.host, dest.port)))
+            return True
+        if dest.transport != "udp":  # WebSocket: only over the phone's own connection, gone
+            return False
         return transports.send_udp(data, (dest.host, dest.port))
+
+    async def _send_tls(self, msg: Request, data: bytes, dest: tuple[str, int]) -> None:
+        """Over TLS to a trunk; a connection that cannot be opened or verified fails the request's
+        transaction at once (the caller gets its answer or the next trunk is tried)."""
+        sip = self.sip
+        if not await sip.secure.send_tls(data, dest, self._tls_peer(*dest)):
+            sip.run_outputs(sip.transactions.transport_failed(msg, sip.now()))
+
+    def _tls_peer(self, host: str, port: int) -> Any:
+        """How to open TLS to a trunk at ``host`` (its configured name, or the address it resolved to)."""
+        peer = self._tls_peers.get((host, port))
+        if peer is None:
+            for name, (address, _) in self._dns.items():
+                if address == host and (name, port) in self._tls_peers:
+                    return self._tls_peers[(name, port)]
+        return peer
 
     # ---- shutting down (the drain: server.app.Application.drain) ---------------------------------
     def start_draining(self, retry_after: int) -> None:
@@ -550,22 +754,48 @@ class ProxyService:
             self._perform_monitor(self.monitor.on_timer(now))
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        # the CDRs of the last calls (the drain's) are settled and spooled by now or soon: the journal
+        # forgets them once durable, or the next start would rebuild them (and debit memory balances
+        # again)
+        if self._durable_waits:
+            await asyncio.wait(list(self._durable_waits), timeout=CDR_DURABLE_WAIT)
+        tasks = [*self._tasks, *self._durable_waits]
+        for task in tasks:
             task.cancel()
+        if tasks:  # each sees its cancellation before the loop stops: a DNS lookup still in flight is
+            await asyncio.wait(tasks, timeout=2)  # dropped, not left to fail unseen after the loop is gone
 
 
+_LEG_STARTS = (SendRequest, LookupContacts, ResolveHost)
 _NO_STATE = CallState()  # requests that start no call route on nothing
 
 
-def _contact(b: Any) -> Contact:
-    """A registered binding as something to ring: its Contact URI, sent over the flow it registered on."""
+def _on_connection(action: Action) -> bool:
+    """The action writes on a connection (TCP, TLS, WS) at once, not in the loop's datagram batch."""
+    kind = type(action)
+    if kind is Respond or kind is Reply:
+        return action.flow.reliable  # type: ignore[union-attr]
+    if kind is SendRequest or kind is SendStateless:
+        return action.dest.transport != "udp"  # type: ignore[union-attr]
+    return False
+
+
+def _contact(b: Any, cluster: ClusterRoute | None = None) -> Contact:
+    """A registered binding as something to ring: its Contact URI, sent over the flow it registered on,
+    or through the host that holds that flow (``cluster``: this host's entries are dropped)."""
     f = b.flow
     flow = None
     if b.flow_alive:
         conn = f.connection_id.rsplit("/", 1)[-1] if f.connection_id else None
         lhost, _, lport = f.local_address.rpartition(":")
         flow = Flow(f.transport, (f.source_ip, f.source_port), (lhost, int(lport or 0)), conn)
-    return Contact(b.contact, Destination(f.transport, f.source_ip, f.source_port, flow))
+    dest = Destination(f.transport, f.source_ip, f.source_port, flow)
+    path = cluster.without_own(b.path) if cluster is not None and b.path else b.path
+    if path:  # RFC 3327 §5.3: through the edge that recorded the Path, Route headers from it
+        hop = first_hop(path, dest)
+        if hop is not None:
+            return Contact(b.contact, hop, path)
+    return Contact(b.contact, dest)
 
 
 def trunks_of(cfg: Any) -> dict[str, Trunk]:
@@ -609,24 +839,14 @@ def hops_of(sip: SipServer) -> dict[str, Hop]:
     adv = sip.settings.advertised_address
     adv_host = split_hostport(adv, 5060)[0] if adv else None
     hops: dict[str, Hop] = {}
-    for transport, addrs in (("UDP", sip.transports.udp_addresses), ("TCP", sip.transports.tcp_addresses)):
+    secure = sip.secure.addresses
+    for transport, addrs in (("UDP", sip.transports.udp_addresses), ("TCP", sip.transports.tcp_addresses),
+                             ("TLS", secure("tls")), ("WS", secure("ws")), ("WSS", secure("wss"))):  # fmt: skip
         if addrs:
             host, port = addrs[0]
             host = adv_host or ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
             hops[transport] = Hop(transport, f"[{host}]" if ":" in host else host, port)
     return hops
-
-
-_PROCESS_FLOW_KEY = os.urandom(32)
-
-
-def _flow_key(secret: bytes | str | None) -> bytes:
-    """The key sealing subscription flow tokens: derived from the nonce secret, which every worker and
-    host already shares (a token sealed by one opens in all), else this process's own (one process)."""
-    if not secret:
-        return _PROCESS_FLOW_KEY
-    raw = secret.encode() if isinstance(secret, str) else secret
-    return hashlib.sha256(b"sipcore flow token\0" + raw).digest()
 
 
 def call_settings(cfg: Any, sip: SipServer, realm: str) -> CallSettings:
@@ -642,8 +862,10 @@ def call_settings(cfg: Any, sip: SipServer, realm: str) -> CallSettings:
         aor_of=aor_of,
         hops=hops_of(sip),
         realms=frozenset({realm}),
-        flow_key=_flow_key(cfg.nonce_secret),
+        flow_key=flow_key(cfg.nonce_secret),
+        cluster=cluster_route(cfg),
         max_call_duration=float(cfg.proxy.max_call_duration),
+        orphan_timeout=float(cfg.proxy.call_journal.orphan_timeout),
     )
 
 
@@ -653,15 +875,20 @@ def build_proxy_service(
     registrar: Any,
     accounts: AccountState,
     authorise: Callable[[AuthoriseRequest], Authorisation] = allow_all,
-    call_ended_sinks: Iterable[Callable[[CallEnded], None]] = (),
+    call_ended_sinks: Iterable[Callable[[CallEnded], Any]] = (),
     worker: Any = None,
+    journal: CallJournal | None = None,
+    reserve: Callable[[tuple[str, ...], int], Awaitable[Authorisation] | None] | None = None,
 ) -> ProxyService:
     """Build the call controller and its adapter; ``accounts`` is the account state the processes
     share (``server.account_state_factory``); ``worker`` (server.worker.Worker, None alone) says which
     process of several this is (carriers are registered by worker 0)."""
     settings = call_settings(cfg, sip, registrar.registrar.challenger.realm)
     where = (worker.index, worker.count) if worker is not None else (0, 1)
-    service = ProxyService(sip, registrar, settings, accounts, authorise, call_ended_sinks, where)
+    from server.tls_context import tls_peers_of
+
+    service = ProxyService(sip, registrar, settings, accounts, authorise, call_ended_sinks, where,
+                           tls_peers=tls_peers_of(cfg), journal=journal, reserve=reserve)  # fmt: skip
     service.log_calls = bool(cfg.server.log.calls)
     return service
 

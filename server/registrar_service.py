@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import Gauge
 
+from calls.cluster_route import ClusterRoute
 from registrar import lane
-from registrar.guard import BanReason, Guard, GuardConfig, Verdict
+from registrar.guard import BanReason, Guard, GuardConfig, IpBanned, Verdict
 from registrar.location import (
     LocationError,
     LocationStore,
@@ -25,7 +26,11 @@ from registrar.location import (
     StaleCSeqError,
     TooManyContactsError,
 )
+from registrar.location.changes import RegisterChanges
+from registrar.location.fallback import FallbackLocationStore
+from registrar.location.sentinel import SentinelClient, redis_client
 from registrar.registrar import (
+    UNDER_ATTACK,
     Account,
     Apply,
     Decision,
@@ -42,6 +47,7 @@ from sipcore.message import Request
 from sipcore.uri import SipUri
 
 from . import metrics
+from .cluster import cluster_route
 from .metrics import FastCounter
 from .sip_server import SERVER_HEADER, SipServer
 
@@ -73,6 +79,16 @@ _REGISTER_CELL = metrics.REGISTER_SECONDS.labels()
 Answer = Callable[..., None]  # (status, reason, headers): answers the request being decided
 
 
+def _through_here(cluster: ClusterRoute, d: Apply, changes: RegisterChanges) -> Apply:
+    """The bindings are stored with our route entry on top of the REGISTER's Path (the 200 still
+    echoes the request's Path alone): another host reaches the phone through us, over its flow."""
+    f = changes.flow
+    lhost, _, lport = f.local_address.rpartition(":")
+    conn = f.connection_id.rsplit("/", 1)[-1] if f.connection_id else None
+    flow = Flow(f.transport, (f.source_ip, f.source_port), (lhost, int(lport or 0)), conn)
+    return replace(d, changes=replace(changes, path=(cluster.entry(flow), *changes.path)))
+
+
 def node_id() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
@@ -84,9 +100,19 @@ class RegistrarService:
         registrar: Registrar,
         store: LocationStore,
         sweep_interval: float = 1.0,
+        worker: Worker | None = None,
+        cluster: ClusterRoute | None = None,
     ) -> None:
         self.sip = sip
         self.registrar = registrar
+        # several hosts (server.cluster): each binding stored with a route entry through this host
+        self.cluster = cluster
+        # several workers: one guard for the whole server (server/guard_share.py)
+        self.guard_share = (
+            worker.guard_share(lambda: self.registrar.guard, self._report_ban)
+            if worker is not None and worker.count > 1
+            else None
+        )
         self.store = store
         self.sweep_interval = sweep_interval
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -115,7 +141,7 @@ class RegistrarService:
             return False
         metrics.DROPPED.labels("scanner" if drop.why == Verdict.DROP_SCANNER.value else "banned").inc()
         if drop.ban is not None:
-            self.on_ban(drop.ban)
+            self.on_ban(drop.ban, req.method)
         return True
 
     async def close(self) -> None:
@@ -179,27 +205,32 @@ class RegistrarService:
     ) -> None:  # fmt: skip
         """Count, answer and apply one decision, whichever path read the request. ``pending``: told
         when the answer has to wait for the store (the lane then absorbs retransmissions)."""
+        if self.guard_share is not None:
+            self.guard_share.publish()  # the failure or login just counted, to the other workers
         if self.registrar.stale_nonces != self._stale_seen:
             self._count_stale()
         if isinstance(decision, Drop):
             DROPPED_REGISTER.labels(decision.why).inc()
-            if decision.ban is not None:
-                if decision.ban.reason is not BanReason.SCANNER:  # the failure that tipped it over
-                    log.warning("auth_failed", source=source, user=decision.ban.username or "",
-                                reason="banned", method="REGISTER")  # fmt: skip
-                self.on_ban(decision.ban)
+            ban = decision.ban
+            if decision.why == UNDER_ATTACK:  # a fresh source's attempt, not checked: a failure
+                self.auth_failed(source, (ban.username or "") if ban else "", UNDER_ATTACK, "REGISTER")
+            elif ban is not None and ban.reason is not BanReason.SCANNER:  # the failure that tipped it
+                log.warning("auth_failed", source=source, user=ban.username or "",
+                            reason="banned", method="REGISTER")  # fmt: skip
+            if ban is not None:
+                self.on_ban(ban, "REGISTER")
             return
         if isinstance(decision, Reply):
-            if decision.auth is not None and decision.auth.is_failure:
-                AUTH_FAILURES.labels(decision.auth.reason.value).inc()
-                # one line per failure, for fail2ban / a SIEM (docs/operations.md)
-                log.warning("auth_failed", source=source, user=decision.auth.username or "",
-                            reason=decision.auth.reason.value, method="REGISTER")  # fmt: skip
+            auth = decision.auth
+            if auth is not None and auth.is_failure:
+                self.auth_failed(source, auth.username or "", auth.reason.value, "REGISTER")
             if decision.ban is not None:
-                self.on_ban(decision.ban)
+                self.on_ban(decision.ban, "REGISTER")
             self._answer(answer, decision.status, decision.reason, decision.headers)
             return
         store, d = self.store, decision
+        if self.cluster is not None and d.changes is not None:
+            d = _through_here(self.cluster, d, d.changes)
         try:  # at once when the store holds the registry here (memory, replicas)
             if d.changes is None:
                 found = store.lookup_cached(d.aor, now)
@@ -256,9 +287,34 @@ class RegistrarService:
             NONCE_STALE.inc(stale - self._stale_seen)
             self._stale_seen = stale
 
-    def on_ban(self, ban: Any) -> None:
+    @staticmethod
+    def auth_failed(source: str, user: str, reason: str, method: str) -> None:
+        """One failed authentication (REGISTER here; INVITE, SUBSCRIBE… from the proxy): counted by
+        reason, and one line for fail2ban / a SIEM (docs/operations.md)."""
+        AUTH_FAILURES.labels(reason).inc()
+        log.warning("auth_failed", source=source, user=user, reason=reason, method=method)
+
+    def share_guard(self) -> None:
+        """After an authentication outside the REGISTER paths (INVITE, SUBSCRIBE): what the guard
+        counted, to the other workers."""
+        if self.guard_share is not None:
+            self.guard_share.publish()
+
+    def on_ban(self, ban: IpBanned, method: str) -> None:
+        """The one entry for every ban the guard returns (failures, scanners, request rate…): made
+        the whole server's and logged and counted once (with several workers, by the source's
+        authority worker, `server.guard_share`)."""
+        if self.guard_share is not None:
+            self.guard_share.announce(ban, method)
+        else:
+            self._report_ban(ban, method)
+
+    @staticmethod
+    def _report_ban(ban: IpBanned, method: str) -> None:
         BANS.labels(ban.reason.value).inc()
-        log.warning("source_banned", source=ban.source, reason=ban.reason.value, username=ban.username)
+        # one line per ban, for fail2ban / a SIEM (docs/security.md gives the filter)
+        log.warning("source_banned", source=ban.source, user=ban.username or "", method=method,
+                    reason=ban.reason.value, until=round(ban.until))  # fmt: skip
 
     def on_connection_closed(self, conn_id: str) -> None:
         key = f"{self.registrar.settings.node_id}/{conn_id}"
@@ -284,10 +340,13 @@ class RegistrarService:
 
 
 # ---- construction from the configuration ------------------------------------------------------------
-def build_registrar(cfg: Any, sip: SipServer, previous: Registrar | None = None) -> Registrar:
+def build_registrar(
+    cfg: Any, sip: SipServer, previous: Registrar | None = None, *, share_guard: bool = False
+) -> Registrar:
     """The pure Registrar for a configuration. On a reload (``previous`` given) the brute-force
     guard keeps its counters and bans, and the challenger is kept while realm and secret are
-    unchanged, so nonces already handed out stay valid."""
+    unchanged, so nonces already handed out stay valid. ``share_guard``: the guard queues its
+    events for the other workers (`server.guard_share`)."""
     from config.bridge import registrar_view
 
     reg = cfg.registrar
@@ -331,15 +390,16 @@ def build_registrar(cfg: Any, sip: SipServer, previous: Registrar | None = None)
             ban_time=float(g.ban_time),
             slow_window=float(g.slow_window),
             slow_threshold=g.slow_threshold,
-            whitelist=tuple(g.whitelist),
+            # the platform's other hosts relay calls in bulk: never banned or rate-limited
+            whitelist=(*g.whitelist, *(cfg.server.cluster.peers if cfg.server.cluster is not None else ())),
             block_scanners=bool(g.refuse_user_agents),
             scanner_agents=tuple(g.refuse_user_agents) or ("friendly-scanner",),
         )
-        guard = Guard(guard_config)
+        guard = Guard(guard_config, share=share_guard)
         if previous is not None and previous.guard is not None:
             old_guard = previous.guard  # keep counters and bans across the reload
-            for name in ("_sources", "_users", "_slow", "_bans", "failures_total", "bans_total",
-                         "scanners_total", "evictions_total"):  # fmt: skip
+            for name in ("_sources", "_users", "_slow", "_bans", "_attacked", "_known", "_user_slow",
+                         "failures_total", "bans_total", "scanners_total", "evictions_total"):  # fmt: skip
                 setattr(guard, name, getattr(old_guard, name))
     # Many phones and SIPp read only the first challenge and know only MD5; RFC 8760 clients that
     # parse every challenge can still choose SHA-256. The order is configurable.
@@ -361,16 +421,31 @@ def build_registrar(cfg: Any, sip: SipServer, previous: Registrar | None = None)
 def build_registrar_service(cfg: Any, sip: SipServer, worker: Worker | None = None) -> RegistrarService:
     """Build the registrar, guard and location store described by the YAML configuration; ``worker``
     is this process's worker context (None in a single-process server)."""
-    registrar = build_registrar(cfg, sip)
+    registrar = build_registrar(cfg, sip, share_guard=worker is not None and worker.count > 1)
     if worker is not None:  # one node id for all workers: a TCP flow id names the same connection in each
         registrar.settings = replace(registrar.settings, node_id=worker.node_id)
     loc = cfg.registrar.location
     if loc.backend == "redis":
-        store: LocationStore = RedisLocationStore.from_url(
-            loc.url, prefix=loc.key_prefix.rstrip(":") + ":loc"
-        )
+        store: LocationStore = build_redis_location(loc, worker)
     elif worker is not None:  # several workers without Redis: each keeps a replica
         store = worker.location_store(cfg.paths.location_state_file)
     else:
         store = MemoryLocationStore(cfg.paths.location_state_file)
-    return RegistrarService(sip, registrar, store)
+    return RegistrarService(sip, registrar, store, worker=worker, cluster=cluster_route(cfg))
+
+
+def build_redis_location(loc: Any, worker: Worker | None) -> FallbackLocationStore:
+    """The Redis location store (through Sentinel when ``sentinels`` are listed) behind its local
+    fallback (`registrar.location.fallback`); several workers share their writes over the channel."""
+    client = redis_client(loc.url, tuple(loc.sentinels), loc.sentinel_master, timeout=float(loc.timeout))
+    redis = RedisLocationStore(client, prefix=loc.key_prefix.rstrip(":") + ":loc", owns_client=True)
+    reconnect = epoch = None
+    if isinstance(client, SentinelClient):  # rediscover the master when probing; replay after a switch
+        sentinel = client
+        reconnect, epoch = sentinel.reconnect, lambda: sentinel.switches
+    if worker is None:
+        return FallbackLocationStore(redis, timeout=float(loc.timeout), retry_interval=float(loc.retry_interval),
+                                     on_reconnect=reconnect, master_epoch=epoch)  # fmt: skip
+    return worker.fallback_location_store(
+        redis, float(loc.timeout), float(loc.retry_interval), reconnect, epoch
+    )

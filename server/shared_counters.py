@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from rating.balance_redis import RedisCounterStore
 from rating.counters import MemoryCounterStore, Snapshot
+from rating.settlement import day_key
 from server.counter_seed import local_balances, seed_redis
 from server.pending_ops import Op, OpKind, PendingOps
 
@@ -59,10 +60,23 @@ class Watch:
     hard: tuple[str, ...]
     capped: tuple[str, ...]
     accounts: tuple[str, ...]
+    timezone: str = "UTC"  # the day today's spend is counted in (rating.settlement.day_key)
 
 
 class CounterCache(MemoryCounterStore):
-    """The memory store, plus writing values read from Redis."""
+    """The memory store, plus writing values read from Redis. ``cap``: the most of a customer's
+    balance authorisation may count on (None: all of it) -- `SharedCounters.outage_cap`."""
+
+    def __init__(self, cap: Callable[[str], int | None] | None = None) -> None:
+        super().__init__()
+        self._cap = cap
+
+    async def snapshot(self, customer_id: str, account_id: str | None, day: str, cycle: str) -> Snapshot:
+        snap = await super().snapshot(customer_id, account_id, day, cycle)
+        cap = self._cap(customer_id) if self._cap is not None else None
+        if cap is not None and cap < snap[0]:
+            return (cap, snap[1], snap[2])
+        return snap
 
     def put(
         self,
@@ -93,7 +107,10 @@ class SharedCounters:
         on_debit: Callable[[Op], None] | None = None,
         clock: Callable[[], datetime] = _utc_now,
         client: Any = None,
+        outage_reserve: int = 0,
     ) -> None:
+        """``outage_reserve``: micro-units a HARD (prepaid) customer may still spend through this
+        process while Redis is unreachable (0: its priced calls are refused until Redis is back)."""
         self.redis = redis
         self.pending = pending
         self.watch = watch
@@ -101,7 +118,7 @@ class SharedCounters:
         self.on_debit = on_debit or (lambda op: None)  # a debit Redis has: Billing ledgers it
         self.clock = clock
         self._client = client  # closed with the store when given
-        self.cache = CounterCache()
+        self.cache = CounterCache(self.outage_cap)
         self.up = False
         self._down_logged = False
         self._needs_seed = True
@@ -116,6 +133,9 @@ class SharedCounters:
         self._answered: list[str] = []  # op ids whose Redis marker can go
         self._task: asyncio.Task[None] | None = None
         self._busy = asyncio.Lock()  # one seed / replay / refresh at a time
+        self.outage_reserve = outage_reserve
+        self._hard = frozenset(watch.hard)
+        self._outage_spent: Counter[str] = Counter()  # debits applied to the cache alone, this outage
 
     # -- lifecycle --
     async def start(self, opening: Mapping[str, int], ledger_path: Path) -> None:
@@ -171,6 +191,7 @@ class SharedCounters:
                     return False
         if not self.up:
             log.info("counters_redis_up", queued=len(self._queued))
+            self._outage_spent.clear()
         self.up, self._down_logged = True, False
         REDIS_UP.set(1)
         return True
@@ -198,6 +219,16 @@ class SharedCounters:
     # -- reads (authorisation; never suspend) --
     async def snapshot(self, customer_id: str, account_id: str | None, day: str, cycle: str) -> Snapshot:
         return await self.cache.snapshot(customer_id, account_id, day, cycle)
+
+    def outage_cap(self, customer_id: str) -> int | None:
+        """What authorisation may count on of a HARD customer's balance while Redis is unreachable:
+        what is left of ``outage_reserve`` in this process (None: no cap, Redis is up or the customer
+        is not HARD). Why: the other processes' debits are not seen during an outage, so a cached
+        balance could be spent once per process; a prepaid carrier refuses (or allows a small
+        reserve) rather than let a balance be spent several times over."""
+        if self.up or customer_id not in self._hard:
+            return None
+        return self.outage_reserve - self._outage_spent[customer_id]
 
     async def balance(self, customer_id: str) -> int:
         return await self.cache.balance(customer_id)
@@ -235,6 +266,7 @@ class SharedCounters:
                 self.on_debit(op)
                 return await self.cache.balance(op.subject)
         balance = await self.cache.debit_call(op.subject, op.period, op.amount)
+        self._outage_spent[op.subject] += op.amount
         await self._queue(op)
         return balance
 
@@ -287,6 +319,7 @@ class SharedCounters:
         customers, the difference of an edited opening balance), then what to watch loaded. Redis
         unreachable: the next refresh seeds."""
         self._opening, self.watch = opening, watch
+        self._hard = frozenset(watch.hard)
         self._needs_seed = True
         await self.sync()
 
@@ -327,7 +360,7 @@ class SharedCounters:
     async def _load(self, everything: bool) -> None:
         """Pull the watched counters; a key an operation wrote meanwhile is left for the next pass."""
         now = self.clock()
-        day, cycle = now.date().isoformat(), now.strftime("%Y-%m")
+        day, cycle = day_key(now, self.watch.timezone), now.strftime("%Y-%m")
         w = self.watch
         customers = list(w.customers if everything else w.hard)
         spent_keys = [(c, day) for c in w.capped]

@@ -41,11 +41,13 @@ from sipcore.transaction import (
     Output,
     RequestReceived,
     SendMessage,
+    TableFull,
     TransactionLayer,
     TransactionNotFound,
     TransactionTerminated,
 )
 from sipcore.transport import SharedSockets, TransportLimits, TransportManager, split_hostport
+from sipcore.transport_secure import SecureSettings, SecureTransports
 from sipcore.uri import SipUri, TelUri
 
 from . import metrics
@@ -82,6 +84,9 @@ class SipHandlers:
     send_request: RequestSender | None = None  # how a client transaction reaches its destination
     connection_closed: Callable[[str], None] | None = None
     drop_source: Callable[[str], bool] | None = None  # a banned source: its messages are dropped
+    # every message as a transport read it, once, before anything else (the worker hand-off
+    # included): False drops it unread (a banned source, or one over the request-rate limit)
+    admit: Callable[[Flow], bool] | None = None
     # a parsed request of any method but REGISTER (the registrar screens those itself) refused before
     # any answer (a scanner's User-Agent): True when it was dropped
     screen: Callable[[Request, Flow], bool] | None = None
@@ -104,6 +109,9 @@ class ServerSettings:
     limits: TransportLimits = field(default_factory=TransportLimits)
     metrics_address: str | None = "127.0.0.1:9090"
     reuse_port: bool = False
+    secure: SecureSettings = field(default_factory=SecureSettings)  # TLS, WS and WSS listeners
+    # server transactions kept at most; beyond, a new request is refused 503 statelessly (a flood)
+    max_server_transactions: int | None = 65_536
 
 
 def _local_ips() -> set[str]:
@@ -118,6 +126,7 @@ def _local_ips() -> set[str]:
     return ips
 
 
+_WEBSOCKET = frozenset({"ws", "wss"})
 STATELESS_TAG = "sl"  # To-tag prefix of INVITE answers sent without a transaction
 _AUTHORIZATION = re.compile(rb"\nauthorization[ \t]*:", re.IGNORECASE).search
 _PROXY_AUTHORIZATION = re.compile(rb"\nproxy-authorization[ \t]*:", re.IGNORECASE).search
@@ -140,22 +149,40 @@ class SipServer:
         settings: ServerSettings,
         handlers: Callable[[SipServer], SipHandlers] | None = None,
         worker: WorkerLink | None = None,
+        barrier: Callable[[], None] | None = None,
     ) -> None:
+        """``barrier``: run before each batch of datagrams is sent (the call journal's fsync)."""
         self.settings = settings
+        self._entry = self.on_message if worker is None else worker.entry(self)
         self.transports = TransportManager(
-            self.on_message if worker is None else worker.entry(self),
+            self.receive,
             settings.limits,
             on_framing_error=self._on_framing_error,
             on_connection_closed=self._on_connection_closed,
             shared=worker.sockets() if worker is not None else None,
+            barrier=barrier,
         )
+        self.secure = SecureTransports(self.transports, settings.secure)
+        secure_stats = self.secure.stats
+        metrics.SECURE_EVENTS.set_function(lambda: metrics.secure_events(secure_stats))
         self._make_handlers = handlers
         self.handlers = SipHandlers()  # none until started: nothing arrives before the sockets exist
-        self.transactions = TransactionLayer()
+        self.transactions = TransactionLayer(max_server=settings.max_server_transactions)
         transactions = self.transactions
         metrics.TRANSACTIONS_ACTIVE.set_function(lambda: len(transactions))  # read at scrape time
         metrics.TCP_CONNECTIONS.set_function(lambda: len(self.transports.connections))
+        metrics.TCP_CONNECTION_CAP.set_function(lambda: self.transports.tcp_cap)
         stats = self.transports.stats
+        metrics.TCP_REFUSED.set_function(
+            lambda: {("cap",): stats.tcp_refused_cap, ("per_source",): stats.tcp_refused}
+        )
+        metrics.TCP_CLOSED.set_function(
+            lambda: {
+                ("idle",): stats.tcp_closed_idle,
+                ("message_timeout",): stats.tcp_closed_timeout,
+                ("too_slow",): stats.tcp_closed_slow,
+            }
+        )
         metrics.UDP_SEND_FAILED.set_function(
             lambda: {("not_ip",): stats.udp_not_ip, ("error",): stats.udp_send_errors}
         )
@@ -173,8 +200,10 @@ class SipServer:
         s = self.settings
         self._loop = asyncio.get_running_loop()
         await self.transports.start(s.udp, s.tcp, reuse_port=s.reuse_port)
+        await self.secure.start(reuse_port=s.reuse_port)
+        secure = self.secure.addresses("tls") + self.secure.addresses("ws") + self.secure.addresses("wss")
         own: set[str] = set()  # from the bound and advertised addresses: what a reload keeps
-        for host, port in self.transports.udp_addresses + self.transports.tcp_addresses:
+        for host, port in self.transports.udp_addresses + self.transports.tcp_addresses + secure:
             self.local_ports.add(port)
             if host in ("0.0.0.0", "::"):
                 own |= _local_ips()
@@ -192,11 +221,17 @@ class SipServer:
             "sip_listening",
             udp=[f"{h}:{p}" for h, p in self.transports.udp_addresses],
             tcp=[f"{h}:{p}" for h, p in self.transports.tcp_addresses],
+            **{
+                k: [f"{h}:{p}" for h, p in self.secure.addresses(k)]
+                for k in ("tls", "ws", "wss")
+                if self.secure.servers[k]
+            },
         )
 
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        await self.secure.close()
         await self.transports.close()
 
     def set_local_domains(self, domains: set[str]) -> None:
@@ -211,6 +246,7 @@ class SipServer:
             "udp": [f"{h}:{p}" for h, p in self.transports.udp_addresses],
             "tcp": [f"{h}:{p}" for h, p in self.transports.tcp_addresses],
             "tcp_connections": len(self.transports.connections),
+            "tcp_connection_cap": self.transports.tcp_cap,
         }
 
     # ---- addressing ------------------------------------------------------------------------------
@@ -231,6 +267,18 @@ class SipServer:
         return ", ".join(dict.fromkeys(methods))
 
     # ---- input -----------------------------------------------------------------------------------
+    def receive(self, data: bytes, flow: Flow) -> None:
+        """The transports' callback: the flood gate's word first (once per message read, before
+        any parsing or hand-off to another worker), then this process's entry. Never raises."""
+        admit = self.handlers.admit
+        if admit is not None:
+            try:
+                if not admit(flow):
+                    return
+            except Exception:
+                log.exception("admit_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
+        self._entry(data, flow)
+
     def on_message(self, data: bytes, flow: Flow) -> None:
         """Entry point for every framed message; never raises."""
         try:
@@ -297,7 +345,16 @@ class SipServer:
             if req.method != "ACK":
                 self.reply(req, flow, exc.status or 400, exc.reason)
             return
-        self._on_valid_request(req, flow)
+        try:
+            self._on_valid_request(req, flow)
+        except SipParseError as exc:
+            self._on_late_parse_error(req, flow, exc)
+
+    def _on_late_parse_error(self, req: Request, flow: Flow, exc: SipParseError) -> None:
+        """A value parsed on first use deep in a service (a From URI, a header read only by that
+        method) is malformed: the request gets its 400 like any malformed one, no error is logged."""
+        metrics.PARSE_ERRORS.labels("answered").inc()
+        self.reply(req, flow, exc.status or 400, exc.reason)
 
     def _screened(self, req: Request, flow: Flow) -> bool:
         """The guard's word on a request before any answer, whatever its method: a scanner is dropped
@@ -311,11 +368,17 @@ class SipServer:
             self.run_outputs(self.transactions.on_request(req, flow, self.now()))
 
     def _answered_statelessly(self, req: Request, flow: Flow) -> bool:
-        """The ACK of a stateless answer (absorbed), or an INVITE the proxy answers without a
-        transaction (dispatched with none: every answer leaves statelessly); False for the rest."""
+        """The ACK of a stateless answer (absorbed), an OPTIONS to the server itself, or an INVITE
+        the proxy answers without a transaction (dispatched with none: every answer leaves
+        statelessly); False for the rest. RFC 3261 §8.2.7: a stateless UAS answers a retransmission
+        again, with the same To tag (derived from the request) — no transaction held for timer J,
+        so a flood of them costs no memory."""
         method = req.method
         if method == "ACK" and self._absorbs_ack(req):
             metrics.DROPPED.labels("ack_of_stateless_answer").inc()
+            return True
+        if method == "OPTIONS" and self._to_self(req):
+            self._dispatch(req, flow, None)
             return True
         stateless = self.handlers.stateless_invite
         if method == "INVITE" and stateless is not None and stateless(req, flow):
@@ -327,17 +390,28 @@ class SipServer:
     def _stamp(req: Request, flow: Flow) -> None:
         """§18.2.1: received / rport on the top Via, as the request arrived."""
         top = req.top_via
-        stamped = stamp_via(top, flow.remote)
+        stamped = stamp_via(top, flow.remote, flow.transport in _WEBSOCKET)
         if stamped is not top:
             req.headers.remove_first_value("via")
             req.headers.add("via", str(stamped), first=True)
             req.invalidate()
             req._cache["top_via"] = stamped
 
+    def _to_self(self, req: Request) -> bool:
+        """Addressed to this server itself (no user part, a local host, no Route)."""
+        ruri = req.ruri
+        return (
+            isinstance(ruri, SipUri)
+            and ruri.user is None
+            and self.is_local_uri(ruri)
+            and "route" not in req.headers
+        )
+
     def take_stateless(self, data: bytes, flow: Flow) -> bool:
         """Handle ``data`` here and return True when it changes no state, so any worker may answer
         it without handing it to its owner: a REGISTER without credentials (its 401, or its 400), an
-        INVITE answered without a transaction, or the ACK of such an answer."""
+        OPTIONS to the server itself, an INVITE answered without a transaction, or the ACK of such
+        an answer."""
         head = data[:9]
         if head == b"REGISTER ":
             if _AUTHORIZATION(data) is not None:
@@ -347,6 +421,9 @@ class SipServer:
         if head[:7] == b"INVITE ":
             if self.handlers.stateless_invite is None or _PROXY_AUTHORIZATION(data) is not None:
                 return False
+        elif head[:8] == b"OPTIONS ":
+            if b"@" in data[8 : data.find(b"\n")]:
+                return False  # a user in the Request-URI: not for the server itself, to its owner
         elif head[:4] != b"ACK " or _STATELESS_TAG(data) is None:
             return False
         drop = self.handlers.drop_source
@@ -366,6 +443,8 @@ class SipServer:
             self._stamp(req, flow)
             if not self._answered_statelessly(req, flow):
                 return False
+        except SipParseError as exc:
+            self._on_late_parse_error(req, flow, exc)
         except Exception:  # as on_message: a failure is logged, never raised into the transport
             metrics.PARSE_ERRORS.labels("internal_error").inc()
             log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
@@ -395,8 +474,7 @@ class SipServer:
             self.reply_error(req, flow, error)
             return
         ruri = req.ruri
-        to_self = isinstance(ruri, SipUri) and ruri.user is None and self.is_local_uri(ruri)
-        if req.method == "OPTIONS" and to_self and "route" not in req.headers:
+        if req.method == "OPTIONS" and self._to_self(req):
             self._answer_options(req, flow)
             return
         if req.method == "REGISTER" and self.is_local_uri(ruri):
@@ -480,6 +558,9 @@ class SipServer:
                     sender(msg, out.destination)  # type: ignore[union-attr]
             elif kind is RequestReceived:
                 self._dispatch(out.request, out.source, out.transaction)  # type: ignore[union-attr]
+            elif kind is TableFull:
+                metrics.TRANSACTIONS_REFUSED.inc()
+                self.reply(out.request, out.source, 503, "Server overloaded", (("Retry-After", "5"),))  # type: ignore[union-attr]
             else:
                 if kind is TransactionTerminated:
                     # The request points at its server transaction and back: break the cycle so
@@ -584,6 +665,8 @@ class SipServer:
         if flow.reliable:
             if self.transports.send_flow(data, flow):
                 return True
+            if flow.transport != "tcp":  # TLS / WebSocket: only over the connection it came on
+                return False
             asyncio.get_running_loop().create_task(self.transports.send_tcp(data, destination))
             return True
         return self.transports.send_udp(data, destination, flow.local)
@@ -596,6 +679,8 @@ class SipServer:
         if flow.reliable:
             if self.transports.send_flow(data, flow):
                 return True
+            if flow.transport != "tcp":  # TLS / WebSocket: only over the connection it came on
+                return False
             try:
                 via = resp.top_via
             except SipParseError:

@@ -9,25 +9,31 @@ the per-worker CDR spool); a single-process server passes none.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from registrar.location.fallback import FallbackLocationStore
+from registrar.location.redis_store import RedisLocationStore
 from registrar.location.replicated import ReplicatedLocationStore
 from routing.feature_codes import ForwardingChange
 from routing.state import Overrides
+from server.account_state import HostPeers
 from server.account_state_replicated import ReplicatedAccountState
 from server.admin_peers import AdminHandler, AdminPeers
+from server.guard_share import GuardShare
 from server.worker_channel import (
     ACCOUNT,
     ADMIN_ANSWER,
     ADMIN_ASK,
     DELIVER,
     DRAINED,
+    GUARD,
     LOCATION,
     WRITE,
     Channel,
@@ -44,6 +50,9 @@ from sipcore.transport import SharedSockets
 
 log = structlog.get_logger("sipcore.workers")
 
+_IN_DIALOG = re.compile(rb"\n(?:To|t)[ \t]*:[^\n]*;[ \t]*tag=", re.IGNORECASE)  # an INVITE with a To tag
+HEAD_SCAN = 4096  # the To header is in the head; not the body
+
 _KIND = {
     DELIVER: "message",
     WRITE: "tcp_write",
@@ -52,6 +61,7 @@ _KIND = {
     ADMIN_ASK: "admin_ask",
     ADMIN_ANSWER: "admin_answer",
     DRAINED: "drained",
+    GUARD: "guard",
 }
 
 
@@ -74,9 +84,10 @@ class Worker:
         self.channel = channel
         self.listeners = dict(listeners or {})  # bound by the master, inherited over fork
         channel.on_frame = self.on_frame
-        self.location: ReplicatedLocationStore | None = None
-        self.accounts: ReplicatedAccountState | None = None
+        self.location: ReplicatedLocationStore | FallbackLocationStore | None = None
+        self.accounts: Any = None  # ReplicatedAccountState, or RedisAccountState with HostPeers
         self.admin: AdminPeers | None = None
+        self.guard: GuardShare | None = None
         self._sip: Any = None
         self._local: Any = None
         self.drained: set[int] = set()  # workers done with their calls (SIGTERM)
@@ -92,7 +103,9 @@ class Worker:
         reader per socket left the other worker idle when phones use one address, and plain shared
         waiting woke every worker for each datagram: +30 % CPU per message.)"""
         shared_udp = frozenset(text for kind, text in self.listeners if kind == "udp")
-        return SharedSockets(self.listeners, shared_udp, conn_prefix(self.index), self.remote_write)
+        return SharedSockets(
+            self.listeners, shared_udp, conn_prefix(self.index), self.remote_write, workers=self.count
+        )
 
     def entry(self, sip: Any) -> Callable[[bytes, Flow], None]:
         """The transports' callback for ``sip``: every message goes through ``route`` first."""
@@ -105,12 +118,38 @@ class Worker:
         self.location = ReplicatedLocationStore(state_path, self.index, self._publish)
         return self.location
 
+    def fallback_location_store(
+        self, redis: RedisLocationStore, timeout: float | None, retry_interval: float,
+        on_reconnect: Callable[[], Awaitable[None]] | None = None,
+        master_epoch: Callable[[], int] | None = None,
+    ) -> FallbackLocationStore:  # fmt: skip
+        """This worker's Redis location store with its local fallback; the AORs it writes are
+        published on the channel so every worker can ring them while Redis is away."""
+        store = FallbackLocationStore(redis, index=self.index, publish=self._publish, timeout=timeout,
+                                      retry_interval=retry_interval, on_reconnect=on_reconnect,
+                                      master_epoch=master_epoch)  # fmt: skip
+        self.location = store
+        return store
+
     def account_state(
-        self, forwarding: Overrides, persist: Callable[[ForwardingChange], object] | None
+        self,
+        forwarding: Overrides,
+        persist: Callable[[ForwardingChange], object] | None,
+        lock_path: str | None = None,
     ) -> ReplicatedAccountState:
         """This worker's account-state replica (`server.account_state.build_account_state` decides
-        when), its changes published on the channel."""
-        self.accounts = ReplicatedAccountState(self.index, self._publish_account, forwarding, persist)
+        when), its changes published on the channel; ``lock_path``: the file the workers lock around
+        a new call's routing (`ReplicatedAccountState.exclusive`)."""
+        drain = self.channel.drain
+        self.accounts = ReplicatedAccountState(
+            self.index, self._publish_account, forwarding, persist, drain=drain, lock_path=lock_path
+        )
+        return self.accounts
+
+    def shared_account_state(self, build: Callable[[HostPeers], Any], lock_path: str | None) -> Any:
+        """This worker's account state shared through Redis (server.account_state_redis), built with
+        the host's other workers as peers: its count changes reach them on the channel too."""
+        self.accounts = build(HostPeers(self._publish_account, self.channel.drain, lock_path))
         return self.accounts
 
     def admin_peers(self, handler: AdminHandler) -> AdminPeers:
@@ -118,6 +157,16 @@ class Worker:
         others' questions (its calls, a hang-up, a payment to apply), the peers object asks them."""
         self.admin = AdminPeers(self.index, self.count, self._send_admin, handler)
         return self.admin
+
+    def guard_share(self, guard: Callable[[], Any], report: Callable[[Any, str], None]) -> GuardShare:
+        """This worker's end of the brute-force guard shared by all workers (`server.guard_share`):
+        ``guard`` gives the registrar's current guard, ``report`` logs and counts a ban."""
+        self.guard = GuardShare(self.index, self.count, self._send_guard, guard, report)
+        return self.guard
+
+    def _send_guard(self, payload: bytes, at_once: bool) -> None:
+        self.out_count[GUARD] += 1
+        self.channel.broadcast(encode_payload(GUARD, payload), at_once)
 
     def _send_admin(self, dest: int, kind: int, payload: bytes) -> bool:
         self.out_count[kind] += 1
@@ -157,6 +206,10 @@ class Worker:
                 self.channel.drain()
             self._local(data, flow)
             return
+        drop = self._sip.handlers.drop_source
+        if drop is not None and drop(flow.remote[0]):  # banned (every worker holds every ban):
+            self._local(data, flow)  # dropped and counted here, not handed over
+            return
         try:
             frame = encode_message(DELIVER, data, flow)
         except ChannelError:
@@ -164,6 +217,13 @@ class Worker:
             return
         self.out_count[DELIVER] += 1
         self.channel.send(owner, frame)
+
+    def _route_invite(self, data: bytes, flow: Flow | None) -> None:
+        try:
+            self.channel.drain()
+            self._local(data, flow)
+        except Exception:
+            log.exception("worker_deliver_failed")
 
     def remote_write(self, data: bytes, flow: Flow) -> bool:
         """A write on a TCP connection another worker holds: hand it over (False if none does)."""
@@ -194,6 +254,11 @@ class Worker:
             return
         self.in_count[kind] += 1
         if kind == DELIVER:
+            if data[:7] == b"INVITE " and not _IN_DIALOG.search(data, 0, HEAD_SCAN):
+                # a new call: routed after this batch, where the inbox can be read first (the
+                # account state it decides on), as for a call read from the socket
+                asyncio.get_running_loop().call_soon(self._route_invite, data, flow)
+                return
             self._local(data, flow)
         elif kind == WRITE:
             assert flow is not None
@@ -201,6 +266,9 @@ class Worker:
         elif kind == ACCOUNT:
             if self.accounts is not None:
                 self.accounts.receive(data)
+        elif kind == GUARD:
+            if self.guard is not None:
+                self.guard.receive(data)
         elif kind == DRAINED:
             if data:
                 self.drained.add(data[0])

@@ -13,7 +13,8 @@ Frames (pure functions below): one kind byte, then for DELIVER / WRITE a fixed h
 ``!BBHHBBB`` = kind, transport (0 udp, 1 tcp), remote port, local port, lengths of the remote host,
 local host and connection id, those three ASCII strings, then the SIP bytes; for LOCATION and ACCOUNT
 the replication payload (`registrar.location.replicated`, `server.account_state_replicated`); for
-ADMIN_ASK and ADMIN_ANSWER the admin API's question or answer (`server.admin_peers`).
+ADMIN_ASK and ADMIN_ANSWER the admin API's question or answer (`server.admin_peers`); for GUARD the
+brute-force guard's events (`server.guard_share`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ ACCOUNT = 4  # an account-state replication message (calls in progress, forwardi
 ADMIN_ASK = 5  # an admin API question for one worker (server.admin_peers): its calls, a hang-up…
 ADMIN_ANSWER = 6  # (part of) the answer to an ADMIN_ASK
 DRAINED = 7  # SIGTERM: the sender has drained its calls (server.app.Application.drain); payload: its index
-_REPLICATION = (LOCATION, ACCOUNT, ADMIN_ASK, ADMIN_ANSWER, DRAINED)  # a payload, no flow
+GUARD = 8  # brute-force guard events: failures, logins, bans (server.guard_share)
+_REPLICATION = (LOCATION, ACCOUNT, ADMIN_ASK, ADMIN_ANSWER, DRAINED, GUARD)  # a payload, no flow
 
 MAX_FRAME = 128 * 1024  # a SIP message (65,535 at most) or a location snapshot, with its header
 BATCH_BYTES = 64 * 1024  # send what is gathered for one destination once it reaches this size
@@ -48,7 +50,8 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 
 _HEAD = struct.Struct("!BBHHBBB")
 _LEN = struct.Struct("!I")
-_TRANSPORTS = ("udp", "tcp")
+_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+_TRANSPORT_CODE = {name: i for i, name in enumerate(_TRANSPORTS)}
 
 
 class ChannelError(ValueError):
@@ -65,7 +68,7 @@ def encode_message(kind: int, data: bytes, flow: Flow) -> bytes:
         raise ChannelError("flow field longer than 255 bytes")
     head = _HEAD.pack(
         kind,
-        1 if flow.transport == "tcp" else 0,
+        _TRANSPORT_CODE.get(flow.transport, 0),
         flow.remote[1],
         flow.local[1],
         len(rhost),
@@ -101,7 +104,7 @@ def decode_frame(frame: bytes) -> tuple[int, Flow | None, bytes]:
     if len(frame) < _HEAD.size:
         raise ChannelError("truncated frame header")
     _, transport, rport, lport, n_rhost, n_lhost, n_conn = _HEAD.unpack_from(frame)
-    if transport > 1:
+    if transport >= len(_TRANSPORTS):
         raise ChannelError(f"unknown transport {transport}")
     start = _HEAD.size
     end = start + n_rhost + n_lhost + n_conn

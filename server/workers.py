@@ -10,8 +10,9 @@ held by another worker are handed to that worker (connection ids carry the worke
 
 Location and account state (calls in progress, forwarding set by phone): with memory backends each
 worker keeps a replica kept current through the worker channel (`server.worker.Worker`); with
-Redis they share the database. Per-worker state: digest nc counters, brute-force guard counters and
-bans, prepaid balances, CDR spools; worker 0 serves /metrics for all of them (it asks the others over the
+Redis they share the database; the brute-force guard's counts and bans are made the whole server's
+over the channel too (`server.guard_share`). Per-worker state: digest nc counters, prepaid balances,
+CDR spools; worker 0 serves /metrics for all of them (it asks the others over the
 channel and sums their figures: `server.http`, `server.metrics.merge_expositions`). The worker context is passed to
 the application explicitly (`Application(loaded, worker)`). The master reports READY=1 once every
 worker is up, forwards SIGTERM/SIGINT/SIGHUP, and stops them all if one dies (the others cannot
@@ -51,6 +52,9 @@ def bind_listeners(sip: Any) -> dict[tuple[str, str], socket.socket]:
             out[("udp", text)] = bind_udp(text)
         for text in sip.tcp:
             out[("tcp", text)] = bind_tcp(text)
+        for kind in ("tls", "ws", "wss"):
+            for text in getattr(sip.secure, kind):
+                out[(kind, text)] = bind_tcp(text)
     except BaseException:
         for sock in out.values():
             sock.close()
@@ -70,6 +74,16 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen: {exc}", file=sys.stderr)
         return 1
+    cfg = loaded.config
+    if cfg is not None and cfg.proxy.call_journal.enabled:  # before any worker serves: its calls
+        from server.call_journal import JournalInUse, journal_dir, lock_journals, recover_journals
+
+        try:
+            lock_journals(journal_dir(settings.state_dir))  # held (and by the workers) until the end
+        except JournalInUse as exc:
+            print(f"sipcore serve: {exc}", file=sys.stderr)
+            return 1
+        recover_journals(journal_dir(settings.state_dir), count)
     inboxes = make_inboxes(count)
     node_id = f"{socket.gethostname()}/{os.getpid()}"
     ready_r, ready_w = os.pipe()

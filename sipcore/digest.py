@@ -120,11 +120,16 @@ def _parse_params(value: str | bytes | None, what: str) -> tuple[str, dict[str, 
     """Split ``Scheme k=v, k="v"`` into (lower-case scheme, {lower-case key: unescaped value}).
 
     The C splitter (sipcore/_digest_c.c, when built) takes the everyday shape and gives the same
-    dict, or None to leave the value to the Python below, the reference and the one that refuses."""
+    dict, or None to leave the value to `_parse_params_py`, the reference and the one that refuses."""
     if _c_params is not None and type(value) is str:
         found = _c_params(value)
         if found is not None:
             return "digest", found
+    return _parse_params_py(value, what)
+
+
+def _parse_params_py(value: str | bytes | None, what: str) -> tuple[str, dict[str, str]]:
+    """`_parse_params` in Python alone: the reference the C splitter is compared with."""
     if isinstance(value, bytes | bytearray):
         if len(value) > MAX_HEADER_LEN:
             raise DigestParseError(f"{what} header longer than {MAX_HEADER_LEN} bytes")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sipcore.records import fast_init
 
+from .grammar import digits_value
 from .headers import Via
 
 Address = tuple[str, int]
@@ -21,7 +22,7 @@ class Flow:
     port, or their open TCP connection), never at a private Contact address.
     """
 
-    transport: str  # "udp" | "tcp"
+    transport: str  # "udp" | "tcp" | "tls" | "ws" | "wss"
     remote: Address
     local: Address
     conn_id: str | None = None
@@ -44,13 +45,15 @@ def same_host(via_host: str, ip: str) -> bool:
         return False
 
 
-def stamp_via(via: Via, source: Address) -> Via:
+def stamp_via(via: Via, source: Address, always_rport: bool = False) -> Via:
     """§18.2.1 + RFC 3581: add ``received`` when the sent-by host is not the source IP, and fill an
-    empty ``rport`` with the source port (then ``received`` is always added)."""
+    empty ``rport`` with the source port (then ``received`` is always added). ``always_rport``: as if
+    rport were asked for (WebSocket clients send a ``.invalid`` host and often no rport, RFC 7118 §5.2:
+    the response relay then finds their connection by its source address and port)."""
     ip, port = source
     rport = via.param("rport")
     changes: dict[str, str | None] = {}
-    if rport == "":
+    if rport == "" or (always_rport and rport is None):
         changes["rport"] = str(port)
         changes["received"] = ip
     elif not same_host(via.host, ip):
@@ -66,8 +69,8 @@ def response_destination(via: Via, default_port: int = 5060) -> Address:
     maddr = via.param("maddr")
     host = maddr or via.param("received") or via.host
     rport = via.param("rport")
-    if rport and rport.isdigit():
-        port = int(rport)
+    if rport and rport.isascii() and rport.isdigit():  # not int(): "²" is a digit, and 5,000 of them
+        port = digits_value(rport)
     else:
         port = via.port or default_port
     return strip_brackets(host), port

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import SipParseError
+from .grammar import digits_value
 
 _CL_RE = re.compile(rb"\r?\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 
@@ -87,6 +88,12 @@ class StreamFramer:
             del buf[:total]
         return out
 
+    def pending(self) -> int:
+        """Bytes of an unfinished message held (0 when none: an empty buffer or the start of a
+        keep-alive CRLF, which is not a message)."""
+        buf = self.buf
+        return len(buf) if buf and buf[0] not in (13, 10) else 0
+
 
 def content_length(head: bytes) -> int:
     """Content-Length of a message head; 0 when absent. Conflicting or invalid values raise."""
@@ -98,4 +105,4 @@ def content_length(head: bytes) -> int:
     text = values.pop()
     if not text.isdigit():
         raise SipParseError("invalid Content-Length")
-    return int(text)
+    return digits_value(text.decode("ascii"))  # bytes.isdigit(): ASCII digits only

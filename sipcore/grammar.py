@@ -46,6 +46,20 @@ def is_host(text: str) -> bool:
     return HOST_RE.match(text) is not None
 
 
+_BEYOND = 10**20  # above every limit SIP puts on a number (no SIP number has 20 digits)
+
+
+def digits_value(text: str) -> int:
+    """int() of ASCII digits (checked by the caller) of any length. int() refuses more than 4,300
+    digits (ValueError, CVE-2020-10735): past 20 significant digits the value is `_BEYOND`, which
+    every range check refuses as it would the exact value."""
+    if len(text) > 20:
+        text = text.lstrip("0")
+        if len(text) > 20:
+            return _BEYOND
+    return int(text or "0")
+
+
 def split_plain_params(text: str) -> list[tuple[str, str | None]]:
     """``;a=b;c`` as ordered (name, value) pairs, for parameters a fast-path regex already checked
     (token names, non-empty values, no quotes or blanks): no validation here."""

@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 
 from .errors import SipParseError
-from .grammar import DIGITS_RE, TOKEN_CHARS, VIA_RE, is_host, is_token, split_plain_params
+from .grammar import DIGITS_RE, TOKEN_CHARS, VIA_RE, digits_value, is_host, is_token, split_plain_params
 from .uri import SipUri, Uri, parse_uri
 
 COMPACT = {
@@ -451,7 +451,7 @@ class Contact(NameAddr):
             return None
         if not DIGITS_RE.match(value):
             raise SipParseError("invalid Contact expires parameter")
-        return min(int(value), 2**32 - 1)
+        return min(digits_value(value), 2**32 - 1)
 
     @property
     def q(self) -> int | None:
@@ -480,7 +480,7 @@ def parse_cseq(text: str) -> tuple[int, str]:
     method = method.strip()
     if not DIGITS_RE.match(number) or not method or not is_token(method):
         raise SipParseError("malformed CSeq header")
-    value = int(number)
+    value = digits_value(number)
     if value >= 2**31:
         raise SipParseError("CSeq number out of range")
     return value, method
@@ -490,7 +490,7 @@ def parse_uint(text: str, what: str, limit: int = 2**32 - 1) -> int:
     text = text.strip()
     if not DIGITS_RE.match(text):
         raise SipParseError(f"malformed {what} header")
-    value = int(text)
+    value = digits_value(text)
     if value > limit:
         raise SipParseError(f"{what} out of range")
     return value

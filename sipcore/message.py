@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterator
 
 from .errors import SipParseError
-from .grammar import SIP_VERSION_RE, STATUS_CODE_RE, is_token
+from .grammar import DIGITS_RE, SIP_VERSION_RE, STATUS_CODE_RE, digits_value, is_token
 from .headers import (
     COMPACT,
     LIST_HEADERS,
@@ -296,7 +296,15 @@ class Message:
         cache = self._cache
         if "max_forwards" not in cache:
             value = self.headers.get("max-forwards")
-            cache["max_forwards"] = None if value is None else parse_uint(value, "Max-Forwards")
+            if value is None:
+                cache["max_forwards"] = None
+            else:
+                value = value.strip()
+                if DIGITS_RE.match(value) is None:
+                    raise SipParseError("malformed Max-Forwards header")
+                hops = digits_value(value)
+                # RFC 4475 §3.1.2.4: out of range (> 255), treat as absent -- after invalidate() too
+                cache["max_forwards"] = hops if hops <= 255 else None
         return cache["max_forwards"]  # type: ignore[return-value]
 
     @property
@@ -495,6 +503,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     entries: list[list[str]] = []
     index: dict[str, list[int]] = {}  # built here: every later lookup needs it
     last: list[str] | None = None
+    folded: list[str] | None = None  # the pieces of ``last``'s folded value, joined once (linear time)
     for line in lines[1:]:
         if not line:
             continue
@@ -502,8 +511,13 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         if c == " " or c == "\t":
             if last is None:
                 raise SipParseError("continuation line before the first header")
-            last[2] = (last[2] + " " + line.strip()).strip()
+            if folded is None:
+                folded = [last[2]]
+            folded.append(line.strip())
             continue
+        if folded is not None:
+            last[2] = _unfold(folded)  # type: ignore[index]
+            folded = None
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without a colon: {line[:40]!r}")
@@ -520,6 +534,8 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         else:
             positions.append(len(entries))
         entries.append(last)
+    if folded is not None:
+        last[2] = _unfold(folded)  # type: ignore[index]
     headers = Headers(entries)
     headers._index = index
 
@@ -536,7 +552,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         cl_text = cl_fields[0].strip()
         if not cl_text.isdigit() or not cl_text.isascii():
             raise SipParseError("invalid Content-Length")
-        length = int(cl_text)
+        length = digits_value(cl_text)
         if length > len(body):
             raise SipParseError("body shorter than Content-Length")
         if length < len(body):
@@ -551,6 +567,12 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     ):
         msg.raw = data  # unmodified bytes can be forwarded/retransmitted as they came
     return msg
+
+
+def _unfold(pieces: list[str]) -> str:
+    """A folded header value as one line: its non-empty (stripped) pieces joined by one space, in one
+    pass (appending each continuation line to the value copied it again: quadratic in the lines)."""
+    return " ".join(p for p in pieces if p)
 
 
 def _request(first: str, headers: Headers) -> Request:
@@ -604,13 +626,8 @@ def validate_request(req: Request) -> None:
         raise SipParseError("CSeq method does not match the Request-Line")
     req.from_  # noqa: B018
     req.to  # noqa: B018
-    mf_pos = index.get("max-forwards")
-    if mf_pos is not None:
-        value = entries[mf_pos[0]][2]
-        if not value.isdigit():
-            raise SipParseError("malformed Max-Forwards header")
-        if int(value) > 255:  # RFC 4475 §3.1.2.4: out of range, treat as absent
-            req._cache["max_forwards"] = None
+    if "max-forwards" in index:
+        req.max_forwards  # noqa: B018 - malformed raises; out of range reads as absent
     ruri = req.ruri
     if getattr(ruri, "headers", None) is not None:
         raise SipParseError("Request-URI must not contain headers")

@@ -116,3 +116,8 @@ def worker_of_conn(conn_id: str | None) -> int | None:
         return None
     index, sep, _ = conn_id[1:].partition("-")
     return int(index) if sep and index.isdigit() else None
+
+
+def owner_of_call_id(call_id: str, workers: int) -> int:
+    """The worker owning the messages of ``call_id`` (as `owner_of` decides it from the bytes)."""
+    return 0 if workers <= 1 else zlib.crc32(call_id.encode()) % workers

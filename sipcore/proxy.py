@@ -33,16 +33,20 @@ from .uri import SipUri
 class Hop:
     """Our own address for one transport: what goes in Via and Record-Route."""
 
-    transport: str  # "UDP" | "TCP"
+    transport: str  # "UDP" | "TCP" | "TLS" | "WS" | "WSS"
     host: str
     port: int
+
+    @property
+    def uri_params(self) -> str:
+        """The ``;transport=`` parameter of our URIs for this transport (none for UDP, the default)."""
+        return "" if self.transport == "UDP" else f";transport={self.transport.lower()}"
 
     def via(self, branch: str) -> str:
         return f"SIP/2.0/{self.transport} {self.host}:{self.port};branch={branch};rport"
 
     def record_route(self) -> str:
-        tp = ";transport=tcp" if self.transport == "TCP" else ""
-        return f"<sip:{self.host}:{self.port}{tp};lr>"
+        return f"<sip:{self.host}:{self.port}{self.uri_params};lr>"
 
 
 def forward_request(

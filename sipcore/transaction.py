@@ -87,6 +87,16 @@ class TransportFailed:
 
 @fast_init
 @dataclass(frozen=True, slots=True)
+class TableFull:
+    """A new request that would need a server transaction while the table holds ``max_server`` of
+    them: none was created (memory stays bounded under a flood); the edge refuses it statelessly."""
+
+    request: Any
+    source: Any
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
 class TransactionTerminated:
     """The transaction reached Terminated and has been (or can be) forgotten."""
 
@@ -99,6 +109,7 @@ Output = (
     | ResponseReceived
     | TransactionTimedOut
     | TransportFailed
+    | TableFull
     | TransactionTerminated
 )
 
@@ -707,15 +718,22 @@ class TransactionLayer:
     The edge feeds it received messages and timer wake-ups; the TU sends through it. Every method
     returns the outputs in order. Terminated transactions are dropped at once from the key maps (their
     stale heap entries are skipped, and compacted away when they outnumber live ones).
+    ``max_server`` caps the server transactions: beyond it a new request gets ``TableFull`` instead
+    of a transaction (retransmissions of live ones are still matched).
     """
 
-    __slots__ = ("_client", "_heap", "_server", "ack_builder", "config", "stats")
+    __slots__ = ("_client", "_heap", "_server", "ack_builder", "config", "max_server", "stats")
 
     def __init__(
-        self, config: TimerConfig = DEFAULT_TIMERS, *, ack_builder: Callable[[Any, Any], Any] = build_ack
+        self,
+        config: TimerConfig = DEFAULT_TIMERS,
+        *,
+        ack_builder: Callable[[Any, Any], Any] = build_ack,
+        max_server: int | None = None,
     ) -> None:
         self.config = config
         self.ack_builder = ack_builder
+        self.max_server = max_server
         self._server: dict[Hashable, ServerTransaction] = {}
         self._client: dict[Hashable, ClientTransaction] = {}
         self._heap: DeadlineHeap[Transaction] = DeadlineHeap()
@@ -725,6 +743,7 @@ class TransactionLayer:
             "retransmissions_absorbed": 0,
             "timed_out": 0,
             "stray_responses": 0,
+            "refused_table_full": 0,
         }
 
     # ---- counts for the "transactions active" gauge
@@ -752,6 +771,9 @@ class TransactionLayer:
             return out
         if request.method == "ACK":
             return [RequestReceived(request, source, None)]
+        if self.max_server is not None and len(self._server) >= self.max_server:
+            self.stats["refused_table_full"] += 1
+            return [TableFull(request, source)]
         txn = ServerTransaction(request, source, self.config)
         txn.key = key
         self._server[key] = txn
@@ -775,6 +797,12 @@ class TransactionLayer:
         out = transaction.on_transport_error(now)
         self._settle(transaction)
         return out
+
+    def transport_failed(self, request: Any, now: float) -> list[Output]:
+        """The edge could not send ``request`` (a connection that could not be opened, a TLS peer
+        that failed its certificate check): its client transaction fails now, not at Timer B/F."""
+        txn = self._client.get(client_key(request))
+        return [] if txn is None else self.on_transport_error(txn, now)
 
     def on_timer(self, now: float) -> list[Output]:
         out: list[Output] = []

@@ -1,8 +1,10 @@
 """asyncio transports for SIP: UDP and TCP listeners (IPv4 and IPv6), and outbound TCP connections.
 
 This is the I/O edge: it frames bytes into messages and hands each one, with its Flow, to a single
-handler callable; it never parses SIP itself beyond TCP framing. Limits: max message size, max TCP
-connections per source address, idle timeout; RFC 5626 CRLF keep-alive pings are answered with a pong.
+handler callable; it never parses SIP itself beyond TCP framing. Limits: max message size, inbound TCP
+connections in all (below the descriptor limit, `connection_limits.connection_cap`) and per source
+address, a deadline and a minimum byte rate for a message once begun (`connection_limits.MessageClock`),
+idle timeout; RFC 5626 CRLF keep-alive pings are answered with a pong.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import ipaddress
 import itertools
 import os
+import resource
 import select
 import socket
 import time
@@ -19,8 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+import structlog
+
+from .connection_limits import MessageClock, MessageRules, Throttle, connection_cap
 from .flow import Address, Flow
 from .framing import FramingFailed, PingReceived, StreamFramer
+
+log = structlog.get_logger("sipcore.transport")
 
 Handler = Callable[[bytes, Flow], None]
 ErrorHandler = Callable[[FramingFailed, Flow], bytes | None]
@@ -31,6 +39,10 @@ class TransportLimits:
     max_message_size: int = 65535
     max_tcp_per_source: int = 64
     tcp_idle_timeout: float = 3700.0
+    max_tcp_connections: int | None = None  # inbound, whole server (None: as the descriptors allow)
+    tcp_reserved_fds: int = 256  # descriptors per process kept for everything but inbound SIP TCP
+    tcp_message_timeout: float = 10.0  # to complete a message once begun
+    tcp_min_byte_rate: int = 100  # bytes/s a message in progress must average (0: no rule)
 
 
 @dataclass(slots=True)
@@ -40,8 +52,11 @@ class TransportStats:
     udp_datagrams: int = 0
     udp_oversize: int = 0
     tcp_accepted: int = 0
-    tcp_refused: int = 0
+    tcp_refused: int = 0  # over the per-source cap
+    tcp_refused_cap: int = 0  # over the whole-process cap (TransportManager.tcp_cap)
     tcp_closed_idle: int = 0
+    tcp_closed_timeout: int = 0  # a message (or an accepted connection's first) not finished in time
+    tcp_closed_slow: int = 0  # a message in progress below the minimum byte rate
     tcp_framing_errors: int = 0
     keepalive_pings: int = 0
     udp_not_ip: int = 0  # datagrams refused before the socket: the destination is not an IP literal
@@ -227,7 +242,10 @@ class SharedUdpReader:
 
 
 class TcpConnection(asyncio.Protocol):
-    """One TCP connection, accepted or opened by us; addressed by ``conn_id``."""
+    """One TCP connection, accepted or opened by us; addressed by ``conn_id``. Subclasses for TLS and
+    WebSocket (sipcore/transport_secure.py) name their flows' transport in ``transport_name``."""
+
+    transport_name = "tcp"
 
     def __init__(self, manager: TransportManager, outbound: bool = False) -> None:
         self.manager = manager
@@ -237,6 +255,7 @@ class TcpConnection(asyncio.Protocol):
         self.conn_id = f"{manager.conn_prefix}{next(manager._ids)}"
         self.flow: Flow | None = None
         self.last_activity = time.monotonic()
+        self.clock = MessageClock(self.last_activity, awaiting_first=not outbound)
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -244,28 +263,40 @@ class TcpConnection(asyncio.Protocol):
         remote = _peer(transport.get_extra_info("peername"))
         local = _peer(transport.get_extra_info("sockname"))
         m = self.manager
-        if not self.outbound and m.per_source[remote[0]] >= m.limits.max_tcp_per_source:
-            m.stats.tcp_refused += 1
-            self.closed = True
-            transport.close()
-            return
+        if not self.outbound:
+            refused = m.refusal(remote[0])
+            if refused is not None:
+                self.closed = True
+                transport.abort()  # at once, nothing to flush: the descriptor is free again
+                m.refused(refused, remote[0])
+                return
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        self.flow = Flow("tcp", remote, local, self.conn_id)
+        self.flow = Flow(self.transport_name, remote, local, self.conn_id)
         m.per_source[remote[0]] += 1
         m.connections[self.conn_id] = self
         m.by_remote[remote] = self
-        m.stats.tcp_accepted += 0 if self.outbound else 1
+        if not self.outbound:
+            m.stats.tcp_accepted += 1
+            m.inbound += 1
+            m.in_progress.add(self)  # its first message is awaited (MessageClock)
 
     def data_received(self, data: bytes) -> None:
         if self.closed or self.flow is None:
             return
-        self.last_activity = time.monotonic()
-        for item in self.framer.feed(data):
+        now = self.last_activity = time.monotonic()
+        items = self.framer.feed(data)
+        clock = self.clock
+        clock.on_data(self.framer.pending(), now, bool(items))
+        if clock.in_progress:
+            self.manager.in_progress.add(self)
+        else:
+            self.manager.in_progress.discard(self)
+        for item in items:
             if isinstance(item, bytes):
                 self.manager.dispatch(item, self.flow)
             elif isinstance(item, PingReceived):
@@ -290,12 +321,19 @@ class TcpConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once, dropping what is unsent (a connection closed for being late or slow)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:
             return
         self.closed = True
         m = self.manager
         if self.flow is not None:
+            m.in_progress.discard(self)
+            m.inbound -= 0 if self.outbound else 1
             m.connections.pop(self.conn_id, None)
             if m.by_remote.get(self.flow.remote) is self:
                 del m.by_remote[self.flow.remote]
@@ -318,6 +356,7 @@ class SharedSockets:
     shared_udp: frozenset[str]
     conn_prefix: str
     remote_writer: Callable[[bytes, Flow], bool] | None = None
+    workers: int = 1  # processes sharing the listeners: each takes its share of the connection cap
 
 
 class TransportManager:
@@ -330,8 +369,12 @@ class TransportManager:
         on_framing_error: ErrorHandler | None = None,
         on_connection_closed: Callable[[str], None] | None = None,
         shared: SharedSockets | None = None,
+        barrier: Callable[[], None] | None = None,
     ) -> None:
         self.handler = handler
+        # run before each batch of datagrams leaves (the call journal's fsync: what the replies of
+        # this loop iteration depend on is durable first)
+        self.barrier = barrier
         self.limits = limits or TransportLimits()
         self.on_framing_error = on_framing_error or (lambda failure, flow: None)
         self.on_connection_closed = on_connection_closed
@@ -341,6 +384,20 @@ class TransportManager:
         self.connections: dict[str, TcpConnection] = {}
         self.by_remote: dict[Address, TcpConnection] = {}
         self.per_source: defaultdict[str, int] = defaultdict(int)
+        # Inbound connections: the cap (this process's share, below its descriptor limit), how many
+        # are open, and those with a message in progress (checked against MessageRules each tick).
+        lim = self.limits
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if nofile == resource.RLIM_INFINITY:
+            nofile = 1 << 20
+        self.workers = shared.workers if shared else 1
+        self.nofile = nofile
+        self.tcp_cap = connection_cap(lim.max_tcp_connections, self.workers, nofile, lim.tcp_reserved_fds)
+        self.inbound = 0
+        self.in_progress: set[TcpConnection] = set()
+        self.rules = MessageRules(lim.tcp_message_timeout, lim.tcp_min_byte_rate)
+        self._throttles: dict[tuple[str, str], Throttle] = {}
+        self._last_source: dict[tuple[str, str], str] = {}
         self._ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
         self._pending: dict[Address, asyncio.Future[TcpConnection]] = {}
@@ -388,6 +445,9 @@ class TransportManager:
             except OSError as exc:
                 raise ListenError.of(exc, "TCP", text) from None
             self.tcp_servers.append(server)
+        if tcp:
+            log.info("tcp_connection_cap", cap=self.tcp_cap, workers=self.workers, nofile=self.nofile,
+                     reserved=self.limits.tcp_reserved_fds, per_source=self.limits.max_tcp_per_source)  # fmt: skip
         self._reaper = asyncio.create_task(self._reap_idle())
 
     @property
@@ -402,14 +462,101 @@ class TransportManager:
                 out.append(_peer(sock.getsockname()))
         return out
 
+    def _source_for(self, host: str) -> Address | None:
+        """The address an outbound connection to ``host`` is opened from: the TCP listener's own when
+        it is bound to one address of that family (another host of the platform knows us by it:
+        server.cluster.peers), else the kernel's choice (a wildcard or loopback listener)."""
+        try:
+            dest = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        for lhost, _ in self.tcp_addresses:
+            try:
+                local = ipaddress.ip_address(lhost)
+            except ValueError:
+                continue
+            # a loopback listener cannot reach beyond the machine: the kernel chooses then
+            if (
+                local.version == dest.version
+                and not local.is_unspecified
+                and (dest.is_loopback or not local.is_loopback)
+            ):
+                return (lhost, 0)
+        return None
+
+    # ---- connection limits ---------------------------------------------------------------------
+    def refusal(self, ip: str) -> str | None:
+        """Why a new inbound connection from ``ip`` is refused ("cap", "per_source"), or None."""
+        if self.inbound >= self.tcp_cap:
+            return "cap"
+        if self.per_source[ip] >= self.limits.max_tcp_per_source:
+            return "per_source"
+        return None
+
+    def refused(self, reason: str, ip: str) -> None:
+        if reason == "cap":
+            self.stats.tcp_refused_cap += 1
+        else:
+            self.stats.tcp_refused += 1
+        self._note("tcp_refused", reason, ip)
+
+    def _note(self, event: str, reason: str, ip: str) -> None:
+        """Log ``event`` at most once per Throttle interval per reason, with the count since the last line."""
+        key = (event, reason)
+        self._last_source[key] = ip
+        throttle = self._throttles.get(key)
+        if throttle is None:
+            throttle = self._throttles[key] = Throttle()
+        count = throttle.note(time.monotonic())
+        if count:
+            self._log_note(key, count)
+
+    def _log_note(self, key: tuple[str, str], count: int) -> None:
+        log.warning(key[0], reason=key[1], count=count, last_source=self._last_source.get(key),
+                    open=self.inbound, cap=self.tcp_cap)  # fmt: skip
+
+    def _close_late(self, now: float) -> None:
+        """Close the connections whose message in progress is past its deadline or too slow."""
+        rules = self.rules
+        for conn in list(self.in_progress):
+            why = conn.clock.verdict(rules, now)
+            if why is None:
+                continue
+            self.in_progress.discard(conn)
+            if why == "too_slow":
+                self.stats.tcp_closed_slow += 1
+            else:
+                self.stats.tcp_closed_timeout += 1
+            if conn.flow is not None:
+                self._note("tcp_closed_late", why, conn.flow.remote[0])
+            conn.abort()
+
     async def _reap_idle(self) -> None:
+        """Every tick (a quarter of the message timeout, 1 s at most) close late messages and log
+        what the throttles held back; every quarter of the idle timeout (30 s at most) close idle
+        connections."""
+        tick = max(0.05, min(1.0, self.rules.message_timeout / 4))
+        sweep_every = min(30.0, max(self.limits.tcp_idle_timeout / 4, 0.05))
+        next_sweep = time.monotonic() + sweep_every
         while True:
-            await asyncio.sleep(min(30.0, max(self.limits.tcp_idle_timeout / 4, 0.05)))
-            deadline = time.monotonic() - self.limits.tcp_idle_timeout
-            for conn in list(self.connections.values()):
-                if conn.last_activity < deadline:
-                    self.stats.tcp_closed_idle += 1
-                    conn.close()
+            await asyncio.sleep(min(tick, sweep_every))
+            try:
+                now = time.monotonic()
+                self._close_late(now)
+                for key, throttle in self._throttles.items():
+                    count = throttle.due(now)
+                    if count:
+                        self._log_note(key, count)
+                if now < next_sweep:
+                    continue
+                next_sweep = now + sweep_every
+                deadline = now - self.limits.tcp_idle_timeout
+                for conn in list(self.connections.values()):
+                    if conn.last_activity < deadline:
+                        self.stats.tcp_closed_idle += 1
+                        conn.close()
+            except Exception:  # never into the loop; the next tick tries again
+                log.exception("tcp_reaper_failed")
 
     # ---- sending ------------------------------------------------------------------------------
     def _udp_for(self, local: Address | None, family_v6: bool) -> UdpEndpoint | None:
@@ -455,7 +602,10 @@ class TransportManager:
         return True
 
     def flush_udp(self) -> None:
-        """Send the datagrams queued by send_udp now (the loop does it once per iteration)."""
+        """Send the datagrams queued by send_udp now (the loop does it once per iteration), after
+        the barrier (if any)."""
+        if self.barrier is not None and self._udp_out:
+            self.barrier()
         pending, self._udp_out = self._udp_out, []
         sendto = self._sendto
         for ep, data, dest in pending:
@@ -482,12 +632,17 @@ class TransportManager:
                 pending = loop.create_future()
                 self._pending[dest] = pending
                 try:
+                    # a name is resolved first: uvloop's create_connection, cancelled while it resolves
+                    # one, leaves its lookup's failure unretrieved ("Future exception was never
+                    # retrieved" in the log); a ValueError is a name IDNA cannot encode
+                    host = await resolve_stream_host(loop, dest[0], dest[1])
                     _, conn = await asyncio.wait_for(
-                        loop.create_connection(lambda: TcpConnection(self, outbound=True), dest[0], dest[1]),
+                        loop.create_connection(lambda: TcpConnection(self, outbound=True), host, dest[1],
+                                               local_addr=self._source_for(host)),
                         timeout=5.0,
-                    )
+                    )  # fmt: skip
                     pending.set_result(conn)
-                except (TimeoutError, OSError) as exc:
+                except (TimeoutError, OSError, ValueError) as exc:
                     pending.set_exception(exc)
                     pending.exception()  # mark retrieved
                     return False
@@ -496,7 +651,7 @@ class TransportManager:
             else:
                 try:
                     conn = await asyncio.shield(pending)
-                except (TimeoutError, OSError):
+                except (TimeoutError, OSError, ValueError):
                     return False
         return conn.write(data)
 
@@ -519,3 +674,16 @@ class TransportManager:
                 await asyncio.wait_for(s.wait_closed(), 2.0)
             except TimeoutError:
                 pass
+
+
+async def resolve_stream_host(loop: asyncio.AbstractEventLoop, host: str, port: int) -> str:
+    """``host`` as an address: itself when it is one, else its first address for TCP."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=5.0)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    return str(infos[0][4][0])

@@ -11,7 +11,7 @@ from functools import lru_cache
 from urllib.parse import unquote
 
 from .errors import SipParseError
-from .grammar import DIGITS_RE, TOKEN_CHARS, is_host, is_token, split_plain_params
+from .grammar import DIGITS_RE, TOKEN_CHARS, digits_value, is_host, is_token, split_plain_params
 
 DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
 _FORBIDDEN = re.compile(r'[ \t\r\n<>"]').search  # characters no URI may hold unescaped
@@ -71,6 +71,17 @@ class SipUri:
     def transport(self) -> str | None:
         t = self.param("transport")
         return t.lower() if t else None
+
+    @property
+    def target_transport(self) -> str:
+        """The transport a request to this URI takes (RFC 3263 without DNS): its ``transport``
+        parameter, else TLS for ``sips:`` and UDP for ``sip:``."""
+        return self.transport or ("tls" if self.scheme == "sips" else "udp")
+
+    @property
+    def target_port(self) -> int:
+        """The URI's port, else the scheme's default (5061 for ``sips:``, 5060 for ``sip:``)."""
+        return self.port or DEFAULT_PORTS.get(self.scheme, 5060)
 
     @property
     def lr(self) -> bool:
@@ -283,7 +294,7 @@ def _parse_sip_general(scheme: str, rest: str, raw: str) -> SipUri:
 def _port(text: str) -> int:
     if not DIGITS_RE.match(text):
         raise SipParseError("invalid port in URI")
-    value = int(text)
+    value = digits_value(text)
     if value > 65535:
         raise SipParseError("port out of range in URI")
     return value

@@ -39,6 +39,7 @@ from registrar.location.binding import Binding, ordered
 from registrar.location.changes import OverflowPolicy, RegisterChanges
 from registrar.location.errors import ContentionError, LocationError
 from registrar.location.events import BindingRefreshed, LocationEvent
+from registrar.location.merge import merge_written_back
 from registrar.location.resp import RedisReplyError, RespClient
 from registrar.location.rules import ApplyResult, plan_flow_closed, plan_register
 
@@ -192,6 +193,30 @@ class RedisLocationStore:
                 await _backoff(conflicts)
             version, stored = current
             fresh = True
+
+    async def write_back(
+        self, aor: str, written: dict[str, Binding], removed: dict[str, float], now: float
+    ) -> tuple[Binding, ...]:
+        """Fold what a process registered for ``aor`` while Redis was away into what Redis holds now
+        (`merge.merge_written_back`, newest registration wins), by the same compare-and-set as `apply`.
+        Returns the AOR's bindings as written."""
+        version, stored = await self._read(aor)
+        for attempt in range(self.max_retries):
+            if attempt:
+                await _backoff(attempt)
+            merged = merge_written_back(stored.values(), written, removed, now)
+            keep = {id(b) for b in stored.values()}
+            if len(merged) == len(stored) and all(id(b) in keep for b in merged):
+                return merged  # Redis already holds it (written before the connection dropped)
+            current = await self._write(aor, version, stored, merged, now)
+            if current is None:
+                return merged
+            version, stored = current
+        raise ContentionError(f"{aor}: gave up writing back after {self.max_retries} concurrent updates")
+
+    async def ping(self) -> None:
+        """Raise unless Redis answers (the fallback's probe while it is away)."""
+        await self._r.call("PING")
 
     async def remove_flow(self, connection_id: str) -> list[LocationEvent]:
         flow_key = self._flow_key(connection_id)

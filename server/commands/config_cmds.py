@@ -17,6 +17,10 @@ def check_config(args: argparse.Namespace) -> int:
     path = args.file or default_config_path()
     try:
         cfg = load_config(path)
+        if cfg.server.tls is not None and not cfg.server.tls.self_signed:  # they load as `serve` loads them
+            from server.tls_context import secure_settings
+
+            secure_settings(cfg.server, str(path))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem)

@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--metrics", help="override the metrics HTTP address (host:port, 'off' to disable)")
     p.add_argument("--admin", help="override the admin API address (host:port, 'off' to disable)")
     p.add_argument("--workers", type=int, help="override the number of worker processes")
+    p.add_argument(
+        "--demo-tls",
+        action="store_true",
+        help="without a server.tls section: TLS on 0.0.0.0:5061, WS on :8080 and WSS on :8443 with a "
+        "self-signed pair under state_dir/tls (created when missing); what `make run` does",
+    )
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="override the log format")
     p.add_argument(
         "--no-media", action="store_true", help="do not start the media service (run it elsewhere)"
@@ -47,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
     admin = settings.admin_address
     if args.admin:
         admin = None if args.admin == "off" else args.admin
+    if args.demo_tls and loaded.config is not None and loaded.config.server.tls is None:
+        from server.tls_context import demo_secure_settings
+
+        try:
+            sip = replace(sip, secure=demo_secure_settings(settings.state_dir))
+        except Exception as exc:
+            print(f"sipcore serve: {exc}", file=sys.stderr)
+            return 1
     settings = replace(settings, sip=sip, workers=args.workers or settings.workers, admin_address=admin)
     loaded = replace(loaded, settings=settings)
     log_format = args.log_format or settings.log_format

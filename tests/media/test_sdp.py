@@ -366,6 +366,16 @@ def test_accept_answer_directions_and_refusals() -> None:
         sdp.accept_answer(offer, sdp.parse(base))
 
 
+def test_accept_answer_refuses_a_changed_profile() -> None:
+    """Regression (fuzz/target_sdp.py, issue 20): an answer whose audio stream left RTP had token
+    formats ("$8") read as payload types, and ValueError escaped instead of SdpParseError."""
+    offer = sdp.build_offer(address="203.0.113.5", port=40000, session_id=9)
+    base = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n"
+    for media in ("m=audio 6000 AVP $8 101\r\n", "m=audio 6000 RTP/SAVP 0\r\n"):
+        with pytest.raises(SdpParseError, match="profile"):
+            sdp.accept_answer(offer, sdp.parse(base + media))
+
+
 def test_next_version_bumps_origin() -> None:
     offer = sdp.build_offer(address="203.0.113.5", port=40000, session_id=9, session_version=4)
     assert sdp.next_version(offer).origin.session_version == 5

@@ -203,8 +203,10 @@ def write_config(
     mwi: bool,
     source_rate: int = 48000,
     source_channels: int = 2,
+    cafile: Path | None = None,
 ) -> None:
-    """The ``config`` and (empty, see MWI_START_UP) ``accounts`` files of one baresip home."""
+    """The ``config`` and (empty, see MWI_START_UP) ``accounts`` files of one baresip home;
+    ``cafile``: the CA that signed the server's TLS certificate (``sip_cafile``)."""
     rtp_low = free_udp_range(RTP_PORTS)
     home.mkdir(parents=True, exist_ok=True)
     snd_path.mkdir(parents=True, exist_ok=True)
@@ -231,15 +233,16 @@ def write_config(
         ("module_app", "menu.so"),
         ("module_app", "ctrl_tcp.so"),
         *([("module_app", "mwi.so")] if mwi else []),
+        *([("sip_cafile", str(cafile))] if cafile is not None else []),
     ]
     (home / "config").write_text("".join(f"{k}\t\t{v}\n" for k, v in lines), encoding="ascii")
     (home / "accounts").write_text("", encoding="ascii")
 
 
-def account_line(user: str, password: str, server_port: int, mwi: bool) -> str:
+def account_line(user: str, password: str, server_port: int, mwi: bool, transport: str = "udp") -> str:
     """The account, registering with the proxy (MD5 digest: it challenges baresip with MD5 only)."""
     return (
-        f"<sip:{user}@127.0.0.1:{server_port};transport=udp>;auth_pass={password};regint=600;"
+        f"<sip:{user}@127.0.0.1:{server_port};transport={transport}>;auth_pass={password};regint=600;"
         f"audio_codecs=PCMU;answermode=manual;mwi={'yes' if mwi else 'no'}"
     )
 
@@ -255,6 +258,8 @@ async def baresip(
     source_rate: int = 48000,
     source_channels: int = 2,
     trace: bool = False,
+    transport: str = "udp",
+    cafile: Path | None = None,
 ) -> AsyncIterator[Baresip]:
     """Start baresip as ``user`` (password ``pw<user>``) against the proxy on ``server_port``, with
     ``source`` as its microphone; it is killed on the way out whatever happens. ``trace``: baresip
@@ -266,7 +271,7 @@ async def baresip(
     ctrl_port = free_port()
     write_config(home, user=user, password=f"pw{user}", server_port=server_port, source=source,
                  snd_path=snd_path, ctrl_port=ctrl_port, mwi=mwi, source_rate=source_rate,
-                 source_channels=source_channels)  # fmt: skip
+                 source_channels=source_channels, cafile=cafile)  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         binary, "-f", str(home), "-v", *(["-s"] if trace else []), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -286,7 +291,7 @@ async def baresip(
         phone = Baresip(proc, home, snd_path, reader, writer)
         phone._tasks = [loop.create_task(phone._read_ctrl()), loop.create_task(phone._read_output())]
         await asyncio.sleep(0.1)  # well past mwi's 1 ms start-up timer (MWI_START_UP)
-        resp = await phone.command("uanew", account_line(user, f"pw{user}", server_port, mwi))
+        resp = await phone.command("uanew", account_line(user, f"pw{user}", server_port, mwi, transport))
         assert resp["ok"], resp
         await phone.event("REGISTER_OK", timeout=5)
         yield phone

@@ -85,7 +85,7 @@ def test_promtool_checks_and_unit_tests_the_rules() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=30
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
     tested = subprocess.run([promtool, "test", "rules", RULES_TEST.name], cwd=RULES_TEST.parent,
                             capture_output=True, text=True, timeout=30)  # fmt: skip
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -229,7 +229,7 @@ async def test_prometheus_scrapes_the_whole_server(workers: int, sipp_binary: st
                     await prom.query(e)  # evaluates (asserts success)
                 rules = await prom.get("/api/v1/rules")
                 health = {r["name"]: r["health"] for g in rules["data"]["groups"] for r in g["rules"]}
-                assert len(health) == 7 and set(health.values()) <= {"ok", "unknown"}, health
+                assert len(health) == 8 and set(health.values()) <= {"ok", "unknown"}, health
             finally:
                 await prom.stop()
                 await sipp_party.stop_all()

@@ -52,6 +52,7 @@ class Ua(asyncio.DatagramProtocol):
         self.port = 0
         self.mode = "answer"
         self.contact_host: str | None = None  # a private address to advertise (a phone behind NAT)
+        self.register_headers = ""  # extra REGISTER header lines ("Supported: path\n")
         self.received: list[Message] = []
         self.arrived_at: list[float] = []  # loop time of each received message
         self._taken: set[int] = set()
@@ -197,7 +198,7 @@ class Ua(asyncio.DatagramProtocol):
                 f"REGISTER sip:{self.domain} SIP/2.0\nVia: {self._via('z9hG4bK' + secrets.token_hex(6))}\n"
                 f"Max-Forwards: 70\nFrom: <sip:{self.user}@{self.domain}>;tag={secrets.token_hex(4)}\n"
                 f"To: <sip:{self.user}@{self.domain}>\nCall-ID: {call_id}\nCSeq: {cseq} REGISTER\n"
-                f"Contact: {self.contact}\nExpires: 600\n{auth}Content-Length: 0\n\n"
+                f"Contact: {self.contact}\nExpires: 600\n{self.register_headers}{auth}Content-Length: 0\n\n"
             )
             resp = await self.response(call_id, "REGISTER", timeout=timeout)
             if resp.status == 200:

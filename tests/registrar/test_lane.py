@@ -249,7 +249,7 @@ _shapes = st.builds(
     contact=st.sampled_from(CONTACTS),
     expires=st.sampled_from(["3600", "3600", "3600", None, "0", "30", "x", "99999"]),
     extras=st.lists(st.sampled_from(EXTRAS), max_size=3),
-    transport=st.sampled_from(["udp", "udp", "udp", "tcp"]),
+    transport=st.sampled_from(["udp", "udp", "udp", "tcp", "tls"]),
     retransmit=st.booleans(),
     refresh=st.booleans(),
 )
@@ -267,7 +267,7 @@ def build(shape: Shape, local: tuple[str, int], n: int, cseq: int, auth: str | N
         "domain": REALM,
         "other": "x.example",
     }[shape.to_host]
-    tp = "TCP" if shape.transport == "tcp" else "UDP"
+    tp = shape.transport.upper()
     branch = f"z9hG4bK{n}x{cseq}"
     via = {
         "plain": f"SIP/2.0/{tp} 127.0.0.1:{src_port};branch={branch}",
@@ -318,8 +318,8 @@ def build(shape: Shape, local: tuple[str, int], n: int, cseq: int, auth: str | N
 
 
 def _flow(shape: Shape, local: tuple[str, int], src_port: int, n: int) -> Flow:
-    if shape.transport == "tcp":
-        return Flow("tcp", ("127.0.0.1", src_port), local, f"tcp-lane-{n}")
+    if shape.transport in ("tcp", "tls"):
+        return Flow(shape.transport, ("127.0.0.1", src_port), local, f"tcp-lane-{n}")
     return Flow("udp", ("127.0.0.1", src_port), local)
 
 
@@ -376,7 +376,7 @@ _lane_shapes = st.builds(
         st.sampled_from(["", "Allow: INVITE, ACK, BYE", "Supported: path, outbound", "X-Custom: a:b"]),
         st.sampled_from(["", "Max-Forwards: 70", "Content-Length: 0"]),
     ).map(lambda extras: [e for e in extras if e]),
-    transport=st.sampled_from(["udp", "udp", "tcp"]),
+    transport=st.sampled_from(["udp", "udp", "tcp", "tls"]),
     retransmit=st.booleans(),
     refresh=st.booleans(),
 )  # fmt: skip
@@ -400,7 +400,7 @@ def test_the_lane_takes_what_phones_send(pair: Pair) -> None:
     )  # fmt: skip
     cases = [
         {}, {"via": "rport"}, {"names": "compact"}, {"from_display": '"Alice Martin" '}, {"contact": "q"},
-        {"contact": "expires0"}, {"transport": "tcp"}, {"extras": ["User-Agent: Yealink", "Max-Forwards: 70"]},
+        {"contact": "expires0"}, {"transport": "tcp"}, {"transport": "tls"}, {"extras": ["User-Agent: Yealink", "Max-Forwards: 70"]},
         {"ruri": "domain", "to_host": "domain"}, {"contact": "instance"}, {"via": "other-host"},
     ]  # fmt: skip
     for change in cases:

@@ -30,6 +30,7 @@ from registrar.location import (
     StaleCSeqError,
     TooManyContactsError,
 )
+from registrar.location.fallback import FallbackLocationStore
 from registrar.location.replicated import ReplicatedLocationStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -75,10 +76,11 @@ def prefix() -> str:
 LOCAL = frozenset({"memory", "replicated"})
 
 
-@pytest.fixture(params=["memory", "replicated", "redis", "redis-nocache"])
+@pytest.fixture(params=["memory", "replicated", "redis", "redis-nocache", "redis-fallback"])
 async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator:
     """``redis`` plans from its per-process cache of AOR states; ``redis-nocache`` reads every time;
-    ``replicated`` is worker 0's replica, publishing to no other worker."""
+    ``replicated`` is worker 0's replica, publishing to no other worker; ``redis-fallback`` is the Redis
+    store behind its local fallback (`registrar.location.fallback`), Redis up."""
     if request.param in LOCAL:
         s = MemoryLocationStore() if request.param == "memory" else ReplicatedLocationStore(None, 0, _drop)
         yield s
@@ -88,6 +90,8 @@ async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator:
     s = RedisLocationStore.from_url(
         REDIS_URL, prefix=prefix, cache_size=0 if "nocache" in request.param else 50_000
     )
+    if request.param == "redis-fallback":
+        s = FallbackLocationStore(s, timeout=5.0)  # type: ignore[assignment]
     try:
         yield s
     finally:

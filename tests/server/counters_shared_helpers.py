@@ -39,8 +39,12 @@ def config_yaml(
     backend: str = "redis",
     refresh: float = 60,
     workers: int = 1,
+    outage_reserve: str | None = None,
 ) -> str:
-    counters = f"{{backend: redis, url: '{url}', key_prefix: '{prefix}', refresh_interval: {refresh}}}"
+    reserve = f", outage_reserve: {outage_reserve}" if outage_reserve is not None else ""
+    counters = (
+        f"{{backend: redis, url: '{url}', key_prefix: '{prefix}', refresh_interval: {refresh}{reserve}}}"
+    )
     if backend == "memory":
         counters = "{backend: memory}"
     return f"""\

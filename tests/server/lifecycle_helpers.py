@@ -83,9 +83,10 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serve_process(config: Path, workers: int = 1) -> AsyncIterator[Server]:
-    """Run ``sipcore serve`` until READY=1 (bounded); SIGKILL it afterwards if the test did not stop it."""
-    port = free_port()
+async def serve_process(config: Path, workers: int = 1, port: int | None = None) -> AsyncIterator[Server]:
+    """Run ``sipcore serve`` until READY=1 (bounded); SIGKILL it afterwards if the test did not stop it.
+    ``port``: the SIP port (a restart on the one the phones' dialogs name), else a free one."""
+    port = port or free_port()
     name = f"sipcore-test-{secrets.token_hex(6)}"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind("\0" + name)

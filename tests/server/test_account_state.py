@@ -97,7 +97,9 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
 
 
 def config(state_dir: Path, location: str = "memory", prefix: str = "") -> SimpleNamespace:
-    loc = SimpleNamespace(backend=location, url=REDIS_URL, key_prefix=prefix)
+    loc = SimpleNamespace(
+        backend=location, url=REDIS_URL, key_prefix=prefix, sentinels=(), sentinel_master="mymaster"
+    )
     return SimpleNamespace(
         registrar=SimpleNamespace(location=loc), paths=SimpleNamespace(state_dir=state_dir)
     )

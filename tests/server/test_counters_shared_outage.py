@@ -87,7 +87,8 @@ async def test_redis_down_mid_run_calls_are_rated_and_debits_replayed_once(
     assert await cached_balance(a, "soft") == -2_000_000  # the process still sees its own debits
     assert not await b.shared.sync()  # B's refresh fails: B keeps its cache
     assert await cached_balance(b, "soft") == 0
-    assert authorise(a).allowed  # and authorisation still answers from the cache
+    assert authorise(a, "soft/200").allowed  # and authorisation still answers from the cache
+    assert authorise(a).status == 402  # but a HARD prepaid balance is not spent blind (outage_reserve 0)
 
     await restart(private_redis)
     assert await a.shared.sync()  # replays c2 and c3
@@ -107,7 +108,9 @@ async def test_redis_down_mid_run_calls_are_rated_and_debits_replayed_once(
 async def test_redis_down_at_start_serves_from_config_and_ledger_then_seeds_and_replays(
     make, private_redis, tmp_path
 ) -> None:
-    a = await make("0")  # private_redis not started: connection refused
+    # private_redis not started: connection refused; a reserve above the balance lets the HARD
+    # customer spend it during the outage (the default, 0, refuses its priced calls: see below)
+    a = await make("0", outage_reserve="5.00")
     assert not a.shared.up
     assert authorise(a).max_duration == 120  # opening 1.00 EUR from the configuration
     await settle(a, ended("c1", "pre/100", 60))
@@ -258,3 +261,35 @@ async def test_a_queue_left_by_a_worker_that_no_longer_runs_is_adopted(make, red
     assert await redis_balance(redis_up, PREFIX) == 750_000
     await a.close()
     assert [(e.memo, e.amount_micros) for e in ledger_calls(tmp_path)] == [("old", -250_000)]
+
+
+async def test_hard_prepaid_during_an_outage_spends_at_most_the_outage_reserve(
+    make, redis_up, private_redis
+) -> None:
+    """Redis unreachable: each process sees only its own debits, so a HARD customer's cached balance
+    could be spent once per process. With ``outage_reserve: 0`` (the default) its priced calls are
+    refused (402) until Redis is back; with a reserve, each process lets it spend at most that much
+    (calls cut at the reserve, like at a balance), and the cap is lifted once Redis answers."""
+    strict = await make("0")
+    reserved = await make("1", outage_reserve="0.75")
+    assert authorise(strict).max_duration == 120 and authorise(reserved).max_duration == 120
+    private_redis.kill()
+    assert not await strict.shared.sync() and not await reserved.shared.sync()
+
+    refused = authorise(strict)
+    assert (refused.allowed, refused.status) == (False, 402)
+    assert authorise(strict, "soft/200").allowed  # SOFT customers are not refused on money
+    assert authorise(strict, "pre/101").status == 402  # bundle minutes too, as at a zero balance
+
+    assert authorise(reserved).max_duration == 60  # 0.75 EUR pays one 60 s pulse at 0.50 EUR/min
+    await settle(reserved, ended("c1", "pre/100", 60))  # 0.50 EUR of the reserve spent
+    assert authorise(reserved).status == 402  # 0.25 EUR left: not one pulse
+    assert await cached_balance(reserved) == 500_000  # the real (cached) balance, not capped
+
+    await restart(private_redis)
+    assert await reserved.shared.sync()  # replays c1
+    assert await strict.shared.sync()
+    assert authorise(strict).max_duration == 60  # the replayed debit seen, no cap any more
+    assert authorise(reserved).max_duration == 60
+    await strict.close()
+    await reserved.close()
