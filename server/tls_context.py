@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -231,4 +232,22 @@ def demo_secure_settings(state_dir: str) -> SecureSettings:
     self-signed pair under ``state_dir/tls``, created when missing. Not for production."""
     tls_dir = Path(os.path.expanduser(state_dir)) / "tls"
     cfg = ServerTls(tls_dir / "demo.crt", tls_dir / "demo.key", self_signed=True)
-    return SecureSettings(tls=[DEMO_TLS], ws=[DEMO_WS], wss=[DEMO_WSS], context=server_context(cfg))
+    free = [text if _bindable(text) else None for text in (DEMO_TLS, DEMO_WS, DEMO_WSS)]
+    for text, wanted in zip(free, (DEMO_TLS, DEMO_WS, DEMO_WSS), strict=True):
+        if text is None:
+            log.warning("demo_listener_skipped", address=wanted, reason="address in use")
+    tls, ws, wss = ([t] if t else [] for t in free)
+    return SecureSettings(tls=tls, ws=ws, wss=wss, context=server_context(cfg))
+
+
+def _bindable(text: str) -> bool:
+    """Whether a TCP listener could bind ``text`` now: a demo port another program holds is left out
+    (with a warning) rather than stopping `make run`."""
+    host, port = text.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
