@@ -46,6 +46,7 @@ __all__ = [
     "GuardStats",
     "IpBanned",
     "Verdict",
+    "address_key",
 ]
 
 DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
@@ -61,6 +62,18 @@ DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
 MAX_USERNAME_KEY = 128  # usernames come from attackers: bound the key
 MAX_SOURCES_PER_USER = 256  # per-source shares of a username's count kept (beyond: not clearable)
 MAX_SHARED = 4096  # events queued for the other processes between two take_shared (beyond: dropped)
+
+
+def address_key(ip: str, ipv6_prefix: int) -> str:
+    """The key a source is counted and banned under: itself for IPv4, its /``ipv6_prefix`` network
+    for IPv6 (one host owns a whole /64 and could rotate addresses inside it for free)."""
+    if ":" not in ip:
+        return ip
+    try:
+        net = ipaddress.IPv6Network((ip.split("%", 1)[0], ipv6_prefix), strict=False)
+    except ValueError:
+        return ip
+    return str(net)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,14 +190,8 @@ class Guard:
 
     # -- keys --
     def source_key(self, ip: str) -> str:
-        """The ban/count key of an address: itself for IPv4, its network for IPv6."""
-        if ":" not in ip:
-            return ip
-        try:
-            net = ipaddress.IPv6Network((ip.split("%", 1)[0], self.config.ipv6_prefix), strict=False)
-        except ValueError:
-            return ip
-        return str(net)
+        """The ban/count key of an address (`address_key` with this guard's IPv6 prefix)."""
+        return address_key(ip, self.config.ipv6_prefix)
 
     def is_whitelisted(self, ip: str) -> bool:
         """Memoised (bounded): asked for every authentication outcome of every phone."""

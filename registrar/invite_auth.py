@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registrar.registrar import UNDER_ATTACK, Drop, Registrar, Reply
-from sipcore.digest import Credentials
+from registrar.registrar import Drop, Registrar, Reply
 from sipcore.message import Request
 from sipcore.uri import SipUri
 
@@ -34,33 +33,18 @@ def authenticate_invite(registrar: Registrar, req: Request, ip: str, now: float)
         domain = registrar.domain_of(ruri) if isinstance(ruri, SipUri) else None
     if domain is None:
         return Reply(403, "Relaying Forbidden")
-    accounts = registrar.accounts
-    guard = registrar.guard
-    refused: list[str] = []
-
-    def credentials(user: str) -> Credentials | None:
-        if guard is not None and guard.refuses_guess(ip, user, now):
-            refused.append(user)  # a fresh source against a username under attack: not checked
-            return None
-        account = accounts(domain, user)
-        return account.credentials if account is not None else None
-
-    result = registrar.challenger.verify(
+    checked = registrar.verify_guarded(
+        ip,
         req.headers.get("proxy-authorization"),
         req.method,  # the digest response covers the method of the request it authorises
-        credentials,
+        domain,
         now,
     )
-    if refused and guard is not None:  # counted as a failure: it bans the source
-        return Drop(UNDER_ATTACK, guard.record_failure(ip, refused[0], now))
+    if isinstance(checked, Drop):
+        return checked
+    result, _ = checked
     if result.ok:
-        if guard is not None:  # its source becomes known for the username (and its typos forgiven)
-            guard.record_success(ip, result.username, now)
         return Caller(domain, result.username or "")
-    if guard is not None and result.is_failure:
-        ban = guard.record_failure(ip, result.username, now)
-        if ban is not None:
-            return Drop("banned", ban)
     if result.status == 400:
         return Reply(400, f"Bad Proxy-Authorization header ({result.reason.value})", auth=result)
     values = registrar.challenge_values(now, result.stale, req.headers.get("user-agent"))

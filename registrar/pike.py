@@ -14,9 +14,10 @@ cost more than counting, so the caller checks only the rare source that goes ove
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
+
+from .guard import address_key
 
 __all__ = ["Pike", "PikeConfig", "PikeStats", "RateExceeded"]
 
@@ -77,14 +78,8 @@ class Pike:
         self.evictions_total = 0
 
     def source_key(self, ip: str) -> str:
-        """The count key of an address: itself for IPv4, its network for IPv6."""
-        if ":" not in ip:
-            return ip
-        try:
-            net = ipaddress.IPv6Network((ip.split("%", 1)[0], self.config.ipv6_prefix), strict=False)
-        except ValueError:
-            return ip
-        return str(net)
+        """The count key of an address, as the guard keys its bans (`registrar.guard.address_key`)."""
+        return address_key(ip, self.config.ipv6_prefix)
 
     def hit(self, ip: str, now: float) -> RateExceeded | None:
         """Count one message from ``ip``; the event when it takes its source over the limit (the

@@ -347,6 +347,33 @@ class Registrar:
     ) -> tuple[Account, AuthResult] | Reply | Drop:
         """Digest verification for ``domain``: (account, result) when it succeeds, else the answer
         (a challenge, the same for unknown users and wrong passwords; 400; or a drop once banned)."""
+        checked = self.verify_guarded(ip, authorization, "REGISTER", domain, now, request_uri=request_uri)
+        if isinstance(checked, Drop):
+            return checked
+        result, account = checked
+        if not result.ok:
+            if result.reason is AuthReason.STALE_NONCE:
+                self.stale_nonces += 1
+            if result.status == 400:
+                return Reply(400, f"Bad Authorization header ({result.reason.value})", auth=result)
+            return self.challenge(now, result.stale, result, user_agent)
+        if account is None:  # pragma: no cover - verify succeeded, so credentials were found
+            return self.challenge(now, False, result, user_agent)
+        return account, result
+
+    def verify_guarded(
+        self,
+        ip: str,
+        authorization: str | None,
+        method: str,
+        domain: str,
+        now: float,
+        request_uri: str | None = None,
+    ) -> tuple[AuthResult, Account | None] | Drop:
+        """Digest verification with the guard's word, for REGISTER and the proxy's INVITE/SUBSCRIBE
+        alike: a fresh source's attempt at a username under attack is not checked and counts as a
+        failure (it bans); a failure is counted (a ban drops the request); a success makes the source
+        known for the username. Otherwise (the result, the account the credentials came from)."""
         accounts = self.accounts
         found: list[Account] = []  # the account the credentials came from, looked up once
         guard = self.guard
@@ -362,23 +389,17 @@ class Registrar:
             found.append(account)
             return account.credentials
 
-        result = self.challenger.verify(authorization, "REGISTER", credentials, now, request_uri=request_uri)
-        if refused and guard is not None:  # counted as a failure: it bans the source
-            return Drop(UNDER_ATTACK, guard.record_failure(ip, refused[0], now))
-        if not result.ok:
-            if result.reason is AuthReason.STALE_NONCE:
-                self.stale_nonces += 1
-            ban = guard.record_failure(ip, result.username, now) if guard and result.is_failure else None
-            if ban is not None:
-                return Drop("banned", ban)
-            if result.status == 400:
-                return Reply(400, f"Bad Authorization header ({result.reason.value})", auth=result)
-            return self.challenge(now, result.stale, result, user_agent)
-        if not found:  # pragma: no cover - verify succeeded, so credentials were found
-            return self.challenge(now, False, result, user_agent)
+        result = self.challenger.verify(authorization, method, credentials, now, request_uri=request_uri)
         if guard is not None:
-            guard.record_success(ip, result.username, now)
-        return found[0], result
+            if refused:  # counted as a failure: it bans the source
+                return Drop(UNDER_ATTACK, guard.record_failure(ip, refused[0], now))
+            if result.ok:  # its source becomes known for the username (and its typos forgiven)
+                guard.record_success(ip, result.username, now)
+            elif result.is_failure:
+                ban = guard.record_failure(ip, result.username, now)
+                if ban is not None:
+                    return Drop("banned", ban)
+        return result, (found[0] if found else None)
 
     @staticmethod
     def owns(account: Account, to_user: str | None, to_domain: str | None) -> bool:

@@ -48,6 +48,10 @@ Stamp = tuple[int, int]
 
 
 class AccountState(Protocol):
+    # whether `reserve` checks holds against the caps beyond this host (Redis); when False it
+    # returns None and the caller need not prepare the holds at all
+    reserves_holds: bool
+
     def calls_of(self, account_id: str) -> int:
         """Calls in progress that count against the account (as caller or answered callee)."""
         ...
@@ -114,6 +118,8 @@ class AccountStateService(AccountState, Protocol):
 
 class LocalAccountState:
     """One process: a counter and the forwarding store."""
+
+    reserves_holds = False
 
     def __init__(self, forwarding: ForwardingStore) -> None:
         self.forwarding = forwarding

@@ -151,6 +151,8 @@ def process_id() -> str:
 class RedisAccountState:
     """This process's mirror of the shared account state, and its writes (module docstring)."""
 
+    reserves_holds = True  # across hosts, by the Lua reservation
+
     def __init__(
         self,
         client: RespClient,

@@ -96,6 +96,8 @@ def decode(payload: bytes) -> tuple:
 class ReplicatedAccountState:
     """One worker's replica (see the module docstring). ``persist`` is given to worker 0 only."""
 
+    reserves_holds = False  # one host: the host turn already decides every hold
+
     def __init__(
         self,
         index: int,

@@ -50,6 +50,8 @@ SEED_WAIT = 5.0  # seconds the start waits for the spool replay and the CDR stor
 class Tallies(Protocol):
     """The part of server.account_state.AccountState the daily caps use."""
 
+    reserves_holds: bool
+
     def tally(self, key: str) -> int: ...
 
     def add_tally(self, key: str, delta: int) -> int: ...
@@ -383,8 +385,8 @@ class Billing:
         wide where hosts share the tallies (`Tallies.reserve`); None where the decision stands (one
         host, or tallies with no hold). The answer refuses as `authorise` refuses at the cap."""
         parties = hold_parties(keys)
-        if self.tallies is None or parties is None or micros <= 0:
-            return None
+        if self.tallies is None or not self.tallies.reserves_holds or parties is None or micros <= 0:
+            return None  # one host: the decision stands, no plan or day to look up
         customer_id, account_id = parties
         now, rater = self.clock(), self.rater
         try:

@@ -59,7 +59,6 @@ from calls.trunk_monitor import (
     TrunkState,
 )
 from registrar.invite_auth import Caller, authenticate_invite
-from registrar.registrar import UNDER_ATTACK
 from registrar.registrar import Reply as RegistrarReply
 from routing import Authorisation, AuthoriseRequest, CallState, allow_all
 from routing.toll_fraud import RATE_TALLY, stale_rate_key
@@ -293,13 +292,7 @@ class ProxyService:
             if auth is not None and auth.is_failure:  # counted, one line each (docs/operations.md)
                 self.registrar.auth_failed(ip, auth.username or "", auth.reason.value, req.method)
             return AuthAnswer(outcome.status, outcome.reason, outcome.headers)
-        ban = getattr(outcome, "ban", None)
-        if getattr(outcome, "why", None) == UNDER_ATTACK:  # a fresh source's attempt, not checked
-            self.registrar.auth_failed(ip, (ban.username or "") if ban else "", UNDER_ATTACK, req.method)
-        elif ban is not None:  # the failure that tipped it over, then the ban
-            log.warning("auth_failed", source=ip, user=ban.username or "", reason="banned", method=req.method)
-        if ban is not None:
-            self.registrar.on_ban(ban, req.method)
+        self.registrar.on_drop(outcome, ip, req.method)
         return None  # banned: dropped
 
     def _is_registered(self, account_id: str) -> bool:

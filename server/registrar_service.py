@@ -211,14 +211,7 @@ class RegistrarService:
             self._count_stale()
         if isinstance(decision, Drop):
             DROPPED_REGISTER.labels(decision.why).inc()
-            ban = decision.ban
-            if decision.why == UNDER_ATTACK:  # a fresh source's attempt, not checked: a failure
-                self.auth_failed(source, (ban.username or "") if ban else "", UNDER_ATTACK, "REGISTER")
-            elif ban is not None and ban.reason is not BanReason.SCANNER:  # the failure that tipped it
-                log.warning("auth_failed", source=source, user=ban.username or "",
-                            reason="banned", method="REGISTER")  # fmt: skip
-            if ban is not None:
-                self.on_ban(ban, "REGISTER")
+            self.on_drop(decision, source, "REGISTER")
             return
         if isinstance(decision, Reply):
             auth = decision.auth
@@ -299,6 +292,18 @@ class RegistrarService:
         counted, to the other workers."""
         if self.guard_share is not None:
             self.guard_share.publish()
+
+    def on_drop(self, drop: Drop, source: str, method: str) -> None:
+        """Log and count an authentication the guard dropped (REGISTER here, INVITE and SUBSCRIBE in
+        the proxy): a fresh source's unchecked attempt is a failure; the failure that tipped a
+        source over is logged; then its ban."""
+        ban = drop.ban
+        if drop.why == UNDER_ATTACK:
+            self.auth_failed(source, (ban.username or "") if ban else "", UNDER_ATTACK, method)
+        elif ban is not None and ban.reason is not BanReason.SCANNER:
+            log.warning("auth_failed", source=source, user=ban.username or "", reason="banned", method=method)
+        if ban is not None:
+            self.on_ban(ban, method)
 
     def on_ban(self, ban: IpBanned, method: str) -> None:
         """The one entry for every ban the guard returns (failures, scanners, request rate…): made

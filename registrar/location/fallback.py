@@ -64,6 +64,13 @@ PENDING = Gauge("sipcore_location_pending_aors", "AORs registered during an outa
 # replies that mean "this Redis cannot serve writes now" (a replica after a failover, loading, no master)
 _UNAVAILABLE = ("READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 T = TypeVar("T")
+
+
+class _Down:
+    """What `FallbackLocationStore._ask` answers when Redis could not."""
+
+
+DOWN = _Down()
 MAX_RETRY_INTERVAL = 10.0  # Redis back -> written back within this, at worst
 
 
@@ -145,13 +152,8 @@ class FallbackLocationStore:
     async def get(self, aor: str, now: float) -> list[Binding]:
         self._check_master()
         if self.up:
-            try:
-                bindings = await self._bounded(self.redis.get(aor, now))
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-                self._went_down(exc)
-            else:
+            bindings = await self._ask(self.redis.get(aor, now))
+            if bindings is not DOWN:
                 if aor not in self.dirty:
                     self.local.install(aor, tuple(bindings))
                 return bindings
@@ -182,13 +184,8 @@ class FallbackLocationStore:
     ) -> ApplyResult:
         self._check_master()
         if self.up:
-            try:
-                result = await self._bounded(self.redis.apply(aor, changes, now, max_contacts, policy))
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise  # a LocationError: the REGISTER's answer
-                self._went_down(exc)
-            else:
+            result = await self._ask(self.redis.apply(aor, changes, now, max_contacts, policy))
+            if result is not DOWN:  # a LocationError raised: the REGISTER's answer
                 if result.events:
                     if aor not in self.dirty:
                         self._keep(aor, result.bindings)
@@ -199,13 +196,8 @@ class FallbackLocationStore:
 
     async def remove_flow(self, connection_id: str) -> list[LocationEvent]:
         if self.up:
-            try:
-                events = await self._bounded(self.redis.remove_flow(connection_id))
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-                self._went_down(exc)
-            else:
+            events = await self._ask(self.redis.remove_flow(connection_id))
+            if events is not DOWN:
                 self.local.close_flow(connection_id)
                 return events
         return self._close_flow_locally(connection_id, time.time())
@@ -220,33 +212,18 @@ class FallbackLocationStore:
         self._check_master()
         self.local.sweep(now)
         if self.up:
-            try:
-                await self._bounded(self.redis.expire(now))
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-                self._went_down(exc)
+            await self._ask(self.redis.expire(now))
             self._check_master()  # it may have reconnected to another master just now
         return []
 
     async def count_aors(self, now: float | None = None) -> int:
-        if self.up:
-            try:
-                return await self._bounded(self.redis.count_aors(now))
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-                self._went_down(exc)
+        if self.up and (n := await self._ask(self.redis.count_aors(now))) is not DOWN:
+            return n
         return self.local.aor_count()
 
     async def count_contacts(self, now: float | None = None) -> int:
-        if self.up:
-            try:
-                return await self._bounded(self.redis.count_contacts(now))
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-                self._went_down(exc)
+        if self.up and (n := await self._ask(self.redis.count_contacts(now))) is not DOWN:
+            return n
         return self.local.contact_count()
 
     async def close(self) -> None:
@@ -258,6 +235,17 @@ class FallbackLocationStore:
 
     def _bounded(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
         return coro if self.timeout is None else asyncio.wait_for(coro, self.timeout)
+
+    async def _ask(self, coro: Coroutine[Any, Any, T]) -> T | _Down:
+        """Redis's answer, or DOWN when Redis is unavailable (and the store marked down); any other
+        error (a LocationError: the request's own answer) is raised."""
+        try:
+            return await self._bounded(coro)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            self._went_down(exc)
+            return DOWN
 
     # -- the other workers -------------------------------------------------------------------------
 
