@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sipcore.digest import build_authorization
+from sipcore.ownership import owner_of_call_id
 from tests.registrar_sip.client import Phone, SipClient
 from tests.registrar_sip.configs import DOMAIN, PASSWORDS, write_config
 
@@ -143,12 +144,17 @@ def invite_bytes(client: SipClient, user: str, authorization: str | None, call_i
     return "\r\n".join(lines).encode()
 
 
-async def invite_guess(address: tuple[str, int], source: str, user: str, password: str) -> int | None:
-    """One guess on a new socket and a new Call-ID (so its owner is any worker): INVITE, 407, INVITE
-    with Proxy-Authorization; the final status (407 for a wrong password), None when unanswered."""
+async def invite_guess(
+    address: tuple[str, int], source: str, user: str, password: str, owner: tuple[int, int] | None = None
+) -> int | None:
+    """One guess on a new socket and a new Call-ID (so its owner is any worker, or the worker
+    ``owner`` = (index, workers) names): INVITE, 407, INVITE with Proxy-Authorization; the final
+    status (407 for a wrong password), None when unanswered."""
     client = await SipClient.open(address, "UDP", source)
     try:
         call_id = secrets.token_hex(8)
+        while owner is not None and owner_of_call_id(call_id, owner[1]) != owner[0]:
+            call_id = secrets.token_hex(8)
         first = await client.request(invite_bytes(client, user, None, call_id, 1), SILENCE)
         if first is None:
             return None
@@ -180,23 +186,24 @@ async def one_source(
     address: tuple[str, int], source: str, workers: int, method: str, limit: int = 60, after: int = 10
 ) -> dict[str, object]:
     """Guesses from ``source`` until one goes unanswered (at most ``limit``); then ``after`` more
-    requests on new sockets (read by any worker, owned by alternate ones) to see each drop the source."""
+    requests on new sockets (read by any worker, owned by alternate ones) to see each drop the source.
+    Each guess is owned by the next worker in turn, so with several workers every one checks some."""
     answered = 0
     for n in range(limit):
         if method == "REGISTER":
             user = user_owned_by(n % max(workers, 2), max(workers, 2), n // 2)
             status = await register_guess(address, source, user, "guess")
         else:
-            status = await invite_guess(address, source, "1001", "guess")
+            status = await invite_guess(address, source, "1001", "guess", owner=(n % workers, workers))
         if status is None:
             break
         answered += 1
-    after = 0
+    dropped_answered = 0
     for n in range(after):  # each on a new socket: read by any worker
         user = user_owned_by(n % 2, 2, 100 + n)
         if await register_guess(address, source, user, "guess") is not None:
-            after += 1
-    return {"answered_before_ban": answered, "answered_after_ban": after}
+            dropped_answered += 1
+    return {"answered_before_ban": answered, "answered_after_ban": dropped_answered}
 
 
 async def distributed(
