@@ -53,12 +53,16 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
             proc.wait()
 
 
-def start_server(work: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """`sipcore serve` on the bench config (callee may take many calls at once), in ``work``."""
+def start_server(work: Path, journal_fsync: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """`sipcore serve` on the bench config (callee may take many calls at once), in ``work``;
+    ``journal_fsync``: the call journal's ``fsync`` mode (None: the default)."""
     config = write_bench_config(work / "bench.yaml")
     text = config.read_text()
     # The callee answers every call of the run: the default max_calls (2) would make it "busy".
-    config.write_text(text.replace("password: pwcallee}", "password: pwcallee, max_calls: 1000}"))
+    text = text.replace("password: pwcallee}", "password: pwcallee, max_calls: 1000}")
+    if journal_fsync is not None:
+        text += f"proxy:\n  call_journal: {{fsync: {journal_fsync}}}\n"
+    config.write_text(text)
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(config), "--udp", f"127.0.0.1:{port}",
@@ -154,11 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", action="store_true", help="also run bench.py's step-rate search")
     parser.add_argument("--rates", default="100,200,400,800,1000,1500")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-call"), help="bench.py's output folder")
+    parser.add_argument(
+        "--journal-fsync", choices=("reply", "background", "off"), help="proxy.call_journal.fsync"
+    )
     parser.add_argument("--write", action="store_true", help=f"append the figures to {RESULTS}")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-call-") as tmp:
         work = Path(tmp)
-        server, port = start_server(work)
+        server, port = start_server(work, args.journal_fsync)
         try:
             runs = [measure_cpu(server, port, work, args.rate, args.calls) for _ in range(args.repeat)]
             steps = step_search(server, port, args.out, args.rates) if args.step else ""

@@ -51,9 +51,14 @@ CALLEES = tuple(f"u{n}" for n in range(19990, 20000))
 class Host:
     """`sipcore serve` for one host of the pair; entered at READY=1 (bounded), SIGTERM on exit."""
 
-    def __init__(self, work: Path, address: str, peers: list[str], prefix: str) -> None:
-        self.work, self.address, self.peers, self.prefix = work / address, address, peers, prefix
-        self.port = free_port()
+    def __init__(self, work: Path, address: str, port: int, peers: list[str], prefix: str) -> None:
+        self.work, self.address, self.port, self.peers, self.prefix = (
+            work / address,
+            address,
+            port,
+            peers,
+            prefix,
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def config(self) -> Path:
@@ -172,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     prefix = f"sipcore-bench-cluster-{secrets.token_hex(4)}:"
     results: dict[str, Any] = {}
-    with Host(base, A, [A, B], prefix) as host_a, Host(base, B, [A, B], prefix) as host_b:
+    port_a, port_b = free_port(), free_port()
+    peers = [f"{A}:{port_a}", f"{B}:{port_b}"]  # each on its own port: probed there (server.cluster)
+    with Host(base, A, port_a, peers, prefix) as host_a, Host(base, B, port_b, peers, prefix) as host_b:
         assert host_a.proc is not None and host_b.proc is not None
         pids = [host_a.proc.pid, host_b.proc.pid]
         callees = iter(CALLEES)

@@ -5,7 +5,11 @@
   Redis, the calls alternating between them): how many are answered and what the day costs (CDRs);
 * host turn: the cost of `HostTurn.turn()` (flock, inbox read, unlock) a new call pays with workers;
 * visibility: how long a tally added by one process takes to be seen by another, through the worker
-  channel (two workers' replicas over real socketpairs) and through Redis (two processes' mirrors).
+  channel (two workers' replicas over real socketpairs) and through Redis (two processes' mirrors);
+* admission (`--admission` alone): what a call placed pays where hosts share Redis, the Lua admission
+  (`RedisAccountState.admit`: ``max_calls`` and two rate windows summed over every live process) —
+  its round trip one call at a time and ten in flight, this process's CPU per admission, and Redis's
+  (``INFO commandstats``, EVALSHA).
 
 Needs Redis at 127.0.0.1:6379 (keys under unique prefixes, deleted at the end). Figures go to
 docs/reliability.md with the machine they were taken on.
@@ -21,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from routing.toll_fraud import hold_keys
+from routing.toll_fraud import RateLimit, admission, hold_keys
 from server.account_state import HostTurn
 from server.account_state_redis import RedisAccountState
 from server.account_state_replicated import ReplicatedAccountState
@@ -145,6 +149,72 @@ async def _visibility(a, b, samples: int, channels=()) -> list[float]:  # type: 
     return out
 
 
+async def admission_cost(samples: int, processes: int = 8) -> dict[str, float]:
+    """The admission's round trip (µs) with ``processes`` live process hashes holding counts (hosts ×
+    workers; the others' hashes written directly, so this process's CPU is one process's), one call at
+    a time and ten in flight; CPU per call placed here (the admission against today's unchecked count
+    writes) and in Redis per admission (µs)."""
+    import redis.asyncio as aioredis
+
+    prefix = f"sipcore-bench-admit-{secrets.token_hex(4)}:"
+    client = aioredis.from_url(REDIS_URL)
+    limits = (RateLimit(1_000_000, 1), RateLimit(1_000_000, 60))
+    for i in range(1, processes):  # the others hold calls of the account and of 20 others
+        table = {f"bench/{n}": 1 for n in range(20)}
+        table[admission("bench/0", 1, limits, time.time()).rates[0].current] = i
+        await client.hset(f"{prefix}calls:bench-{i}/1", mapping={**table, "~seq": 1})
+        await client.sadd(f"{prefix}procs", f"bench-{i}/1")
+    a = RedisAccountState.from_url(REDIS_URL, prefix, process="bench-0/1")
+    await a.start()
+    try:
+
+        async def admit() -> float:
+            start = time.perf_counter()
+            assert await a.admit(admission("bench/0", 1_000_000, limits, time.time())) == 0
+            return (time.perf_counter() - start) * 1e6
+
+        async def unchecked() -> None:  # what a call placed wrote before: its count, its rate windows
+            a.call_started("bench/0")
+            for key in admission("bench/0", 1_000_000, limits, time.time()).placed:
+                a.add_tally(key, 1)
+            await asyncio.wait(set(a._writes))
+
+        for _ in range(200):  # warm-up (scripts loaded, connection up)
+            await admit()
+        before = _evalsha_stats(await client.info("commandstats"))
+        cpu = time.process_time()
+        serial = [await admit() for _ in range(samples)]
+        cpu_admit = (time.process_time() - cpu) / samples * 1e6
+        after = _evalsha_stats(await client.info("commandstats"))
+        cpu = time.process_time()
+        for _ in range(samples):
+            await unchecked()
+        cpu_unchecked = (time.process_time() - cpu) / samples * 1e6
+        flight: list[float] = []
+        for _ in range(samples // 10):
+            flight += await asyncio.gather(*(admit() for _ in range(10)))
+        calls, usec = after[0] - before[0], after[1] - before[1]
+        return {
+            "serial_p50": _pct(serial, 50), "serial_p99": _pct(serial, 99),
+            "flight_p50": _pct(flight, 50), "flight_p99": _pct(flight, 99),
+            "cpu_admit": cpu_admit, "cpu_unchecked": cpu_unchecked,
+            "redis_usec_per_evalsha": usec / calls if calls else 0.0, "evalsha_calls": calls, "ours": samples,
+        }  # fmt: skip
+    finally:
+        await a.close()
+        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def _evalsha_stats(info: dict[str, object]) -> tuple[int, int]:
+    """(calls, µs) of EVALSHA so far (every script: admissions and the count writes)."""
+    stat = info.get("cmdstat_evalsha") or {}
+    assert isinstance(stat, dict)
+    return int(stat.get("calls", 0)), int(stat.get("usec", 0))
+
+
 def _pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
 
@@ -154,7 +224,16 @@ async def main() -> None:
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--admission", action="store_true", help="only the admission's cost")
     args = parser.parse_args()
+    if args.admission:
+        for processes in (2, 8):
+            figures = await admission_cost(args.samples * 4, processes)
+            print(
+                f"admission, {processes} live processes: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
+            )
+        return
     print(f"host turn (flock + inbox read + unlock): {host_turn_cost():.2f} µs per new call")
     for name, fn in (("worker channel", visibility_workers), ("redis", visibility_redis)):
         values = await fn(args.samples)

@@ -14,6 +14,7 @@ from calls.call_ended import CallEnded
 from calls.dialog_record import DialogRecord
 from calls.model import Branch, Destination, NotifyCopy, Relay
 from routing.feature_codes import ForwardingChange
+from routing.toll_fraud import Admission
 from sipcore.flow import Flow
 from sipcore.message import Request, Response
 from sipcore.records import fast_init
@@ -102,6 +103,18 @@ class CountCall:
 
 @fast_init
 @dataclass(frozen=True, slots=True)
+class Admit:
+    """A call placed by an account counts against it (as `CountCall` +1) and in its call-rate windows
+    (routing.toll_fraud.Admission); where hosts share the counts the adapter checks it platform-wide
+    first, the rest of the call's actions waiting for the answer, and refuses it as routing would
+    (`CallController.refuse`). Its end takes back the +1 as any call's (`CountCall` -1)."""
+
+    call_id: str
+    admission: Admission
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Tally:
     """Add ``delta`` to this process's share of platform-wide tallies (routing.toll_fraud): a call
     placed counts in its account's rate windows; a priced leg holds what it may cost."""
@@ -172,7 +185,17 @@ class Transit:
     method: str
 
 
+@fast_init
+@dataclass(frozen=True, slots=True)
+class PeerSilent:
+    """A call's INVITE through another host of the platform (``peer``: its name,
+    ``calls.cluster_route.peer_name``) had no answer at all within ``answer_wait``: that host is dead
+    (the adapter marks it down in its peer probes, ``TrunkMonitor.mark_down``)."""
+
+    peer: str
+
+
 Action = (
     SendRequest | SendStateless | Reply | Respond | ForwardResponse | LookupContacts | ResolveHost | CountCall
-    | ChangeForwarding | EndCall | CallAnswered | NotifyAnswered | TrunkFailover | Transit
+    | Admit | ChangeForwarding | EndCall | CallAnswered | NotifyAnswered | TrunkFailover | Transit | PeerSilent
 )  # fmt: skip

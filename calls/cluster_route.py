@@ -29,9 +29,20 @@ from sipcore.uri import SipUri
 PATH_TAG = "\0path"
 # A peer is a stateful proxy: it answers an INVITE with 100 Trying within 200 ms, and at once to each
 # retransmission (0.5, 1, 2 s). Nothing at all by then: the host is down, and its phones unreachable
-# through it until they register elsewhere -- the branch ends (408) instead of waiting for Timer B.
+# through it until they register elsewhere -- the branch ends (408) instead of waiting for Timer B,
+# and the host is marked down (calls.trunk_monitor, mark_down): later calls do not wait again.
 PEER_ANSWER_WAIT = 4.0
 CALLER_TAG = "\0from:"  # transit Record-Route: sealed for the caller's From tag (requests towards the phone)
+
+
+def peer_name(host: str, port: int) -> str:
+    """The name of the host reached at ``host``:``port`` (a route entry's address): the key of its
+    state, its probes' and its metric's label. IP addresses in their canonical form."""
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"{host.lower()}:{port}"
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
 class ClusterRoute:

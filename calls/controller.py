@@ -34,6 +34,7 @@ from urllib.parse import unquote
 
 from calls.actions import (
     Action,
+    Admit,
     CallAnswered,
     ChangeForwarding,
     CountCall,
@@ -41,6 +42,7 @@ from calls.actions import (
     ForwardResponse,
     LookupContacts,
     NotifyAnswered,
+    PeerSilent,
     Reply,
     ResolveHost,
     Respond,
@@ -51,7 +53,7 @@ from calls.actions import (
     TrunkFailover,
 )
 from calls.call_ended import CallEnded, disposition_for
-from calls.cluster_route import CALLER_TAG, ClusterRoute
+from calls.cluster_route import CALLER_TAG, ClusterRoute, peer_name
 from calls.dialog_record import DialogRecord
 from calls.identity import (
     HeaderPolicy,
@@ -83,7 +85,6 @@ from routing import (
     CallState,
     CancelBranch,
     ConnectBranch,
-    Decision,
     DecisionKind,
     FailCall,
     RingBranch,
@@ -94,6 +95,7 @@ from routing import (
     plan_did,
     plan_incoming,
     route_outgoing,
+    route_to_account,
 )
 from routing.dialplan import VOICEMAIL_CODE
 from routing.outcomes import branch_outcome
@@ -101,7 +103,7 @@ from routing.plan_direct import DirectPlan
 from routing.plan_events import BranchFailed
 from routing.targets import AccountContacts, MediaService, TrunkNumber, media_key
 from routing.targets import SipUri as TargetUri
-from routing.toll_fraud import hold_keys
+from routing.toll_fraud import Admission, hold_keys
 from sipcore.digest import build_authorization
 from sipcore.errors import SipParseError
 from sipcore.flow import Flow, response_destination, same_host, strip_brackets
@@ -167,9 +169,8 @@ class CallSettings:
     ack_wait: float = ACK_WAIT
     cancel_grace: float = CANCEL_GRACE
     orphan_timeout: float = ORPHAN_TIMEOUT  # a call restored after a crash whose BYE never comes
-    links: tuple[
-        Any, ...
-    ] = ()  # calls.trunk_monitor.TrunkLink of each trunk: probes, registration (the adapter's)
+    # calls.trunk_monitor.TrunkLink of each trunk (probes, registration) and peer probed (the adapter's)
+    links: tuple[Any, ...] = ()
     cluster: ClusterRoute | None = None  # several hosts (server.cluster): transit of peers' requests
 
 
@@ -239,6 +240,7 @@ class CallController:
         self.is_local = is_local
         self.draw = draw  # weighted choice among trunks of equal priority
         self.down_trunks: set[str] = set()  # taken out of rotation by failed probes (on_trunk_state)
+        self.down_peers: set[str] = set()  # the platform's hosts found dead (on_peer_state): not rung through
         self.calls: dict[str, Call] = {}
         self._timers = _Timers()
         # unsolicited NOTIFYs waiting for their account's contacts: (NOTIFY, its flow, account id, AOR)
@@ -308,6 +310,15 @@ class CallController:
             self.down_trunks.discard(trunk)
         else:
             self.down_trunks.add(trunk)
+
+    def on_peer_state(self, peer: str, up: bool) -> None:
+        """The adapter's probes (or a call's silent branch, ``PeerSilent``) found another host of the
+        platform (``peer_name``) answering again (up) or dead: a contact registered through a dead host
+        is not rung (its branch ends at once as unreachable, as after ``answer_wait``)."""
+        if up:
+            self.down_peers.discard(peer)
+        else:
+            self.down_peers.add(peer)
 
     def is_stateless_invite(self, req: Request, flow: Flow) -> bool:
         """An initial INVITE without credentials from a phone (not a trunk): whatever it gets — the
@@ -645,7 +656,7 @@ class CallController:
             return
         by_name = setup.find_user(auth.domain, dialed) if any(c.isalpha() for c in dialed) else None
         if by_name is not None:  # sip:user@domain naming an account: the AOR itself, not digits
-            decision = Decision(DecisionKind.INTERNAL, dialed, dialed, caller.extension, callee=by_name)
+            decision = route_to_account(caller, by_name, dialed, state)
         else:
             decision = route_outgoing(setup, caller, dialed, state, self.authorise)
         kind = decision.kind
@@ -693,9 +704,7 @@ class CallController:
                     max_duration=decision.max_duration, caller_public=self._public_of(caller),
                     caller_extension=caller.extension, privacy=privacy_of(req.headers.get_all("privacy")),
                     preferred=preferred, **base)  # type: ignore[arg-type]  # fmt: skip
-        if decision.placed:  # counts in the account's call-rate windows (routing.toll_fraud)
-            out.append(Tally(decision.placed, 1))
-        self._begin(call, now, out)
+        self._begin(call, now, out, decision.admission)
 
     def _inbound(
         self, req: Request, flow: Flow, trunk: str, now: float, state: CallState, out: list[Action]
@@ -722,9 +731,11 @@ class CallController:
         self._begin(call, now, out)
 
     # ---- executing a plan ---------------------------------------------------------------------------
-    def _begin(self, call: Call, now: float, out: list[Action]) -> None:
+    def _begin(self, call: Call, now: float, out: list[Action], admission: Admission | None = None) -> None:
         self.calls[call.call_id] = call
-        if call.account_id:
+        if admission is not None:  # counted by its admission (platform-wide, where hosts share counts)
+            out.append(Admit(call.call_id, admission))
+        elif call.account_id:
             out.append(CountCall(call.account_id, 1))
         self._run(call, call.plan.start(now), now, out)
 
@@ -829,6 +840,8 @@ class CallController:
         for b in late:
             if b.give_up_at is not None and b.give_up_at <= now:
                 b.cancel_pending = True
+                if b.trunk is None:  # through another host of ours (_ring_targets): it is dead
+                    out.append(PeerSilent(peer_name(b.dest.host, b.dest.port)))
                 self._branch_final(call, b, 408, None, now, out)
         waiting = [b.give_up_at for subs in call.branches.values() for b in subs
                    if b.give_up_at is not None and b.final is None and not b.provisional]  # fmt: skip
@@ -839,11 +852,13 @@ class CallController:
     def _ring_targets(
         self, call: Call, ring: RingBranch, contacts: list[Contact], now: float, out: list[Action]
     ) -> list[Any]:
-        if not contacts:
+        cluster = self.settings.cluster
+        if cluster is not None and self.down_peers:  # no contact rung through a dead host of ours
+            contacts = [c for c in contacts if not self._behind_dead_peer(c, cluster)]
+        if not contacts:  # as when those branches are given up after answer_wait (408), at once
             return call.plan.on_branch_event(ring.branch_id, BranchUnreachable(), now)
         subs: list[Branch] = []
         call.branches[ring.branch_id] = subs
-        cluster = self.settings.cluster
         for contact in contacts:
             fwd = self._forwarded_invite(call, ring, contact.uri, contact.dest, route=contact.route)
             branch = Branch(call.call_id, ring.branch_id, fwd, contact.dest)
@@ -856,6 +871,11 @@ class CallController:
             subs.append(branch)
             self._send(fwd, contact.dest, branch, out)
         return []
+
+    def _behind_dead_peer(self, contact: Contact, cluster: ClusterRoute) -> bool:
+        dest = contact.dest
+        return (bool(contact.route) and cluster.is_peer(dest.host)
+                and peer_name(dest.host, dest.port) in self.down_peers)  # fmt: skip
 
     def _targets(self, target: Any) -> list[Contact]:
         """Request-URI and destination of each thing to ring for a plan target (not an account)."""

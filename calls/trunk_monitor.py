@@ -1,5 +1,6 @@
-"""Carrier trunks kept in rotation and registered, sans I/O: OPTIONS health probes and outbound
-registration (REGISTER with digest), as a core that takes events with ``now`` and returns actions.
+"""Carrier trunks kept in rotation and registered, and the platform's other hosts watched, sans I/O:
+OPTIONS health probes and outbound registration (REGISTER with digest), as a core that takes events
+with ``now`` and returns actions.
 
 Probes. A trunk with a ``probe_interval`` gets an ``OPTIONS sip:<host>:<port>`` every interval. Any
 answer below 500 (200, but also 404/405/401/407: something is there and speaks SIP) is a success; a
@@ -7,6 +8,13 @@ answer below 500 (200, but also 404/405/401/407: something is there and speaks S
 ``probe_failures`` failures in a row the trunk is *down* (``TrunkState(up=False)``); the first success
 brings it back up. The call controller hears the changes (``CallController.on_trunk_state``) and skips
 down trunks while another of a call's set is up.
+
+Peers. The other hosts of a platform (``server.cluster``, docs/scale-out.md) are probed the same way,
+as links with ``peer=True``: any answer at all is a success (a host that answers is there to relay,
+as Kamailio's dispatcher with ``ds_ping_reply_codes`` taking every class), and their changes go to
+``CallController.on_peer_state``, which rings no contact through a host that is down. A call's INVITE
+through a peer that stayed silent takes it down at once (``mark_down``), without waiting for the
+probes; the next answered probe brings it back.
 
 Registration. A trunk with ``register`` is sent ``REGISTER sip:<domain>`` (AOR
 ``sip:<username>@<domain>``, Contact at our address); a 401/407 is answered once with the credentials
@@ -48,6 +56,7 @@ class TrunkLink:
     probe_interval: float | None = None
     probe_failures: int = 3
     register: Registration | None = None
+    peer: bool = False  # another host of the platform (server.cluster), not a carrier
 
 
 @dataclass(slots=True, eq=False)
@@ -67,11 +76,13 @@ class Registering:
 
 @dataclass(frozen=True, slots=True)
 class TrunkState:
-    """A trunk went down (``probe_failures`` failed probes in a row) or came back up (a probe answered)."""
+    """A trunk (``peer``: a host of the platform) went down (``probe_failures`` failed probes in a row,
+    or ``mark_down``) or came back up (a probe answered)."""
 
     trunk: str
     up: bool
     status: int  # the last probe's answer (408: none in time, 503: could not be sent)
+    peer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +163,7 @@ class TrunkMonitor:
         for name, old in self.trunks.items():
             forgotten = fresh.get(name) is not old
             if forgotten and old.probe is not None and not old.probe.up:
-                out.append(TrunkState(name, True, 0))  # starts afresh (or is gone): no longer down
+                out.append(TrunkState(name, True, 0, old.link.peer))  # starts afresh (or is gone): not down
         self.trunks = fresh
         out.extend(self.on_timer(now))
         return out
@@ -193,7 +204,7 @@ class TrunkMonitor:
             probe = entry.probe
             if probe is not None and probe.waiting is key:
                 probe.waiting = None
-                if resp.status < 500:
+                if resp.status < 500 or entry.link.peer:
                     self._probe_answered(entry, resp.status, out)
                 else:
                     self._probe_failed(entry, resp.status, out)
@@ -232,6 +243,19 @@ class TrunkMonitor:
             self._register_failed(entry, status, now, out)
         return out
 
+    def mark_down(self, name: str, status: int) -> list[MonitorAction]:
+        """Traffic found a probed link dead (a call's INVITE through a peer went unanswered): down at
+        once, without waiting for ``probe_failures`` probes; the next answered probe brings it back.
+        Nothing for a link that is not probed (nothing would bring it back) or is down already."""
+        out: list[MonitorAction] = []
+        entry = self.trunks.get(name)
+        probe = entry.probe if entry is not None else None
+        if entry is not None and probe is not None and probe.up:
+            probe.failures = max(probe.failures, probe.threshold)
+            probe.up = False
+            out.append(TrunkState(name, False, status, entry.link.peer))
+        return out
+
     # ---- probes -----------------------------------------------------------------------------------
     def _send_probe(self, entry: _Trunk, out: list[MonitorAction]) -> None:
         probe = entry.probe
@@ -262,7 +286,7 @@ class TrunkMonitor:
         probe.failures = 0
         if not probe.up:
             probe.up = True
-            out.append(TrunkState(entry.link.name, True, status))
+            out.append(TrunkState(entry.link.name, True, status, entry.link.peer))
 
     def _probe_failed(self, entry: _Trunk, status: int, out: list[MonitorAction]) -> None:
         probe = entry.probe
@@ -270,7 +294,7 @@ class TrunkMonitor:
         probe.failures += 1
         if probe.up and probe.failures >= probe.threshold:
             probe.up = False
-            out.append(TrunkState(entry.link.name, False, status))
+            out.append(TrunkState(entry.link.name, False, status, entry.link.peer))
 
     # ---- registration -----------------------------------------------------------------------------
     def _send_register(

@@ -227,11 +227,25 @@ def is_loopback_host(host: str) -> bool:
 class ClusterSection(Strict):
     """Several hosts sharing one Redis location store and one PostgreSQL (docs/scale-out.md): bindings
     registered here carry a route through ``advertise``, and the ``peers`` may send calls through us
-    to our phones (transit: not authenticated, not counted here)."""
+    to our phones (transit: not authenticated, not counted here). Each peer given as one address is
+    probed with OPTIONS: a host that stops answering is rung through no more until it answers again."""
 
     advertise: SipAddress  # where the other hosts reach this one (one of its listening addresses)
     transport: Literal["udp", "tcp"] = "udp"  # how they send to it
-    peers: tuple[Network, ...] = ()  # the other hosts' addresses (networks allowed)
+    # the other hosts' addresses (networks allowed; address:port: a host reached on another port than
+    # our advertise's, trusted from any port)
+    peers: tuple[InboundSource, ...] = ()
+    # Kamailio's dispatcher pings only when told (ds_ping_interval 0) and takes one failure
+    # (ds_probing_threshold 1): a platform always wants the probes, and two failures in a row keep one
+    # lost datagram from taking a host out (a dead one is known within 10-15 s)
+    probe_interval: Duration | None = Field(5, ge=1, le=3600)  # OPTIONS to each peer; None: off
+    probe_failures: int = Field(2, ge=1, le=100)  # unanswered probes in a row that mark a peer down
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """``peers`` as networks (a port dropped): who may send transit, never banned."""
+        return tuple(p if "/" in p else str(ipaddress.ip_network(p.rpartition(":")[0].strip("[]")))
+                     for p in self.peers)  # fmt: skip
 
 
 class ServerSection(Strict):
@@ -576,6 +590,29 @@ class RedisCounters(Strict):
     sentinel_master: Text = "mymaster"
 
 
+class SqliteLedgerSection(Strict):
+    """The ledger in a SQLite file of this host (one writer: the host's processes)."""
+
+    backend: Literal["sqlite"]
+    path: Text = "ledger.sqlite3"  # under server.state_dir
+
+
+def _postgres_dsn(value: str) -> str:
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"{value!r} is not a PostgreSQL DSN (postgresql://user@host/db[?schema=NAME])")
+    return value
+
+
+class PostgresLedgerSection(Strict):
+    """The ledger in PostgreSQL, shared by every host of a platform (docs/scale-out.md)."""
+
+    backend: Literal["postgresql"]
+    dsn: Annotated[Text, AfterValidator(_postgres_dsn)]  # postgresql://user@host/db[?schema=NAME]
+
+
+LedgerSection = Annotated[SqliteLedgerSection | PostgresLedgerSection, Field(discriminator="backend")]
+
+
 def _timezone(value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)
@@ -600,6 +637,9 @@ class RatingSection(Strict):
     counters: Annotated[MemoryCounters | RedisCounters, Field(discriminator="backend")] = MemoryCounters(
         backend="memory"
     )
+    # not the CDR store's dsn by default: a server upgraded with `cdr: postgresql` would start from an
+    # empty ledger and forget every payment; sharing the ledger is chosen explicitly
+    ledger: LedgerSection = SqliteLedgerSection(backend="sqlite")
 
 
 # ------------------------------------------------------------------------------------------ customers

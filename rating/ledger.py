@@ -7,6 +7,7 @@ debit < 0) and kept as integer micro-units; `post` reports a low-balance crossin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -43,6 +44,20 @@ class LedgerEntry:
     @property
     def amount(self) -> Decimal:
         return from_micros(self.amount_micros)
+
+
+class LedgerUnavailable(Exception):
+    """The ledger's database cannot be reached (the text names it, without a password)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTotals:
+    """What seeding the shared counters reads of a stored ledger (server.counter_seed), in one snapshot."""
+
+    last_id: int  # highest ledger id read (0: empty ledger)
+    every: Mapping[str, int]  # customer -> sum of every entry up to last_id
+    since: Mapping[str, int]  # customer -> sum of non-call, non-live entries in (watermark, last_id]
+    live: tuple[tuple[str, int, int], ...] = ()  # (customer, id, amount): live entries, same range
 
 
 class Ledger(Protocol):

@@ -1,6 +1,8 @@
-"""EDGE ADAPTER: the ledger in SQLite (stdlib sqlite3), for the `sipcore balance` commands.
+"""EDGE ADAPTER: the ledger in SQLite (stdlib sqlite3), one file per host (the default backend).
 
-Amounts are stored as integer micro-units; times as ISO-8601 UTC text. One transaction per append.
+Amounts are stored as integer micro-units; times as ISO-8601 UTC text. One transaction per append;
+SQLite lets one writer at a time commit, so ids are committed in id order (what the seed's watermark
+needs, server.counter_seed; rating.ledger_postgres has to take a lock for it).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from rating.ledger import EntryKind, LedgerEntry, check_entry
+from rating.ledger import EntryKind, LedgerEntry, LedgerTotals, check_entry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -79,6 +81,22 @@ class SqliteLedger:
             )  # fmt: skip
         return replace(entry, id=cur.lastrowid)
 
+    def append_all(self, entries: list[LedgerEntry]) -> list[LedgerEntry]:
+        """Store a batch in one transaction: all of it or none (a retried batch is not half in twice)."""
+        for entry in entries:
+            check_entry(entry)
+        out = []
+        with self._db:
+            for entry in entries:
+                cur = self._db.execute(
+                    "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (entry.customer_id, str(entry.kind), entry.amount_micros, entry.at.isoformat(), entry.memo,
+                     entry.operation_id),
+                )  # fmt: skip
+                out.append(replace(entry, id=cur.lastrowid))
+        return out
+
     def append_once(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
         """Store an entry carrying an ``operation_id`` unless one with that id exists: returns the
         stored entry (the first one, on a repeat) and whether this call added it. The unique index
@@ -138,6 +156,35 @@ class SqliteLedger:
             params = (customer_id, limit)
         rows = self._db.execute(sql, params).fetchall()
         return [_entry(row) for row in reversed(rows)]
+
+    def totals(self, watermark: int) -> LedgerTotals:
+        """The seed's sums (server.counter_seed), in one read transaction."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            last = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM ledger").fetchone()[0])
+            every = db.execute(
+                "SELECT customer_id, SUM(amount_micros) FROM ledger WHERE id <= ? GROUP BY customer_id",
+                (last,),
+            ).fetchall()
+            since = db.execute(
+                "SELECT customer_id, SUM(amount_micros) FROM ledger WHERE id > ? AND id <= ? AND kind != ?"
+                " AND operation_id IS NULL GROUP BY customer_id",
+                (watermark, last, str(EntryKind.CALL)),
+            ).fetchall()
+            live = db.execute(
+                "SELECT customer_id, id, amount_micros FROM ledger WHERE id > ? AND id <= ?"
+                " AND operation_id IS NOT NULL ORDER BY id",
+                (watermark, last),
+            ).fetchall()
+        finally:
+            db.execute("COMMIT")
+        return LedgerTotals(
+            last,
+            {c: int(v) for c, v in every},
+            {c: int(v) for c, v in since},
+            tuple((str(c), int(i), int(v)) for c, i, v in live),
+        )
 
 
 def _entry(row: tuple[object, ...]) -> LedgerEntry:

@@ -25,7 +25,7 @@ from routing.model import (
     Trunk,
 )
 from routing.numbering import normalise
-from routing.outgoing import Decision, DecisionKind, route_outgoing
+from routing.outgoing import Decision, DecisionKind, route_outgoing, route_to_account
 from routing.plan import Caller, CallPlan, plan_did, plan_incoming
 from routing.plan_events import (
     BranchAnswered,
@@ -94,4 +94,5 @@ __all__ = [
     "plan_did",
     "plan_incoming",
     "route_outgoing",
+    "route_to_account",
 ]

@@ -2,13 +2,14 @@
 
 Order: feature code (not a call: no limit applies) → simultaneous-call limit → call-rate limit →
 short code → own extension → on-net DID → outside number (destination blocklist, premium block, then
-the rater's authorisation). A call placed counts in the account's rate windows (``placed``).
+the rater's authorisation). A call placed counts against its account and in its rate windows
+(``admission``: what the adapter counts, and checks again platform-wide where hosts share the counts).
 Internal and on-net calls are never rated; the proxy hands ``callee`` to ``plan_incoming``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from routing import refusals
@@ -27,7 +28,7 @@ from routing.numbering import is_premium, normalise
 from routing.refusals import Refusal
 from routing.state import CallState
 from routing.targets import MediaService, SipUri, Target
-from routing.toll_fraud import over_rate, placed_keys, rate_key, window_of
+from routing.toll_fraud import Admission, admission
 
 
 class DecisionKind(StrEnum):
@@ -57,27 +58,37 @@ class Decision:
     change: ForwardingChange | None = None
     max_duration: int | None = None
     hold_micros: int = 0
-    placed: tuple[str, ...] = ()
-    """Tallies the call adds one to when placed (its account's call-rate windows)."""
+    admission: Admission | None = None
+    """What the call counts when placed (against its account, in its call-rate windows) and the limits
+    it was decided on (routing.toll_fraud); None for a refusal or a feature code."""
 
 
 def _refused(dialed: str, refusal: Refusal, normalised: str = "") -> Decision:
     return Decision(DecisionKind.REFUSED, dialed, normalised=normalised, refusal=refusal)
 
 
-def _support(setup: RoutingSetup, caller: AccountRoute, dialed: str) -> Decision:
+def _support(setup: RoutingSetup, caller: AccountRoute, dialed: str, admit: Admission) -> Decision:
     support = setup.support
     if support.startswith(("sip:", "sips:")):
         return Decision(
-            DecisionKind.SERVICE, dialed, support, caller.presented_number, target=SipUri(support)
+            DecisionKind.SERVICE,
+            dialed,
+            support,
+            caller.presented_number,
+            target=SipUri(support),
+            admission=admit,
         )
     customer = setup.customers[caller.customer_id]
     e164 = normalise(customer.dialing, support) or support
     did = setup.dids.get(e164)
     if did is not None:
-        return Decision(DecisionKind.ON_NET, dialed, e164, caller.presented_number, callee=did)
+        return Decision(
+            DecisionKind.ON_NET, dialed, e164, caller.presented_number, callee=did, admission=admit
+        )
     target = trunk_number(setup, customer, e164)
-    return Decision(DecisionKind.SERVICE, dialed, e164, caller.presented_number, target=target)
+    return Decision(
+        DecisionKind.SERVICE, dialed, e164, caller.presented_number, target=target, admission=admit
+    )
 
 
 def route_outgoing(
@@ -94,39 +105,64 @@ def route_outgoing(
             return _refused(dialed, parsed)
         return Decision(DecisionKind.FEATURE, dialed, change=parsed)
 
-    if state.calls_of(caller.account_id) >= caller.max_calls:
-        return _refused(dialed, refusals.call_limit(caller.max_calls))
-    for limit in caller.rate_limits:
-        index, into = window_of(limit, state.wall)
-        current = state.tally(rate_key(caller.account_id, limit.window, index))
-        previous = state.tally(rate_key(caller.account_id, limit.window, index - 1))
-        if over_rate(limit, previous, current, into):
-            return _refused(dialed, refusals.call_rate(limit.describe()))
-    decision = _route(setup, caller, dialed, authorise)
-    if decision.kind is DecisionKind.REFUSED or not caller.rate_limits:
-        return decision
-    return replace(decision, placed=placed_keys(caller.account_id, caller.rate_limits, state.wall))
+    admit = admission(caller.account_id, caller.max_calls, caller.rate_limits, state.wall)
+    refusal = _over_limits(admit, caller, state)
+    if refusal is not None:
+        return _refused(dialed, refusal)
+    return _route(setup, caller, dialed, authorise, admit)
 
 
-def _route(setup: RoutingSetup, caller: AccountRoute, dialed: str, authorise: Authoriser) -> Decision:
+def route_to_account(caller: AccountRoute, callee: AccountRoute, dialed: str, state: CallState) -> Decision:
+    """A call to ``sip:user@domain`` naming an account by its username (the AOR itself, not digits):
+    the same limits as any call ``caller`` places, then ``callee`` directly."""
+    admit = admission(caller.account_id, caller.max_calls, caller.rate_limits, state.wall)
+    refusal = _over_limits(admit, caller, state)
+    if refusal is not None:
+        return _refused(dialed, refusal)
+    return Decision(DecisionKind.INTERNAL, dialed, dialed, caller.extension, callee=callee, admission=admit)
+
+
+def _over_limits(admit: Admission, caller: AccountRoute, state: CallState) -> Refusal | None:
+    """The refusal of a call placed beyond ``caller``'s simultaneous-call or call-rate limits."""
+    placed, tally = admit.placed, state.tally
+    refused = admit.refused(state.calls_of(caller.account_id) + 1, lambda key: tally(key) + (key in placed))
+    return admit.refusal(refused) if refused else None
+
+
+def _route(
+    setup: RoutingSetup, caller: AccountRoute, dialed: str, authorise: Authoriser, admit: Admission
+) -> Decision:
+    """Where the call goes; every decision but a refusal carries ``admit`` (no `replace`: a copy of
+    the decision costs more than the rest of an internal call's routing)."""
     customer = setup.customers[caller.customer_id]
     dest = classify(setup, customer, dialed)
     kind = dest.kind
     if kind is DestinationKind.EXTENSION:
-        return Decision(DecisionKind.INTERNAL, dialed, dest.number, caller.extension, callee=dest.account)
+        return Decision(
+            DecisionKind.INTERNAL, dialed, dest.number, caller.extension, callee=dest.account, admission=admit
+        )
     if kind is DestinationKind.SHORT_CODE:
         if dest.number == SUPPORT_CODE:
-            return _support(setup, caller, dialed)
+            return _support(setup, caller, dialed, admit)
         if dest.number == CONFERENCE_CODE:
             target = MediaService(setup.media_uri, "conference", room=caller.customer_id)
         else:
             assert dest.number == VOICEMAIL_CODE
             target = MediaService(setup.media_uri, "mailbox", mailbox=caller.account_id)  # its own menu
-        return Decision(DecisionKind.SERVICE, dialed, dest.number, caller.extension, target=target)
+        return Decision(
+            DecisionKind.SERVICE, dialed, dest.number, caller.extension, target=target, admission=admit
+        )
     if kind is DestinationKind.INVALID:
         return _refused(dialed, refusals.address_incomplete(dialed))
     if kind is DestinationKind.DID:
-        return Decision(DecisionKind.ON_NET, dialed, dest.number, caller.presented_number, callee=dest.did)
+        return Decision(
+            DecisionKind.ON_NET,
+            dialed,
+            dest.number,
+            caller.presented_number,
+            callee=dest.did,
+            admission=admit,
+        )
 
     number = dest.number
     blocked = caller.blocklist.blocking_prefix(number)
@@ -150,4 +186,5 @@ def _route(setup: RoutingSetup, caller: AccountRoute, dialed: str, authorise: Au
         target=trunk_number(setup, customer, number),
         max_duration=auth.max_duration,
         hold_micros=auth.hold_micros,
+        admission=admit,
     )

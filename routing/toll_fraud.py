@@ -1,8 +1,9 @@
 """Toll-fraud limits a compromised account runs into: destination blocklists and call-rate limits.
 
 Pure: the platform-wide counts (calls placed per window) are read through ``CallState.tally`` and the
-wall-clock time through ``CallState.wall``; what to count for a call placed is returned, the proxy's
-adapter adds it to the shared tallies (server.account_state: summed over workers and hosts).
+wall-clock time through ``CallState.wall``; what to count for a call placed is returned (`Admission`),
+the proxy's adapter adds it to the shared tallies (server.account_state: summed over workers and
+hosts), checking it again across hosts with the same rule (`Admission.refused`, in Redis).
 
 Blocklist: the longest prefix among the blocked and allowed entries of the platform, the customer and
 the account decides (an allowed entry is an exception carved out of a shorter blocked one); on one
@@ -15,9 +16,12 @@ do: no burst of twice the limit at a window boundary, two counters per account a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from routing import refusals
+from routing.refusals import Refusal
 
 TALLY = "#"  # server.account_state.TALLY: keys of platform-wide counters that are not calls
 
@@ -112,6 +116,63 @@ def over_rate(limit: RateLimit, previous: int, current: int, into: float) -> boo
 def placed_keys(account_id: str, limits: Iterable[RateLimit], wall: float) -> tuple[str, ...]:
     """The tallies a call placed at ``wall`` adds one to (the current window of each limit)."""
     return tuple(rate_key(account_id, lim.window, window_of(lim, wall)[0]) for lim in limits)
+
+
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    """One call-rate limit of a call being placed, as the platform-wide check reads it: the tallies
+    of the fixed window the call falls in and of the one before, and the weight of the previous one
+    in the sliding estimate (`estimated_rate`)."""
+
+    limit: RateLimit
+    current: str
+    previous: str
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A call placed by ``account_id``: what it counts (+1 call in progress, +1 in the current window
+    of each rate limit) and the limits it is checked against where hosts share the counts
+    (server.account_state ``admit``: in one step, across hosts; `refused` is that check, `refusal`
+    its answer, the same as routing's)."""
+
+    account_id: str
+    max_calls: int
+    rates: tuple[RateCheck, ...] = ()
+
+    @property
+    def placed(self) -> tuple[str, ...]:
+        """The rate tallies the call adds one to."""
+        return tuple(r.current for r in self.rates)
+
+    def refused(self, calls: int, tally: Callable[[str], int]) -> int:
+        """0 when the call may be placed, given the platform's counts with the call itself counted
+        (``calls`` in progress, ``tally`` of a rate window): else 1 for the call limit, 2 + i for the
+        i-th rate limit. The reference of the Lua check (server.account_state_redis `_ADMIT`)."""
+        if calls > self.max_calls:
+            return 1
+        for i, r in enumerate(self.rates):
+            if estimated_rate(tally(r.previous), tally(r.current), 1.0 - r.weight) > r.limit.calls + 1e-9:
+                return 2 + i
+        return 0
+
+    def refusal(self, refused: int) -> Refusal:
+        """The answer to a call `refused` says no to: routing's own (status, reason and Warning)."""
+        if refused == 1:
+            return refusals.call_limit(self.max_calls)
+        return refusals.call_rate(self.rates[refused - 2].limit.describe())
+
+
+def admission(account_id: str, max_calls: int, limits: Iterable[RateLimit], wall: float) -> Admission:
+    """What a call placed at ``wall`` (the entry host's clock, which routing decided on) counts and is
+    checked against."""
+    rates = []
+    for lim in limits:
+        index, into = window_of(lim, wall)
+        rates.append(RateCheck(lim, rate_key(account_id, lim.window, index),
+                               rate_key(account_id, lim.window, index - 1), 1.0 - into))  # fmt: skip
+    return Admission(account_id, max_calls, tuple(rates))
 
 
 def stale_rate_key(key: str, wall: float) -> bool:

@@ -15,7 +15,8 @@ forwarding set in one worker is ignored by the others. `server.account_state_fac
 The same replication carries *tallies*: platform-wide counters other than calls, kept apart by a
 key that starts with ``TALLY`` (toll-fraud limits: calls placed per rate window, today's settled
 spend, the spend held by calls in progress; see routing.toll_fraud). Each process adds to its own
-share and reads the sum, exactly as for calls.
+share and reads the sum, exactly as for calls. Where hosts share the state, a call placed and a
+capped leg's hold are checked again in Redis in one step before the leg starts (`admit`, `reserve`).
 
 The pure parts shared by the replicas are here: `CallCounts` (each process counts only its own
 calls, the total is the sum of what each reports) and `ForwardingView` (last writer wins by stamp).
@@ -36,6 +37,7 @@ from routing.feature_codes import ForwardingChange
 from routing.forwarding_store import ForwardingStore
 from routing.model import ForwardKind
 from routing.state import Overrides
+from routing.toll_fraud import Admission
 
 TALLY = "#"
 """First character of a tally's key (never an account id: those are ``customer/extension``)."""
@@ -100,6 +102,15 @@ class AccountState(Protocol):
         (Redis: across hosts). Resolves to 0 when added, else the 1-based index of the hold refused;
         either way the caller takes ``delta`` back when the call ends (`add_tally`). None where one host is the platform: the host turn (`exclusive`) already makes routing's
         decision exact and the caller adds the tally as usual."""
+        ...
+
+    def admit(self, admission: Admission) -> Awaitable[int] | None:
+        """Count a call placed, at once: +1 against its account, +1 in each of its rate windows. Where
+        hosts share the counts (Redis), also check it against the account's limits platform-wide in one
+        step with the counting (`Admission.refused`): resolves to 0 when admitted, else the refusal's
+        index, and a refused call's rate windows are taken back (its +1 goes with its end, as any
+        call's). None where one host is the platform: the host turn already made routing's decision
+        exact."""
         ...
 
     def exclusive(self) -> AbstractContextManager[None]:
@@ -167,6 +178,10 @@ class LocalAccountState:
     def reserve(self, holds: Sequence[HoldCheck], delta: int, bucket: str) -> Awaitable[int] | None:
         return None
 
+    def admit(self, admission: Admission) -> Awaitable[int] | None:
+        count_placed(self, admission)
+        return None
+
     def exclusive(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
 
@@ -177,6 +192,13 @@ def claim_share(state: AccountState, key: str) -> bool:
         return False
     state.add_tally(key, 1)
     return True
+
+
+def count_placed(state: AccountState, admission: Admission) -> None:
+    """`AccountState.admit` where routing's decision stands (one host): what a call placed counts."""
+    state.call_started(admission.account_id)
+    for key in admission.placed:
+        state.add_tally(key, 1)
 
 
 @dataclass(frozen=True, slots=True)

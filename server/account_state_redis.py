@@ -18,9 +18,22 @@ durable in Redis and survives restarts of sipcore; mirrors take a change only if
 newer (`ForwardingView`), so they converge whatever the order of publications and reads. A change
 Redis did not take is retried at the next refresh.
 
-What is left: two calls set up in two processes in the same instant both read the count before
-either's change reached the other (publication through Redis: about a millisecond), and a process
-that lost its subscription sees others' changes only at its next refresh.
+New calls across hosts: each host routes on its mirror, which lags the others by a publication, so
+the decisions that must not be taken twice are taken again in Redis, in one Lua step each, before the
+call's leg starts (the host turn orders one host's workers, the script orders the hosts): a call
+placed is admitted (`admit`, `_ADMIT`: the account's calls over every live process's hash against
+``max_calls``, and each call-rate window's calls, the current and previous fixed windows weighted as
+routing weighs them, on the entry host's clock), and a capped leg's hold is reserved (`reserve`,
+`_RESERVE`: the day's spend + every process's holds against the caps). Either writes this process's
+new shares only if within the limits; our shares move here at once and are written absolute with the
+sequence number of their message, so a later `_SET_CALLS` of ours (a call's end, a refused call's
+rate windows taken back) is ordered after them on the one connection and never fights them. With
+Redis unreachable the host's own decision stands (its mirror: a burst split over hosts can then get
+one extra call per host).
+
+What is left: a process that lost its subscription sees others' changes only at its next refresh
+(what the callee side's busy test and the mirror's first decision read; admissions and holds read
+Redis itself).
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from registrar.location.sentinel import parse_address, redis_client
 from routing.feature_codes import ForwardingChange
 from routing.model import ForwardKind
 from routing.state import Overrides
+from routing.toll_fraud import Admission
 from server.account_state import CallCounts, ForwardingView, HoldCheck, HostPeers, HostTurn, calls_only
 
 log = structlog.get_logger("sipcore.account_state")
@@ -129,8 +143,49 @@ if existed == 0 then return -1 end
 return 0
 """  # a bucket (a day's spend) outlives the day it counts
 
+# A call placed, admitted against its account's limits and counted in one step (the host turn orders
+# one host's workers, this orders the hosts; `routing.toll_fraud.Admission.refused` is the same check).
+# KEYS: own hash, process set. ARGV: process, ttl ms, channel, prefix of the processes' hashes, last
+# seq, max_calls, account, this process's new share of its calls, its message, then per rate window:
+# current key, previous key, calls allowed, weight of the previous window, this process's new share of
+# the current one, its share of the previous one, the current one's message. Every count is this
+# process's share (what it holds now, the new call in it) + every other process's (an expired hash: a
+# dead host's, counts 0). Refused: nothing is written, 1 (max_calls) or 2 + the window's index.
+# Admitted: the shares written as they are, absolute (as `_SET_CALLS`), and published; 0, or -1 if
+# our hash had expired.
+_ADMIT = """
+local procs = redis.call('SMEMBERS', KEYS[2])
+local function total(field, own)
+  local n = tonumber(own)
+  for _, p in ipairs(procs) do
+    if p ~= ARGV[1] then n = n + tonumber(redis.call('HGET', ARGV[4] .. p, field) or '0') end
+  end
+  return n
+end
+if total(ARGV[7], ARGV[8]) > tonumber(ARGV[6]) then return 1 end
+for i = 10, #ARGV, 7 do
+  local rate = total(ARGV[i + 1], ARGV[i + 5]) * tonumber(ARGV[i + 3]) + total(ARGV[i], ARGV[i + 4])
+  if rate > tonumber(ARGV[i + 2]) + 1e-9 then return 2 + (i - 10) / 7 end
+end
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[7], ARGV[8])
+redis.call('PUBLISH', ARGV[3], ARGV[9])
+for i = 10, #ARGV, 7 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 4])
+  redis.call('PUBLISH', ARGV[3], ARGV[i + 6])
+end
+if tonumber(ARGV[5]) > tonumber(redis.call('HGET', KEYS[1], '~seq') or '0') then
+  redis.call('HSET', KEYS[1], '~seq', ARGV[5])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+if existed == 0 then return -1 end
+return 0
+"""
+
 _SCRIPTS = {name: (body, hashlib.sha1(body.encode()).hexdigest()) for name, body in
-            (("calls", _SET_CALLS), ("table", _SET_TABLE), ("reserve", _RESERVE))}  # fmt: skip
+            (("calls", _SET_CALLS), ("table", _SET_TABLE), ("reserve", _RESERVE),
+             ("admit", _ADMIT))}  # fmt: skip
 
 UNREACHABLE = (ConnectionError, OSError, asyncio.TimeoutError, RedisReplyError)
 
@@ -335,26 +390,56 @@ class RedisAccountState:
         never counts it twice or not at all; until then only this process counts it (not Redis)."""
         args: list[Any] = []
         for key, spent_key, cap in holds:
-            share = self._counts.add(self.process, key, delta)
-            self._seq += 1
-            message = json.dumps(["c", self.process, self._seq, key, share])
-            if self._host_publish is not None:
-                self._host_publish(message.encode(), self._turn is not None and self._turn.inside)
+            share, message = self._move_share(key, delta)
             args += (key, spent_key, -1 if cap is None else cap, share, message)
         keys = (self._own_key, self._procs_key, self._shared_prefix + bucket)
         head = (self.process, self._ttl_ms, self._channel, self._calls_prefix, self._seq)
         return self._reserved(self._eval("reserve", keys, (*head, *args)))
+
+    def admit(self, admission: Admission) -> Awaitable[int]:
+        """Hosts decide on their own mirrors, which lag by a publication: the call is checked against
+        the account's ``max_calls`` and rate windows in Redis and counted in one step (`_ADMIT`), as a
+        hold is (`reserve`, the same reasons): our shares move here at once, the account's is taken
+        back with the call's end, a refused call's rate windows once refused."""
+        account = admission.account_id
+        share, message = self._move_share(account, 1)
+        args: list[Any] = [admission.max_calls, account, share, message]
+        own = self._counts.own
+        for r in admission.rates:
+            current, message = self._move_share(r.current, 1)
+            args += (r.current, r.previous, r.limit.calls, repr(r.weight), current,
+                     own(self.process, r.previous), message)  # fmt: skip
+        head = (self.process, self._ttl_ms, self._channel, self._calls_prefix, self._seq)
+        sent = self._eval("admit", (self._own_key, self._procs_key), (*head, *args))
+        return self._admitted(sent, admission.placed)
+
+    def _move_share(self, key: str, delta: int) -> tuple[int, str]:
+        """Move our share of ``key`` here, tell this host's other workers at once; (new share, the
+        message that publishes it through Redis once written)."""
+        share = self._counts.add(self.process, key, delta)
+        self._seq += 1
+        message = json.dumps(["c", self.process, self._seq, key, share])
+        if self._host_publish is not None:
+            self._host_publish(message.encode(), self._turn is not None and self._turn.inside)
+        return share, message
 
     async def _reserved(self, sent: Awaitable[Any]) -> int:
         try:
             refused = int(await sent)
         except UNREACHABLE as exc:  # Redis away: decided on the mirror, as every other limit then
             self._down(exc)
-            self._dirty = True  # our table, this hold in it, is rewritten at the next refresh
+            self._dirty = True  # our table, what it asked in it, is rewritten at the next refresh
             return 0
         if refused == -1:
             self._dirty = True
         return max(refused, 0)
+
+    async def _admitted(self, sent: Awaitable[Any], placed: tuple[str, ...]) -> int:
+        refused = await self._reserved(sent)
+        if refused:  # not placed: out of the rate windows (written absolute, after the refusal)
+            for key in placed:
+                self.add_tally(key, -1)
+        return refused
 
     async def _send_shared(self, bucket: str, key: str, delta: int) -> None:
         try:

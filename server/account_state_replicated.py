@@ -42,7 +42,16 @@ import structlog
 from routing.feature_codes import ForwardingChange
 from routing.model import ForwardKind
 from routing.state import Overrides
-from server.account_state import CallCounts, ForwardingView, HoldCheck, HostTurn, calls_only, claim_share
+from routing.toll_fraud import Admission
+from server.account_state import (
+    CallCounts,
+    ForwardingView,
+    HoldCheck,
+    HostTurn,
+    calls_only,
+    claim_share,
+    count_placed,
+)
 
 log = structlog.get_logger("sipcore.account_state")
 
@@ -129,6 +138,10 @@ class ReplicatedAccountState:
 
     def reserve(self, holds: Sequence[HoldCheck], delta: int, bucket: str) -> Awaitable[int] | None:
         return None  # one host: the host turn decides exactly
+
+    def admit(self, admission: Admission) -> Awaitable[int] | None:
+        count_placed(self, admission)  # one host: the host turn decided exactly
+        return None
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """One worker at a time (module docstring); what the block publishes goes out at once."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from rating.ledger import EntryKind, LedgerEntry, signed_micros
+from rating.ledger import EntryKind, LedgerEntry, LedgerUnavailable, signed_micros
 from rating.money import from_micros
 from server.admin_peers import AdminPeers, AdminRefused, PeerUnavailable
 
@@ -314,6 +314,8 @@ class AdminApi:
             entry, created = await billing.record(customer_id, kind, amount, operation_id, note)
         except ValueError as exc:
             raise AdminRefused(400, str(exc)) from None
+        except LedgerUnavailable as exc:  # a PostgreSQL ledger down: nothing written, repeat later
+            raise AdminRefused(503, str(exc)) from None
         if (entry.customer_id, entry.kind, entry.amount_micros) != (
             customer_id,
             kind,

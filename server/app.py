@@ -355,7 +355,9 @@ class Application:
         )
         calls = call_settings(cfg, self.sip, registrar.challenger.realm)
         if self.proxy is not None:  # server.cluster needs a restart: the registrar keeps its route too
-            calls = dataclasses.replace(calls, cluster=self.proxy.controller.settings.cluster)
+            old = self.proxy.controller.settings  # and the peers probed are the ones started with
+            links = (*(k for k in calls.links if not k.peer), *(k for k in old.links if k.peer))
+            calls = dataclasses.replace(calls, cluster=old.cluster, links=links)
         rater = self.billing.rater_for(cfg) if self.billing is not None else None
         limits = new.settings.sip.limits
         # -- swap --

@@ -30,7 +30,7 @@ from rating.alerts import publish_low_balance
 from rating.balance_redis import RedisCounterStore
 from rating.counters import MemoryCounterStore
 from rating.ledger import EntryKind, LedgerEntry, signed_micros
-from rating.ledger_sqlite import SqliteLedger
+from rating.ledger_store import LedgerAt, ledger_at, open_ledger
 from rating.model import BalanceMode, CallToRate, Direction, RatingSetup, Refusal
 from rating.money import from_micros, to_micros
 from rating.rater import Rater
@@ -121,7 +121,7 @@ class Billing:
         cfg: Any,
         rater: Rater,
         pipeline: CdrPipeline,
-        ledger_path: Path,
+        ledger_path: LedgerAt,
         shared: SharedCounters | None = None,
         tallies: Tallies | None = None,
         seed_spend: bool = False,
@@ -139,7 +139,7 @@ class Billing:
         self.counters: MemoryCounterStore = shared.cache if shared is not None else MemoryCounterStore()
         if shared is not None:
             shared.on_debit = self._ledger_debit
-        self.ledger_path = ledger_path
+        self.ledger_path = ledger_path  # the configured ledger: a SQLite file or a PostgreSQL database
         self._debits: list[LedgerEntry] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -246,8 +246,7 @@ class Billing:
         opening = to_micros(Decimal(initial_balances(self.cfg).get(customer_id, 0)), "balance")
 
         def write() -> tuple[LedgerEntry, bool]:
-            ledger = SqliteLedger(self.ledger_path)
-            try:
+            with open_ledger(self.ledger_path) as ledger:
                 first = ledger.by_operation(operation_id)
                 if first is not None:
                     return first, False  # a repeat: the first result, whatever the balance is now
@@ -256,8 +255,6 @@ class Billing:
                     raise MoneyError(f"{kind} amount: {amount} would bring the balance of {customer_id} "
                                      f"to {from_micros(after)}, beyond the maximum allowed; nothing written")  # fmt: skip
                 return ledger.append_once(entry)  # the unique index decides a concurrent repeat
-            finally:
-                ledger.close()
 
         return await asyncio.to_thread(write)
 
@@ -343,11 +340,8 @@ class Billing:
         opening = to_micros(Decimal(initial_balances(self.cfg).get(customer_id, 0)), "balance")
 
         def read() -> int:
-            ledger = SqliteLedger(self.ledger_path)
-            try:
+            with open_ledger(self.ledger_path) as ledger:
                 return ledger.balance_micros(customer_id)
-            finally:
-                ledger.close()
 
         return opening + await asyncio.to_thread(read)
 
@@ -589,12 +583,8 @@ class Billing:
         batch, self._debits = self._debits, []
 
         def write() -> None:
-            ledger = SqliteLedger(self.ledger_path)
-            try:
-                for entry in batch:
-                    ledger.append(entry)
-            finally:
-                ledger.close()
+            with open_ledger(self.ledger_path) as ledger:
+                ledger.append_all(batch)  # all or none: the batch is queued again on failure
 
         try:
             await asyncio.to_thread(write)
@@ -653,7 +643,7 @@ def build_billing(cfg: Any, worker: int | None = None, tallies: Tallies | None =
         )
     # every process of a Redis platform may be the first up; with workers, worker 0
     seed = worker in (None, 0) or cfg.registrar.location.backend == "redis"
-    return Billing(cfg, rater, pipeline, state_dir / "ledger.sqlite3", shared, tallies, seed)
+    return Billing(cfg, rater, pipeline, ledger_at(cfg), shared, tallies, seed)
 
 
 def counters_watch(setup: RatingSetup) -> Watch:

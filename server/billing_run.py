@@ -1,21 +1,20 @@
-"""EDGE ADAPTER: the billing run's postings into the SQLite ledger (rating.billing_cycle decides what).
+"""EDGE ADAPTER: the billing run's postings into the configured ledger (rating.billing_cycle decides what).
 
-Each fee is one ``append_once`` under its unique operation id: two processes (or hosts sharing the
-ledger file) running the same month at once, a repeated run, or a run resumed after a crash write each
-fee exactly once; whoever did not write a row finds the one that was written. The low-balance crossing
-is reported by the process that wrote the row.
+Each fee is one ``append_once`` under its unique operation id: two processes (or hosts sharing a
+PostgreSQL ledger) running the same month at once, a repeated run, or a run resumed after a crash write
+each fee exactly once; whoever did not write a row finds the one that was written. The low-balance
+crossing is reported by the process that wrote the row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from rating.billing_cycle import FeePosting
 from rating.events import LowBalanceCrossed
 from rating.ledger import EntryKind, LedgerEntry, signed_micros
-from rating.ledger_sqlite import SqliteLedger
+from rating.ledger_store import LedgerAt, open_ledger
 from rating.settlement import crossed_low_balance
 
 
@@ -28,7 +27,7 @@ class Posted:
 
 
 def post_fees(
-    ledger_path: Path,
+    at_ledger: LedgerAt,
     postings: list[FeePosting],
     at: datetime,
     opening: dict[str, int],
@@ -39,8 +38,7 @@ def post_fees(
     event; ``opening``: configured opening balances, micro-units; ``thresholds``:
     low-balance thresholds of the customers that have one)."""
     out: list[Posted] = []
-    ledger = SqliteLedger(ledger_path)
-    try:
+    with open_ledger(at_ledger) as ledger:
         for p in postings:
             if dry_run:
                 found = ledger.by_operation(p.operation_id)
@@ -57,22 +55,14 @@ def post_fees(
                     p.customer_id, before, before + delta, thresholds[p.customer_id], at
                 )
             out.append(Posted(p, entry, created, low))
-    finally:
-        ledger.close()
     return out
 
 
-def last_billed(ledger_path: Path) -> str | None:
-    ledger = SqliteLedger(ledger_path)
-    try:
+def last_billed(at_ledger: LedgerAt) -> str | None:
+    with open_ledger(at_ledger) as ledger:
         return ledger.last_billed()
-    finally:
-        ledger.close()
 
 
-def mark_billed(ledger_path: Path, period: str, at: datetime) -> None:
-    ledger = SqliteLedger(ledger_path)
-    try:
+def mark_billed(at_ledger: LedgerAt, period: str, at: datetime) -> None:
+    with open_ledger(at_ledger) as ledger:
         ledger.mark_billed(period, at)
-    finally:
-        ledger.close()

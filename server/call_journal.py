@@ -13,9 +13,9 @@ before the replies of the same loop iteration leave (``sync``: the transports' b
 batch of datagrams, and at once before a write on a TCP/TLS connection), so the 2xx of an INVITE and
 the 200 of a BYE go out only once the call's record survives ``kill -9``. Against a power cut or a
 kernel crash the file is fdatasync'd as well (``fsync``): ``reply`` before those replies leave (the
-event loop waits for the disk), ``background`` (the default) in a thread at once after the write
-(the replies do not wait; the window is one fdatasync, ``sipcore_call_journal_fdatasync_seconds``),
-``off`` never. ``D`` frames need no fdatasync of their own: one lost in a power cut makes the
+event loop waits for the disk), ``background`` (the default) in a thread of the journal's own,
+grouped: at most one fdatasync every 10 ms (``server.group_commit``; the replies do not wait; the window
+is those 10 ms plus one fdatasync, ``sipcore_call_journal_fdatasync_seconds``), ``off`` never. ``D`` frames need no fdatasync of their own: one lost in a power cut makes the
 restart rebuild a CDR the store already holds (ignored by its key).
 
 At start, before any worker runs, ``recover_journals`` reads every file: the calls still open and
@@ -48,6 +48,7 @@ from prometheus_client import Counter, Histogram
 from calls.call_ended import CallEnded
 from calls.dialog_record import DialogRecord
 from cdr.frames import FrameStop, decode_frames, encode_frame
+from server.group_commit import GroupCommit
 from sipcore.ownership import owner_of_call_id
 
 log = structlog.get_logger("sipcore.call_journal")
@@ -246,9 +247,7 @@ class CallJournal:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
         self.path = path
         self.fsync = fsync
-        self._fdatasync_running = False  # background: one fdatasync in a thread at a time
-        self._fdatasync_again = False  # written since the running one began: another one after it
-        self._retired: list[int] = []  # descriptors replaced by a compaction while one ran
+        self._committer: GroupCommit | None = None  # background: the fdatasync thread, once open
         self._sync_soon = False  # a sync is scheduled for the end of this loop iteration
         self.compact_bytes = compact_bytes
         self.heartbeat_interval = heartbeat
@@ -289,14 +288,14 @@ class CallJournal:
     def close(self) -> None:
         """Write what is buffered, fdatasync it (unless ``off``); release the file."""
         self.sync()
+        if self._committer is not None:
+            self._committer.stop()  # its fdatasync done and the retired descriptors closed
+            self._committer = None
         if self._fd is not None:
             if self.fsync != "off":
                 with contextlib.suppress(OSError):
                     os.fdatasync(self._fd)
-            if self._fdatasync_running:
-                self._retired.append(self._fd)  # closed when the thread's fdatasync returns
-            else:
-                os.close(self._fd)
+            os.close(self._fd)
             self._fd = None
 
     # ---- records -----------------------------------------------------------------------------------
@@ -384,31 +383,14 @@ class CallJournal:
         FDATASYNC_SECONDS.observe(time.perf_counter() - started)
 
     def _fdatasync_soon(self) -> None:
-        """fdatasync in a thread, now or as soon as the running one returns (group commit)."""
-        if self._fdatasync_running:
-            self._fdatasync_again = True
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a tool, a test): at once
-            self._fdatasync(self._fd)  # type: ignore[arg-type]
-            return
-        self._fdatasync_running = True
-        loop.run_in_executor(None, self._fdatasync, self._fd).add_done_callback(self._fdatasynced)
+        """fdatasync in the journal's own thread, grouped (server.group_commit)."""
+        if self._committer is None:
+            self._committer = GroupCommit(self._fdatasync, self._fdatasync_failed, name="call-journal-sync")
+        self._committer.request(self._fd)  # type: ignore[arg-type]
 
-    def _fdatasynced(self, done: asyncio.Future[None]) -> None:
-        self._fdatasync_running = False
-        exc = done.exception()
-        if exc is not None:
-            ERRORS.inc()
-            log.error("call_journal_fdatasync_failed", path=str(self.path), error=str(exc))
-        for fd in self._retired:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._retired.clear()
-        if self._fdatasync_again and self._fd is not None:
-            self._fdatasync_again = False
-            self._fdatasync_soon()
+    def _fdatasync_failed(self, exc: OSError) -> None:
+        ERRORS.inc()
+        log.error("call_journal_fdatasync_failed", path=str(self.path), error=str(exc))
 
     def _rewrite(self) -> None:
         """Replace the file with the live frames only (atomically), and append to it from now on."""
@@ -417,11 +399,10 @@ class CallJournal:
             frames.append(_frame(["H", self._alive]))
         _write_file(self.path, frames)  # fsync'd: what the old file held that matters is in it
         if self._fd is not None:
-            if self._fdatasync_running:
-                self._retired.append(self._fd)
+            if self._committer is not None:
+                self._committer.retire(self._fd)  # closed by its thread, never under its fdatasync
             else:
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
-        self._fdatasync_again = False
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._size = sum(len(f) for f in frames)

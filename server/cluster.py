@@ -1,13 +1,17 @@
 """This host's part in a platform of several (``server.cluster``, docs/scale-out.md): the route entry it
-stores with the bindings it registers and the peers it relays for, from the configuration."""
+stores with the bindings it registers, the peers it relays for and the ones it probes, from the
+configuration."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from typing import Any
 
-from calls.cluster_route import ClusterRoute
+from calls.cluster_route import ClusterRoute, peer_name
+from calls.model import Destination
+from calls.trunk_monitor import TrunkLink
 
 _PROCESS_FLOW_KEY = os.urandom(32)
 
@@ -28,5 +32,32 @@ def cluster_route(cfg: Any) -> ClusterRoute | None:
     if section is None:
         return None
     adv = section.advertise
-    return ClusterRoute(str(adv.host), int(adv.port), section.transport, tuple(str(p) for p in section.peers),
+    return ClusterRoute(str(adv.host), int(adv.port), section.transport, section.networks,
                         flow_key(cfg.nonce_secret))  # fmt: skip
+
+
+def peer_links(cfg: Any) -> tuple[TrunkLink, ...]:
+    """The other hosts the trunk monitor probes (``server.cluster.probe_interval``): each peer given as
+    one address, at its port or else our ``advertise`` port (the hosts normally share it), over
+    ``server.cluster.transport``; not our own address, not a network (whose hosts are unknown). Named
+    as the route entries that lead to them (``peer_name``), so a branch finds its host's state."""
+    section = cfg.server.cluster
+    if section is None or section.probe_interval is None:
+        return ()
+    adv = section.advertise
+    own = peer_name(str(adv.host), int(adv.port))
+    links: dict[str, TrunkLink] = {}
+    for peer in section.peers:
+        if "/" in peer:  # an address alone is canonically x/32 or x/128
+            net = ipaddress.ip_network(peer)
+            if net.num_addresses != 1:
+                continue
+            host, port = str(net.network_address), int(adv.port)
+        else:
+            text, _, number = peer.rpartition(":")
+            host, port = text.strip("[]"), int(number)
+        name = peer_name(host, port)
+        if name != own:
+            links[name] = TrunkLink(name, Destination(section.transport, host, port),
+                                    float(section.probe_interval), section.probe_failures, peer=True)  # fmt: skip
+    return tuple(links.values())

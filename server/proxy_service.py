@@ -27,6 +27,7 @@ from prometheus_client import Gauge
 
 from calls.actions import (
     Action,
+    Admit,
     CallAnswered,
     ChangeForwarding,
     CountCall,
@@ -34,6 +35,7 @@ from calls.actions import (
     ForwardResponse,
     LookupContacts,
     NotifyAnswered,
+    PeerSilent,
     Reply,
     ResolveHost,
     Respond,
@@ -61,7 +63,8 @@ from calls.trunk_monitor import (
 from registrar.invite_auth import Caller, authenticate_invite
 from registrar.registrar import Reply as RegistrarReply
 from routing import Authorisation, AuthoriseRequest, CallState, allow_all
-from routing.toll_fraud import RATE_TALLY, stale_rate_key
+from routing.refusals import Refusal, RefusalCause
+from routing.toll_fraud import RATE_TALLY, Admission, stale_rate_key
 from sipcore.flow import Flow
 from sipcore.message import Request
 from sipcore.ownership import owner_of
@@ -78,7 +81,7 @@ from sipcore.transport import ip_family_v6, split_hostport
 from . import metrics
 from .account_state import AccountState
 from .call_journal import CallJournal, Recovered
-from .cluster import cluster_route, flow_key
+from .cluster import cluster_route, flow_key, peer_links
 from .metrics import FastCounter
 from .sip_server import SipServer
 
@@ -100,6 +103,17 @@ TRUNK_TRANSITIONS = PromCounter(
     "sipcore_trunk_transitions_total",
     "Probed trunks taken out of rotation (down) or back (up)",
     ["trunk", "state"],
+)
+PEER_UP = Gauge(
+    "sipcore_peer_up",
+    "Workers of this host that count another host of the platform (server.cluster) up: its probes "
+    "answer. 0: down, no call is routed through it",
+    ["peer"],
+)
+PEER_TRANSITIONS = PromCounter(
+    "sipcore_peer_transitions_total",
+    "Other hosts of the platform found dead (down: probes unanswered, or a call's INVITE) or back (up)",
+    ["peer", "state"],
 )
 TRANSIT = FastCounter(
     "sipcore_transit_requests_total",
@@ -177,7 +191,8 @@ class ProxyService:
         self.log_calls = False  # server.log.calls: call_started / call_ended at info (else debug)
         self._trunk_of: dict[str, str] = {}  # Call-ID -> trunk of its last INVITE out (per-trunk figures)
         self._worker = worker
-        # probes in every worker (each keeps its own view); carriers are registered by worker 0 only
+        # probes (trunks and the platform's other hosts) in every worker, each keeping its own view (a
+        # worker's silent call marks a peer down in it alone); carriers are registered by worker 0 only
         self.monitor = TrunkMonitor(self._hop_towards, self._new_id, register=worker[0] == 0)
         self._dns: dict[str, tuple[str | None, float]] = {}
         self._dns_waiting: dict[str, list[ResolveHost | SendRequest]] = {}  # by name being resolved
@@ -194,7 +209,11 @@ class ProxyService:
             pass  # no loop (a test building the service alone): no probes
 
     def _update_monitor(self) -> None:
-        self._perform_monitor(self.monitor.update(self.controller.settings.links, self.sip.now()))
+        links = self.controller.settings.links
+        self._perform_monitor(self.monitor.update(links, self.sip.now()))
+        for link in links:
+            if link.peer:  # present from the start: this worker's view of each probed host
+                PEER_UP.labels(link.name).set(1 if self.monitor.is_up(link.name) else 0)
 
     def _hop_towards(self, dest: Destination) -> Hop:
         hops = self.controller.settings.hops
@@ -334,6 +353,18 @@ class ProxyService:
                 self.send_request(action.request, action.dest)
             elif kind is LookupContacts:
                 self._lookup(action)
+            elif kind is Admit:
+                admission = action.admission
+                pending = self.accounts.admit(admission)
+                self._placed(admission.placed)
+                if pending is not None:  # the leg's INVITE once the platform admits it (and its hold)
+                    rest = actions[actions.index(action) + 1 :]
+                    holds = [self._hold(a) for a in rest if type(a) is Tally]  # sent with it, not after
+                    checks = [_admission_refusal(pending, admission, action.call_id)]
+                    checks += [h for h in holds if h is not None]
+                    later = [a for a in rest if type(a) is not Tally]
+                    self._spawn(self._gated(action.call_id, checks, later))
+                    break
             elif kind is CountCall:
                 if action.delta > 0:
                     self.accounts.call_started(action.account_id)
@@ -342,13 +373,10 @@ class ProxyService:
             elif kind is EndCall:
                 self._ended(action)
             elif kind is Tally:
-                if action.call_id and self._reserve is not None:
-                    pending = self._reserve(action.keys, action.delta)
-                    if pending is not None:  # the rest (the leg's INVITE) once the platform grants it
-                        rest = actions[actions.index(action) + 1 :]
-                        self._spawn(self._held(pending, action, rest))
-                        break
-                self._tally(action)
+                held = self._hold(action)
+                if held is not None:  # the rest (the leg's INVITE) once the platform grants it
+                    self._spawn(self._gated(action.call_id, [held], actions[actions.index(action) + 1 :]))
+                    break
             elif kind is Transit:
                 method = action.method if action.method in _TRANSIT_METHODS else "other"
                 TRANSIT.labels(method).inc()
@@ -361,6 +389,8 @@ class ProxyService:
                 log.info("forwarding_changed", account=action.change.account_id, change=str(action.change))
             elif kind is NotifyAnswered:
                 self._notify_answered(action)
+            elif kind is PeerSilent:  # a call's INVITE through that host went unanswered: down now
+                self._perform_monitor(self.monitor.mark_down(action.peer, 408))
             elif kind is TrunkFailover:
                 TRUNK_FAILOVERS.labels(action.trunk, str(action.status)).inc()
                 log.info("trunk_failover", call_id=action.call_id, trunk=action.trunk, status=action.status,
@@ -377,6 +407,14 @@ class ProxyService:
         for action in actions:
             if type(action) is SendRequest:
                 self._monitor_send(action)
+            elif type(action) is TrunkState and action.peer:
+                self.controller.on_peer_state(action.trunk, action.up)
+                PEER_UP.labels(action.trunk).set(1 if action.up else 0)
+                PEER_TRANSITIONS.labels(action.trunk, "up" if action.up else "down").inc()
+                if action.up:
+                    log.info("peer_up", peer=action.trunk, status=action.status)
+                else:  # 408: no answer (a probe's, or a call's INVITE), 503: could not be sent
+                    log.warning("peer_down", peer=action.trunk, status=action.status)
             elif type(action) is TrunkState:
                 self.controller.on_trunk_state(action.trunk, action.up)
                 TRUNK_UP.labels(action.trunk).set(1 if action.up else 0)
@@ -476,35 +514,52 @@ class ProxyService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _held(self, pending: Awaitable[Authorisation], hold: Tally, rest: list[Action]) -> None:
-        """A leg's hold, reserved across hosts (`Billing.reserve`): granted, its actions go on;
-        refused, the call is refused as routing refuses at the cap. Either way the hold is in this
-        process's tally already, and the call's end gives it back (`Billing._release`)."""
-        try:
-            answer = await pending
-        except Exception:
-            log.exception("hold_reservation_failed", call_id=hold.call_id)
-            answer = Authorisation(True)  # decided on this host's view, as before
-        call = self.controller.calls.get(hold.call_id)
+    def _hold(self, action: Tally) -> Awaitable[Refusal | None] | None:
+        """Count a tally here; a leg's hold is also reserved across hosts where they share the
+        tallies (`Billing.reserve`, which counts it here at once): its pending answer then."""
+        if action.call_id and self._reserve is not None:
+            pending = self._reserve(action.keys, action.delta)
+            if pending is not None:
+                return _hold_refusal(pending, action.call_id)
+        self._tally(action)
+        return None
+
+    async def _gated(self, call_id: str, checks: list[Awaitable[Refusal | None]], rest: list[Action]) -> None:
+        """A call's leg waiting for what is checked across hosts (its admission, its hold against
+        the daily caps; sent together): all passed, its actions go on; one refused, the call is
+        refused as routing refuses at that limit. Either way what they count is counted here already,
+        and the call's end takes it back (`CountCall`, `Billing._release`)."""
+        refusal: Refusal | None = None
+        for check in checks:
+            try:
+                refused = await check
+            except Exception:
+                log.exception("platform_check_failed", call_id=call_id)
+                refused = None  # decided on this host's view, as before
+            refusal = refusal or refused
+        call = self.controller.calls.get(call_id)
         live = call is not None and not call.ended
-        if answer.allowed and live:
+        if refusal is None and live:
             self._perform(rest, journal=False)
             return
         # the leg never leaves: no INVITE, lookup or resolution for it
         self._perform([a for a in rest if type(a) not in _LEG_STARTS], journal=False)
-        if not answer.allowed and live:
-            log.info("hold_refused", call_id=hold.call_id, cause=answer.cause)
-            self._perform(self.controller.refuse(hold.call_id, answer.status, answer.reason, answer.warning,
-                                                 answer.cause, self.sip.now()))  # fmt: skip
+        if refusal is not None and live:
+            self._perform(self.controller.refuse(call_id, refusal.status, refusal.reason, refusal.warning,
+                                                 refusal.label, self.sip.now()))  # fmt: skip
 
     def _tally(self, action: Tally) -> None:
-        """Add to this process's share of toll-fraud tallies; a call-rate window's tally is taken
-        back once no estimate reads it (two windows later), so the table stays small."""
+        """Add to this process's share of toll-fraud tallies."""
         accounts = self.accounts
         for key in action.keys:
             accounts.add_tally(key, action.delta)
-            if key.startswith(RATE_TALLY):
-                self._rate_tallies.add(key)
+        self._placed(tuple(k for k in action.keys if k.startswith(RATE_TALLY)))
+
+    def _placed(self, rate_keys: tuple[str, ...]) -> None:
+        """Call-rate window tallies this process added to: each is taken back once no estimate reads
+        it (two windows later), so the table stays small."""
+        accounts = self.accounts
+        self._rate_tallies.update(rate_keys)
         wall = time.time()
         if wall - self._rate_pruned >= 1.0:
             self._rate_pruned = wall
@@ -760,6 +815,27 @@ class ProxyService:
 
 
 _LEG_STARTS = (SendRequest, LookupContacts, ResolveHost)
+
+
+async def _admission_refusal(pending: Awaitable[int], admission: Admission, call_id: str) -> Refusal | None:
+    """`AccountState.admit`'s answer as routing's refusal (the same status and Warning)."""
+    refused = await pending
+    if not refused:
+        return None
+    refusal = admission.refusal(refused)
+    log.info("admission_refused", call_id=call_id, cause=refusal.label)
+    return refusal
+
+
+async def _hold_refusal(pending: Awaitable[Authorisation], call_id: str) -> Refusal | None:
+    """`Billing.reserve`'s answer as routing's refusal (as `authorise` refuses at the cap)."""
+    answer = await pending
+    if answer.allowed:
+        return None
+    log.info("hold_refused", call_id=call_id, cause=answer.cause)
+    return Refusal(answer.status, answer.reason, answer.warning, RefusalCause.NOT_AUTHORISED, answer.cause)
+
+
 _NO_STATE = CallState()  # requests that start no call route on nothing
 
 
@@ -811,7 +887,7 @@ def trunks_of(cfg: Any) -> dict[str, Trunk]:
 
 
 def links_of(cfg: Any, trunks: dict[str, Trunk]) -> tuple[TrunkLink, ...]:
-    """What the trunk monitor probes and registers, per trunk."""
+    """What the trunk monitor probes and registers, per trunk (the platform's hosts: ``peer_links``)."""
     links = []
     for name, t in cfg.trunks.items():
         reg = t.registration
@@ -851,7 +927,7 @@ def call_settings(cfg: Any, sip: SipServer, realm: str) -> CallSettings:
     return CallSettings(
         setup=routing_setup(cfg),
         trunks=trunks,
-        links=links_of(cfg, trunks),
+        links=(*links_of(cfg, trunks), *peer_links(cfg)),
         aor_of=aor_of,
         hops=hops_of(sip),
         realms=frozenset({realm}),

@@ -396,7 +396,7 @@ def build_registrar(
             slow_window=float(g.slow_window),
             slow_threshold=g.slow_threshold,
             # the platform's other hosts relay calls in bulk: never banned or rate-limited
-            whitelist=(*g.whitelist, *(cfg.server.cluster.peers if cfg.server.cluster is not None else ())),
+            whitelist=(*g.whitelist, *(c.networks if (c := cfg.server.cluster) is not None else ())),
             block_scanners=bool(g.refuse_user_agents),
             scanner_agents=tuple(g.refuse_user_agents) or ("friendly-scanner",),
         )

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from rating.balance_redis import RedisCounterStore
 from rating.counters import MemoryCounterStore, Snapshot
+from rating.ledger_store import LedgerAt
 from rating.settlement import day_key
 from server.counter_seed import local_balances, seed_redis
 from server.pending_ops import Op, OpKind, PendingOps
@@ -123,7 +124,7 @@ class SharedCounters:
         self._down_logged = False
         self._needs_seed = True
         self._opening: Mapping[str, int] = {}
-        self._ledger_path = Path()
+        self._ledger_path: LedgerAt = Path()  # the ledger the seed reads (set by start)
         self._queued: dict[str, Op] = {}
         self._d_bal: Counter[str] = Counter()
         self._d_spent: Counter[tuple[str, str]] = Counter()
@@ -138,7 +139,7 @@ class SharedCounters:
         self._outage_spent: Counter[str] = Counter()  # debits applied to the cache alone, this outage
 
     # -- lifecycle --
-    async def start(self, opening: Mapping[str, int], ledger_path: Path) -> None:
+    async def start(self, opening: Mapping[str, int], ledger_path: LedgerAt) -> None:
         """Seed Redis (or, unreachable, the cache from config + ledger), replay what an earlier run
         left queued, load the counters, then refresh every interval."""
         self._opening, self._ledger_path = opening, ledger_path

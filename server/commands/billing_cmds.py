@@ -55,6 +55,7 @@ def _print_fees(fees: list[dict[str, Any]], dry_run: bool, as_json: bool, how: s
 
 
 def billing_run(args: argparse.Namespace) -> int:
+    from rating.ledger import LedgerUnavailable
     from server.admin import posted_json
     from server.billing_run import post_fees
     from server.commands.config_lookup import NotConfigured
@@ -79,7 +80,7 @@ def billing_run(args: argparse.Namespace) -> int:
         thresholds = {c.id: to_micros(c.low_balance_threshold) for c in setup.customers.values()}
         path = _ledger(args, cfg, must_exist=False)
         done = post_fees(path, postings, datetime.now(UTC), opening, thresholds, args.dry_run)
-    except (CliError, NotConfigured) as exc:
+    except (CliError, NotConfigured, LedgerUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     from rating.alerts import publish_low_balance
@@ -125,9 +126,12 @@ async def _statement(args: argparse.Namespace) -> str:
     from cdr.statement import COLUMNS, as_html, as_json, build_statement, rows
     from cdr.store import open_store
     from config.bridge import rating_setup
-    from rating.ledger_sqlite import SqliteLedger
+    from rating.ledger import LedgerUnavailable
+    from rating.ledger_store import ledger_exists, open_ledger
     from rating.rater import Rater
-    from server.commands.config_lookup import NotConfigured, state_file
+    from server.commands.config_lookup import NotConfigured
+    from server.commands.rating_cmds import CliError as LedgerProblem
+    from server.commands.rating_cmds import _ledger
 
     if not args.config:
         raise CliError("report statement needs --config FILE (opening balances, fees, time zone)")
@@ -135,17 +139,17 @@ async def _statement(args: argparse.Namespace) -> str:
     customer = cfg.customers_by_id[args.customer]
     start, end = month_bounds(year, month, cfg.file.rating.billing.timezone)
     entries = []
+
+    def read() -> list[Any]:
+        with open_ledger(at) as ledger:  # blocks: off this coroutine's loop
+            return ledger.entries(args.customer)
+
     try:
-        ledger_path = (
-            Path(args.db)
-            if args.db
-            else state_file(cfg, Path(cfg.paths.state_dir) / "ledger.sqlite3", "ledger", must_exist=False)
-        )
-    except NotConfigured as exc:
+        at = _ledger(args, cfg, must_exist=False)
+        if ledger_exists(at):
+            entries = await asyncio.to_thread(read)
+    except (NotConfigured, LedgerProblem, LedgerUnavailable) as exc:
         raise CliError(str(exc)) from None
-    if ledger_path.exists():
-        with SqliteLedger(ledger_path) as ledger:
-            entries = ledger.entries(args.customer)
     from server.commands.report_cmds import _store_url
 
     url = _store_url(args, cfg)

@@ -2,7 +2,8 @@
 
 Rate files never depend on the configuration. `balance` and `rate` read it (``--config``, default the
 embedded example): customers and accounts are checked against it (an unknown one is refused with a
-suggestion), the ledger is the server's own (<state_dir>/ledger.sqlite3), a balance counts the
+suggestion), the ledger is the server's own (``rating.ledger``: <state_dir>/ledger.sqlite3, or the
+PostgreSQL ledger of several hosts), a balance counts the
 configured opening balance, and `rate` prices with the very Rater a real call uses
 (config.bridge.rating_setup), on the number normalised as routing does.
 """
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from rating.errors import RateFileError, RatingError
-from rating.ledger import EntryKind, post
-from rating.ledger_sqlite import SqliteLedger
+from rating.ledger import EntryKind, LedgerUnavailable, post
+from rating.ledger_store import LedgerAt, ledger_exists, open_ledger
 from rating.model import CallToRate, Direction
 from rating.money import MoneyError, check_amount, from_micros, parse_decimal, to_micros
 from rating.rate_files import read_rate_file, write_rate_file
@@ -83,13 +84,19 @@ def _config(path: str | None) -> Any:
         raise CliError(f"{path or default_config_path()}: not a valid configuration") from None
 
 
-def _ledger(args: argparse.Namespace, cfg: Any, *, must_exist: bool) -> Path:
-    """--db, else the ledger the server writes: <state_dir>/ledger.sqlite3 of the configuration."""
+def _ledger(args: argparse.Namespace, cfg: Any, *, must_exist: bool) -> LedgerAt:
+    """--db (a SQLite file), else the ledger the server writes: the configuration's ``rating.ledger``
+    (<state_dir>/ledger.sqlite3 by default, or a PostgreSQL database)."""
     if args.db:
         return Path(args.db)
+    from rating.ledger_store import ledger_at, ledger_file
     from server.commands.config_lookup import state_file
 
-    return state_file(cfg, Path(cfg.paths.state_dir) / "ledger.sqlite3", "ledger", must_exist=must_exist)
+    at = ledger_at(cfg)
+    file = ledger_file(at)
+    if file is None:  # a database: no state directory to find
+        return at
+    return state_file(cfg, file, "ledger", must_exist=must_exist)
 
 
 def _opening_micros(cfg: Any, customer_id: str) -> int:
@@ -118,10 +125,10 @@ def _post(args: argparse.Namespace, kind: EntryKind) -> int:
         if live is not None:
             return live
         opening = _opening_micros(cfg, args.customer)
-        with SqliteLedger(_ledger(args, cfg, must_exist=False)) as ledger:
+        with open_ledger(_ledger(args, cfg, must_exist=False)) as ledger:
             entry, event = post(ledger, args.customer, kind, amount, at, args.memo, threshold, opening)
             balance = from_micros(opening + ledger.balance_micros(args.customer))
-    except (CliError, NotConfigured, MoneyError, ValueError) as exc:
+    except (CliError, NotConfigured, MoneyError, ValueError, LedgerUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"#{entry.id} {kind} {entry.amount} for {args.customer}; balance {balance}")
@@ -178,14 +185,14 @@ def balance_show(args: argparse.Namespace) -> int:
         check_customer(cfg, args.customer)
         if args.limit is not None and args.limit < 1:
             raise CliError(f"--limit must be at least 1, got {args.limit}")
-        path = _ledger(args, cfg, must_exist=False)
+        at = _ledger(args, cfg, must_exist=False)
         opening = _opening_micros(cfg, args.customer)
         entries, moved = [], 0
-        if path.exists():  # no ledger yet (the server never ran): the opening balance alone
-            with SqliteLedger(path) as ledger:
+        if ledger_exists(at):  # no ledger file yet (the server never ran): the opening balance alone
+            with open_ledger(at) as ledger:
                 entries = ledger.entries(args.customer, args.limit)
                 moved = ledger.balance_micros(args.customer)
-    except (CliError, NotConfigured) as exc:
+    except (CliError, NotConfigured, LedgerUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     balance = from_micros(opening + moved)
@@ -306,7 +313,7 @@ def rate_call(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- register
-LEDGER_HELP = "ledger file (default: <server.state_dir>/ledger.sqlite3 of the configuration, as the server)"
+LEDGER_HELP = "SQLite ledger file (default: the configuration's rating.ledger, as the server)"
 
 
 def register(subparsers: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from calls.actions import (
     Action,
+    Admit,
     ChangeForwarding,
     CountCall,
     EndCall,
@@ -111,6 +112,7 @@ customers:
       - {{extension: "1010", username: "1010", password: pw1010, forwarding: {{permanent: {{to: "0612345678"}}}}}}
       - {{extension: "1011", username: "1011", password: pw1011, call_waiting: false}}
       - {{extension: "1012", username: "1012", password: pw1012, max_calls: 1}}
+      - {{extension: "1013", username: reception, password: pwreception}}
 """
 RATES = "prefix,destination,category,cost_per_minute\n+336,France mobile,mobile,0.02\n+331,France fixed,fixed,0.01\n"
 
@@ -219,6 +221,8 @@ class Sim:
                     self._answer(a)
             elif kind is CountCall:
                 (self.accounts.call_started if a.delta > 0 else self.accounts.call_ended)(a.account_id)
+            elif kind is Admit:
+                self.accounts.call_started(a.admission.account_id)
             elif kind is ChangeForwarding:
                 self.accounts.apply_forwarding(a.change)
             elif kind is EndCall:

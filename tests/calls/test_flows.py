@@ -303,6 +303,30 @@ def test_refused_call_ends_with_its_event(sim: Sim) -> None:
     assert finals(capped, first.call_id)[-1] == 200
 
 
+def test_a_call_to_an_account_by_its_username_keeps_the_callers_limits(sim: Sim) -> None:
+    """``sip:reception@domain`` names the account itself (not digits): still a call placed by 1012,
+    refused at its ``max_calls`` like a call by extension, and counted when it is let through."""
+    capped = phone(sim, "1012")
+    reception = Party(sim, "reception", ("10.0.13.1", 5060))
+    sim.register(reception)
+    phone(sim, "1002")
+    first = capped.call("1002")
+    sim.advance(0)
+    second = capped.call("reception")
+    sim.advance(0)
+    assert finals(capped, second.call_id)[-1] == 403
+    assert reception.requests("INVITE") == []
+    capped.in_dialog(capped.dialogs[first.call_id], "BYE")
+    sim.advance(1)
+    third = capped.call("reception")
+    sim.advance(0)
+    assert finals(capped, third.call_id)[-1] == 200
+    assert len(reception.requests("INVITE")) == 1
+    fourth = capped.call("1002")  # the call by username counts against 1012's limit
+    sim.advance(0)
+    assert finals(capped, fourth.call_id)[-1] == 403
+
+
 def test_call_waiting_off_gives_busy(sim: Sim) -> None:
     alice, busy_one, bruno = phone(sim, "1001"), phone(sim, "1011"), phone(sim, "1002")
     bruno.call("1011")

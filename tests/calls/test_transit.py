@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from calls.actions import PeerSilent
 from calls.cluster_route import ClusterRoute
 from calls.model import Contact, Destination
 from server.proxy_service import _contact
@@ -237,3 +238,50 @@ def test_a_branch_through_a_dead_host_ends_after_answer_wait(tmp_path: Path, ali
         return
     invite = target.requests("INVITE")
     assert len(invite) == 1 and "reason=unavailable" in (invite[0].headers.get("diversion") or "")
+
+
+def test_a_host_found_dead_is_not_rung_through_until_it_is_up_again(tmp_path: Path) -> None:
+    """This proxy is host B. The first call to 1007 (registered through host A, silent) waits
+    ``answer_wait`` and says so (``PeerSilent``, which the adapter turns into A marked down); with A
+    down (``on_peer_state``, the probes' word) the next call takes 1007's unreachable route (1005) at
+    once, no INVITE towards A; with A up again, A is rung again."""
+    sim = Sim(tmp_path)
+    host_a = ("192.0.2.9", 5060)
+    sim.settings = replace(
+        sim.settings, cluster=ClusterRoute(PROXY[0], PROXY[1], "udp", ("192.0.2.9/32",), KEY)
+    )
+    sim.controller.update(sim.settings)
+    silent: list[PeerSilent] = []
+    perform = sim.perform
+
+    def watched(actions: list) -> None:  # type: ignore[type-arg]
+        silent.extend(a for a in actions if isinstance(a, PeerSilent))
+        perform(actions)
+
+    sim.perform = watched  # type: ignore[method-assign]
+    host = Party(sim, "host-a", host_a, mode="silent")
+    entry = ClusterRoute(*host_a, "udp", (), KEY).entry(Flow("udp", ("203.0.113.7", 40000), host_a))
+    sim.contacts[f"sip:1007@{DOMAIN}"] = [
+        Contact("sip:1007@192.168.1.10:5060", Destination("udp", *host_a), (entry,))
+    ]
+    target = Party(sim, "1005", ("10.0.5.1", 5060))
+    sim.register(target)
+    caller = Party(sim, "1001", ("10.0.1.1", 5060))
+    sim.register(caller)
+    caller.call("1007")
+    sim.advance(4.1)
+    assert silent == [PeerSilent("192.0.2.9:5060")] and len(target.requests("INVITE")) == 1
+    sim.controller.on_peer_state("192.0.2.9:5060", False)
+    second = caller.call("1007")
+    sim.advance(0.01)  # no answer_wait: at once
+    invites = target.requests("INVITE")
+    assert len(invites) == 2 and invites[-1].call_id == second.call_id
+    assert "reason=unavailable" in (invites[-1].headers.get("diversion") or "")
+    assert all(r.call_id != second.call_id for r in host.requests("INVITE"))  # nothing to the dead host
+    sim.controller.on_peer_state("192.0.2.9:5060", True)
+    other = Party(sim, "1002", ("10.0.2.1", 5060))  # 1001 is in two calls: its limit
+    sim.register(other)
+    third = other.call("1007")
+    sim.advance(0.01)
+    assert any(r.call_id == third.call_id for r in host.requests("INVITE"))
+    assert len(target.requests("INVITE")) == 2

@@ -134,3 +134,30 @@ def test_only_the_registering_process_registers_and_probes_are_kept_across_an_un
     moved = TrunkLink("a", Destination("udp", "192.0.2.9", 5060), probe_interval=10)
     (probe,) = _sent(monitor.update([moved], 2.0))
     assert probe.request.uri == "sip:192.0.2.9:5060" and not isinstance(probe.key, Registering)
+
+
+def test_a_peer_host_is_up_while_it_answers_anything_and_a_silent_call_takes_it_down_at_once() -> None:
+    """The platform's other hosts (``peer=True``, server.cluster) share the probes: any answer, a 503
+    included, is alive; ``probe_failures`` unanswered in a row take it down, as does ``mark_down``
+    (a call's INVITE through it went unanswered) without waiting; the next answer brings it back."""
+    peer = TrunkLink("192.0.2.9:5071", Destination("udp", "192.0.2.9", 5071), 5, 2, peer=True)
+    monitor, first = _monitor([peer, TrunkLink("a", DEST)])  # a trunk without probes: never down
+    (probe,) = _sent(first)
+    assert probe.request.method == "OPTIONS" and probe.request.uri == "sip:192.0.2.9:5071"
+    assert monitor.on_response(probe.key, _answer(probe.request, 503), 0.1) == []  # alive: no change
+    _sent(monitor.on_timer(5.0))
+    out = monitor.on_timer(10.0)  # one unanswered: not yet
+    assert not [a for a in out if isinstance(a, TrunkState)] and monitor.is_up(peer.name)
+    out = monitor.on_timer(15.0)  # the second in a row
+    assert [a for a in out if isinstance(a, TrunkState)] == [TrunkState(peer.name, False, 408, peer=True)]
+    (probe,) = _sent(out)
+    assert monitor.on_response(probe.key, _answer(probe.request, 200), 15.2) == [
+        TrunkState(peer.name, True, 200, peer=True)
+    ]
+    # a call's INVITE found it silent: down at once; twice, or for a link not probed: nothing more
+    assert monitor.mark_down(peer.name, 408) == [TrunkState(peer.name, False, 408, peer=True)]
+    assert monitor.mark_down(peer.name, 408) == [] and monitor.mark_down("a", 408) == []
+    assert not monitor.is_up(peer.name) and monitor.is_up("a")
+    (probe,) = _sent(monitor.on_timer(20.0))
+    out = monitor.on_response(probe.key, _answer(probe.request, 404), 20.1)  # back at the first answer
+    assert out == [TrunkState(peer.name, True, 404, peer=True)] and monitor.is_up(peer.name)

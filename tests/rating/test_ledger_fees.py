@@ -1,4 +1,4 @@
-"""The ledger (memory and SQLite share one contract) and the monthly/setup fees it is fed."""
+"""The ledger (memory, SQLite and PostgreSQL share one contract) and the monthly/setup fees it is fed."""
 
 from __future__ import annotations
 
@@ -12,16 +12,22 @@ import pytest
 from rating.fees import fees_due
 from rating.ledger import EntryKind, Ledger, MemoryLedger, post
 from rating.ledger_sqlite import SqliteLedger
+from rating.ledger_store import open_ledger
 from rating.model import DidBilling
+from tests.pg_ledger import pg_ledger_at, pg_ledger_dsn  # noqa: F401 (fixtures)
 from tests.rating.builders import setup
 
 AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     if request.param == "memory":
         yield MemoryLedger()
+        return
+    if request.param == "postgresql":
+        with open_ledger(request.getfixturevalue("pg_ledger_at")) as book:
+            yield book
         return
     with SqliteLedger(tmp_path / "var" / "ledger.sqlite3") as db:
         yield db
@@ -59,13 +65,18 @@ def test_low_balance_crossing_on_a_charge(ledger: Ledger) -> None:
     assert event is None  # already below
 
 
-def test_sqlite_ledger_persists(tmp_path: Path) -> None:
-    path = tmp_path / "l.sqlite3"
-    with SqliteLedger(path) as db:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_stored_ledger_persists(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+    at = tmp_path / "l.sqlite3" if backend == "sqlite" else request.getfixturevalue("pg_ledger_at")
+    with open_ledger(at) as db:
         post(db, "c", EntryKind.PAYMENT, D("3.5"), AT)
-    with SqliteLedger(path) as db:
+        db.mark_billed("2026-10", AT)
+        db.mark_billed("2026-11", AT)
+        db.mark_billed("2026-11", AT)  # a repeat keeps the first
+    with open_ledger(at) as db:
         assert db.balance_micros("c") == 3_500_000
         assert db.entries("c")[0].at == AT
+        assert db.last_billed() == "2026-11"
 
 
 def test_fees_due_by_month() -> None:

@@ -144,8 +144,9 @@ def test_call_rate_limit_and_what_a_placed_call_counts() -> None:
     for _ in range(2):
         decision = route_outgoing(setup, caller, "2002" if _ else "0612345678", state)  # internal calls count
         assert decision.kind is not DecisionKind.REFUSED
-        assert decision.placed == (rate_key(caller.account_id, 1, 1_000_000_000),)
-        for key in decision.placed:  # what the proxy does with them
+        assert decision.admission is not None
+        assert decision.admission.placed == (rate_key(caller.account_id, 1, 1_000_000_000),)
+        for key in decision.admission.placed:  # what the proxy does with them
             counts[key] = counts.get(key, 0) + 1
     third = route_outgoing(setup, caller, "0612345678", state, _never)
     assert third.refusal is not None and third.refusal.cause is RefusalCause.CALL_RATE

@@ -92,6 +92,7 @@ class Platform:
     workers: dict[str, int]
     transport: str = "udp"  # server.cluster.transport: how the hosts send to each other
     metrics_ports: dict[str, int] | None = None  # host address -> its /metrics port
+    probe: tuple[int, int] | None = None  # server.cluster.probe_interval, probe_failures (None: defaults)
 
     async def metrics(self, host: str) -> str:
         """The host's /metrics page (every worker's counters merged)."""
@@ -138,10 +139,13 @@ def host_config(platform: Platform, host: str) -> Path:
         "workers": platform.workers[host],
         "cluster": {
             "advertise": f"{host}:{port}",
-            "peers": list(platform.ports),
+            "peers": [f"{h}:{p}" for h, p in platform.ports.items()],  # each on its own port: given
             "transport": platform.transport,
         },
     }
+    if platform.probe is not None:
+        cluster = doc["server"]["cluster"]
+        cluster["probe_interval"], cluster["probe_failures"] = platform.probe
     doc["registrar"]["location"] = {"backend": "redis", "url": "redis://127.0.0.1:6379/0",
                                     "key_prefix": platform.prefix}  # fmt: skip
     doc["trunks"]["carrier"] = {"address": f"{CARRIER}:{platform.carrier_port}", "transport": "udp",

@@ -9,6 +9,10 @@ in-dialog requests both ways follow, a fork to contacts on A and B works (the br
 CANCELled through A), call limits and forwarding hold across hosts, and each call has exactly one
 CDR, written by the host where it entered. Then A is killed with -9: the phone registers again
 through B (what DNS SRV failover makes it do) and calls reach it through B.
+
+The hosts probe each other (server.cluster.probe_interval): once B's probes find A dead, a call
+entering B to a phone registered through A takes the phone's unreachable route at once, not after
+A's 4 s silence; when A is back and the phone registers again, calls reach it through A.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import asyncio
 import collections
 import contextlib
 import os
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sipcore.message import Request
 from tests.cdr.helpers import wait_until
@@ -252,6 +258,86 @@ async def test_calls_cross_hosts_and_a_host_dies(tmp_path: Path, sipp_binary: st
                 ua.close()
             await sipp_party.stop_all()
             await drop_prefix(platform.prefix)
+
+
+async def test_a_dead_host_is_probed_down_and_its_phones_unreachable_at_once(tmp_path: Path) -> None:
+    """A (one worker) and B (two workers) probe each other every second, 2 failures for down. 1007
+    (forwarded to 1005 when unreachable) is registered through A. A is killed with -9: once B's
+    workers all count A down, a call entering B to 1007 is forwarded to 1005 well under A's 4 s
+    (``PEER_ANSWER_WAIT``) silence; A restarted, 1007 registered again, its calls go through A."""
+    _needs_services()
+    async with fresh_database() as dsn:
+        platform = new_platform(tmp_path, dsn, hosts=(A, B), workers={B: 2})
+        platform.probe = (1, 2)
+        peer_a = f"{A}:{platform.ports[A]}"
+        uas: list[Ua] = []
+
+        async def a_seen_up_by(workers: int) -> bool:
+            return metric(await platform.metrics(B), "sipcore_peer_up", peer=peer_a) == workers
+
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                host_a = await stack.enter_async_context(run_host(platform, A))
+                host_b = await stack.enter_async_context(run_host(platform, B))
+                on_a = await phone(platform.address(A), "1007")
+                caller = await phone(platform.address(B), "1002")
+                fallback = await phone(platform.address(B), "1005")
+                uas += [on_a, caller, fallback]
+                await _phone_call(caller, on_a, via=A)
+
+                host_a.kill()
+                await asyncio.wait_for(host_a.proc.wait(), 10)
+                await wait_until(lambda: a_seen_up_by(0), timeout=15)  # 2-3 s: probes every second
+                dlg = await caller.call("1007")  # its INVITE with credentials is out: time from here
+                started = time.monotonic()
+                final = await caller.response(dlg.call_id, timeout=10)
+                waited = time.monotonic() - started
+                assert final.status == 200, final.start_line()
+                invite = await _req(fallback, "INVITE", dlg.call_id)
+                assert "reason=unavailable" in (invite.headers.get("diversion") or "")
+                assert waited < 2.0, f"the call waited {waited:.2f} s for the dead host"  # 4 s before
+                print(f"call to a phone behind the dead host: forwarded after {waited * 1000:.0f} ms")
+                caller.ack(dlg, final)
+                caller.in_dialog(dlg, "BYE")
+                assert (await caller.response(dlg.call_id, "BYE", timeout=5)).status == 200
+
+                await stack.enter_async_context(run_host(platform, A))  # back
+                await wait_until(lambda: a_seen_up_by(2), timeout=15)
+                await on_a.register(timeout=5)
+                await _phone_call(caller, on_a, via=A)
+            logged = host_b.stderr.decode()  # once B has stopped: each change, once per worker
+            assert logged.count('"peer_down"') >= 2 and logged.count('"peer_up"') >= 2, logged[-3000:]
+        finally:
+            for ua in uas:
+                ua.close()
+            await drop_prefix(platform.prefix)
+
+
+def test_the_peers_probed_are_the_other_hosts_given_as_one_address(tmp_path: Path) -> None:
+    """Each single-address peer at its own port, else our advertise port; not ourselves, not a
+    network; the ports dropped for whom transit and the guard trust."""
+    from config.loader import load_config
+    from server.cluster import peer_links
+    from tests.proxy_sip.configs import write_config
+
+    path = write_config(tmp_path, 5060, 5062)
+    doc = yaml.safe_load(path.read_text())
+    doc["registrar"]["location"] = {"backend": "redis"}
+    peers = ["127.0.0.2", "127.0.0.3", "127.0.0.4:5090", "[::1]:5080", "10.0.0.0/24"]
+    doc["server"]["cluster"] = {"advertise": "127.0.0.2:5060", "peers": peers, "transport": "tcp"}
+    path.write_text(yaml.safe_dump(doc))
+    cfg = load_config(path)
+    links = peer_links(cfg)
+    assert [(k.name, k.dest.transport, k.dest.host, k.dest.port) for k in links] == [
+        ("127.0.0.3:5060", "tcp", "127.0.0.3", 5060), ("127.0.0.4:5090", "tcp", "127.0.0.4", 5090),
+        ("[::1]:5080", "tcp", "::1", 5080),
+    ]  # fmt: skip
+    assert all(k.peer and k.probe_interval == 5 and k.probe_failures == 2 for k in links)
+    networks = ("127.0.0.2/32", "127.0.0.3/32", "127.0.0.4/32", "::1/128", "10.0.0.0/24")
+    assert cfg.server.cluster.networks == networks  # trusted for transit, never banned
+    doc["server"]["cluster"]["probe_interval"] = None
+    path.write_text(yaml.safe_dump(doc))
+    assert peer_links(load_config(path)) == ()
 
 
 def test_the_cluster_section_needs_the_redis_location(tmp_path: Path) -> None:
