@@ -40,6 +40,10 @@ class LedgerEntry:
     memo: str = ""
     id: int | None = None
     operation_id: str | None = None  # the client's id of a payment/charge made through the admin API
+    # a call debit's settlement operation (``cdr:<call_id>:<leg>``, server.billing): unique in a stored
+    # ledger, so a batch written again after a crash (its local copy not yet cleared) adds it once.
+    # Not an operation_id: those mark live entries the seed folds into Redis (server.counter_seed)
+    call_key: str | None = None
 
     @property
     def amount(self) -> Decimal:

@@ -49,21 +49,27 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_customer ON ledger (customer_id, id);
 CREATE TABLE IF NOT EXISTS billing_runs (period text PRIMARY KEY, at timestamptz NOT NULL);
+ALTER TABLE ledger ADD COLUMN IF NOT EXISTS call_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_call_key ON ledger (call_key);
 """
+# call_key (a call debit's settlement, rating.ledger.LedgerEntry.call_key) came after the first tables:
+# ledgers created before it get the column and its unique index on the next open (the DDL above is
+# idempotent; the index is what tells a ledger that has it)
 
-_COLUMNS = "id, customer_id, kind, amount_micros, at, memo, operation_id"
+_COLUMNS = "id, customer_id, kind, amount_micros, at, memo, operation_id, call_key"
 _INSERT = (
-    "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id)"
-    " VALUES ($1, $2, $3, $4, $5, $6)"
+    "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id, call_key)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
 
 # the connection went away or never came (a statement's own error, e.g. a unique violation, is not one)
 _LOST = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 _INSERT_MANY = (
-    "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id)"
-    " SELECT c, k, a, t, m, o FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[],"
-    " $5::text[], $6::text[]) WITH ORDINALITY AS b (c, k, a, t, m, o, n) ORDER BY n RETURNING id"
+    "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id, call_key)"
+    " SELECT c, k, a, t, m, o, ck FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[],"
+    " $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS b (c, k, a, t, m, o, ck, n) ORDER BY n"
+    " ON CONFLICT (call_key) DO NOTHING RETURNING id, call_key"
 )
 
 
@@ -125,9 +131,10 @@ class PostgresLedger:
     async def _create(self, schema: str | None) -> None:
         within = f"{_quote_ident(schema)}." if schema else ""  # not public's tables through the search_path
         found = await self._con.fetchval(
-            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AND to_regclass($3) IS NOT NULL",
             f"{within}ledger",
             f"{within}billing_runs",
+            f"{within}ledger_call_key",
         )
         if found:
             return
@@ -159,7 +166,9 @@ class PostgresLedger:
         return self._run(self._append(entry, once=False))[0]
 
     def append_all(self, entries: list[LedgerEntry]) -> list[LedgerEntry]:
-        """Store a batch in one transaction: all of it or none (a retried batch is not half in twice)."""
+        """Store a batch in one transaction: all of it or none (a retried batch is not half in twice).
+        An entry whose ``call_key`` the ledger holds already is skipped (a replayed call debit);
+        returns the entries stored now."""
         for entry in entries:
             check_entry(entry)
         return self._run(self._append_all(entries))
@@ -171,8 +180,15 @@ class PostgresLedger:
         async with self._con.transaction():
             await self._con.execute(_SERIALISE, APPEND_LOCK)
             rows = await self._con.fetch(_INSERT_MANY, *columns)  # one round trip for the batch
-        ids = sorted(int(r[0]) for r in rows)  # drawn in the batch's order (ORDER BY n)
-        return [replace(e, id=i) for e, i in zip(entries, ids, strict=True)]
+        # ids are drawn in the batch's order (ORDER BY n): the stored entries, in order, take them
+        ids = iter(sorted(int(r[0]) for r in rows))
+        keys = {r[1] for r in rows if r[1] is not None}
+        stored = []
+        for entry in entries:
+            if entry.call_key is None or entry.call_key in keys:
+                keys.discard(entry.call_key)  # a key twice in one batch: its first entry only
+                stored.append(replace(entry, id=next(ids)))
+        return stored
 
     def append_once(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
         """Store an entry carrying an ``operation_id`` unless one with that id exists: returns the
@@ -261,10 +277,12 @@ class PostgresLedger:
 
 def _values(entry: LedgerEntry) -> tuple[object, ...]:
     at = entry.at if entry.at.tzinfo is not None else entry.at.replace(tzinfo=UTC)  # naive means UTC
-    return (entry.customer_id, str(entry.kind), entry.amount_micros, at, entry.memo, entry.operation_id)
+    return (entry.customer_id, str(entry.kind), entry.amount_micros, at, entry.memo, entry.operation_id,
+            entry.call_key)  # fmt: skip
 
 
 def _entry(row: asyncpg.Record) -> LedgerEntry:
-    id_, customer_id, kind, amount, at, memo, operation_id = row
+    id_, customer_id, kind, amount, at, memo, operation_id, call_key = row
     return LedgerEntry(str(customer_id), EntryKind(str(kind)), int(amount), at, str(memo), int(id_),
-                       str(operation_id) if operation_id is not None else None)  # fmt: skip
+                       str(operation_id) if operation_id is not None else None,
+                       str(call_key) if call_key is not None else None)  # fmt: skip

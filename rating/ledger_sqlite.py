@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     amount_micros INTEGER NOT NULL,
     at TEXT NOT NULL,
     memo TEXT NOT NULL DEFAULT '',
-    operation_id TEXT
+    operation_id TEXT,
+    call_key TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_customer ON ledger (customer_id, id);
 """
@@ -34,12 +35,23 @@ _OPERATION_ID = """
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_operation ON ledger (operation_id) WHERE operation_id IS NOT NULL;
 """
 
+# A call debit carries its settlement's key (rating.ledger.LedgerEntry.call_key): a batch of call debits
+# written again (replayed from the local outbox after a crash between the commit and the outbox's
+# clean-up, server.billing) adds each row once. Ledgers written before it get the column on open.
+_CALL_KEY = """
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_call_key ON ledger (call_key) WHERE call_key IS NOT NULL;
+"""
+
 # Months the server's billing run completed (every fee of the month posted): where a restart resumes.
 _BILLING_RUNS = """
 CREATE TABLE IF NOT EXISTS billing_runs (period TEXT PRIMARY KEY, at TEXT NOT NULL);
 """
 
-_COLUMNS = "id, customer_id, kind, amount_micros, at, memo, operation_id"
+_COLUMNS = "id, customer_id, kind, amount_micros, at, memo, operation_id, call_key"
+_INSERT = (
+    "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id, call_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SqliteLedger:
@@ -51,14 +63,17 @@ class SqliteLedger:
         self._db = sqlite3.connect(str(path), timeout=10.0)
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
-        if "operation_id" not in columns:  # a ledger from before operation ids
+        for column in ("operation_id", "call_key"):  # a ledger from before operation ids / call keys
+            if column in columns:
+                continue
             try:
                 with self._db:
-                    self._db.execute("ALTER TABLE ledger ADD COLUMN operation_id TEXT")
+                    self._db.execute(f"ALTER TABLE ledger ADD COLUMN {column} TEXT")
             except sqlite3.OperationalError as exc:  # another worker opening it added it first
                 if "duplicate column" not in str(exc):
                     raise
         self._db.executescript(_OPERATION_ID)
+        self._db.executescript(_CALL_KEY)
         self._db.executescript(_BILLING_RUNS)
 
     def close(self) -> None:
@@ -73,28 +88,22 @@ class SqliteLedger:
     def append(self, entry: LedgerEntry) -> LedgerEntry:
         check_entry(entry)
         with self._db:
-            cur = self._db.execute(
-                "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (entry.customer_id, str(entry.kind), entry.amount_micros, entry.at.isoformat(), entry.memo,
-                 entry.operation_id),
-            )  # fmt: skip
+            cur = self._db.execute(_INSERT, _values(entry))
         return replace(entry, id=cur.lastrowid)
 
     def append_all(self, entries: list[LedgerEntry]) -> list[LedgerEntry]:
-        """Store a batch in one transaction: all of it or none (a retried batch is not half in twice)."""
+        """Store a batch in one transaction: all of it or none (a retried batch is not half in twice).
+        An entry whose ``call_key`` the ledger holds already is skipped (a replayed call debit);
+        returns the entries stored now."""
         for entry in entries:
             check_entry(entry)
         out = []
+        sql = _INSERT + " ON CONFLICT (call_key) WHERE call_key IS NOT NULL DO NOTHING"
         with self._db:
             for entry in entries:
-                cur = self._db.execute(
-                    "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (entry.customer_id, str(entry.kind), entry.amount_micros, entry.at.isoformat(), entry.memo,
-                     entry.operation_id),
-                )  # fmt: skip
-                out.append(replace(entry, id=cur.lastrowid))
+                cur = self._db.execute(sql, _values(entry))
+                if cur.rowcount == 1:
+                    out.append(replace(entry, id=cur.lastrowid))
         return out
 
     def append_once(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]:
@@ -106,11 +115,9 @@ class SqliteLedger:
         check_entry(entry)
         with self._db:
             cur = self._db.execute(
-                "INSERT INTO ledger (customer_id, kind, amount_micros, at, memo, operation_id)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (operation_id) WHERE operation_id IS NOT NULL DO NOTHING",
-                (entry.customer_id, str(entry.kind), entry.amount_micros, entry.at.isoformat(), entry.memo,
-                 entry.operation_id),
-            )  # fmt: skip
+                _INSERT + " ON CONFLICT (operation_id) WHERE operation_id IS NOT NULL DO NOTHING",
+                _values(entry),
+            )
         if cur.rowcount == 1:
             return replace(entry, id=cur.lastrowid), True
         found = self.by_operation(entry.operation_id)
@@ -187,7 +194,13 @@ class SqliteLedger:
         )
 
 
+def _values(entry: LedgerEntry) -> tuple[object, ...]:
+    return (entry.customer_id, str(entry.kind), entry.amount_micros, entry.at.isoformat(), entry.memo,
+            entry.operation_id, entry.call_key)  # fmt: skip
+
+
 def _entry(row: tuple[object, ...]) -> LedgerEntry:
-    id_, customer_id, kind, amount, at, memo, operation_id = row
+    id_, customer_id, kind, amount, at, memo, operation_id, call_key = row
     return LedgerEntry(str(customer_id), EntryKind(str(kind)), int(amount), datetime.fromisoformat(str(at)),  # type: ignore[arg-type]
-                       str(memo), int(id_), str(operation_id) if operation_id is not None else None)  # type: ignore[arg-type]  # fmt: skip
+                       str(memo), int(id_), str(operation_id) if operation_id is not None else None,  # type: ignore[arg-type]
+                       str(call_key) if call_key is not None else None)  # fmt: skip

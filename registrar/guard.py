@@ -23,9 +23,10 @@ the caller counts it as a failure, which bans it), while the real user's known s
 ``max_known_sources`` to succeed per username — still pass and are never banned for the username's
 count. So a distributed attack gets at most ``user_threshold`` checked guesses per ``ban_time``.
 
-Several processes (the server's workers) share one guard's view through an adapter: built with
-``share=True`` the guard queues its failures and the successes that changed something
-(:meth:`Guard.take_shared`), the adapter hands them to the other processes, which apply them with
+Several processes (the server's workers; the platform's hosts) share one guard's view through
+adapters (server/guard_share.py over the worker channel, server/guard_redis.py over Redis): built
+with ``share=True`` the guard queues its failures and the successes that changed something
+(:meth:`Guard.take_shared`), the adapters hand them to the other processes, which apply them with
 :meth:`Guard.record_peer_failure` / :meth:`Guard.record_peer_success` (counted, never banning) and a
 ban decided elsewhere with :meth:`Guard.install_ban`.
 """

@@ -50,8 +50,8 @@ from typing import Any
 
 import structlog
 
-from registrar.location.resp import Endpoint, RedisReplyError, RespClient
-from registrar.location.sentinel import parse_address, redis_client
+from registrar.location.resp import RedisReplyError, RespClient
+from registrar.location.sentinel import redis_client, subscriber_client
 from routing.feature_codes import ForwardingChange
 from routing.model import ForwardKind
 from routing.state import Overrides
@@ -260,19 +260,8 @@ class RedisAccountState:
     ) -> RedisAccountState:  # fmt: skip
         """``sentinels``: reach the master a Redis Sentinel names, followed across failovers (the
         commands through `SentinelClient`, the subscription through redis-py's own Sentinel)."""
-        import redis.asyncio as aioredis
-
         client = redis_client(url, sentinels, sentinel_master, timeout=2.0)
-        if not sentinels:
-            return cls(client, aioredis.Redis.from_url(url), prefix, **kwargs)
-        from redis.asyncio.sentinel import Sentinel
-
-        endpoint = Endpoint.from_url(url)
-        watcher = Sentinel([parse_address(a) for a in sentinels], socket_timeout=2.0)
-        subscriber = watcher.master_for(
-            sentinel_master, db=endpoint.db, username=endpoint.username, password=endpoint.password
-        )
-        return cls(client, subscriber, prefix, **kwargs)
+        return cls(client, subscriber_client(url, sentinels, sentinel_master), prefix, **kwargs)
 
     # -- lifecycle --
     async def start(self) -> None:

@@ -281,12 +281,16 @@ class AdminApi:
     async def balance(self, customer_id: str) -> dict[str, Any]:
         customer = self._customer(customer_id)
         billing = self.app.billing
+        try:
+            ledger: str | None = _money(await billing.ledger_balance(customer_id))
+        except LedgerUnavailable:  # a PostgreSQL ledger down: the live balance still answers
+            ledger = None
         out: dict[str, Any] = {
             "customer": customer_id,
             "currency": customer.currency,
             "mode": str(customer.balance.mode),
             "balance": _money(await self.local.balance(customer_id)),
-            "ledger_balance": _money(await billing.ledger_balance(customer_id)),
+            "ledger_balance": ledger,
             "counters": "redis" if billing.shared is not None else "memory",
         }
         if self.peers is not None and billing.shared is None:  # memory: each worker spends its own

@@ -250,7 +250,11 @@ class Application:
 
         cfg, worker = self.loaded.config, self.worker
         assert self.accounts is not None and self.billing is not None
-        registrar = self.registrar = build_registrar_service(cfg, sip, worker)
+
+        def is_trunk(ip: str) -> bool:  # a trunk's network (the proxy is built next)
+            return self.proxy is not None and self.proxy.controller.trunk_for_source(ip) is not None
+
+        registrar = self.registrar = build_registrar_service(cfg, sip, worker, is_trunk)
         from server.metrics import timed
 
         proxy = self.proxy = build_proxy_service(cfg, sip, registrar, self.accounts,
@@ -351,7 +355,7 @@ class Application:
 
         cfg = new.config
         registrar = build_registrar(
-            cfg, self.sip, self.registrar.registrar, share_guard=self.registrar.guard_share is not None
+            cfg, self.sip, self.registrar.registrar, share_guard=self.registrar.shares_guard
         )
         calls = call_settings(cfg, self.sip, registrar.challenger.realm)
         if self.proxy is not None:  # server.cluster needs a restart: the registrar keeps its route too

@@ -9,6 +9,14 @@ has its own copy. With `redis` they are shared by every process (server.shared_c
 still reads a local cache synchronously, settlement moves the counters in Redis. Call debits are
 appended to the ledger in batches off the call path (with Redis, once Redis has them); the CDR spool is
 what makes a finished call durable.
+
+Why a ledger outbox: the counters take a call's debit at once, the ledger a second later in a batch,
+and a PostgreSQL ledger can be unreachable for longer. So a settled debit is first written to a local
+file (``state_dir/ledger-pending/``, server.pending_ops) before it counts as handed over, removed once
+the ledger committed it, and written again at the next start if the process stopped first (SIGTERM
+during an outage, a crash, kill -9). Each row carries its settlement's key (``cdr:<call_id>:<leg>``,
+the ledger's unique ``call_key``), so a batch written twice (a crash between the ledger's commit and
+the outbox's clean-up) is in the ledger once.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from cdr import CdrPipeline, CdrRecord, open_store
 from rating.alerts import publish_low_balance
 from rating.balance_redis import RedisCounterStore
 from rating.counters import MemoryCounterStore
-from rating.ledger import EntryKind, LedgerEntry, signed_micros
+from rating.ledger import EntryKind, LedgerEntry, LedgerUnavailable, signed_micros
 from rating.ledger_store import LedgerAt, ledger_at, open_ledger
 from rating.model import BalanceMode, CallToRate, Direction, RatingSetup, Refusal
 from rating.money import from_micros, to_micros
@@ -39,7 +47,8 @@ from routing import Authorisation, AuthoriseRequest
 from routing.toll_fraud import hold_keys, hold_parties, seeded_key, spent_keys
 
 from .counter_seed import ledger_totals
-from .pending_ops import Op, PendingOps
+from .ledger_reach import LedgerReach
+from .pending_ops import Op, OpKind, PendingOps
 from .shared_counters import SharedCounters, Watch
 
 log = structlog.get_logger("sipcore.billing")
@@ -125,7 +134,9 @@ class Billing:
         shared: SharedCounters | None = None,
         tallies: Tallies | None = None,
         seed_spend: bool = False,
+        outbox: PendingOps | None = None,
     ) -> None:
+        """``outbox``: the file call debits are kept in until the ledger has them (None: memory only)."""
         self.cfg = cfg
         # the platform-wide toll-fraud tallies (server.account_state): settled spend of the day and
         # what calls in progress hold, per customer and account, summed over every process
@@ -137,10 +148,14 @@ class Billing:
         self.shared = shared
         # what authorisation reads: the memory store, or the shared store's local cache
         self.counters: MemoryCounterStore = shared.cache if shared is not None else MemoryCounterStore()
+        self.ledger_path = ledger_path  # the configured ledger: a SQLite file or a PostgreSQL database
+        self.outbox = outbox
+        self._debits: dict[str, LedgerEntry] = {}  # call_key -> call debit not in the ledger yet
+        self.reach = LedgerReach(str(ledger_path), lambda: len(self._debits))
         if shared is not None:
             shared.on_debit = self._ledger_debit
-        self.ledger_path = ledger_path  # the configured ledger: a SQLite file or a PostgreSQL database
-        self._debits: list[LedgerEntry] = []
+            shared.before_seed = self._flush_debits
+            shared.reach = self.reach
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
         self.clock: Callable[[], datetime] = _utc_now  # the call-setup time authorisation prices at
@@ -152,15 +167,35 @@ class Billing:
         # the billing run (docs/rating.md "Billing run"): the latest month this process has run
         self.billing_interval = 5.0  # seconds between two looks at the clock for a due billing date
         self._fees_done: str | None = None
+        self._fees_read = False  # _fees_done read from the ledger (at start, or once it is back)
         self._fees_task: asyncio.Task[None] | None = None
         self._fees_lock = asyncio.Lock()
 
     # -- lifecycle --
     async def start(self) -> None:
+        """Replay the ledger outbox, seed the counters, start the pipeline and the loops. The ledger
+        unreachable: with Redis counters already seeded the host serves and folds the ledger later;
+        with memory counters (whose balances are read from the ledger) the start fails
+        (docs/reliability.md "Ledger outage")."""
         from server.billing_run import last_billed
 
-        # read before the seed: fees of a month completed by then are in the seeded balances
-        self._fees_done = await asyncio.to_thread(last_billed, self.ledger_path)
+        if self.outbox is not None:
+            for op in await asyncio.to_thread(self.outbox.open):
+                entry = _outbox_entry(op)
+                self._debits[op.id] = entry
+            if self._debits:
+                log.info("ledger_outbox_replay", debits=len(self._debits), ledger=str(self.ledger_path))
+        try:
+            # read before the seed: fees of a month completed by then are in the seeded balances
+            self._fees_done = await asyncio.to_thread(last_billed, self.ledger_path)
+            self._fees_read = True
+            await self._flush_debits()  # memory counters read the ledger next: the outbox goes in first
+        except LedgerUnavailable as exc:
+            if self.shared is None:
+                log.error("ledger_unreachable_at_start", ledger=str(self.ledger_path), error=str(exc),
+                          detail="memory counters start from the ledger's balances: not serving without them")  # fmt: skip
+                raise
+            self.reach.failed(exc, "start")  # the Redis counters hold the balances
         await self._seed_counters()
         await self.pipeline.start()
         await self._seed_spend()
@@ -229,7 +264,13 @@ class Billing:
             self._fees_task.cancel()
         if self.shared is not None:
             await self.shared.close()  # a last replay: what Redis takes joins the ledger below
-        await self._flush_debits()
+        try:
+            await self._flush_debits()
+        except Exception as exc:  # kept in the outbox: written at the next start
+            log.warning("ledger_debits_kept", waiting=len(self._debits), error=str(exc),
+                        outbox=str(self.outbox.path) if self.outbox is not None else None)  # fmt: skip
+        if self.outbox is not None:
+            await asyncio.to_thread(self.outbox.close)
         await self.pipeline.stop()
 
     # -- live payments and charges (admin API) --
@@ -308,8 +349,11 @@ class Billing:
         """The server's own run: every month due at ``clock()`` this process has not run yet (catching
         up those missed while down), marked completed in the ledger. Returns the months run."""
         from rating.billing_cycle import month_text, months_to_run
-        from server.billing_run import mark_billed
+        from server.billing_run import last_billed, mark_billed
 
+        if not self._fees_read:  # the ledger was down at start
+            self._fees_done = await asyncio.to_thread(last_billed, self.ledger_path)
+            self._fees_read = True
         b = self.cfg.file.rating.billing
         months = months_to_run(self.clock(), b.day, b.timezone, b.catch_up_months, self._fees_done)
         ran = []
@@ -325,6 +369,8 @@ class Billing:
         while True:
             try:
                 await self.run_billing_due()
+            except LedgerUnavailable as exc:  # tried again at the next look; logged once per outage
+                self.reach.failed(exc, "billing run")
             except Exception:
                 log.exception("billing_run_failed")
             await asyncio.sleep(self.billing_interval)
@@ -519,9 +565,8 @@ class Billing:
                     self._count_spend(rated.customer_id, account, day_key(start, rater.setup.timezone),
                                       rated.price_micros)  # fmt: skip
                 if settled.debited_micros and rated.customer_id and self.shared is None:
-                    debit = LedgerEntry(
-                        rated.customer_id, EntryKind.CALL, -settled.debited_micros, end, event.call_id
-                    )
+                    debit = LedgerEntry(rated.customer_id, EntryKind.CALL, -settled.debited_micros, end,
+                                        event.call_id, call_key=operation)  # fmt: skip
                 if low is not None:
                     publish_low_balance(low)
             except Exception:
@@ -560,37 +605,78 @@ class Billing:
             await self.pipeline.wait_durable()
         finally:
             # into the ledger only once the CDR is durable (or the process goes on without it): a
-            # call whose CDR is rebuilt after a crash from the call journal was not debited there yet
+            # call whose CDR is rebuilt after a crash from the call journal was not debited there yet.
+            # On disk before this task ends: until then the call journal still holds the call
             if debit is not None:
-                self._debits.append(debit)
+                await self._hand_over(debit)
 
-    def _ledger_debit(self, op: Op) -> None:
-        """A call debit Redis has taken: into the ledger with the next batch."""
+    async def _ledger_debit(self, op: Op) -> None:
+        """A call debit Redis has taken: into the outbox, then the ledger with the next batch. The
+        operation is ``<settlement>:d`` (server.shared_counters.CallSettlement): the settlement is
+        the ledger's key."""
         at = datetime.fromisoformat(op.at)
-        self._debits.append(LedgerEntry(op.subject, EntryKind.CALL, -op.amount, at, op.memo))
+        key = op.id.removesuffix(":d")
+        await self._hand_over(LedgerEntry(op.subject, EntryKind.CALL, -op.amount, at, op.memo, call_key=key))
+
+    async def _hand_over(self, entry: LedgerEntry) -> None:
+        """A settled call debit, on local disk before it counts as handed over (never raises: a
+        failed write is logged and the debit kept in memory all the same)."""
+        assert entry.call_key is not None
+        if self.outbox is not None:
+            try:
+                await asyncio.to_thread(self.outbox.add, _outbox_op(entry))
+            except Exception:
+                log.exception("ledger_outbox_write_failed", call_key=entry.call_key)
+        self._debits[entry.call_key] = entry
 
     async def _flush_debits_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             try:
                 await self._flush_debits()
+            except LedgerUnavailable:
+                pass  # logged once per outage (LedgerReach); kept for the next flush
             except Exception:
                 log.exception("ledger_flush_failed")
 
     async def _flush_debits(self) -> None:
+        """The call debits waiting, in one transaction (all or none; those the ledger holds already,
+        by ``call_key``, are skipped), then out of the outbox. Raises when the ledger cannot take them:
+        they stay (memory and outbox) for the next flush."""
         if not self._debits:
             return
-        batch, self._debits = self._debits, []
+        batch = list(self._debits.values())
 
         def write() -> None:
             with open_ledger(self.ledger_path) as ledger:
-                ledger.append_all(batch)  # all or none: the batch is queued again on failure
+                ledger.append_all(batch)
 
         try:
             await asyncio.to_thread(write)
-        except Exception:
-            self._debits[:0] = batch
+        except LedgerUnavailable as exc:
+            self.reach.failed(exc, "call debits")
             raise
+        self.reach.worked()
+        keys = [e.call_key for e in batch if e.call_key is not None]
+        for key in keys:
+            self._debits.pop(key, None)
+        if self.outbox is not None:
+            try:
+                await asyncio.to_thread(self.outbox.remove, keys)
+            except Exception:  # written again at the next start: the ledger skips them (call_key)
+                log.exception("ledger_outbox_clear_failed", debits=len(keys))
+
+
+def _outbox_op(entry: LedgerEntry) -> Op:
+    """A call debit as an outbox row (server.pending_ops): keyed by its ``call_key``."""
+    assert entry.call_key is not None
+    return Op(entry.call_key, OpKind.DEBIT, entry.customer_id, "", -entry.amount_micros, entry.at.isoformat(),
+              entry.memo)  # fmt: skip
+
+
+def _outbox_entry(op: Op) -> LedgerEntry:
+    return LedgerEntry(op.subject, EntryKind.CALL, -op.amount, datetime.fromisoformat(op.at), op.memo,
+                       call_key=op.id)  # fmt: skip
 
 
 _CDR_METRICS: Any = None
@@ -643,7 +729,9 @@ def build_billing(cfg: Any, worker: int | None = None, tallies: Tallies | None =
         )
     # every process of a Redis platform may be the first up; with workers, worker 0
     seed = worker in (None, 0) or cfg.registrar.location.backend == "redis"
-    return Billing(cfg, rater, pipeline, ledger_at(cfg), shared, tallies, seed)
+    name = f"worker-{worker}" if worker is not None else "main"
+    outbox = PendingOps(state_dir / "ledger-pending", name, "ledger_outbox")
+    return Billing(cfg, rater, pipeline, ledger_at(cfg), shared, tallies, seed, outbox)
 
 
 def counters_watch(setup: RatingSetup) -> Watch:

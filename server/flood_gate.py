@@ -5,7 +5,7 @@ A banned source is dropped at once (one dict lookup). Every other message is cou
 the request-rate limit (registrar/pike.py); a source that goes over it is banned through the guard's
 ban list — the one list every message is checked against — unless it is whitelisted or a trunk's,
 and the ban goes to the registrar's one entry for bans (``on_ban``: made the whole server's with
-several workers, logged ``source_banned`` and counted), beside a ``rate_exceeded`` line with the rate. With ``nft_set`` configured, bans are mirrored into nftables
+several workers and the platform's with several hosts, logged ``source_banned`` and counted), beside a ``rate_exceeded`` line with the rate. With ``nft_set`` configured, bans are mirrored into nftables
 (server/nft_bans.py): each banned source is handed to the kernel at its first message dropped here,
 whichever part banned it (rate, failed authentications, scanner) and whichever worker.
 """

@@ -18,8 +18,8 @@ Call-ID, not by source. Each worker keeps its own pure `registrar.guard.Guard`, 
 
 What is not exact: a failure reaches the other workers at the end of the event-loop iteration that
 saw it (well under a millisecond on one host), so a burst spread over N workers can pass a threshold
-by at most N-1 failures in flight. Several hosts would share the same events over another medium
-(Redis pub/sub and a ban set: the guard's interface is the same); one host's workers use the channel.
+by at most N-1 failures in flight. Several hosts share the same events over Redis (pub/sub and a ban
+set, `server.guard_redis`: the guard's interface is the same); one host's workers use the channel.
 """
 
 from __future__ import annotations
@@ -63,9 +63,12 @@ class GuardShare:
     def publish(self) -> None:
         """Send the failures and logins the guard queued (nothing to do in the common case)."""
         guard = self._guard()
-        if guard is None:
-            return
-        events = guard.take_shared()
+        if guard is not None:
+            self.send(guard.take_shared())
+
+    def send(self, events: list[tuple[Any, ...]]) -> None:
+        """Events already taken from the guard (the registrar hands the same ones to the other
+        hosts, `server.guard_redis`)."""
         if events:
             self._send(msgpack.packb([list(e) for e in events]), False)
 

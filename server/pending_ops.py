@@ -7,6 +7,10 @@ Each process writes its own SQLite file (WAL: a commit survives a crash of the p
 running process holds (a worker count lowered, a crashed run) by moving their rows into its own.
 Rows are removed once Redis has them; a replay is safe because every operation carries an id that
 Redis remembers (rating.balance_redis, op markers).
+
+The same kind of file, under ``state_dir/ledger-pending/``, is the ledger's outbox (server.billing):
+call debits settled but not yet committed to the ledger, one row per call debit keyed by its
+settlement (the ledger's ``call_key``, unique there), removed once the ledger has them.
 """
 
 from __future__ import annotations
@@ -58,9 +62,11 @@ class Op:
 class PendingOps:
     """This process's queue file. Methods block on disk: call them through asyncio.to_thread."""
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, what: str = "counters_pending") -> None:
+        """``what``: how its log events are named (``<what>_adopted``, ``<what>_unreadable``)."""
         self.directory = directory
         self.name = name
+        self.what = what
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._fd: int | None = None
@@ -95,7 +101,7 @@ class PendingOps:
                     assert self._db is not None
                     with self._db:
                         self._db.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?)", rows)
-                    log.info("counters_pending_adopted", source=str(path), operations=len(rows))
+                    log.info(f"{self.what}_adopted", source=str(path), operations=len(rows))
                 with src:
                     src.execute("DELETE FROM pending")
             finally:
@@ -110,7 +116,7 @@ class PendingOps:
             try:
                 ops.append(Op.from_json(body))
             except (ValueError, KeyError, TypeError):
-                log.error("counters_pending_unreadable", id=op_id, body=body[:200])
+                log.error(f"{self.what}_unreadable", id=op_id, body=body[:200])
         return ops
 
     def add(self, op: Op) -> None:

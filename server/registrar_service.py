@@ -64,6 +64,11 @@ NONCE_STALE = FastCounter(
     "sipcore_nonce_stale_total", "Authorizations with an expired nonce (answered stale=true)"
 )
 BANS = FastCounter("sipcore_bans_total", "Sources banned by the brute-force guard, by reason", ["reason"])
+BANS_RECEIVED = FastCounter(
+    "sipcore_bans_received_total",
+    "Bans another host of the platform decided, installed here (server/guard_redis.py), by reason",
+    ["reason"],
+)
 BANS_ACTIVE = Gauge("sipcore_bans_active", "Sources currently banned")
 DROPPED_REGISTER = FastCounter(
     "sipcore_register_dropped_total", "REGISTERs dropped silently, by reason", ["reason"]
@@ -74,9 +79,13 @@ CONTACTS = Gauge("sipcore_registered_contacts", "Registered contacts (bindings)"
 
 for _reason in BanReason:  # every series present from the start (dashboards, alert rules)
     BANS.labels(_reason.value)
+    BANS_RECEIVED.labels(_reason.value)
 _OUTCOMES: dict[int, Any] = {}  # status -> REGISTER_OUTCOMES cell
 _REGISTER_CELL = metrics.REGISTER_SECONDS.labels()
 Answer = Callable[..., None]  # (status, reason, headers): answers the request being decided
+# the platform's end of the guard (server/guard_redis.py), built with the registrar's current guard and
+# the report of the bans other hosts decide: (guard, report) -> RedisGuardShare
+PlatformGuard = Callable[[Callable[[], Guard | None], Callable[[IpBanned, str, str], None]], Any]
 
 
 def _through_here(cluster: ClusterRoute, d: Apply, changes: RegisterChanges) -> Apply:
@@ -102,7 +111,9 @@ class RegistrarService:
         sweep_interval: float = 1.0,
         worker: Worker | None = None,
         cluster: ClusterRoute | None = None,
+        platform_guard: PlatformGuard | None = None,
     ) -> None:
+        """``platform_guard``: several hosts sharing Redis make the guard the platform's."""
         self.sip = sip
         self.registrar = registrar
         # several hosts (server.cluster): each binding stored with a route entry through this host
@@ -111,6 +122,12 @@ class RegistrarService:
         self.guard_share = (
             worker.guard_share(lambda: self.registrar.guard, self._report_ban)
             if worker is not None and worker.count > 1
+            else None
+        )
+        # several hosts: one guard for the whole platform, through Redis (server/guard_redis.py)
+        self.guard_platform = (
+            platform_guard(lambda: self.registrar.guard, self._report_received)
+            if platform_guard is not None
             else None
         )
         self.store = store
@@ -124,6 +141,8 @@ class RegistrarService:
     async def start(self) -> None:
         restored = await self.store.open(time.time())
         log.info("location_restored", bindings=restored)
+        if self.guard_platform is not None:  # the bans in force on the platform, before serving
+            await self.guard_platform.start()
         log.info("c_extensions", loaded=speedups.LOADED)  # none: the Python code alone (slower)
         metrics.set_build_info()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -149,6 +168,8 @@ class RegistrarService:
             self._sweeper.cancel()
         for task in list(self._tasks):
             await asyncio.wait([task], timeout=2)
+        if self.guard_platform is not None:
+            await self.guard_platform.close()
         await self.store.close()
 
     # -- REGISTER --
@@ -205,8 +226,7 @@ class RegistrarService:
     ) -> None:  # fmt: skip
         """Count, answer and apply one decision, whichever path read the request. ``pending``: told
         when the answer has to wait for the store (the lane then absorbs retransmissions)."""
-        if self.guard_share is not None:
-            self.guard_share.publish()  # the failure or login just counted, to the other workers
+        self.share_guard()  # the failure or login just counted, to the other workers and hosts
         if self.registrar.stale_nonces != self._stale_seen:
             self._count_stale()
         if isinstance(decision, Drop):
@@ -287,11 +307,24 @@ class RegistrarService:
         AUTH_FAILURES.labels(reason).inc()
         log.warning("auth_failed", source=source, user=user, reason=reason, method=method)
 
+    @property
+    def shares_guard(self) -> bool:
+        """The guard must queue its events: other workers or other hosts take them."""
+        return self.guard_share is not None or self.guard_platform is not None
+
     def share_guard(self) -> None:
-        """After an authentication outside the REGISTER paths (INVITE, SUBSCRIBE): what the guard
-        counted, to the other workers."""
+        """After an authentication (REGISTER here; INVITE, SUBSCRIBE from the proxy): what the guard
+        counted, to the other workers and the other hosts."""
+        if not self.shares_guard:
+            return
+        guard = self.registrar.guard
+        events = guard.take_shared() if guard is not None else None
+        if not events:
+            return
         if self.guard_share is not None:
-            self.guard_share.publish()
+            self.guard_share.send(events)
+        if self.guard_platform is not None:
+            self.guard_platform.send(events)
 
     def on_drop(self, drop: Drop, source: str, method: str) -> None:
         """Log and count an authentication the guard dropped (REGISTER here, INVITE and SUBSCRIBE in
@@ -308,11 +341,15 @@ class RegistrarService:
     def on_ban(self, ban: IpBanned, method: str) -> None:
         """The one entry for every ban the guard returns (failures, scanners, request rate…): made
         the whole server's and logged and counted once (with several workers, by the source's
-        authority worker, `server.guard_share`)."""
+        authority worker, `server.guard_share`); with several hosts sharing Redis, stored and
+        published for the whole platform (`server.guard_redis`), behind the failures that led to it."""
+        self.share_guard()
         if self.guard_share is not None:
             self.guard_share.announce(ban, method)
         else:
             self._report_ban(ban, method)
+        if self.guard_platform is not None:
+            self.guard_platform.announce(ban, method)
 
     @staticmethod
     def _report_ban(ban: IpBanned, method: str) -> None:
@@ -320,6 +357,14 @@ class RegistrarService:
         # one line per ban, for fail2ban / a SIEM (docs/security.md gives the filter)
         log.warning("source_banned", source=ban.source, user=ban.username or "", method=method,
                     reason=ban.reason.value, until=round(ban.until))  # fmt: skip
+
+    @staticmethod
+    def _report_received(ban: IpBanned, method: str, origin: str) -> None:
+        """A ban another host decided, new here: logged once per host (so each host's fail2ban sees
+        it; ``origin`` tells it from this host's own), counted apart from ``sipcore_bans_total``."""
+        BANS_RECEIVED.labels(ban.reason.value).inc()
+        log.warning("source_banned", source=ban.source, user=ban.username or "", method=method,
+                    reason=ban.reason.value, until=round(ban.until), origin=origin)  # fmt: skip
 
     def on_connection_closed(self, conn_id: str) -> None:
         key = f"{self.registrar.settings.node_id}/{conn_id}"
@@ -423,10 +468,15 @@ def build_registrar(
     return registrar
 
 
-def build_registrar_service(cfg: Any, sip: SipServer, worker: Worker | None = None) -> RegistrarService:
+def build_registrar_service(
+    cfg: Any, sip: SipServer, worker: Worker | None = None, is_trunk: Callable[[str], bool] | None = None
+) -> RegistrarService:
     """Build the registrar, guard and location store described by the YAML configuration; ``worker``
-    is this process's worker context (None in a single-process server)."""
-    registrar = build_registrar(cfg, sip, share_guard=worker is not None and worker.count > 1)
+    is this process's worker context (None in a single-process server); ``is_trunk(address)``: a
+    trunk's source, never banned here for another host's ban."""
+    platform = platform_guard(cfg, worker, is_trunk)
+    shared = (worker is not None and worker.count > 1) or platform is not None
+    registrar = build_registrar(cfg, sip, share_guard=shared)
     if worker is not None:  # one node id for all workers: a TCP flow id names the same connection in each
         registrar.settings = replace(registrar.settings, node_id=worker.node_id)
     loc = cfg.registrar.location
@@ -436,7 +486,32 @@ def build_registrar_service(cfg: Any, sip: SipServer, worker: Worker | None = No
         store = worker.location_store(cfg.paths.location_state_file)
     else:
         store = MemoryLocationStore(cfg.paths.location_state_file)
-    return RegistrarService(sip, registrar, store, worker=worker, cluster=cluster_route(cfg))
+    return RegistrarService(sip, registrar, store, worker=worker, cluster=cluster_route(cfg),
+                            platform_guard=platform)  # fmt: skip
+
+
+def platform_guard(
+    cfg: Any, worker: Worker | None, is_trunk: Callable[[str], bool] | None = None
+) -> PlatformGuard | None:
+    """How this process's guard is made the platform's: through the Redis the hosts share, when
+    there are several (``server.cluster``) and they share their location through Redis; None
+    otherwise (one host: its guard, or its workers' shared one, is the whole story)."""
+    loc, g = cfg.registrar.location, cfg.registrar.guard
+    if cfg.server.cluster is None or loc.backend != "redis" or not g.enabled:
+        return None
+    from server.guard_redis import RedisGuardShare
+    from server.guard_share import authority
+
+    host = worker.node_id if worker is not None else node_id()  # one id for the host's workers
+
+    def reports(source: str) -> bool:
+        return worker is None or authority(source, worker.count) == worker.index
+
+    def build(guard: Callable[[], Guard | None], report: Callable[[IpBanned, str, str], None]) -> Any:
+        return RedisGuardShare.from_location(loc, host, guard, report, reports=reports,
+                                             exempt=is_trunk or (lambda _: False))  # fmt: skip
+
+    return build
 
 
 def build_redis_location(loc: Any, worker: Worker | None) -> FallbackLocationStore:

@@ -14,14 +14,20 @@ disk (server.pending_ops) and the store is marked down (no more waiting on Redis
 refresh task then re-seeds if needed, replays the queue and refreshes. Each operation carries an id
 Redis remembers, so a replay whose first attempt did land is not applied twice; the cache always shows
 Redis's value plus this process's queued operations, so a refresh never forgets a queued debit. A
-debit reaches the ledger only once Redis has it (server.counter_seed relies on that).
+debit reaches the ledger only once Redis has it (server.counter_seed relies on that): `on_debit` puts
+it in the ledger's local outbox before the operation leaves the queue file.
+
+Ledger unreachable (a PostgreSQL ledger down) while Redis holds seeded balances: the seed, which
+only folds ledger rows past the watermark, waits; the process serves from Redis and the refresh
+folds the ledger when it is back. Redis unseeded (or unreachable) as well: nothing holds the
+balances, so the start fails (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +39,11 @@ from redis.exceptions import RedisError
 
 from rating.balance_redis import RedisCounterStore
 from rating.counters import MemoryCounterStore, Snapshot
+from rating.ledger import LedgerUnavailable
 from rating.ledger_store import LedgerAt
 from rating.settlement import day_key
 from server.counter_seed import local_balances, seed_redis
+from server.ledger_reach import LedgerReach
 from server.pending_ops import Op, OpKind, PendingOps
 
 log = structlog.get_logger("sipcore.counters")
@@ -105,7 +113,7 @@ class SharedCounters:
         pending: PendingOps,
         watch: Watch,
         refresh_interval: float,
-        on_debit: Callable[[Op], None] | None = None,
+        on_debit: Callable[[Op], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = _utc_now,
         client: Any = None,
         outage_reserve: int = 0,
@@ -116,7 +124,11 @@ class SharedCounters:
         self.pending = pending
         self.watch = watch
         self.refresh_interval = refresh_interval
-        self.on_debit = on_debit or (lambda op: None)  # a debit Redis has: Billing ledgers it
+        self.on_debit = on_debit or _nothing  # a debit Redis has: Billing ledgers it (its outbox first)
+        self.reach: LedgerReach | None = None  # told when the seed meets the ledger down (Billing's)
+        # run before each seed (Billing: the call debits Redis has taken go into the ledger first, so
+        # an emptied Redis is seeded with them)
+        self.before_seed: Callable[[], Awaitable[None]] = _nothing_first
         self.clock = clock
         self._client = client  # closed with the store when given
         self.cache = CounterCache(self.outage_cap)
@@ -173,6 +185,9 @@ class SharedCounters:
             await asyncio.sleep(self.refresh_interval)
             try:
                 await self.sync()
+            except LedgerUnavailable as exc:  # Redis unseeded and the ledger down: seeded when it is back
+                if self.reach is not None:
+                    self.reach.failed(exc, "seed")
             except Exception:
                 log.exception("counters_refresh_failed")
 
@@ -200,8 +215,18 @@ class SharedCounters:
     async def _sync_once(self) -> None:
         full = self._needs_seed or not self.up
         if self._needs_seed:
-            await seed_redis(self.redis, self._opening, self._ledger_path)
-            self._needs_seed = False
+            try:
+                await self.before_seed()
+                await seed_redis(self.redis, self._opening, self._ledger_path)
+            except LedgerUnavailable as exc:
+                if await self.redis.watermark() is None:  # nothing seeded: no balance to serve from
+                    raise
+                if self.reach is not None:
+                    self.reach.failed(exc, "seed")  # Redis's balances stand; folded when it is back
+            else:
+                self._needs_seed = False
+                if self.reach is not None:
+                    self.reach.worked()
         if self._queued:
             await self._replay()
         await self._load(everything=full)
@@ -264,7 +289,7 @@ class SharedCounters:
             else:
                 self._answered.append(op.id)
                 self._put_debit(op.subject, op.period, bal, spent)
-                self.on_debit(op)
+                await self.on_debit(op)
                 return await self.cache.balance(op.subject)
         balance = await self.cache.debit_call(op.subject, op.period, op.amount)
         self._outage_spent[op.subject] += op.amount
@@ -304,7 +329,7 @@ class SharedCounters:
                 done.append(op.id)
                 if op.kind is OpKind.DEBIT:
                     self._put_debit(op.subject, op.period, bal, spent)
-                    self.on_debit(op)
+                    await self.on_debit(op)  # in the ledger's outbox before it leaves the queue file
                 else:
                     self._put_free(op.subject, op.period, used)
         finally:
@@ -380,6 +405,14 @@ class SharedCounters:
             {k: v + self._d_free[k] for k, v in zip(free_keys, used, strict=True) if fresh(("f", *k))},
         )
         self._written = {k: s for k, s in self._written.items() if s > seq}
+
+
+async def _nothing(op: Op) -> None:
+    return None
+
+
+async def _nothing_first() -> None:
+    return None
 
 
 def _unseeded(exc: BaseException) -> bool:

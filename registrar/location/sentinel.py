@@ -134,3 +134,22 @@ def redis_client(
     if not sentinels:
         return RespClient(endpoint, timeout=timeout)
     return SentinelClient(tuple(parse_address(s) for s in sentinels), master_name, endpoint, timeout=timeout)
+
+
+def subscriber_client(
+    url: str, sentinels: tuple[str, ...] = (), master_name: str = "mymaster", *, timeout: float = 2.0
+) -> Any:
+    """A ``redis.asyncio.Redis`` for pub/sub (`RespClient` has none) to the same Redis as
+    `redis_client`: ``url``, or, with ``sentinels``, the master they name, followed across failovers
+    by redis-py's own Sentinel."""
+    import redis.asyncio as aioredis
+
+    if not sentinels:
+        return aioredis.Redis.from_url(url)
+    from redis.asyncio.sentinel import Sentinel
+
+    endpoint = Endpoint.from_url(url)
+    watcher = Sentinel([parse_address(a) for a in sentinels], socket_timeout=timeout)
+    return watcher.master_for(
+        master_name, db=endpoint.db, username=endpoint.username, password=endpoint.password
+    )

@@ -86,13 +86,14 @@ class Platform:
 
     directory: Path
     prefix: str
-    dsn: str
+    dsn: str  # "": no PostgreSQL (each host's CDRs in its own SQLite file)
     carrier_port: int
     ports: dict[str, int]  # host address -> its SIP port (UDP and TCP)
     workers: dict[str, int]
     transport: str = "udp"  # server.cluster.transport: how the hosts send to each other
     metrics_ports: dict[str, int] | None = None  # host address -> its /metrics port
     probe: tuple[int, int] | None = None  # server.cluster.probe_interval, probe_failures (None: defaults)
+    guard: str | None = None  # registrar.guard, a YAML mapping (None: the proxy tests' default)
 
     async def metrics(self, host: str) -> str:
         """The host's /metrics page (every worker's counters merged)."""
@@ -150,7 +151,10 @@ def host_config(platform: Platform, host: str) -> Path:
                                     "key_prefix": platform.prefix}  # fmt: skip
     doc["trunks"]["carrier"] = {"address": f"{CARRIER}:{platform.carrier_port}", "transport": "udp",
                                 "inbound_sources": [CARRIER], "trusted": True}  # fmt: skip
-    doc["cdr"] = {"backend": "postgresql", "dsn": platform.dsn, "spool_dir": str(base / "spool")}
+    if platform.guard is not None:
+        doc["registrar"]["guard"] = yaml.safe_load(platform.guard)
+    if platform.dsn:
+        doc["cdr"] = {"backend": "postgresql", "dsn": platform.dsn, "spool_dir": str(base / "spool")}
     doc["rating"]["counters"] = {"backend": "redis", "url": "redis://127.0.0.1:6379/0",
                                  "key_prefix": platform.prefix + "rating:"}  # fmt: skip
     path = base / "sipcore.yaml"
