@@ -9,14 +9,7 @@ has its own copy. With `redis` they are shared by every process (server.shared_c
 still reads a local cache synchronously, settlement moves the counters in Redis. Call debits are
 appended to the ledger in batches off the call path (with Redis, once Redis has them); the CDR spool is
 what makes a finished call durable.
-
-Why a ledger outbox: the counters take a call's debit at once, the ledger a second later in a batch,
-and a PostgreSQL ledger can be unreachable for longer. So a settled debit is first written to a local
-file (``state_dir/ledger-pending/``, server.pending_ops) before it counts as handed over, removed once
-the ledger committed it, and written again at the next start if the process stopped first (SIGTERM
-during an outage, a crash, kill -9). Each row carries its settlement's key (``cdr:<call_id>:<leg>``,
-the ledger's unique ``call_key``), so a batch written twice (a crash between the ledger's commit and
-the outbox's clean-up) is in the ledger once.
+A settled debit is on local disk (server.ledger_outbox) before it counts as handed over to the ledger.
 """
 
 from __future__ import annotations
@@ -47,8 +40,8 @@ from routing import Authorisation, AuthoriseRequest
 from routing.toll_fraud import hold_keys, hold_parties, seeded_key, spent_keys
 
 from .counter_seed import ledger_totals
-from .ledger_reach import LedgerReach
-from .pending_ops import Op, OpKind, PendingOps
+from .ledger_outbox import LedgerOutbox
+from .pending_ops import PendingOps
 from .shared_counters import SharedCounters, Watch
 
 log = structlog.get_logger("sipcore.billing")
@@ -134,9 +127,10 @@ class Billing:
         shared: SharedCounters | None = None,
         tallies: Tallies | None = None,
         seed_spend: bool = False,
-        outbox: PendingOps | None = None,
+        outbox: LedgerOutbox | None = None,
     ) -> None:
-        """``outbox``: the file call debits are kept in until the ledger has them (None: memory only)."""
+        """``outbox``: where call debits wait for the ledger, the one ``shared`` hands its debits to
+        too (None: in memory only)."""
         self.cfg = cfg
         # the platform-wide toll-fraud tallies (server.account_state): settled spend of the day and
         # what calls in progress hold, per customer and account, summed over every process
@@ -149,13 +143,8 @@ class Billing:
         # what authorisation reads: the memory store, or the shared store's local cache
         self.counters: MemoryCounterStore = shared.cache if shared is not None else MemoryCounterStore()
         self.ledger_path = ledger_path  # the configured ledger: a SQLite file or a PostgreSQL database
-        self.outbox = outbox
-        self._debits: dict[str, LedgerEntry] = {}  # call_key -> call debit not in the ledger yet
-        self.reach = LedgerReach(str(ledger_path), lambda: len(self._debits))
-        if shared is not None:
-            shared.on_debit = self._ledger_debit
-            shared.before_seed = self._flush_debits
-            shared.reach = self.reach
+        self.outbox = outbox if outbox is not None else LedgerOutbox(ledger_path, None)
+        self.reach = self.outbox.reach
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
         self.clock: Callable[[], datetime] = _utc_now  # the call-setup time authorisation prices at
@@ -179,17 +168,12 @@ class Billing:
         (docs/reliability.md "Ledger outage")."""
         from server.billing_run import last_billed
 
-        if self.outbox is not None:
-            for op in await asyncio.to_thread(self.outbox.open):
-                entry = _outbox_entry(op)
-                self._debits[op.id] = entry
-            if self._debits:
-                log.info("ledger_outbox_replay", debits=len(self._debits), ledger=str(self.ledger_path))
+        await self.outbox.open()
         try:
             # read before the seed: fees of a month completed by then are in the seeded balances
             self._fees_done = await asyncio.to_thread(last_billed, self.ledger_path)
             self._fees_read = True
-            await self._flush_debits()  # memory counters read the ledger next: the outbox goes in first
+            await self.outbox.flush()  # memory counters read the ledger next: the outbox goes in first
         except LedgerUnavailable as exc:
             if self.shared is None:
                 log.error("ledger_unreachable_at_start", ledger=str(self.ledger_path), error=str(exc),
@@ -264,13 +248,7 @@ class Billing:
             self._fees_task.cancel()
         if self.shared is not None:
             await self.shared.close()  # a last replay: what Redis takes joins the ledger below
-        try:
-            await self._flush_debits()
-        except Exception as exc:  # kept in the outbox: written at the next start
-            log.warning("ledger_debits_kept", waiting=len(self._debits), error=str(exc),
-                        outbox=str(self.outbox.path) if self.outbox is not None else None)  # fmt: skip
-        if self.outbox is not None:
-            await asyncio.to_thread(self.outbox.close)
+        await self.outbox.close()  # what the ledger does not take now: written at the next start
         await self.pipeline.stop()
 
     # -- live payments and charges (admin API) --
@@ -555,7 +533,7 @@ class Billing:
                 answered=event.answer is not None, duration=event.duration,
             )  # fmt: skip
             try:
-                if self.shared is not None:  # the debit reaches the ledger through _ledger_debit
+                if self.shared is not None:  # its debit reaches the ledger by the outbox (.taken)
                     store = self.shared.settlement(operation, end, event.call_id)
                     settled, low = await settle_call(rater, store, call)  # type: ignore[arg-type]
                 else:
@@ -608,75 +586,17 @@ class Billing:
             # call whose CDR is rebuilt after a crash from the call journal was not debited there yet.
             # On disk before this task ends: until then the call journal still holds the call
             if debit is not None:
-                await self._hand_over(debit)
-
-    async def _ledger_debit(self, op: Op) -> None:
-        """A call debit Redis has taken: into the outbox, then the ledger with the next batch. The
-        operation is ``<settlement>:d`` (server.shared_counters.CallSettlement): the settlement is
-        the ledger's key."""
-        at = datetime.fromisoformat(op.at)
-        key = op.id.removesuffix(":d")
-        await self._hand_over(LedgerEntry(op.subject, EntryKind.CALL, -op.amount, at, op.memo, call_key=key))
-
-    async def _hand_over(self, entry: LedgerEntry) -> None:
-        """A settled call debit, on local disk before it counts as handed over (never raises: a
-        failed write is logged and the debit kept in memory all the same)."""
-        assert entry.call_key is not None
-        if self.outbox is not None:
-            try:
-                await asyncio.to_thread(self.outbox.add, _outbox_op(entry))
-            except Exception:
-                log.exception("ledger_outbox_write_failed", call_key=entry.call_key)
-        self._debits[entry.call_key] = entry
+                await self.outbox.hand_over(debit)
 
     async def _flush_debits_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             try:
-                await self._flush_debits()
+                await self.outbox.flush()
             except LedgerUnavailable:
                 pass  # logged once per outage (LedgerReach); kept for the next flush
             except Exception:
                 log.exception("ledger_flush_failed")
-
-    async def _flush_debits(self) -> None:
-        """The call debits waiting, in one transaction (all or none; those the ledger holds already,
-        by ``call_key``, are skipped), then out of the outbox. Raises when the ledger cannot take them:
-        they stay (memory and outbox) for the next flush."""
-        if not self._debits:
-            return
-        batch = list(self._debits.values())
-
-        def write() -> None:
-            with open_ledger(self.ledger_path) as ledger:
-                ledger.append_all(batch)
-
-        try:
-            await asyncio.to_thread(write)
-        except LedgerUnavailable as exc:
-            self.reach.failed(exc, "call debits")
-            raise
-        self.reach.worked()
-        keys = [e.call_key for e in batch if e.call_key is not None]
-        for key in keys:
-            self._debits.pop(key, None)
-        if self.outbox is not None:
-            try:
-                await asyncio.to_thread(self.outbox.remove, keys)
-            except Exception:  # written again at the next start: the ledger skips them (call_key)
-                log.exception("ledger_outbox_clear_failed", debits=len(keys))
-
-
-def _outbox_op(entry: LedgerEntry) -> Op:
-    """A call debit as an outbox row (server.pending_ops): keyed by its ``call_key``."""
-    assert entry.call_key is not None
-    return Op(entry.call_key, OpKind.DEBIT, entry.customer_id, "", -entry.amount_micros, entry.at.isoformat(),
-              entry.memo)  # fmt: skip
-
-
-def _outbox_entry(op: Op) -> LedgerEntry:
-    return LedgerEntry(op.subject, EntryKind.CALL, -op.amount, datetime.fromisoformat(op.at), op.memo,
-                       call_key=op.id)  # fmt: skip
 
 
 _CDR_METRICS: Any = None
@@ -715,10 +635,13 @@ def build_billing(cfg: Any, worker: int | None = None, tallies: Tallies | None =
         spool_dir = spool_dir / f"worker-{worker}"
     pipeline = CdrPipeline(spool_dir, store, batch_size=c.batch_size, metrics=cdr_metrics())
     state_dir = Path(cfg.paths.state_dir)
+    name = f"worker-{worker}" if worker is not None else "main"
+    ledger = ledger_at(cfg)
+    outbox = LedgerOutbox(ledger, PendingOps(state_dir / "ledger-pending", name, "ledger_outbox"))
     counters = cfg.rating.counters
     shared = None
     if counters.backend == "redis":
-        shared = build_shared_counters(counters, setup, state_dir, worker)
+        shared = build_shared_counters(counters, setup, state_dir, worker, outbox)
     elif (cfg.server.workers > 1 or worker is not None) and worker in (None, 0):
         log.warning(
             "balances_per_process",
@@ -729,9 +652,7 @@ def build_billing(cfg: Any, worker: int | None = None, tallies: Tallies | None =
         )
     # every process of a Redis platform may be the first up; with workers, worker 0
     seed = worker in (None, 0) or cfg.registrar.location.backend == "redis"
-    name = f"worker-{worker}" if worker is not None else "main"
-    outbox = PendingOps(state_dir / "ledger-pending", name, "ledger_outbox")
-    return Billing(cfg, rater, pipeline, ledger_at(cfg), shared, tallies, seed, outbox)
+    return Billing(cfg, rater, pipeline, ledger, shared, tallies, seed, outbox)
 
 
 def counters_watch(setup: RatingSetup) -> Watch:
@@ -750,7 +671,7 @@ def counters_watch(setup: RatingSetup) -> Watch:
 
 
 def build_shared_counters(
-    counters: Any, setup: RatingSetup, state_dir: Path, worker: int | None
+    counters: Any, setup: RatingSetup, state_dir: Path, worker: int | None, outbox: LedgerOutbox | None = None
 ) -> SharedCounters:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
@@ -770,6 +691,7 @@ def build_shared_counters(
         pending,
         counters_watch(setup),
         float(counters.refresh_interval),
+        outbox=outbox,
         client=client,
         outage_reserve=to_micros(counters.outage_reserve, "rating.counters.outage_reserve"),
     )

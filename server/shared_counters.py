@@ -14,8 +14,8 @@ disk (server.pending_ops) and the store is marked down (no more waiting on Redis
 refresh task then re-seeds if needed, replays the queue and refreshes. Each operation carries an id
 Redis remembers, so a replay whose first attempt did land is not applied twice; the cache always shows
 Redis's value plus this process's queued operations, so a refresh never forgets a queued debit. A
-debit reaches the ledger only once Redis has it (server.counter_seed relies on that): `on_debit` puts
-it in the ledger's local outbox before the operation leaves the queue file.
+debit reaches the ledger only once Redis has it (server.counter_seed relies on that): the ledger's outbox
+(server.ledger_outbox) has it before the operation leaves the queue file.
 
 Ledger unreachable (a PostgreSQL ledger down) while Redis holds seeded balances: the seed, which
 only folds ledger rows past the watermark, waits; the process serves from Redis and the refresh
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ from rating.ledger import LedgerUnavailable
 from rating.ledger_store import LedgerAt
 from rating.settlement import day_key
 from server.counter_seed import local_balances, seed_redis
+from server.ledger_outbox import LedgerOutbox
 from server.ledger_reach import LedgerReach
 from server.pending_ops import Op, OpKind, PendingOps
 
@@ -113,22 +114,23 @@ class SharedCounters:
         pending: PendingOps,
         watch: Watch,
         refresh_interval: float,
-        on_debit: Callable[[Op], Awaitable[None]] | None = None,
+        outbox: LedgerOutbox | None = None,
         clock: Callable[[], datetime] = _utc_now,
         client: Any = None,
         outage_reserve: int = 0,
     ) -> None:
-        """``outage_reserve``: micro-units a HARD (prepaid) customer may still spend through this
-        process while Redis is unreachable (0: its priced calls are refused until Redis is back)."""
+        """``outbox``: where the call debits Redis has taken wait for the ledger (Billing's; None:
+        nowhere, a benchmark). ``outage_reserve``: micro-units a HARD (prepaid) customer may still
+        spend through this process while Redis is unreachable (0: its priced calls are refused until
+        Redis is back)."""
         self.redis = redis
         self.pending = pending
         self.watch = watch
         self.refresh_interval = refresh_interval
-        self.on_debit = on_debit or _nothing  # a debit Redis has: Billing ledgers it (its outbox first)
-        self.reach: LedgerReach | None = None  # told when the seed meets the ledger down (Billing's)
-        # run before each seed (Billing: the call debits Redis has taken go into the ledger first, so
-        # an emptied Redis is seeded with them)
-        self.before_seed: Callable[[], Awaitable[None]] = _nothing_first
+        # a debit Redis has taken goes into it; it is flushed into the ledger before each seed (so an
+        # emptied Redis is seeded with those debits) and told when the seed meets the ledger down
+        self.outbox = outbox
+        self.reach: LedgerReach | None = outbox.reach if outbox is not None else None
         self.clock = clock
         self._client = client  # closed with the store when given
         self.cache = CounterCache(self.outage_cap)
@@ -216,7 +218,8 @@ class SharedCounters:
         full = self._needs_seed or not self.up
         if self._needs_seed:
             try:
-                await self.before_seed()
+                if self.outbox is not None:
+                    await self.outbox.flush()
                 await seed_redis(self.redis, self._opening, self._ledger_path)
             except LedgerUnavailable as exc:
                 if await self.redis.watermark() is None:  # nothing seeded: no balance to serve from
@@ -289,7 +292,8 @@ class SharedCounters:
             else:
                 self._answered.append(op.id)
                 self._put_debit(op.subject, op.period, bal, spent)
-                await self.on_debit(op)
+                if self.outbox is not None:
+                    await self.outbox.taken(op)
                 return await self.cache.balance(op.subject)
         balance = await self.cache.debit_call(op.subject, op.period, op.amount)
         self._outage_spent[op.subject] += op.amount
@@ -329,7 +333,8 @@ class SharedCounters:
                 done.append(op.id)
                 if op.kind is OpKind.DEBIT:
                     self._put_debit(op.subject, op.period, bal, spent)
-                    await self.on_debit(op)  # in the ledger's outbox before it leaves the queue file
+                    if self.outbox is not None:  # in the ledger's outbox before it leaves the queue file
+                        await self.outbox.taken(op)
                 else:
                     self._put_free(op.subject, op.period, used)
         finally:
@@ -405,14 +410,6 @@ class SharedCounters:
             {k: v + self._d_free[k] for k, v in zip(free_keys, used, strict=True) if fresh(("f", *k))},
         )
         self._written = {k: s for k, s in self._written.items() if s > seq}
-
-
-async def _nothing(op: Op) -> None:
-    return None
-
-
-async def _nothing_first() -> None:
-    return None
 
 
 def _unseeded(exc: BaseException) -> bool:

@@ -116,7 +116,7 @@ async def test_redis_down_at_start_serves_from_config_and_ledger_then_seeds_and_
     await settle(a, ended("c1", "pre/100", 60))
     assert await cached_balance(a) == 500_000
     assert authorise(a).max_duration == 60
-    await a._flush_debits()
+    await a.outbox.flush()
     assert ledger_calls(tmp_path) == []  # not in the ledger before Redis has it (seeding relies on it)
 
     await restart(private_redis)
@@ -227,7 +227,7 @@ async def test_an_emptied_redis_is_seeded_again_from_config_and_ledger(make, tmp
     await restart(private_redis)
     a = await make("0")
     await settle(a, ended("c1", "pre/100", 60))
-    await a._flush_debits()  # the ledger has c1
+    await a.outbox.flush()  # the ledger has c1
     private_redis.kill()
     await restart(private_redis)  # empty: no balances, no seed marker
 
