@@ -20,49 +20,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import secrets
-import socket
-import sys
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from benchmarks.guard_guessing import register_guess
 from tests.proxy_sip.configs import password
 from tests.registrar_sip.client import Phone, SipClient
-from tests.server.cluster_helpers import HOSTS, Host, Platform, drop_prefix, host_config, new_platform
+from tests.server.cluster_helpers import HOSTS, Platform, drop_prefix, new_platform, run_host
 
 ROOT = Path(__file__).resolve().parents[1]
 GUARD = "{failure_threshold: 10, user_failure_threshold: 30, window: 60, ban_time: 600, slow_threshold: 0, whitelist: []}"
 A, B = HOSTS[0], HOSTS[1]
-
-
-@contextlib.asynccontextmanager
-async def serve(platform: Platform, host: str, tree: Path) -> AsyncIterator[Host]:
-    """`sipcore serve` for ``host`` from ``tree`` until READY=1 (as `cluster_helpers.run_host`)."""
-    config = host_config(platform, host)
-    name = f"sipcore-guard-hosts-{secrets.token_hex(6)}"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind("\0" + name)
-    notify.setblocking(False)
-    env = dict(os.environ, PYTHONPATH=str(tree), NOTIFY_SOCKET="@" + name)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "serve", "--no-media", "--config", str(config),
-        cwd=config.parent, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
-    served = Host(host, platform.ports[host], proc)
-    try:
-        try:
-            state = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(notify, 64), 30)
-        finally:
-            notify.close()
-        if state != b"READY=1":
-            raise RuntimeError(f"{host} did not start: {state!r}")
-        yield served
-    finally:
-        await served.stop()
 
 
 async def guesses(platform: Platform, source: str, hosts: list[str], tag: str) -> dict[str, int]:
@@ -80,7 +48,7 @@ async def measure(tree: Path, workers_a: int) -> dict[str, object]:
         platform = new_platform(Path(tmp), "", hosts=(A, B), workers={A: workers_a})
         platform.guard = GUARD
         try:
-            async with serve(platform, A, tree), serve(platform, B, tree):
+            async with run_host(platform, A, tree), run_host(platform, B, tree):
                 out["spread"] = await guesses(platform, "127.0.31.1", [A, B] * 20, "spread")
                 on_a = 0
                 while on_a < 40 and await register_guess(platform.address(A), "127.0.31.2", f"m{on_a}", "g"):

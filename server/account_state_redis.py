@@ -51,7 +51,7 @@ from typing import Any
 import structlog
 
 from registrar.location.resp import RedisReplyError, RespClient
-from registrar.location.sentinel import redis_client, subscriber_client
+from registrar.location.sentinel import follow, redis_client, subscriber_client
 from routing.feature_codes import ForwardingChange
 from routing.model import ForwardKind
 from routing.state import Overrides
@@ -111,29 +111,24 @@ return v
 """
 SHARED_TTL_MS = str(3 * 86_400_000)
 
-# A daily-cap hold, checked and added in one step (the host turn orders one host's workers, this orders
-# the hosts). KEYS: own hash, process set, the day's spent bucket. ARGV: process, ttl ms, channel,
-# prefix of the processes' hashes, last seq, then per hold: key, spent key, cap (-1: none), this
-# process's new share, its message. For each capped hold: the spent total + every other process's
-# share (an expired hash: a dead host's, counts 0) + our new share must stay within the cap, else
-# nothing is written and the hold's 1-based index returned. Written: 0, or -1 if our hash had expired.
-_RESERVE = """
+# The first lines of `_RESERVE` and `_ADMIT`. KEYS[2]: the process set; ARGV[1]: this process, ARGV[4]:
+# the prefix of the processes' hashes. total(field, own): ``own`` (this process's share) + every other
+# live process's share of ``field`` (an expired hash: a dead host's, counts 0).
+_OTHERS = """
 local procs = redis.call('SMEMBERS', KEYS[2])
-for i = 6, #ARGV, 5 do
-  local cap = tonumber(ARGV[i + 2])
-  if cap >= 0 then
-    local total = tonumber(redis.call('HGET', KEYS[3], ARGV[i + 1]) or '0') + tonumber(ARGV[i + 3])
-    for _, p in ipairs(procs) do
-      if p ~= ARGV[1] then total = total + tonumber(redis.call('HGET', ARGV[4] .. p, ARGV[i]) or '0') end
-    end
-    if total > cap then return (i - 1) / 5 end
+local function total(field, own)
+  local n = tonumber(own)
+  for _, p in ipairs(procs) do
+    if p ~= ARGV[1] then n = n + tonumber(redis.call('HGET', ARGV[4] .. p, field) or '0') end
   end
+  return n
 end
-local existed = redis.call('EXISTS', KEYS[1])
-for i = 6, #ARGV, 5 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
-  redis.call('PUBLISH', ARGV[3], ARGV[i + 4])
-end
+"""
+
+# The last lines of `_RESERVE` and `_ADMIT`, once their shares are written (``existed``: our hash was
+# there before). KEYS[1]: own hash, KEYS[2]: process set; ARGV[1]: process, ARGV[2]: ttl ms, ARGV[5]:
+# last seq. 0, or -1 if our hash had expired (the table is rewritten whole).
+_WRITTEN = """
 if tonumber(ARGV[5]) > tonumber(redis.call('HGET', KEYS[1], '~seq') or '0') then
   redis.call('HSET', KEYS[1], '~seq', ARGV[5])
 end
@@ -141,7 +136,32 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
 if existed == 0 then return -1 end
 return 0
-"""  # a bucket (a day's spend) outlives the day it counts
+"""
+
+# A daily-cap hold, checked and added in one step (the host turn orders one host's workers, this orders
+# the hosts). KEYS: own hash, process set, the day's spent bucket. ARGV: process, ttl ms, channel,
+# prefix of the processes' hashes, last seq, then per hold: key, spent key, cap (-1: none), this
+# process's new share, its message. For each capped hold: the spent total + every other process's
+# share (an expired hash: a dead host's, counts 0) + our new share must stay within the cap, else
+# nothing is written and the hold's 1-based index returned. Written: 0, or -1 if our hash had expired.
+_RESERVE = (
+    _OTHERS
+    + """
+for i = 6, #ARGV, 5 do
+  local cap = tonumber(ARGV[i + 2])
+  if cap >= 0 then
+    local spent = tonumber(redis.call('HGET', KEYS[3], ARGV[i + 1]) or '0')
+    if spent + total(ARGV[i], ARGV[i + 3]) > cap then return (i - 1) / 5 end
+  end
+end
+local existed = redis.call('EXISTS', KEYS[1])
+for i = 6, #ARGV, 5 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
+  redis.call('PUBLISH', ARGV[3], ARGV[i + 4])
+end
+"""
+    + _WRITTEN
+)  # a bucket (a day's spend) outlives the day it counts
 
 # A call placed, admitted against its account's limits and counted in one step (the host turn orders
 # one host's workers, this orders the hosts; `routing.toll_fraud.Admission.refused` is the same check).
@@ -153,15 +173,9 @@ return 0
 # dead host's, counts 0). Refused: nothing is written, 1 (max_calls) or 2 + the window's index.
 # Admitted: the shares written as they are, absolute (as `_SET_CALLS`), and published; 0, or -1 if
 # our hash had expired.
-_ADMIT = """
-local procs = redis.call('SMEMBERS', KEYS[2])
-local function total(field, own)
-  local n = tonumber(own)
-  for _, p in ipairs(procs) do
-    if p ~= ARGV[1] then n = n + tonumber(redis.call('HGET', ARGV[4] .. p, field) or '0') end
-  end
-  return n
-end
+_ADMIT = (
+    _OTHERS
+    + """
 if total(ARGV[7], ARGV[8]) > tonumber(ARGV[6]) then return 1 end
 for i = 10, #ARGV, 7 do
   local rate = total(ARGV[i + 1], ARGV[i + 5]) * tonumber(ARGV[i + 3]) + total(ARGV[i], ARGV[i + 4])
@@ -174,14 +188,9 @@ for i = 10, #ARGV, 7 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 4])
   redis.call('PUBLISH', ARGV[3], ARGV[i + 6])
 end
-if tonumber(ARGV[5]) > tonumber(redis.call('HGET', KEYS[1], '~seq') or '0') then
-  redis.call('HSET', KEYS[1], '~seq', ARGV[5])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
-if existed == 0 then return -1 end
-return 0
 """
+    + _WRITTEN
+)
 
 _SCRIPTS = {name: (body, hashlib.sha1(body.encode()).hexdigest()) for name, body in
             (("calls", _SET_CALLS), ("table", _SET_TABLE), ("reserve", _RESERVE),
@@ -504,26 +513,11 @@ class RedisAccountState:
     # -- keeping the mirror current --
     async def _listen(self) -> None:
         """Subscribe, then read everything (what changed while not subscribed), then follow."""
-        while True:
-            pubsub = self._sub.pubsub()
-            try:
-                await pubsub.subscribe(self._channel)
-                await self._sync()
-                self._loaded.set()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message is not None:
-                        self.receive(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._down(exc)
-                await asyncio.sleep(RETRY)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:
-                    pass
+        await follow(self._sub, self._channel, self._subscribed, self.receive, self._down, retry=RETRY)
+
+    async def _subscribed(self) -> None:
+        await self._sync()
+        self._loaded.set()
 
     async def _refresh_loop(self) -> None:
         while True:

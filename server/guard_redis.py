@@ -46,7 +46,7 @@ import structlog
 
 from registrar.guard import BanReason, Guard, IpBanned
 from registrar.location.resp import RedisReplyError, RespClient
-from registrar.location.sentinel import redis_client, subscriber_client
+from registrar.location.sentinel import follow, redis_client, subscriber_client
 
 log = structlog.get_logger("sipcore.registrar")
 
@@ -136,6 +136,7 @@ class RedisGuardShare:
         self._writes: set[asyncio.Future[Any]] = set()
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
+        self._check = self._resync = 0.0  # loop times of the next look and the next re-read (_idle)
         self.up = False
         self.received = 0  # events applied from other hosts
         self.installed = 0  # bans new here (published or loaded)
@@ -235,34 +236,26 @@ class RedisGuardShare:
     async def _listen(self) -> None:
         """Subscribe, install the bans in force (what was published while not subscribed), send
         what waited, then follow; on any error, again after ``RETRY``."""
-        while True:
-            pubsub = self._sub.pubsub()
-            loop = asyncio.get_running_loop()
-            try:
-                await pubsub.subscribe(self._channel)
-                await self._ready()
-                check, resync = loop.time() + RETRY, loop.time() + RESYNC
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RETRY)
-                    if message is not None:
-                        self.receive(message["data"])
-                    if loop.time() >= check:
-                        check = loop.time() + RETRY
-                        if not self.up or loop.time() >= resync:  # a write failed, or time to re-read
-                            resync = loop.time() + RESYNC
-                            await self._ready()
-                        elif self._unsent:
-                            self._flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._down(exc)
-                await asyncio.sleep(RETRY)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:
-                    pass
+        await follow(self._sub, self._channel, self._subscribed, self.receive, self._down,
+                     retry=RETRY, tick=RETRY, idle=self._idle)  # fmt: skip
+
+    async def _subscribed(self) -> None:
+        await self._ready()
+        now = asyncio.get_running_loop().time()
+        self._check, self._resync = now + RETRY, now + RESYNC
+
+    async def _idle(self) -> None:
+        """Every ``RETRY``: the bans in force read again after a failed write or every ``RESYNC``;
+        else what waited for Redis sent."""
+        now = asyncio.get_running_loop().time()
+        if now < self._check:
+            return
+        self._check = now + RETRY
+        if not self.up or now >= self._resync:
+            self._resync = now + RESYNC
+            await self._ready()
+        elif self._unsent:
+            self._flush()
 
     async def _ready(self) -> None:
         await self._load()

@@ -16,6 +16,8 @@ location fallback keeps serving locally meanwhile, docs/location.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -153,3 +155,40 @@ def subscriber_client(
     return watcher.master_for(
         master_name, db=endpoint.db, username=endpoint.username, password=endpoint.password
     )
+
+
+async def follow(
+    subscriber: Any,
+    channel: str,
+    ready: Callable[[], Awaitable[None]],
+    receive: Callable[[bytes], None],
+    down: Callable[[BaseException], None],
+    *,
+    retry: float = 1.0,
+    tick: float | None = None,
+    idle: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Follow ``channel`` on ``subscriber`` (a `subscriber_client`) until cancelled: subscribe, then
+    ``ready`` (read what was published while not subscribed), then hand each message to ``receive``
+    (and, with ``tick``, call ``idle`` at least every ``tick`` seconds); on any failure ``down``, and
+    all again after ``retry``. Why subscribe before reading: what changes in between is both read and
+    received, never missed."""
+    while True:
+        pubsub = subscriber.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            await ready()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=tick)
+                if message is not None:
+                    receive(message["data"])
+                if idle is not None:
+                    await idle()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            down(exc)
+            await asyncio.sleep(retry)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()

@@ -190,14 +190,15 @@ class Host:
 
 
 @contextlib.asynccontextmanager
-async def run_host(platform: Platform, host: str) -> AsyncIterator[Host]:
-    """`sipcore serve` for ``host`` until READY=1 (bounded); stopped afterwards if still running."""
+async def run_host(platform: Platform, host: str, tree: Path = ROOT) -> AsyncIterator[Host]:
+    """`sipcore serve` from ``tree`` (another checkout: a before/after benchmark) for ``host`` until
+    READY=1 (bounded); stopped afterwards if still running."""
     config = host_config(platform, host)
     name = f"sipcore-cluster-{secrets.token_hex(6)}"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind("\0" + name)
     notify.setblocking(False)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET="@" + name)
+    env = dict(os.environ, PYTHONPATH=str(tree), NOTIFY_SOCKET="@" + name)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server.cli", "serve", "--no-media", "--config", str(config),
         cwd=config.parent, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
