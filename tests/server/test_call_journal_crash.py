@@ -166,7 +166,10 @@ async def _run(tmp_path: Path, workers: int, calls: int, orphan_timeout: float =
                 assert end > killed_at
             elif call_id == orphan:
                 assert row["hangup_by"] == "orphan"
-                assert answer <= end <= killed_at  # the last sign of life of the killed process
+                # the last sign of life of the killed process; like the other times here, within the
+                # 50 ms the two clock shifts allow (wall -> monotonic at the restore, back at the end:
+                # a wall-clock adjustment between them moves it; CI once saw 14 ms)
+                assert answer <= end <= killed_at + 0.05
             elif call_id in byes:
                 sent, ok = byes[call_id]
                 assert sent - 0.05 <= end <= ok + 0.05, (call_id, sent, end, ok)  # the real end
