@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config/example.yaml
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= parser digest lane framing sdp config
+FUZZ_TARGETS ?= parser digest lane framing sdp config rater
 
 .PHONY: run test bench fuzz lint install dev clean check-config
 
@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c rating/_rater_c.c | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c sipcore/_message_c.c rating/_rater_c.c server/_group_commit_c.c | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c rating/_rater_c.c | $(BIN)/python
+$(VENV)/.dev-installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c sipcore/_message_c.c rating/_rater_c.c server/_group_commit_c.c | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(VENV)/.installed $@
 
@@ -38,11 +38,11 @@ bench: dev
 	$(BIN)/python -m benchmarks.run_all
 
 # Coverage-guided fuzzing (atheris/libFuzzer), FUZZ_SECONDS per target; corpus and crashes in .fuzz/;
-# then the two C readers built with AddressSanitizer/UBSan, on that corpus and mutations of it.
+# then the four C readers built with AddressSanitizer/UBSan, on that corpus and mutations of it.
 fuzz: dev
 	@for t in $(FUZZ_TARGETS); do $(BIN)/python -m fuzz.run $$t --seconds $(FUZZ_SECONDS) || exit 1; done
 	@if PYTHON=$(BIN)/python fuzz/build_asan.sh .fuzz/asan; then \
-	  for t in lane digest; do \
+	  for t in lane digest rater parser; do \
 	    LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
 	      $(BIN)/python -m fuzz.run $$t --asan .fuzz/asan --seconds $(FUZZ_SECONDS) || exit 1; \
 	  done; \

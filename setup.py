@@ -1,9 +1,10 @@
 """Build of the optional C accelerators; everything else is in pyproject.toml.
 
 registrar/_lane_c.c reads the everyday REGISTER, sipcore/_digest_c.c splits digest parameter lists,
-rating/_rater_c.c runs the rater's everyday authorise + rate.
-``optional=True``: where no compiler is at hand the install still succeeds, and lane.py / digest.py
-use their Python code alone (the reference each C part is tested against).
+sipcore/_message_c.c splits the everyday header section, rating/_rater_c.c runs the rater's everyday
+authorise + rate, server/_group_commit_c.c runs the call journal's fdatasync thread without the GIL.
+``optional=True``: where no compiler is at hand the install still succeeds, and lane.py, digest.py,
+message.py, rater.py and group_commit.py use their Python code alone (the reference each C part is tested against).
 """
 
 from setuptools import Extension, setup
@@ -17,6 +18,16 @@ setup(
         ),
         Extension(
             "sipcore._digest_c", sources=["sipcore/_digest_c.c"], extra_compile_args=FLAGS, optional=True
+        ),
+        Extension(
+            "sipcore._message_c", sources=["sipcore/_message_c.c"], extra_compile_args=FLAGS, optional=True
+        ),
+        Extension(
+            "server._group_commit_c",
+            sources=["server/_group_commit_c.c"],
+            extra_compile_args=FLAGS,
+            extra_link_args=["-pthread"],
+            optional=True,
         ),
         Extension("rating._rater_c", sources=["rating/_rater_c.c"], extra_compile_args=FLAGS, optional=True),
     ]

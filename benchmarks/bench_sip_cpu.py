@@ -393,6 +393,9 @@ def against(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
         )
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         (Path(tmp) / "benchmarks" / "bench_sip_cpu.py").write_bytes(Path(__file__).read_bytes())
+        # REV's C readers too (an archive holds no build): else REV would run pure Python
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp, check=True,
+                       capture_output=True)  # fmt: skip
         for _ in range(args.rounds):
             for side, tree in ((args.against, tmp), ("working tree", str(root))):
                 cmd = [sys.executable, "-m", "benchmarks.bench_sip_cpu", "--child", "--mode", args.mode,

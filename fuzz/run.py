@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-TARGETS = ("parser", "digest", "lane", "framing", "sdp", "config")
-INSTRUMENTED = ["sipcore", "registrar", "media", "config", "fuzz"]
+TARGETS = ("parser", "digest", "lane", "framing", "sdp", "config", "rater")
+INSTRUMENTED = ["sipcore", "registrar", "media", "config", "rating", "fuzz"]
 
 
 def load(name: str, instrument: bool = True) -> ModuleType:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--asan", type=Path, help="load the C readers from this sanitizer build")
     args = parser.parse_args(argv)
 
-    if args.asan is not None:
+    if args.asan is not None:  # before the target imports the code under test, which keeps its build
         from .sanitized import use_sanitized
 
         use_sanitized(args.asan)

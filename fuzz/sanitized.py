@@ -12,15 +12,18 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-C_READERS = ("registrar._lane_c", "sipcore._digest_c")
+C_READERS = ("registrar._lane_c", "sipcore._digest_c", "sipcore._message_c", "rating._rater_c")
 
 
 def use_sanitized(directory: Path) -> None:
     """Load the C readers from ``directory`` (built by fuzz/build_asan.sh with AddressSanitizer and
     UBSan) in place of the installed ones: an out-of-bounds read then stops the run even when it
-    happens not to change a result the differential check sees. libFuzzer's coverage hooks do not
+    happens not to change a result the differential check sees. Call it before anything imports the
+    code under test: that code keeps the build it imported. libFuzzer's coverage hooks do not
     survive gcc's ASan runtime in the process, so this mode runs `mutate_corpus` instead."""
     for name in C_READERS:
+        if name in sys.modules:  # its users hold that build (rating.rater calls setup() on it at import)
+            raise RuntimeError(f"{name} was imported before the sanitized build: call use_sanitized first")
         path = next(directory.glob(name.rpartition(".")[2] + ".*.so"))
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None, path

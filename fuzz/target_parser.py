@@ -1,11 +1,13 @@
 """The SIP parser as the server drives it: parse, validate, every accessor the server calls, the
 error answer to what fails; serialising what parsed must reparse to the same message (fixed point).
+The C header splitter (sipcore/_message_c.c), when built, must split as its reference does or pass.
 Documented error type: SipParseError (error_response, on the failure path, raises nothing)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sipcore import message
 from sipcore.errors import SipParseError
 from sipcore.flow import response_destination, stamp_via
 from sipcore.message import Request, Response, error_response, parse, validate_request, validate_response
@@ -38,7 +40,31 @@ def _use(msg: Request | Response) -> None:
     msg.make_response(401, to_tag="t", extra=(("WWW-Authenticate", 'Digest realm="x"'),)).serialize()
 
 
+def split_agrees(head: bytes) -> bool:
+    """The C splitter's contract on one header section: what `split_fields` returns, or None (and
+    None where `split_fields` refuses). True when the C code decided it."""
+    c_split = message._c_split
+    try:
+        reference = message.split_fields(head)  # also memoises the names it checks, as parse does
+    except SipParseError:
+        assert c_split is None or c_split(head, message._NAME_KEYS) is None, ("C split what is refused", head)
+        return False
+    fast = c_split(head, message._NAME_KEYS) if c_split is not None else None
+    if fast is None:
+        return False
+    assert fast == reference, ("the C splitter disagrees", head, fast, reference)
+    assert all(type(x) is str for field in fast[1] for x in field), head
+    return True
+
+
 def check(data: bytes) -> None:
+    start = 0
+    while data[start : start + 2] == b"\r\n":  # as parse skips them (RFC 3261 §7.5)
+        start += 2
+    try:
+        split_agrees(message.split_head(data[start:])[0])
+    except SipParseError:
+        pass
     try:
         msg = parse(data)
     except SipParseError as exc:

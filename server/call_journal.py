@@ -48,7 +48,7 @@ from prometheus_client import Counter, Histogram
 from calls.call_ended import CallEnded
 from calls.dialog_record import DialogRecord
 from cdr.frames import FrameStop, decode_frames, encode_frame
-from server.group_commit import GroupCommit
+from server.group_commit import NativeGroupCommit, PyGroupCommit, group_commit
 from sipcore.ownership import owner_of_call_id
 
 log = structlog.get_logger("sipcore.call_journal")
@@ -247,7 +247,9 @@ class CallJournal:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
         self.path = path
         self.fsync = fsync
-        self._committer: GroupCommit | None = None  # background: the fdatasync thread, once open
+        self._committer: NativeGroupCommit | PyGroupCommit | None = (
+            None  # background: the fdatasync thread, once open
+        )
         self._sync_soon = False  # a sync is scheduled for the end of this loop iteration
         self.compact_bytes = compact_bytes
         self.heartbeat_interval = heartbeat
@@ -385,7 +387,9 @@ class CallJournal:
     def _fdatasync_soon(self) -> None:
         """fdatasync in the journal's own thread, grouped (server.group_commit)."""
         if self._committer is None:
-            self._committer = GroupCommit(self._fdatasync, self._fdatasync_failed, name="call-journal-sync")
+            self._committer = group_commit(
+                self._fdatasync_failed, FDATASYNC_SECONDS.observe, name="call-journal-sync"
+            )
         self._committer.request(self._fd)  # type: ignore[arg-type]
 
     def _fdatasync_failed(self, exc: OSError) -> None:

@@ -10,7 +10,7 @@ received and are serialized back unchanged.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import SipParseError
 from .grammar import DIGITS_RE, SIP_VERSION_RE, STATUS_CODE_RE, digits_value, is_token
@@ -27,6 +27,7 @@ from .headers import (
     split_list,
 )
 from .randomness import BlockSource
+from .speedups import optional_extension
 from .uri import Uri, parse_uri
 
 REASONS = {
@@ -464,6 +465,13 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
 
 _NAME_KEYS: dict[str, str] = {}
 
+# The everyday header section split in C (sipcore/_message_c.c), when built; split_fields stays the
+# reference and decides whatever the C code passes on (tests/sipcore/test_message_c.py).
+_message_c = optional_extension("sipcore._message_c")
+_c_split: (
+    Callable[[bytes, dict[str, str]], tuple[str, list[list[str]], dict[str, list[int]]] | None] | None
+) = _message_c.split if _message_c is not None else None
+
 
 def _name_key(name: str) -> str:
     """Validate a header name as sent and map it to its key; valid names are remembered (bounded)."""
@@ -484,16 +492,10 @@ def header_key(name: str) -> str:
     return key if key is not None else _name_key(name)
 
 
-def parse(data: bytes, stream: bool = False) -> Request | Response:
-    """Parse one message. On datagrams the body is framed by Content-Length (rest discarded; a
-    shorter datagram is a 400). ``stream=True`` means the caller framed it already (TCP)."""
-    # RFC 3261 §7.5: ignore CRLFs before the start line.
-    start = 0
-    while data[start : start + 2] == b"\r\n":
-        start += 2
-    if start:
-        data = data[start:]
-    head, body = split_head(data)
+def split_fields(head: bytes) -> tuple[str, list[list[str]], dict[str, list[int]]]:
+    """The start line, the header fields ([key, name-as-sent, value], folded lines unfolded) and
+    their index by key of a header section; raises SipParseError. The reference of the C splitter
+    (sipcore/_message_c.c), which answers the everyday sections itself."""
     text = head.decode(_ENC, _ERR)
     if "\r\n" in text:
         lines = text.split("\r\n")
@@ -536,6 +538,21 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         entries.append(last)
     if folded is not None:
         last[2] = _unfold(folded)  # type: ignore[index]
+    return first, entries, index
+
+
+def parse(data: bytes, stream: bool = False) -> Request | Response:
+    """Parse one message. On datagrams the body is framed by Content-Length (rest discarded; a
+    shorter datagram is a 400). ``stream=True`` means the caller framed it already (TCP)."""
+    # RFC 3261 §7.5: ignore CRLFs before the start line.
+    start = 0
+    while data[start : start + 2] == b"\r\n":
+        start += 2
+    if start:
+        data = data[start:]
+    head, body = split_head(data)
+    split = _c_split(head, _NAME_KEYS) if _c_split is not None else None
+    first, entries, index = split if split is not None else split_fields(head)
     headers = Headers(entries)
     headers._index = index
 
