@@ -233,13 +233,15 @@ def test_the_reader_refuses_a_wrong_lane_request_class() -> None:
 
 
 def test_each_package_loads_its_extension_and_the_operator_switch_turns_them_off() -> None:
-    """registrar.lane and sipcore.digest each load their own extension (sipcore.speedups names none);
-    `speedups.LOADED` lists them for the start-up log; SIPCORE_PURE_PYTHON=1 leaves both out."""
+    """Each package loads its own extension (sipcore.speedups names none): registrar.lane,
+    sipcore.digest, sipcore.message, rating.rater, server.group_commit; `speedups.LOADED` lists them
+    for the start-up log; SIPCORE_PURE_PYTHON=1 leaves them all out."""
     code = (
         "from sipcore import speedups\n"
         "assert speedups.LOADED == []\n"
-        "import registrar.lane, sipcore.digest\n"
-        "print(sorted(speedups.LOADED), registrar.lane._c_read is None, sipcore.digest._c_params is None)"
+        "import registrar.lane, sipcore.digest, sipcore.message, rating.rater, server.group_commit\n"
+        "print(sorted(speedups.LOADED), registrar.lane._c_read is None, sipcore.digest._c_params is None,"
+        " sipcore.message._c_split is None, rating.rater._rater_c is None, server.group_commit._native is None)"
     )
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "SIPCORE_PURE_PYTHON"}
@@ -250,5 +252,12 @@ def test_each_package_loads_its_extension_and_the_operator_switch_turns_them_off
             cmd, env={**env, **extra}, cwd=root, check=True, capture_output=True, text=True
         ).stdout
 
-    assert run() == "['registrar._lane_c', 'sipcore._digest_c'] False False\n"
-    assert run(SIPCORE_PURE_PYTHON="1") == "[] True True\n"
+    loaded = [
+        "rating._rater_c",
+        "registrar._lane_c",
+        "server._group_commit_c",
+        "sipcore._digest_c",
+        "sipcore._message_c",
+    ]
+    assert run() == f"{loaded} False False False False False\n"
+    assert run(SIPCORE_PURE_PYTHON="1") == "[] True True True True True\n"
