@@ -393,7 +393,8 @@ def against(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
         )
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         (Path(tmp) / "benchmarks" / "bench_sip_cpu.py").write_bytes(Path(__file__).read_bytes())
-        # REV's C readers too (an archive holds no build): else REV would run pure Python
+        # REV's own C extensions (an archive holds no build; without them the editable install's
+        # finder would hand REV the working tree's builds)
         subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp, check=True,
                        capture_output=True)  # fmt: skip
         for _ in range(args.rounds):
