@@ -132,6 +132,14 @@ def _source(value: str) -> str:
 InboundSource = Annotated[Text, AfterValidator(_source)]
 
 
+def source_address(source: str) -> tuple[str, int] | None:
+    """A canonical inbound source's one address and port; None for a network (``x/n``)."""
+    if "/" in source:
+        return None
+    host, _, port = source.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def _empty_map() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
@@ -244,8 +252,8 @@ class ClusterSection(Strict):
     @property
     def networks(self) -> tuple[str, ...]:
         """``peers`` as networks (a port dropped): who may send transit, never banned."""
-        return tuple(p if "/" in p else str(ipaddress.ip_network(p.rpartition(":")[0].strip("[]")))
-                     for p in self.peers)  # fmt: skip
+        addresses = [(p, source_address(p)) for p in self.peers]
+        return tuple(p if a is None else str(ipaddress.ip_network(a[0])) for p, a in addresses)
 
 
 class ServerSection(Strict):

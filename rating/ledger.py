@@ -7,12 +7,12 @@ debit < 0) and kept as integer micro-units; `post` reports a low-balance crossin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from rating.events import LowBalanceCrossed
 from rating.money import MAX_AMOUNT, MAX_AMOUNT_MICROS, MoneyError, check_amount, from_micros, to_micros
@@ -62,6 +62,32 @@ class LedgerTotals:
     every: Mapping[str, int]  # customer -> sum of every entry up to last_id
     since: Mapping[str, int]  # customer -> sum of non-call, non-live entries in (watermark, last_id]
     live: tuple[tuple[str, int, int], ...] = ()  # (customer, id, amount): live entries, same range
+
+    # What both stored ledgers read, in one snapshot (PostgreSQL's numbered parameters; SQLite reads
+    # them as ?1, ?2, ?3): the highest id, then with (last id) EVERY, with (watermark, last id, call
+    # kind) SINCE, with (watermark, last id) LIVE.
+    LAST = "SELECT COALESCE(MAX(id), 0) FROM ledger"
+    EVERY = "SELECT customer_id, SUM(amount_micros) FROM ledger WHERE id <= $1 GROUP BY customer_id"
+    SINCE = (
+        "SELECT customer_id, SUM(amount_micros) FROM ledger WHERE id > $1 AND id <= $2 AND kind <> $3"
+        " AND operation_id IS NULL GROUP BY customer_id"
+    )
+    LIVE = (
+        "SELECT customer_id, id, amount_micros FROM ledger WHERE id > $1 AND id <= $2"
+        " AND operation_id IS NOT NULL ORDER BY id"
+    )
+
+    @classmethod
+    def from_rows(
+        cls, last: int, every: Iterable[Any], since: Iterable[Any], live: Iterable[Any]
+    ) -> LedgerTotals:
+        """The totals from the rows of EVERY, SINCE and LIVE."""
+        return cls(
+            last,
+            {str(c): int(v) for c, v in every},
+            {str(c): int(v) for c, v in since},
+            tuple((str(c), int(i), int(v)) for c, i, v in live),
+        )
 
 
 class Ledger(Protocol):

@@ -253,26 +253,11 @@ class PostgresLedger:
     async def _totals(self, watermark: int) -> LedgerTotals:
         con = self._con
         async with con.transaction(isolation="repeatable_read", readonly=True):
-            last = int(await con.fetchval("SELECT COALESCE(MAX(id), 0) FROM ledger"))
-            every = await con.fetch(
-                "SELECT customer_id, SUM(amount_micros) FROM ledger WHERE id <= $1 GROUP BY customer_id", last
-            )
-            since = await con.fetch(
-                "SELECT customer_id, SUM(amount_micros) FROM ledger WHERE id > $1 AND id <= $2 AND kind <> $3"
-                " AND operation_id IS NULL GROUP BY customer_id",
-                watermark, last, str(EntryKind.CALL),
-            )  # fmt: skip
-            live = await con.fetch(
-                "SELECT customer_id, id, amount_micros FROM ledger WHERE id > $1 AND id <= $2"
-                " AND operation_id IS NOT NULL ORDER BY id",
-                watermark, last,
-            )  # fmt: skip
-        return LedgerTotals(
-            last,
-            {str(c): int(v) for c, v in every},
-            {str(c): int(v) for c, v in since},
-            tuple((str(c), int(i), int(v)) for c, i, v in live),
-        )
+            last = int(await con.fetchval(LedgerTotals.LAST))
+            every = await con.fetch(LedgerTotals.EVERY, last)
+            since = await con.fetch(LedgerTotals.SINCE, watermark, last, str(EntryKind.CALL))
+            live = await con.fetch(LedgerTotals.LIVE, watermark, last)
+        return LedgerTotals.from_rows(last, every, since, live)
 
 
 def _values(entry: LedgerEntry) -> tuple[object, ...]:

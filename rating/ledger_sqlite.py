@@ -169,29 +169,20 @@ class SqliteLedger:
         db = self._db
         db.execute("BEGIN")
         try:
-            last = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM ledger").fetchone()[0])
-            every = db.execute(
-                "SELECT customer_id, SUM(amount_micros) FROM ledger WHERE id <= ? GROUP BY customer_id",
-                (last,),
-            ).fetchall()
+            last = int(db.execute(LedgerTotals.LAST).fetchone()[0])
+            every = db.execute(_numbered(LedgerTotals.EVERY), (last,)).fetchall()
             since = db.execute(
-                "SELECT customer_id, SUM(amount_micros) FROM ledger WHERE id > ? AND id <= ? AND kind != ?"
-                " AND operation_id IS NULL GROUP BY customer_id",
-                (watermark, last, str(EntryKind.CALL)),
+                _numbered(LedgerTotals.SINCE), (watermark, last, str(EntryKind.CALL))
             ).fetchall()
-            live = db.execute(
-                "SELECT customer_id, id, amount_micros FROM ledger WHERE id > ? AND id <= ?"
-                " AND operation_id IS NOT NULL ORDER BY id",
-                (watermark, last),
-            ).fetchall()
+            live = db.execute(_numbered(LedgerTotals.LIVE), (watermark, last)).fetchall()
         finally:
             db.execute("COMMIT")
-        return LedgerTotals(
-            last,
-            {c: int(v) for c, v in every},
-            {c: int(v) for c, v in since},
-            tuple((str(c), int(i), int(v)) for c, i, v in live),
-        )
+        return LedgerTotals.from_rows(last, every, since, live)
+
+
+def _numbered(sql: str) -> str:
+    """PostgreSQL's $n parameters as SQLite's ?n."""
+    return sql.replace("$", "?")
 
 
 def _values(entry: LedgerEntry) -> tuple[object, ...]:

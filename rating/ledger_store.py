@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from rating.ledger import LedgerEntry, LedgerTotals
+from rating.ledger import Ledger, LedgerEntry, LedgerTotals
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,20 +46,14 @@ class PostgresLedgerAt:
 LedgerAt = Path | PostgresLedgerAt
 
 
-class StoredLedger(Protocol):
+class StoredLedger(Ledger, Protocol):
     """What SqliteLedger and PostgresLedger both are (rating.ledger.Ledger, plus the server's needs)."""
-
-    def append(self, entry: LedgerEntry) -> LedgerEntry: ...
 
     def append_once(self, entry: LedgerEntry) -> tuple[LedgerEntry, bool]: ...
 
     def append_all(self, entries: list[LedgerEntry]) -> list[LedgerEntry]: ...
 
     def by_operation(self, operation_id: str) -> LedgerEntry | None: ...
-
-    def balance_micros(self, customer_id: str) -> int: ...
-
-    def entries(self, customer_id: str, limit: int | None = None) -> list[LedgerEntry]: ...
 
     def mark_billed(self, period: str, at: datetime) -> None: ...
 

@@ -105,28 +105,28 @@ def route_outgoing(
             return _refused(dialed, parsed)
         return Decision(DecisionKind.FEATURE, dialed, change=parsed)
 
-    admit = admission(caller.account_id, caller.max_calls, caller.rate_limits, state.wall)
-    refusal = _over_limits(admit, caller, state)
-    if refusal is not None:
-        return _refused(dialed, refusal)
+    admit = _admit(caller, state)
+    if isinstance(admit, Refusal):
+        return _refused(dialed, admit)
     return _route(setup, caller, dialed, authorise, admit)
 
 
 def route_to_account(caller: AccountRoute, callee: AccountRoute, dialed: str, state: CallState) -> Decision:
     """A call to ``sip:user@domain`` naming an account by its username (the AOR itself, not digits):
     the same limits as any call ``caller`` places, then ``callee`` directly."""
-    admit = admission(caller.account_id, caller.max_calls, caller.rate_limits, state.wall)
-    refusal = _over_limits(admit, caller, state)
-    if refusal is not None:
-        return _refused(dialed, refusal)
+    admit = _admit(caller, state)
+    if isinstance(admit, Refusal):
+        return _refused(dialed, admit)
     return Decision(DecisionKind.INTERNAL, dialed, dialed, caller.extension, callee=callee, admission=admit)
 
 
-def _over_limits(admit: Admission, caller: AccountRoute, state: CallState) -> Refusal | None:
-    """The refusal of a call placed beyond ``caller``'s simultaneous-call or call-rate limits."""
+def _admit(caller: AccountRoute, state: CallState) -> Admission | Refusal:
+    """A call ``caller`` places: what it counts and is checked against, or its refusal when it is
+    beyond ``caller``'s simultaneous-call or call-rate limits."""
+    admit = admission(caller.account_id, caller.max_calls, caller.rate_limits, state.wall)
     placed, tally = admit.placed, state.tally
     refused = admit.refused(state.calls_of(caller.account_id) + 1, lambda key: tally(key) + (key in placed))
-    return admit.refusal(refused) if refused else None
+    return admit.refusal(refused) if refused else admit
 
 
 def _route(

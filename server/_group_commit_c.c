@@ -20,7 +20,7 @@ tests/server/test_group_commit.py runs the same cases on both. */
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_DURATIONS 4096 /* kept between two news(): beyond, only counted */
+#define MAX_DURATIONS 4096 /* kept between two news() (one per request): beyond, not kept */
 #define MAX_ERRORS 64
 
 typedef struct {
@@ -35,7 +35,6 @@ typedef struct {
     Py_ssize_t n_retired, cap_retired;
     double durations[MAX_DURATIONS];
     Py_ssize_t n_durations;
-    unsigned long long dropped; /* durations over MAX_DURATIONS */
     int errors[MAX_ERRORS];
     Py_ssize_t n_errors;
 } Committer;
@@ -84,8 +83,6 @@ static void *run(void *arg) {
                 if (c->n_errors < MAX_ERRORS) c->errors[c->n_errors++] = failed;
             } else if (c->n_durations < MAX_DURATIONS) {
                 c->durations[c->n_durations++] = seconds(&ended) - seconds(&began);
-            } else {
-                c->dropped++;
             }
         }
         if (stopping) {
@@ -134,7 +131,7 @@ static int init(Committer *c, PyObject *args, PyObject *kwds) {
 }
 
 static PyObject *pending(Committer *c) {
-    return PyLong_FromSsize_t(c->n_durations + c->n_errors + (c->dropped > 0));
+    return PyLong_FromSsize_t(c->n_durations + c->n_errors);
 }
 
 /* request(fd) -> int: make what was written to fd so far durable soon; the news waiting */
@@ -183,17 +180,15 @@ static PyObject *retire(Committer *c, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* news() -> (durations: list[float], errnos: list[int], dropped: int), emptied */
+/* news() -> (durations: list[float], errnos: list[int]), emptied */
 static PyObject *news(Committer *c, PyObject *unused) {
     double durations[MAX_DURATIONS];
     int errors[MAX_ERRORS];
     pthread_mutex_lock(&c->mu);
     Py_ssize_t nd = c->n_durations, ne = c->n_errors;
-    unsigned long long dropped = c->dropped;
     memcpy(durations, c->durations, (size_t)nd * sizeof(double));
     memcpy(errors, c->errors, (size_t)ne * sizeof(int));
     c->n_durations = c->n_errors = 0;
-    c->dropped = 0;
     pthread_mutex_unlock(&c->mu);
     PyObject *d = PyList_New(nd), *e = PyList_New(ne);
     if (d == NULL || e == NULL) goto fail;
@@ -207,7 +202,7 @@ static PyObject *news(Committer *c, PyObject *unused) {
         if (v == NULL) goto fail;
         PyList_SET_ITEM(e, i, v);
     }
-    return Py_BuildValue("(NNK)", d, e, dropped);
+    return Py_BuildValue("(NN)", d, e);
 fail:
     Py_XDECREF(d);
     Py_XDECREF(e);
@@ -261,7 +256,7 @@ static void dealloc(Committer *c) {
 static PyMethodDef methods[] = {
     {"request", (PyCFunction)request, METH_O, "request(fd) -> news waiting: fdatasync fd soon"},
     {"retire", (PyCFunction)retire, METH_O, "retire(fd): close fd in the thread, after its fdatasync"},
-    {"news", (PyCFunction)news, METH_NOARGS, "news() -> (durations, errnos, dropped), emptied"},
+    {"news", (PyCFunction)news, METH_NOARGS, "news() -> (durations, errnos), emptied"},
     {"stop", (PyCFunction)stop, METH_O, "stop(timeout) -> bool: finish what was asked, end the thread"},
     {NULL, NULL, 0, NULL},
 };

@@ -50,7 +50,7 @@ from typing import Any
 
 import structlog
 
-from registrar.location.resp import RedisReplyError, RespClient
+from registrar.location.resp import UNREACHABLE, RespClient, reply_text
 from registrar.location.sentinel import follow, redis_client, subscriber_client
 from routing.feature_codes import ForwardingChange
 from routing.model import ForwardKind
@@ -196,15 +196,9 @@ _SCRIPTS = {name: (body, hashlib.sha1(body.encode()).hexdigest()) for name, body
             (("calls", _SET_CALLS), ("table", _SET_TABLE), ("reserve", _RESERVE),
              ("admit", _ADMIT))}  # fmt: skip
 
-UNREACHABLE = (ConnectionError, OSError, asyncio.TimeoutError, RedisReplyError)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def _pairs(reply: list[Any] | None) -> dict[str, str]:
-    items = [_text(v) for v in reply or ()]
+    items = [reply_text(v) for v in reply or ()]
     return dict(zip(items[::2], items[1::2], strict=True))
 
 
@@ -334,10 +328,10 @@ class RedisAccountState:
         return self._counts.total(account_id)
 
     def call_started(self, account_id: str) -> None:
-        self._write_calls(account_id, self._counts.add(self.process, account_id, 1))
+        self._write_calls(account_id, 1)
 
     def call_ended(self, account_id: str) -> None:
-        self._write_calls(account_id, self._counts.add(self.process, account_id, -1))
+        self._write_calls(account_id, -1)
 
     def overrides(self) -> Overrides:
         return self._forwarding.snapshot()
@@ -353,9 +347,7 @@ class RedisAccountState:
         return self._counts.total(key) + self._shared.get(key, 0)
 
     def add_tally(self, key: str, delta: int) -> int:
-        share = self._counts.add(self.process, key, delta)
-        self._write_calls(key, share)  # the same hash, script and publication as a call count
-        return share
+        return self._write_calls(key, delta)  # the same hash, script and publication as a call count
 
     def add_shared(self, key: str, delta: int, bucket: str) -> None:
         """Add to a durable total (``delta`` >= 0): it stays in Redis when this process stops, for
@@ -391,8 +383,7 @@ class RedisAccountState:
             share, message = self._move_share(key, delta)
             args += (key, spent_key, -1 if cap is None else cap, share, message)
         keys = (self._own_key, self._procs_key, self._shared_prefix + bucket)
-        head = (self.process, self._ttl_ms, self._channel, self._calls_prefix, self._seq)
-        return self._reserved(self._eval("reserve", keys, (*head, *args)))
+        return self._reserved(self._eval("reserve", keys, (*self._script_head(), *args)))
 
     def admit(self, admission: Admission) -> Awaitable[int]:
         """Hosts decide on their own mirrors, which lag by a publication: the call is checked against
@@ -407,9 +398,12 @@ class RedisAccountState:
             current, message = self._move_share(r.current, 1)
             args += (r.current, r.previous, r.limit.calls, repr(r.weight), current,
                      own(self.process, r.previous), message)  # fmt: skip
-        head = (self.process, self._ttl_ms, self._channel, self._calls_prefix, self._seq)
-        sent = self._eval("admit", (self._own_key, self._procs_key), (*head, *args))
+        sent = self._eval("admit", (self._own_key, self._procs_key), (*self._script_head(), *args))
         return self._admitted(sent, admission.placed)
+
+    def _script_head(self) -> tuple[Any, ...]:
+        """The arguments `_ADMIT` and `_RESERVE` start with (after the shares moved: the last seq)."""
+        return (self.process, self._ttl_ms, self._channel, self._calls_prefix, self._seq)
 
     def _move_share(self, key: str, delta: int) -> tuple[int, str]:
         """Move our share of ``key`` here, tell this host's other workers at once; (new share, the
@@ -417,7 +411,7 @@ class RedisAccountState:
         share = self._counts.add(self.process, key, delta)
         self._seq += 1
         message = json.dumps(["c", self.process, self._seq, key, share])
-        if self._host_publish is not None:
+        if self._host_publish is not None:  # the message Redis publishes too: the first copy (by seq) wins
             self._host_publish(message.encode(), self._turn is not None and self._turn.inside)
         return share, message
 
@@ -459,13 +453,12 @@ class RedisAccountState:
         self._shared[key] = max(self._shared.get(key, 0), total + pending)
 
     # -- writes --
-    def _write_calls(self, account_id: str, calls: int) -> None:
-        self._seq += 1
-        message = json.dumps(["c", self.process, self._seq, account_id, calls])
-        if self._host_publish is not None:  # the same message: a receiver takes the first copy by seq
-            self._host_publish(message.encode(), self._turn is not None and self._turn.inside)
-        args = (self.process, self._seq, self._ttl_ms, self._channel, account_id, calls, message)
+    def _write_calls(self, key: str, delta: int) -> int:
+        """Move our share of ``key`` by ``delta`` and write it (absolute); the new share."""
+        share, message = self._move_share(key, delta)
+        args = (self.process, self._seq, self._ttl_ms, self._channel, key, share, message)
         self._watch(self._eval("calls", (self._own_key, self._procs_key), args), self._after_calls)
+        return share
 
     def _after_calls(self, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
@@ -552,7 +545,7 @@ class RedisAccountState:
             account_id, kind = json.loads(field)
             version, target = json.loads(value)
             self._forwarding.apply(ForwardingChange(account_id, ForwardKind(kind), target), (version, 0))
-        others = sorted({_text(m) for m in members} - {self.process})
+        others = sorted({reply_text(m) for m in members} - {self.process})
         tables = await asyncio.gather(*(self._r.call("HGETALL", self._calls_prefix + p) for p in others))
         dead = []
         for process, reply in zip(others, tables, strict=True):
@@ -582,7 +575,7 @@ class RedisAccountState:
                 self._shared_unsent[(bucket, key)] = self._shared_unsent.get((bucket, key), 0) + delta
                 raise
             self._take_shared(key, int(total))
-        buckets = sorted(_text(b) for b in await self._r.call("SMEMBERS", self._buckets_key) or ())
+        buckets = sorted(reply_text(b) for b in await self._r.call("SMEMBERS", self._buckets_key) or ())
         replies = await asyncio.gather(*(self._r.call("HGETALL", self._shared_prefix + b) for b in buckets))
         fresh: dict[str, int] = {}
         for bucket, reply in zip(buckets, replies, strict=True):

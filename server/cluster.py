@@ -12,6 +12,7 @@ from typing import Any
 from calls.cluster_route import ClusterRoute, peer_name
 from calls.model import Destination
 from calls.trunk_monitor import TrunkLink
+from config.schema import source_address
 
 _PROCESS_FLOW_KEY = os.urandom(32)
 
@@ -48,14 +49,14 @@ def peer_links(cfg: Any) -> tuple[TrunkLink, ...]:
     own = peer_name(str(adv.host), int(adv.port))
     links: dict[str, TrunkLink] = {}
     for peer in section.peers:
-        if "/" in peer:  # an address alone is canonically x/32 or x/128
+        address = source_address(peer)
+        if address is None:  # an address alone is canonically x/32 or x/128
             net = ipaddress.ip_network(peer)
             if net.num_addresses != 1:
                 continue
             host, port = str(net.network_address), int(adv.port)
         else:
-            text, _, number = peer.rpartition(":")
-            host, port = text.strip("[]"), int(number)
+            host, port = address
         name = peer_name(host, port)
         if name != own:
             links[name] = TrunkLink(name, Destination(section.transport, host, port),

@@ -31,8 +31,6 @@ from rating.balance_redis import RedisCounterStore
 from rating.ledger import LedgerTotals
 from rating.ledger_store import LedgerAt, open_ledger
 
-__all__ = ["LedgerTotals", "ledger_totals", "local_balances", "seed_redis"]
-
 log = structlog.get_logger("sipcore.counters")
 
 SEED_ATTEMPTS = 10

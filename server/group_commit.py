@@ -131,7 +131,6 @@ class NativeGroupCommit:
         assert _native is not None
         self._failed = failed
         self._observe = observe
-        self.interval = interval
         self._committer = _native.Committer(interval)
 
     def request(self, fd: int) -> None:
@@ -149,7 +148,7 @@ class NativeGroupCommit:
         self._report()
 
     def _report(self) -> None:
-        durations, errnos, _dropped = self._committer.news()
+        durations, errnos = self._committer.news()
         for seconds in durations:
             self._observe(seconds)
         for number in errnos:

@@ -45,7 +45,7 @@ import msgpack
 import structlog
 
 from registrar.guard import BanReason, Guard, IpBanned
-from registrar.location.resp import RedisReplyError, RespClient
+from registrar.location.resp import UNREACHABLE, RespClient, reply_text
 from registrar.location.sentinel import follow, redis_client, subscriber_client
 
 log = structlog.get_logger("sipcore.registrar")
@@ -54,7 +54,6 @@ START_TIMEOUT = 2.0  # at most this long before serving (Redis down: serve with 
 RETRY = 1.0  # between subscription attempts; also how often bans Redis did not take are retried
 RESYNC = 30.0  # the bans in force read again (a subscription redis-py re-established missed some)
 MAX_UNSENT = 4096  # bans waiting for Redis (beyond: the oldest is dropped, counted)
-UNREACHABLE = (ConnectionError, OSError, asyncio.TimeoutError, RedisReplyError)
 
 Report = Callable[[IpBanned, str, str], None]  # a ban another host decided: (ban, method, origin)
 
@@ -89,10 +88,6 @@ return out
 """
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _never(_: str) -> bool:
     return False
 
@@ -114,14 +109,14 @@ class RedisGuardShare:
         guard: Callable[[], Guard | None],
         report: Report,
         *,
-        exempt: Callable[[str], bool] = _never,
+        exempt: Callable[[str], bool] | None = None,
         reports: Callable[[str], bool] = _always,
         max_bans: int = 65_536,
     ) -> None:
         """``host``: this host's id (every worker of it gives the same); ``guard``: the registrar's
         current guard (a reload builds a new one); ``report``: log and count a ban another host
         decided, called when ``reports(source)`` (this host's authority worker for the source);
-        ``exempt(address)``: never install a ban of it here (a trunk's)."""
+        ``exempt(address)``: never install a ban of it here (a trunk's; None: none)."""
         self._r = client
         self._sub = subscriber  # redis.asyncio.Redis: RespClient has no pub/sub
         self._bans_key = f"{prefix}bans"
@@ -129,7 +124,7 @@ class RedisGuardShare:
         self.host = host
         self._guard = guard
         self._report = report
-        self._exempt = exempt
+        self._exempt = exempt or _never
         self._reports = reports
         self._max_bans = str(max_bans)
         self._unsent: OrderedDict[str, tuple[IpBanned, str]] = OrderedDict()  # source -> (ban, method)
@@ -273,7 +268,7 @@ class RedisGuardShare:
         now = time.time()
         fresh = 0
         for source, remaining in zip(reply[::2], reply[1::2], strict=True):
-            key = _text(source)
+            key = reply_text(source)
             if not self._exempted(guard, key) and guard.install_ban(key, now + int(remaining) / 1000, now):
                 fresh += 1
         self.installed += fresh

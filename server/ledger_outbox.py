@@ -17,6 +17,7 @@ debits Redis has taken and flushes before a seed (an emptied Redis is seeded wit
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime
 
 import structlog
@@ -73,9 +74,7 @@ class LedgerOutbox:
     async def taken(self, op: Op) -> None:
         """A call debit Redis has taken (server.shared_counters): the operation is ``<settlement>:d``
         (CallSettlement), the settlement is the ledger's key."""
-        at = datetime.fromisoformat(op.at)
-        key = op.id.removesuffix(":d")
-        await self.hand_over(LedgerEntry(op.subject, EntryKind.CALL, -op.amount, at, op.memo, call_key=key))
+        await self.hand_over(_entry(replace(op, id=op.id.removesuffix(":d"))))
 
     async def flush(self) -> None:
         """The call debits waiting, in one transaction (all or none; those the ledger holds already,

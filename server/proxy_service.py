@@ -64,7 +64,7 @@ from registrar.invite_auth import Caller, authenticate_invite
 from registrar.registrar import Reply as RegistrarReply
 from routing import Authorisation, AuthoriseRequest, CallState, allow_all
 from routing.refusals import Refusal, RefusalCause
-from routing.toll_fraud import RATE_TALLY, Admission, stale_rate_key
+from routing.toll_fraud import Admission, stale_rate_key
 from sipcore.flow import Flow
 from sipcore.message import Request
 from sipcore.ownership import owner_of
@@ -326,7 +326,7 @@ class ProxyService:
         sip = self.sip
         if journal and self.journal is not None:
             self._journal(actions)
-        for action in actions:
+        for i, action in enumerate(actions):
             kind = type(action)
             if kind is SendRequest:
                 dest = action.dest
@@ -358,7 +358,7 @@ class ProxyService:
                 pending = self.accounts.admit(admission)
                 self._placed(admission.placed)
                 if pending is not None:  # the leg's INVITE once the platform admits it (and its hold)
-                    rest = actions[actions.index(action) + 1 :]
+                    rest = actions[i + 1 :]
                     holds = [self._hold(a) for a in rest if type(a) is Tally]  # sent with it, not after
                     checks = [_admission_refusal(pending, admission, action.call_id)]
                     checks += [h for h in holds if h is not None]
@@ -375,7 +375,7 @@ class ProxyService:
             elif kind is Tally:
                 held = self._hold(action)
                 if held is not None:  # the rest (the leg's INVITE) once the platform grants it
-                    self._spawn(self._gated(action.call_id, [held], actions[actions.index(action) + 1 :]))
+                    self._spawn(self._gated(action.call_id, [held], actions[i + 1 :]))
                     break
             elif kind is Transit:
                 method = action.method if action.method in _TRANSIT_METHODS else "other"
@@ -551,9 +551,8 @@ class ProxyService:
     def _tally(self, action: Tally) -> None:
         """Add to this process's share of toll-fraud tallies."""
         accounts = self.accounts
-        for key in action.keys:
+        for key in action.keys:  # a hold's (the rate windows are counted by Admit)
             accounts.add_tally(key, action.delta)
-        self._placed(tuple(k for k in action.keys if k.startswith(RATE_TALLY)))
 
     def _placed(self, rate_keys: tuple[str, ...]) -> None:
         """Call-rate window tallies this process added to: each is taken back once no estimate reads

@@ -130,6 +130,8 @@ class RegistrarService:
             if platform_guard is not None
             else None
         )
+        # the guard must queue its events: other workers or other hosts take them
+        self.shares_guard = self.guard_share is not None or self.guard_platform is not None
         self.store = store
         self.sweep_interval = sweep_interval
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -306,11 +308,6 @@ class RegistrarService:
         reason, and one line for fail2ban / a SIEM (docs/operations.md)."""
         AUTH_FAILURES.labels(reason).inc()
         log.warning("auth_failed", source=source, user=user, reason=reason, method=method)
-
-    @property
-    def shares_guard(self) -> bool:
-        """The guard must queue its events: other workers or other hosts take them."""
-        return self.guard_share is not None or self.guard_platform is not None
 
     def share_guard(self) -> None:
         """After an authentication (REGISTER here; INVITE, SUBSCRIBE from the proxy): what the guard
@@ -508,8 +505,7 @@ def platform_guard(
         return worker is None or authority(source, worker.count) == worker.index
 
     def build(guard: Callable[[], Guard | None], report: Callable[[IpBanned, str, str], None]) -> Any:
-        return RedisGuardShare.from_location(loc, host, guard, report, reports=reports,
-                                             exempt=is_trunk or (lambda _: False))  # fmt: skip
+        return RedisGuardShare.from_location(loc, host, guard, report, reports=reports, exempt=is_trunk)
 
     return build
 

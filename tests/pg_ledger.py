@@ -4,6 +4,7 @@ schema per test. Skips when PostgreSQL is not running at 127.0.0.1:5432 (user po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -36,18 +37,25 @@ def _in_thread(sql: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def pg_ledger_dsn() -> Iterator[str]:
-    """The DSN of a database created for this session (its name: sipcore_ledger_test_<random>)."""
-    name = f"sipcore_ledger_test_{secrets.token_hex(4)}"
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """The DSN of a database created for the caller (its name: ``prefix``_<random>), dropped after;
+    skips the test when PostgreSQL is unreachable."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     problem = _in_thread(f"CREATE DATABASE {name}")
     if problem:
         pytest.skip(f"PostgreSQL unreachable at {PG_ROOT}: {problem}")
-    root = PG_ROOT.rsplit("/", 1)[0]
     try:
-        yield f"{root}/{name}"
+        yield f"{PG_ROOT.rsplit('/', 1)[0]}/{name}"
     finally:
         _in_thread(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def pg_ledger_dsn() -> Iterator[str]:
+    """The DSN of a database created for this session (its name: sipcore_ledger_test_<random>)."""
+    with scratch_database("sipcore_ledger_test") as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -29,6 +29,16 @@ class RedisReplyError(Exception):
     """Redis answered ``-ERR ...`` (or ``-NOSCRIPT ...``): the command ran, or was refused, server-side."""
 
 
+# What a command to Redis raises when Redis is away or refuses: callers that degrade (a local view,
+# a retry at the next refresh) catch exactly this.
+UNREACHABLE = (ConnectionError, OSError, asyncio.TimeoutError, RedisReplyError)
+
+
+def reply_text(value: bytes | str) -> str:
+    """A reply's bulk string as text (RESP replies are bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where and how to connect, from a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL."""

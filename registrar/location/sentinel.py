@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from registrar.location.resp import Endpoint, RedisReplyError, RespClient, _Connection
+from registrar.location.resp import UNREACHABLE, Endpoint, RedisReplyError, RespClient, _Connection
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -73,7 +73,7 @@ class SentinelClient(RespClient):
                 reply = await asyncio.wait_for(
                     probe.call("SENTINEL", "get-master-addr-by-name", self.master_name), self.timeout
                 )
-            except (ConnectionError, TimeoutError, OSError, RedisReplyError) as exc:
+            except UNREACHABLE as exc:
                 errors.append(f"{host}:{port}: {exc}")
                 continue
             finally:

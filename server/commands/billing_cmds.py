@@ -130,7 +130,6 @@ async def _statement(args: argparse.Namespace) -> str:
     from rating.ledger_store import ledger_exists, open_ledger
     from rating.rater import Rater
     from server.commands.config_lookup import NotConfigured
-    from server.commands.rating_cmds import CliError as LedgerProblem
     from server.commands.rating_cmds import _ledger
 
     if not args.config:
@@ -148,7 +147,7 @@ async def _statement(args: argparse.Namespace) -> str:
         at = _ledger(args, cfg, must_exist=False)
         if ledger_exists(at):
             entries = await asyncio.to_thread(read)
-    except (NotConfigured, LedgerProblem, LedgerUnavailable) as exc:
+    except (NotConfigured, LedgerUnavailable) as exc:
         raise CliError(str(exc)) from None
     from server.commands.report_cmds import _store_url
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from rating.errors import RateFileError, RatingError
 from rating.ledger import EntryKind, LedgerUnavailable, post
-from rating.ledger_store import LedgerAt, ledger_exists, open_ledger
+from rating.ledger_store import LedgerAt, ledger_at, ledger_exists, ledger_file, open_ledger
 from rating.model import CallToRate, Direction
 from rating.money import MoneyError, check_amount, from_micros, parse_decimal, to_micros
 from rating.rate_files import read_rate_file, write_rate_file
@@ -89,7 +89,6 @@ def _ledger(args: argparse.Namespace, cfg: Any, *, must_exist: bool) -> LedgerAt
     (<state_dir>/ledger.sqlite3 by default, or a PostgreSQL database)."""
     if args.db:
         return Path(args.db)
-    from rating.ledger_store import ledger_at, ledger_file
     from server.commands.config_lookup import state_file
 
     at = ledger_at(cfg)

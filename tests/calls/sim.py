@@ -162,6 +162,7 @@ class Sim:
         self.notified: list[NotifyAnswered] = []  # the fate of each unsolicited NOTIFY copy
         self.wire: deque[tuple[Address, Address, bytes]] = deque()  # (to, from, bytes)
         self.log: list[tuple[Address, Address, Request | Response]] = []
+        self.performed: list[Action] = []  # every action the controller asked for, in order
 
     # ---- the proxy's surroundings ---------------------------------------------------------------------
     @staticmethod
@@ -198,6 +199,7 @@ class Sim:
 
     # ---- the adapter -------------------------------------------------------------------------------
     def perform(self, actions: list[Action]) -> None:
+        self.performed.extend(actions)
         for a in actions:
             kind = type(a)
             if kind is SendRequest:

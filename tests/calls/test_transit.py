@@ -209,18 +209,15 @@ def test_a_binding_is_stored_with_our_entry_on_top_of_its_path() -> None:
     assert flow == Flow("tcp", ("203.0.113.7", 40000), ("192.0.2.1", 5060), "w1-tcp-7")
 
 
-@pytest.mark.parametrize("alive", [False, True])
-def test_a_branch_through_a_dead_host_ends_after_answer_wait(tmp_path: Path, alive: bool) -> None:
-    """This proxy is host B; 1007 (forwarded to 1005 when unreachable) is registered through host A.
-    A silent A is given up after ``answer_wait`` (the call goes on as unreachable, not after Timer B);
-    an A that answers is not."""
-    sim = Sim(tmp_path)
+def _registered_through_host_a(sim: Sim, mode: str) -> tuple[Party, Party, Party]:
+    """This proxy is host B of a cluster; 1007 is registered through host A (a party answering as
+    ``mode``) and forwarded to 1005 when unreachable; 1001 calls. Returns (host A, 1005, 1001)."""
     host_a = ("192.0.2.9", 5060)
     sim.settings = replace(
         sim.settings, cluster=ClusterRoute(PROXY[0], PROXY[1], "udp", ("192.0.2.9/32",), KEY)
     )
     sim.controller.update(sim.settings)
-    Party(sim, "host-a", host_a, mode="ring" if alive else "silent")  # as a proxy, A would send 100
+    host = Party(sim, "host-a", host_a, mode=mode)  # as a proxy, A would send 100
     entry = ClusterRoute(*host_a, "udp", (), KEY).entry(Flow("udp", ("203.0.113.7", 40000), host_a))
     sim.contacts[f"sip:1007@{DOMAIN}"] = [
         Contact("sip:1007@192.168.1.10:5060", Destination("udp", *host_a), (entry,))
@@ -229,6 +226,16 @@ def test_a_branch_through_a_dead_host_ends_after_answer_wait(tmp_path: Path, ali
     sim.register(target)
     caller = Party(sim, "1001", ("10.0.1.1", 5060))
     sim.register(caller)
+    return host, target, caller
+
+
+@pytest.mark.parametrize("alive", [False, True])
+def test_a_branch_through_a_dead_host_ends_after_answer_wait(tmp_path: Path, alive: bool) -> None:
+    """This proxy is host B; 1007 (forwarded to 1005 when unreachable) is registered through host A.
+    A silent A is given up after ``answer_wait`` (the call goes on as unreachable, not after Timer B);
+    an A that answers is not."""
+    sim = Sim(tmp_path)
+    _, target, caller = _registered_through_host_a(sim, "ring" if alive else "silent")
     dlg = caller.call("1007")
     sim.advance(3.9)
     assert not target.requests("INVITE")
@@ -246,30 +253,10 @@ def test_a_host_found_dead_is_not_rung_through_until_it_is_up_again(tmp_path: Pa
     down (``on_peer_state``, the probes' word) the next call takes 1007's unreachable route (1005) at
     once, no INVITE towards A; with A up again, A is rung again."""
     sim = Sim(tmp_path)
-    host_a = ("192.0.2.9", 5060)
-    sim.settings = replace(
-        sim.settings, cluster=ClusterRoute(PROXY[0], PROXY[1], "udp", ("192.0.2.9/32",), KEY)
-    )
-    sim.controller.update(sim.settings)
-    silent: list[PeerSilent] = []
-    perform = sim.perform
-
-    def watched(actions: list) -> None:  # type: ignore[type-arg]
-        silent.extend(a for a in actions if isinstance(a, PeerSilent))
-        perform(actions)
-
-    sim.perform = watched  # type: ignore[method-assign]
-    host = Party(sim, "host-a", host_a, mode="silent")
-    entry = ClusterRoute(*host_a, "udp", (), KEY).entry(Flow("udp", ("203.0.113.7", 40000), host_a))
-    sim.contacts[f"sip:1007@{DOMAIN}"] = [
-        Contact("sip:1007@192.168.1.10:5060", Destination("udp", *host_a), (entry,))
-    ]
-    target = Party(sim, "1005", ("10.0.5.1", 5060))
-    sim.register(target)
-    caller = Party(sim, "1001", ("10.0.1.1", 5060))
-    sim.register(caller)
+    host, target, caller = _registered_through_host_a(sim, "silent")
     caller.call("1007")
     sim.advance(4.1)
+    silent = [a for a in sim.performed if isinstance(a, PeerSilent)]
     assert silent == [PeerSilent("192.0.2.9:5060")] and len(target.requests("INVITE")) == 1
     sim.controller.on_peer_state("192.0.2.9:5060", False)
     second = caller.call("1007")

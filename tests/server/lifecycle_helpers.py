@@ -23,12 +23,18 @@ from tests.proxy_sip.ua import Dialog, Ua
 from tests.server.workers_helpers import ROOT, children_of
 
 
-def lifecycle_config(directory: Path, trunk_port: int, drain_timeout: float = 2) -> Path:
+def lifecycle_config(
+    directory: Path, trunk_port: int, drain_timeout: float = 2, billed_max_calls: int | None = None
+) -> Path:
     """The proxy wire tests' YAML (one French customer, a prepaid one, a trunk on 127.0.0.2), SQLite
-    CDRs under ``directory/state``, log level warning, and ``server.drain_timeout``."""
+    CDRs under ``directory/state``, log level warning, and ``server.drain_timeout``;
+    ``billed_max_calls``: the demo customer billed (not internal) and 1002 allowed that many calls."""
     path = write_config(directory, free_port(), trunk_port)
     text = path.read_text()
     text = text.replace("  state_dir:", f"  drain_timeout: {drain_timeout}\n  state_dir:", 1)
+    if billed_max_calls is not None:
+        text = text.replace("    internal: true\n", "    internal: false\n", 1)
+        text = text.replace("password: pw1002}", f"password: pw1002, max_calls: {billed_max_calls}}}", 1)
     path.write_text(text)
     return path
 

@@ -39,10 +39,8 @@ DIALED = "0140000000"  # France fixed through the carrier: 0.009 EUR per started
 
 def _config(directory: Path, trunk_port: int, orphan: float = ORPHAN) -> Path:
     """The lifecycle YAML with the demo customer billed (not internal) and a short orphan time-out."""
-    path = lifecycle_config(directory, trunk_port)
+    path = lifecycle_config(directory, trunk_port, billed_max_calls=100000)
     text = path.read_text()
-    text = text.replace("    internal: true\n", "    internal: false\n", 1)
-    text = text.replace("password: pw1002}", "password: pw1002, max_calls: 100000}", 1)
     text = text.replace(
         "  max_forward_hops: 5\n", f"  max_forward_hops: 5\n  call_journal: {{orphan_timeout: {orphan}}}\n", 1
     )

@@ -9,7 +9,6 @@ Redis is back."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import redis.asyncio as aioredis
 
 from registrar.guard import BanReason, Guard, GuardConfig, IpBanned
 from server.guard_redis import RedisGuardShare
+from tests.registrar_sip.conftest import redis_namespace
 from tests.server.counters_shared_helpers import PrivateRedis, wait_listening
 from tests.server.sentinel_helpers import MASTER_NAME, SentinelSet
 
@@ -62,18 +62,8 @@ class Host:
 
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        await client.aclose()
-        pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc!r}")
-    p = f"sipcore-guard-test-{secrets.token_hex(6)}:"
-    yield p
-    keys = [k async for k in client.scan_iter(match=p + "*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    async with redis_namespace() as p:
+        yield p
 
 
 @pytest.fixture

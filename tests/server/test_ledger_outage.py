@@ -26,7 +26,7 @@ import pytest
 from rating.ledger import EntryKind, LedgerEntry
 from rating.ledger_store import LedgerAt, PostgresLedgerAt, open_ledger
 from tests.conftest import free_port
-from tests.pg_ledger import PG_ROOT, _in_thread
+from tests.pg_ledger import scratch_database
 from tests.proxy_sip.configs import TRUNK_HOST, password
 from tests.proxy_sip.ua import Ua
 from tests.server.admin_helpers import REDIS_URL, api, cli, drop_prefix
@@ -42,14 +42,8 @@ PRICE = 9000  # micro-units of a call of 1 to 60 s
 @pytest.fixture(scope="module")
 def outage_dsn() -> Iterator[str]:
     """A database of this module's own (sipcore_ledger_outage_<random>), dropped at its end."""
-    name = f"sipcore_ledger_outage_{secrets.token_hex(4)}"
-    problem = _in_thread(f"CREATE DATABASE {name}")
-    if problem:
-        pytest.skip(f"PostgreSQL unreachable at {PG_ROOT}: {problem}")
-    try:
-        yield f"{PG_ROOT.rsplit('/', 1)[0]}/{name}"
-    finally:
-        _in_thread(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database("sipcore_ledger_outage") as dsn:
+        yield dsn
 
 
 class PgProxy:
@@ -110,10 +104,8 @@ def host_config(
     """The lifecycle YAML with the demo customer billed (not internal), an admin API, the PostgreSQL
     ledger reached through ``proxy`` (None: the default SQLite ledger), and (``prefix``) Redis
     counters refreshed every 0.3 s."""
-    path = lifecycle_config(directory, trunk_port)
+    path = lifecycle_config(directory, trunk_port, billed_max_calls=100)
     text = path.read_text()
-    text = text.replace("    internal: true\n", "    internal: false\n", 1)
-    text = text.replace("password: pw1002}", "password: pw1002, max_calls: 100}", 1)
     text = text.replace(
         "  metrics: null\n", f"  metrics: null\n  admin: {{listen: 127.0.0.1:{free_port()}}}\n", 1
     )
