@@ -53,9 +53,12 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
             proc.wait()
 
 
-def start_server(work: Path, journal_fsync: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    work: Path, journal_fsync: str | None = None, metrics: str = "off"
+) -> tuple[subprocess.Popen[bytes], int]:
     """`sipcore serve` on the bench config (callee may take many calls at once), in ``work``;
-    ``journal_fsync``: the call journal's ``fsync`` mode (None: the default)."""
+    ``journal_fsync``: the call journal's ``fsync`` mode (None: the default); ``metrics``: where
+    its metrics listen (host:port, or off)."""
     config = write_bench_config(work / "bench.yaml")
     text = config.read_text()
     # The callee answers every call of the run: the default max_calls (2) would make it "busy".
@@ -66,7 +69,7 @@ def start_server(work: Path, journal_fsync: str | None = None) -> tuple[subproce
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(config), "--udp", f"127.0.0.1:{port}",
-           "--tcp", f"127.0.0.1:{port}", "--metrics", "off"]  # fmt: skip
+           "--tcp", f"127.0.0.1:{port}", "--metrics", metrics]  # fmt: skip
     log = open(work / "serve.log", "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 30

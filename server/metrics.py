@@ -170,9 +170,17 @@ TCP_CLOSED = StatsCounter(
 )
 KEEPALIVES = FastCounter("sipcore_keepalive_pings_total", "CRLF keep-alive pings answered")
 GC_COLLECTED = Counter(
-    "sipcore_gc_collected_total", "Objects freed by the periodic full collection (should stay near 0)"
+    "sipcore_gc_collected_total",
+    "Objects freed by the periodic collections, by kind: young (4 a second) or full (hourly); "
+    "should stay near 0",
+    ["kind"],
 )
-GC_PAUSE = Histogram("sipcore_gc_pause_seconds", "Duration of the periodic full collections")
+GC_PAUSE = Histogram(
+    "sipcore_gc_pause_seconds",
+    "Duration of the periodic collections, by kind: young (4 a second) or full (hourly)",
+    ["kind"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 CONFIG_RELOADS = Counter("sipcore_config_reloads_total", "Configuration reloads, by outcome", ["outcome"])
 for _outcome in ("applied", "refused"):  # both series present from the start (alert rules)
     CONFIG_RELOADS.labels(_outcome)

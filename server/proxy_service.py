@@ -282,7 +282,13 @@ class ProxyService:
                 byes.discard(out.transaction)
             return
         if kind is ResponseReceived:
-            key = self.keys.get(out.transaction) if out.transaction is not None else None
+            txn = out.transaction
+            if txn is None:
+                key = None
+            elif out.response.status >= 200:  # the last the TU hears of it: retransmissions are absorbed
+                key = self.keys.pop(txn, None)  # (free now what it kept, not when it ends: Timer K/D)
+            else:
+                key = self.keys.get(txn)
             if type(key) is Probe or type(key) is Registering:
                 self._perform_monitor(self.monitor.on_response(key, out.response, now))  # type: ignore[arg-type]
             elif key is not None:

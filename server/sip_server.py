@@ -29,6 +29,7 @@ from sipcore.errors import SipError, SipParseError
 from sipcore.flow import Flow, response_destination, stamp_via, strip_brackets
 from sipcore.framing import FramingFailed
 from sipcore.message import (
+    Message,
     Request,
     Response,
     error_response,
@@ -167,7 +168,9 @@ class SipServer:
         metrics.SECURE_EVENTS.set_function(lambda: metrics.secure_events(secure_stats))
         self._make_handlers = handlers
         self.handlers = SipHandlers()  # none until started: nothing arrives before the sockets exist
-        self.transactions = TransactionLayer(max_server=settings.max_server_transactions)
+        self.transactions = TransactionLayer(
+            max_server=settings.max_server_transactions, keep=Message.kept_copy
+        )
         transactions = self.transactions
         metrics.TRANSACTIONS_ACTIVE.set_function(lambda: len(transactions))  # read at scrape time
         metrics.TCP_CONNECTIONS.set_function(lambda: len(self.transports.connections))

@@ -198,6 +198,31 @@ def _key(name: str) -> str:
     return key
 
 
+_ENTRIES = Headers.entries  # the slot, for KeptHeaders
+
+
+class KeptHeaders(Headers):
+    """A kept copy's header fields (``Message.kept_copy``), split from its bytes when first read.
+    Until then the collector sees one object, not a list per field; they are rarely read (a
+    retransmission is sent as bytes; matching an RFC 2543 ACK reads the To tag). Read-only."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._index = None
+
+    @property  # type: ignore[override]
+    def entries(self) -> list[list[str]]:  # type: ignore[override]
+        try:
+            return _ENTRIES.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:  # first read
+            _, entries, index = split_fields(split_head(self._raw)[0])
+            _ENTRIES.__set__(self, entries)
+            self._index = index
+            return entries
+
+
 class Message:
     """Fields and accessors shared by requests and responses."""
 
@@ -208,7 +233,7 @@ class Message:
         self.headers = headers
         self.body = body
         self.version = version
-        self.raw: bytes | None = None  # the exact bytes parsed, while the message is unmodified
+        self.raw: bytes | None = None  # the exact bytes parsed (a kept copy: sent), while unmodified
         self._cache: dict[str, object] = {}
 
     # ---- structured accessors (parsed on first use, cached until invalidate()) ----------------
@@ -360,6 +385,27 @@ class Message:
     def __bytes__(self) -> bytes:
         return self.serialize()
 
+    def kept_copy(self) -> Message:
+        """This message as a transaction keeps it once it only answers retransmissions: its bytes,
+        sent again as they are, with its header fields parsed from them again only if read
+        (``KeptHeaders``); nothing parsed is held. A server transaction lingers 32 s after its final response (Timer J,
+        Timer L): holding full parses, each lingering call kept ~150 objects that every cyclic
+        collection walks (seconds of pause at a few hundred calls/s; docs/architecture.md).
+
+        A response is kept as it is sent: its bytes stay on it too (as ``raw``, until
+        ``invalidate()`` as a parsed message's), so sending it costs no second serialization."""
+        data = self.raw
+        if data is None:
+            data = self.serialize()
+            if not self.is_request:
+                self.raw = data
+        copy = self._bare(KeptHeaders(data))
+        copy.raw = data
+        return copy
+
+    def _bare(self, headers: Headers) -> Message:
+        raise NotImplementedError
+
 
 class Request(Message):
     __slots__ = ("method", "uri")
@@ -386,6 +432,9 @@ class Request(Message):
 
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
+
+    def _bare(self, headers: Headers) -> Request:
+        return Request(self.method, self.uri, headers, b"", self.version)
 
     def make_response(
         self,
@@ -438,6 +487,9 @@ class Response(Message):
 
     def start_line(self) -> str:
         return f"{self.version} {self.status} {self.reason}"
+
+    def _bare(self, headers: Headers) -> Response:
+        return Response(self.status, self.reason, headers, b"", self.version)
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"

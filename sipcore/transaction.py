@@ -173,6 +173,8 @@ _IC, _NIC, _IS, _NIS = (
 )
 _S = State
 _I = Input
+# States past the final response, held for retransmissions (up to 32 s): where transactions shrink.
+_LINGERING = frozenset({State.COMPLETED, State.CONFIRMED, State.ACCEPTED})
 
 # (machine, state, input) -> (step names, next state). Steps run in order; see _STEPS below.
 TRANSITIONS: dict[tuple[Machine, State, Input], tuple[tuple[str, ...], State]] = {
@@ -580,7 +582,7 @@ def _response_input(status: int, tu: bool) -> Input:
 class ClientTransaction(Transaction):
     """§17.1: sends ``request`` to ``destination`` (opaque to us: the edge's address or flow)."""
 
-    __slots__ = ("ack", "ack_builder", "destination")
+    __slots__ = ("_kept", "ack", "ack_builder", "destination")
 
     def __init__(
         self,
@@ -600,6 +602,17 @@ class ClientTransaction(Transaction):
         self.destination = destination
         self.ack: Any = None
         self.ack_builder = ack_builder
+        self._kept = False
+
+    def shrink(self, keep: Callable[[Any], Any]) -> None:
+        """Completed (Timer D, Timer K): only a final retransmission is left to absorb, or to answer
+        with the ACK kept already. Hold what ``keep`` makes of the request and the ACK, not the
+        full messages."""
+        if not self._kept:
+            self._kept = True
+            self.request = keep(self.request)
+            if self.ack is not None:
+                self.ack = keep(self.ack)
 
     def start(self, now: float) -> list[Output]:
         """Send the request and arm A/B (INVITE) or E/F (non-INVITE)."""
@@ -617,7 +630,7 @@ class ClientTransaction(Transaction):
 class ServerTransaction(Transaction):
     """§17.2: created by a request received from ``source`` (opaque: the edge's address or flow)."""
 
-    __slots__ = ("last_final", "last_provisional", "source")
+    __slots__ = ("_kept", "last_final", "last_provisional", "source")
 
     def __init__(
         self,
@@ -636,6 +649,20 @@ class ServerTransaction(Transaction):
         self.source = source
         self.last_provisional: Any = None
         self.last_final: Any = None
+        self._kept: Any = None  # the final response as kept by shrink
+
+    def shrink(self, keep: Callable[[Any], Any]) -> None:
+        """A final response went out (Completed, Confirmed, Accepted): what is left is answering
+        retransmissions with it and matching the ACK, for up to 32 s. Hold what ``keep`` makes of
+        the request and the final response, not the full messages. A 2xx the TU sends again in
+        Accepted is kept in turn."""
+        final = self.last_final
+        if final is None or final is self._kept:
+            return
+        if self._kept is None:
+            self.request = keep(self.request)
+            self.last_provisional = None
+        self.last_final = self._kept = keep(final)
 
     def start(self, now: float) -> list[Output]:
         """Pass the request up (RequestReceived) and arm the 100 Trying timer for an INVITE."""
@@ -722,7 +749,7 @@ class TransactionLayer:
     of a transaction (retransmissions of live ones are still matched).
     """
 
-    __slots__ = ("_client", "_heap", "_server", "ack_builder", "config", "max_server", "stats")
+    __slots__ = ("_client", "_heap", "_server", "ack_builder", "config", "keep", "max_server", "stats")
 
     def __init__(
         self,
@@ -730,10 +757,12 @@ class TransactionLayer:
         *,
         ack_builder: Callable[[Any, Any], Any] = build_ack,
         max_server: int | None = None,
+        keep: Callable[[Any], Any] | None = None,
     ) -> None:
         self.config = config
         self.ack_builder = ack_builder
         self.max_server = max_server
+        self.keep = keep  # message -> what a transaction past its final response holds of it
         self._server: dict[Hashable, ServerTransaction] = {}
         self._client: dict[Hashable, ClientTransaction] = {}
         self._heap: DeadlineHeap[Transaction] = DeadlineHeap()
@@ -877,7 +906,10 @@ class TransactionLayer:
 
     # ---- bookkeeping
     def _settle(self, txn: Transaction) -> None:
-        if txn.state is not _TERMINATED:
+        state = txn.state
+        if state is not _TERMINATED:
+            if state in _LINGERING and self.keep is not None:
+                txn.shrink(self.keep)  # type: ignore[attr-defined]
             self._heap.schedule(txn)
             return
         table: dict = self._server if isinstance(txn, ServerTransaction) else self._client
