@@ -150,7 +150,7 @@ async def collect_periodically(young: float = GC_YOUNG_INTERVAL, full: float = G
     quarter second of traffic leaves alive. Every ``full`` seconds (an hour) the old generation is
     collected too: it holds what lives long (registrations, calls, transactions lingering 32 s), so
     that pause grows with the load, hence the long interval. Before, one full collection every 5
-    minutes paused the event loop 1.6 s at 150 calls/s (docs/architecture.md). The frozen start-up
+    minutes paused the event loop 1.1 s at 150 calls/s (docs/architecture.md). The frozen start-up
     heap is never walked. What each pass frees is counted: a rising count means a new cycle source.
     """
     from server import metrics
