@@ -387,10 +387,11 @@ class Message:
 
     def kept_copy(self) -> Message:
         """This message as a transaction keeps it once it only answers retransmissions: its bytes,
-        sent again as they are, with its header fields parsed from them again only if read
-        (``KeptHeaders``); nothing parsed is held. A server transaction lingers 32 s after its final response (Timer J,
-        Timer L): holding full parses, each lingering call kept 143 objects that every cyclic
-        collection walks (seconds of pause at a few hundred calls/s; docs/architecture.md).
+        sent again as they are, with its header fields split from them again only if read
+        (``KeptHeaders``); nothing parsed is held. A server transaction lingers 32 s after its
+        final response (Timer J, Timer L): holding full parses, each lingering call kept 143
+        objects that every cyclic collection walks (seconds of pause at a few hundred calls/s;
+        docs/architecture.md).
 
         A response is kept as it is sent: its bytes stay on it too (as ``raw``, until
         ``invalidate()`` as a parsed message's), so sending it costs no second serialization."""

@@ -194,7 +194,14 @@ async def test_bans_follow_a_sentinel_failover(prefix: str, hosts, tmp_path: Pat
         assert a.link.up and b.link.up
         a.link.announce(IpBanned("198.51.100.1", time.time() + 600, BanReason.RATE), "any")
         await until(lambda: b.guard.is_banned("198.51.100.1", time.time()), what="before the failover")
-        await asyncio.sleep(0.2)  # replicated
+        replica = aioredis.Redis(port=deployment.redis_ports[1])  # the master to be: holds the ban first
+        try:
+            deadline = time.monotonic() + 15
+            while not await replica.zscore(prefix + "guard:bans", "198.51.100.1"):
+                assert time.monotonic() < deadline, "not replicated"
+                await asyncio.sleep(0.05)
+        finally:
+            await replica.aclose()
         await deployment.failover()
         await deployment.wait_master_is(deployment.redis_ports[1])
         # resent until the links follow: writes the old master took in its last moment as a master
