@@ -91,16 +91,21 @@ def sipp(args: list[str], cwd: Path, timeout: float) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
+def register_callee(target: str, work: Path, uas_port: int) -> None:
+    """The SIPp callee (callee.csv) registers once from ``uas_port``, where its UAS will answer."""
+    reg = sipp([target, "-sf", str(SIPP_DIR / "register_auth.xml"), "-inf", str(SIPP_DIR / "callee.csv"),
+                "-i", "127.0.0.1", "-p", str(uas_port), "-m", "1"], work, 10)  # fmt: skip
+    if reg.wait(20) != 0:
+        raise RuntimeError("callee registration failed")
+
+
 def measure_cpu(
     server: subprocess.Popen[bytes], port: int, work: Path, rate: int, calls: int
 ) -> dict[str, float]:
     """One fixed-rate run: server CPU ms per call, successes and failures (from SIPp's stat file)."""
     target = f"127.0.0.1:{port}"
     uas_port, uac_port = free_port(), free_port()
-    reg = sipp([target, "-sf", str(SIPP_DIR / "register_auth.xml"), "-inf", str(SIPP_DIR / "callee.csv"),
-                "-i", "127.0.0.1", "-p", str(uas_port), "-m", "1"], work, 10)  # fmt: skip
-    if reg.wait(20) != 0:
-        raise RuntimeError("callee registration failed")
+    register_callee(target, work, uas_port)
     limit = calls / rate + 60
     uas = sipp(["-sf", str(SIPP_DIR / "uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port)], work, limit)
     stat = work / f"stat-{uac_port}.csv"

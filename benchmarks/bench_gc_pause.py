@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.bench_call import SIPP_DIR, sipp, start_server, stop
+from benchmarks.bench_call import SIPP_DIR, register_callee, sipp, start_server, stop
 from benchmarks.machine import cpu_model, free_port, load_note
 
 RESULTS = Path(__file__).parent / "results" / "gc_pause.md"
@@ -56,10 +56,7 @@ def wire(rate: int, seconds: int) -> dict[str, object]:
         server, port = start_server(work, metrics=f"127.0.0.1:{metrics_port}")
         try:
             target, uas_port, uac_port = f"127.0.0.1:{port}", free_port(), free_port()
-            reg = sipp([target, "-sf", str(SIPP_DIR / "register_auth.xml"), "-inf", str(SIPP_DIR / "callee.csv"),
-                        "-i", "127.0.0.1", "-p", str(uas_port), "-m", "1"], work, 10)  # fmt: skip
-            if reg.wait(20) != 0:
-                raise RuntimeError("callee registration failed")
+            register_callee(target, work, uas_port)
             uas = sipp(
                 ["-sf", str(SIPP_DIR / "uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port)], work, seconds + 60
             )
