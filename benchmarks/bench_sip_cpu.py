@@ -1,7 +1,7 @@
 """CPU per REGISTER and per call inside the server, without sockets or SIPp: the interpreter's share.
 
     .venv/bin/python -m benchmarks.bench_sip_cpu [--mode register|call|both] [--n 20000] [--repeat 5]
-        [--profile] [--against REV] [--write]
+        [--profile] [--per-message] [--against REV] [--write]
 
 The real `Application` (benchmark configuration: 10,000 accounts, the shared harness's users) is
 started on loopback ports, then messages shaped like the harness's SIPp scenarios
@@ -268,17 +268,44 @@ async def register_callee(app: Any, cap: Capture, host: str, port: int) -> None:
     assert _status(cap.sent[-1][0]) == 200, cap.sent[-1][0][:300]
 
 
-async def run_calls(app: Any, cap: Capture, host: str, port: int, n: int, start: int) -> float:
-    """n calls, every message checked; returns CPU seconds of the process for them."""
+# The messages of one call as the server reads them, in order (``run_calls``' per-message figures).
+CALL_MESSAGES = (
+    "INVITE -> 407 (stateless)",
+    "ACK of the 407 (absorbed)",
+    "INVITE with credentials -> relayed",
+    "180 relayed",
+    "200 relayed (answered)",
+    "ACK relayed",
+    "BYE relayed",
+    "200 of the BYE relayed (CDR)",
+)
+
+
+async def run_calls(
+    app: Any, cap: Capture, host: str, port: int, n: int, start: int, per_message: list[float] | None = None
+) -> float:
+    """n calls, every message checked; returns CPU seconds of the process for them. ``per_message``
+    (one slot per CALL_MESSAGES entry) gets the main thread's CPU seconds spent handling each message
+    of the call, summed over the n calls (what runs between messages, timers and write-behind tasks,
+    is in no slot)."""
     on_message, flush = app.sip.on_message, app.sip.transports.flush_udp
     uac, uas = Flow("udp", UAC, cap.local), Flow("udp", UAS, cap.local)
     drv = CallDriver(host, port)
     driver = 0.0
+    step = 0
 
     def feed(data: bytes, flow: Flow) -> list[tuple[bytes, tuple[str, int]]]:
+        nonlocal step
         cap.sent.clear()
-        on_message(data, flow)
-        flush()
+        if per_message is None:
+            on_message(data, flow)
+            flush()
+        else:
+            t0 = time.thread_time()
+            on_message(data, flow)
+            flush()
+            per_message[step % len(CALL_MESSAGES)] += time.thread_time() - t0
+        step += 1
         return list(cap.sent)
 
     def last_to(sent: list[tuple[bytes, tuple[str, int]]], addr: tuple[str, int], what: str) -> bytes:
@@ -349,7 +376,9 @@ async def _started(work: Path) -> tuple[Any, Capture, str, int]:
     return app, cap, "127.0.0.1", port
 
 
-async def measure(mode: str, n: int, repeat: int, profile: bool) -> dict[str, list[float]]:
+async def measure(
+    mode: str, n: int, repeat: int, profile: bool, per_message: bool = False
+) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         app, cap, host, port = await _started(Path(tmp))
@@ -368,8 +397,11 @@ async def measure(mode: str, n: int, repeat: int, profile: bool) -> dict[str, li
                     if r == 0:
                         await register_callee(app, cap, host, port)
                         await run_calls(app, cap, host, port, 200, 900_000)  # warm-up
-                    cpu = await run_calls(app, cap, host, port, n, r * n)
+                    slots = [0.0] * len(CALL_MESSAGES) if per_message else None
+                    cpu = await run_calls(app, cap, host, port, n, r * n, slots)
                     out.setdefault("call", []).append(cpu / n * 1e6)
+                    for name, seconds in zip(CALL_MESSAGES, slots or (), strict=False):
+                        out.setdefault(f"call: {name}", []).append(seconds / n * 1e6)
                 if prof:
                     prof.disable()
             if prof:
@@ -416,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--per-message", action="store_true", help="call mode: also the CPU of each message of the call"
+    )
     ap.add_argument("--against", metavar="REV", help="compare with git revision REV, alternating processes")
     ap.add_argument("--rounds", type=int, default=3, help="with --against: processes per side")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -429,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    figures = asyncio.run(measure(args.mode, args.n, args.repeat, args.profile))
+    figures = asyncio.run(measure(args.mode, args.n, args.repeat, args.profile, args.per_message))
     if args.child:
         for what, runs in figures.items():
             print("CHILD", what, statistics.median(runs))
@@ -439,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}; {load_note()}",
         f"- command: `.venv/bin/python -m benchmarks.bench_sip_cpu --mode {args.mode} --n {args.n} "
-        f"--repeat {args.repeat}`",
+        f"--repeat {args.repeat}{' --per-message' if args.per_message else ''}`",
         "",
         "| operation | median µs CPU | runs |",
         "|---|---:|---|",

@@ -606,8 +606,8 @@ class ClientTransaction(Transaction):
 
     def shrink(self, keep: Callable[[Any], Any]) -> None:
         """Completed (Timer D, Timer K): only a final retransmission is left to absorb, or to answer
-        with the ACK kept already. Hold what ``keep`` makes of the request and the ACK, not the
-        full messages."""
+        with the ACK kept already; or terminated with a timer entry still queued. Hold what ``keep``
+        makes of the request and the ACK, not the full messages."""
         if not self._kept:
             self._kept = True
             self.request = keep(self.request)
@@ -915,5 +915,9 @@ class TransactionLayer:
         table: dict = self._server if isinstance(txn, ServerTransaction) else self._client
         if table.get(txn.key) is txn:
             del table[txn.key]
+        if txn.heap_at is not None and self.keep is not None:
+            # a timer entry still queued holds it until its deadline (an INVITE client transaction
+            # ended by a 2xx: Timer B, up to 32 s), so it holds a kept copy, not the full request
+            txn.shrink(self.keep)  # type: ignore[attr-defined]
         if len(self._heap) > 2 * (len(self._server) + len(self._client)) + 1024:
             self._heap.compact()

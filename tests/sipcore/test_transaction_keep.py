@@ -64,6 +64,25 @@ def test_a_lingering_transaction_holds_a_handful_of_objects() -> None:
         assert counts[0] <= 6 < 30 <= counts[1], (method, counts)
 
 
+def test_an_invite_client_transaction_ended_by_a_2xx_lets_go_of_its_request() -> None:
+    """A 2xx ends an INVITE client transaction at once (§17.1.1.2), but its Timer B entry stays
+    queued for up to 32 s and holds it: it holds a kept copy then, not the full request."""
+    counts = []
+    for keep in (Message.kept_copy, None):
+        layer = TransactionLayer(CFG, keep=keep)
+        invite = make_request("INVITE", branch="z9hG4bKc2xx")
+        txn, _ = layer.send_request(invite, DEST, 0.0)
+        out = layer.on_response(reply(invite, 200), 0.1)
+        kinds = [type(o).__name__ for o in out]
+        assert txn.state is State.TERMINATED and kinds == ["ResponseReceived", "TransactionTerminated"]
+        assert txn.heap_at is not None and len(layer._heap) == 1  # its Timer A/B entry, still queued
+        assert txn.request.serialize() == invite.serialize()
+        gc.collect()
+        txn.destination = None  # the edge's address: not the transaction's to shrink
+        counts.append(_own_tracked(txn))  # type: ignore[arg-type]
+    assert counts[0] <= 6 < 20 <= counts[1], counts  # measured: 3 and 25
+
+
 def test_a_kept_copy_sends_the_same_bytes_and_reads_the_same_identity() -> None:
     invite = make_request("INVITE")
     resp = invite.make_response(486, to_tag="t1", extra=(("Warning", '399 pbx "busy"'),))
