@@ -6,8 +6,9 @@ few minutes, with the collector's pauses (`sipcore_gc_pause_seconds{kind}`) and 
 The server collects on its own schedule (server.app.collect_periodically): a young pass every
 0.25 s, a full pass every hour. Before (through 3752ed3) it ran one full collection every 5
 minutes, walking every transaction in its 32 s linger; run this against such a revision (a
-worktree) with ``--seconds 330`` to see that pause. ``--census N`` also counts in process, after N
-calls, the GC-tracked objects left and how long a full pass takes over them.
+worktree) with ``--seconds 330`` to see that pause. ``--census N`` also runs N calls in process and
+reports the time the server's young passes took during them (per call), then the GC-tracked
+objects left and how long a full pass takes over them.
 """
 
 from __future__ import annotations
@@ -99,11 +100,25 @@ def wire(rate: int, seconds: int) -> dict[str, object]:
 async def _census(calls: int) -> dict[str, float]:
     from benchmarks.bench_sip_cpu import _started, register_callee, run_calls
 
+    young: list[float] = []
+    began: list[float] = []
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] < 2:
+            if phase == "start":
+                began.append(time.perf_counter())
+            elif began:
+                young.append(time.perf_counter() - began.pop())
+
     with tempfile.TemporaryDirectory() as tmp:
         app, cap, host, port = await _started(Path(tmp))
         try:
             await register_callee(app, cap, host, port)
-            await run_calls(app, cap, host, port, calls, 0)
+            gc.callbacks.append(timed)
+            try:
+                await run_calls(app, cap, host, port, calls, 0)  # the server's young passes run meanwhile
+            finally:
+                gc.callbacks.remove(timed)
             gc.collect(1)  # as the next young pass would: what is left is the old generation
             tracked = len(gc.get_objects())
             started = time.perf_counter()
@@ -111,7 +126,10 @@ async def _census(calls: int) -> dict[str, float]:
             full = time.perf_counter() - started
         finally:
             await app.close()
-    return {"per_call": tracked / calls, "full_ms": full * 1000, "tracked": tracked}
+    return {
+        "per_call": tracked / calls, "full_ms": full * 1000, "tracked": tracked,
+        "young_passes": len(young), "young_us_per_call": sum(young) / calls * 1e6,
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.census:
         c = asyncio.run(_census(args.census))
         lines.append(
-            f"- in process, after {args.census} calls: {c['tracked']:.0f} GC-tracked objects left "
-            f"({c['per_call']:.0f} per call); a full pass over them {c['full_ms']:.1f} ms"
+            f"- in process, {args.census} calls: {c['young_passes']:.0f} young passes meanwhile, "
+            f"{c['young_us_per_call']:.1f} µs per call; after them {c['tracked']:.0f} GC-tracked objects "
+            f"left ({c['per_call']:.0f} per call); a full pass over them {c['full_ms']:.1f} ms"
         )
     if args.seconds:
         result = wire(args.rate, args.seconds)
