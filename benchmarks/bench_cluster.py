@@ -24,10 +24,7 @@ import json
 import os
 import secrets
 import shlex
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +34,7 @@ import yaml
 
 from benchmarks.machine import cpu_model, free_port, load_note
 from benchmarks.make_bench_config import write_bench_config
+from benchmarks.serve import Serve
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = Path("/work/shared/bench/bench.py")
@@ -48,18 +46,12 @@ A, B = "127.0.0.2", "127.0.0.3"
 CALLEES = tuple(f"u{n}" for n in range(19990, 20000))
 
 
-class Host:
-    """`sipcore serve` for one host of the pair; entered at READY=1 (bounded), SIGTERM on exit."""
+class Host(Serve):
+    """`sipcore serve` for one host of the pair."""
 
     def __init__(self, work: Path, address: str, port: int, peers: list[str], prefix: str) -> None:
-        self.work, self.address, self.port, self.peers, self.prefix = (
-            work / address,
-            address,
-            port,
-            peers,
-            prefix,
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__([], work / address)
+        self.address, self.port, self.peers, self.prefix = address, port, peers, prefix
 
     def config(self) -> Path:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -80,30 +72,9 @@ class Host:
         return path
 
     def __enter__(self) -> Host:
-        config = self.config()
-        name = f"sipcore-bench-cluster-{os.getpid()}-{self.port}"
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind("\0" + name)
-        notify.settimeout(60)
-        env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET="@" + name)
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--no-media", "--config", str(config)]
-        log = open(self.work / "serve.log", "wb")  # lives as long as the server
-        self.proc = subprocess.Popen(cmd, cwd=self.work, env=env, stdout=log, stderr=log)
-        try:
-            if notify.recv(64) != b"READY=1":
-                raise RuntimeError(f"{self.address}: server did not report READY=1")
-        finally:
-            notify.close()
+        self.args = ["--no-media", "--config", str(self.config())]
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
     @property
     def target(self) -> str:

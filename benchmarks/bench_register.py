@@ -24,8 +24,6 @@ import os
 import platform
 import pstats
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from typing import Any
 
 from benchmarks.machine import free_port, load_note
 from benchmarks.make_bench_config import write_bench_config
+from benchmarks.serve import Serve
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "register.md"
@@ -57,39 +56,14 @@ def machine() -> str:
 
 
 # ---- the server as a process -------------------------------------------------------------------------
-class ServeProcess:
-    """`sipcore serve` on ``port``; started when READY=1 arrives (bounded), stopped with SIGTERM."""
+class ServeProcess(Serve):
+    """`sipcore serve` on ``port`` with ``config`` (in the config's folder)."""
 
     def __init__(self, config: Path, port: int) -> None:
+        addr = f"127.0.0.1:{port}"
+        args = ["--config", str(config), "--udp", addr, "--tcp", addr, "--metrics", "off"]
+        super().__init__(args, config.parent, timeout=30, stop_timeout=15)
         self.config, self.port = config, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ServeProcess:
-        sock_path = str(self.config.parent / "notify.sock")
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(sock_path)
-        notify.settimeout(30)
-        env = dict(os.environ, NOTIFY_SOCKET=sock_path, PYTHONPATH=str(ROOT))
-        addr = f"127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(self.config),
-               "--udp", addr, "--tcp", addr, "--metrics", "off"]  # fmt: skip
-        log = open(self.config.parent / "serve.log", "wb")
-        self.proc = subprocess.Popen(cmd, cwd=self.config.parent, env=env, stdout=log, stderr=log)
-        try:
-            if notify.recv(64) != b"READY=1":
-                raise RuntimeError("server did not report READY=1")
-        finally:
-            notify.close()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def step_rate(rates: str, repeat: int, duration: float, out: Path) -> dict[str, Any]:

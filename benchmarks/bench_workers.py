@@ -17,11 +17,8 @@ import argparse
 import json
 import os
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,19 +26,20 @@ from typing import Any
 
 from benchmarks.machine import cpu_model, free_port, load_note
 from benchmarks.make_bench_config import write_bench_config
+from benchmarks.serve import Serve
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = Path("/work/shared/bench/bench.py")
 RESULTS = ROOT / "benchmarks" / "results" / "workers.md"
 
 
-class Server:
-    """`sipcore serve --workers N` in ``work``; entered once READY=1 arrives (bounded), SIGTERM on exit."""
+class Server(Serve):
+    """`sipcore serve --workers N` in ``work``, on a free port."""
 
     def __init__(self, work: Path, workers: int) -> None:
-        self.work, self.workers = work, workers
+        super().__init__([], work)
+        self.workers = workers
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         config = write_bench_config(self.work / "bench.yaml")
@@ -49,31 +47,11 @@ class Server:
         config.write_text(
             text.replace("password: pwcallee, max_calls: 1000}", "password: pwcallee, max_calls: 100000}")
         )
-        name = f"sipcore-bench-{os.getpid()}-{self.port}"
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind("\0" + name)
-        notify.settimeout(60)
         addr = f"127.0.0.1:{self.port}"
-        env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET="@" + name)
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(config), "--workers", str(self.workers),
-               "--udp", addr, "--tcp", addr, "--metrics", "off"]  # fmt: skip
-        log = open(self.work / "serve.log", "wb")  # lives as long as the server
-        self.proc = subprocess.Popen(cmd, cwd=self.work, env=env, stdout=log, stderr=log)
-        try:
-            if notify.recv(64) != b"READY=1":
-                raise RuntimeError("server did not report READY=1")
-        finally:
-            notify.close()
+        self.args = ["--config", str(config), "--workers", str(self.workers), "--udp", addr, "--tcp", addr,
+                     "--metrics", "off"]  # fmt: skip
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def run_harness(
