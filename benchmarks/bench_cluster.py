@@ -71,10 +71,8 @@ class Host(Serve):
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
-    def __enter__(self) -> Host:
-        self.args = ["--no-media", "--config", str(self.config())]
-        super().__enter__()
-        return self
+    def arguments(self) -> list[str]:
+        return ["--no-media", "--config", str(self.config())]
 
     @property
     def target(self) -> str:

@@ -100,15 +100,16 @@ def wire(rate: int, seconds: int) -> dict[str, object]:
 async def _census(calls: int) -> dict[str, float]:
     from benchmarks.bench_sip_cpu import _started, register_callee, run_calls
 
-    young: list[float] = []
-    began: list[float] = []
+    young: list[float] = []  # each young pass's duration
+    began = 0.0
 
     def timed(phase: str, info: dict[str, int]) -> None:
+        nonlocal began
         if info["generation"] < 2:
             if phase == "start":
-                began.append(time.perf_counter())
-            elif began:
-                young.append(time.perf_counter() - began.pop())
+                began = time.perf_counter()
+            else:
+                young.append(time.perf_counter() - began)
 
     with tempfile.TemporaryDirectory() as tmp:
         app, cap, host, port = await _started(Path(tmp))

@@ -297,13 +297,10 @@ async def run_calls(
     def feed(data: bytes, flow: Flow) -> list[tuple[bytes, tuple[str, int]]]:
         nonlocal step
         cap.sent.clear()
-        if per_message is None:
-            on_message(data, flow)
-            flush()
-        else:
-            t0 = time.thread_time()
-            on_message(data, flow)
-            flush()
+        t0 = time.thread_time() if per_message is not None else 0.0
+        on_message(data, flow)
+        flush()
+        if per_message is not None:
             per_message[step % len(CALL_MESSAGES)] += time.thread_time() - t0
         step += 1
         return list(cap.sent)

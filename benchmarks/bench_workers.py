@@ -41,17 +41,15 @@ class Server(Serve):
         self.workers = workers
         self.port = free_port()
 
-    def __enter__(self) -> Server:
+    def arguments(self) -> list[str]:
         config = write_bench_config(self.work / "bench.yaml")
         text = config.read_text()  # the callee answers every call of a step: lift its call limit
         config.write_text(
             text.replace("password: pwcallee, max_calls: 1000}", "password: pwcallee, max_calls: 100000}")
         )
         addr = f"127.0.0.1:{self.port}"
-        self.args = ["--config", str(config), "--workers", str(self.workers), "--udp", addr, "--tcp", addr,
-                     "--metrics", "off"]  # fmt: skip
-        super().__enter__()
-        return self
+        return ["--config", str(config), "--workers", str(self.workers), "--udp", addr, "--tcp", addr,
+                "--metrics", "off"]  # fmt: skip
 
 
 def run_harness(

@@ -13,14 +13,15 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class Serve:
     """``python -m server.cli serve ARGS`` run in ``work`` (its output in ``work/serve.log``) from
-    ``tree``; entered once it reports READY=1 (within ``timeout`` s), stopped on exit. ``args`` may be
-    set by a subclass's ``__enter__`` before it calls this one (a config written on entry)."""
+    ``tree``; entered once it reports READY=1 (within ``timeout`` s), stopped on exit. ARGS are
+    ``arguments()``: ``args`` as given, or what a subclass writes on entry (its config)."""
 
     def __init__(
         self,
@@ -35,7 +36,11 @@ class Serve:
         self.timeout, self.stop_timeout = timeout, stop_timeout
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Serve:
+    def arguments(self) -> list[str]:
+        """The ``serve`` command's arguments, decided on entry."""
+        return self.args
+
+    def __enter__(self) -> Self:
         name = f"sipcore-bench-{os.getpid()}-{secrets.token_hex(4)}"
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -43,9 +48,9 @@ class Serve:
             notify.settimeout(self.timeout)
             env = dict(os.environ, PYTHONPATH=str(self.tree), NOTIFY_SOCKET="@" + name)
             self.work.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, "-m", "server.cli", "serve", *self.arguments()]
             with open(self.work / "serve.log", "wb") as log:  # the child keeps its own descriptor
-                self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", *self.args],
-                                             cwd=self.work, env=env, stdout=log, stderr=log)  # fmt: skip
+                self.proc = subprocess.Popen(cmd, cwd=self.work, env=env, stdout=log, stderr=log)
             try:
                 state = notify.recv(64)
             except TimeoutError:

@@ -24,19 +24,12 @@ from server.guard_redis import RedisGuardShare
 from tests.registrar_sip.conftest import redis_namespace
 from tests.server.counters_shared_helpers import PrivateRedis, wait_listening
 from tests.server.sentinel_helpers import MASTER_NAME, SentinelSet
+from tests.server.test_account_state import until
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CONFIG = GuardConfig(ip_threshold=3, user_threshold=4, slow_threshold=0, ban_time=600, whitelist=())
-
-
-async def until(check: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s: {what}")
-        await asyncio.sleep(0.01)
 
 
 class Host:
@@ -196,10 +189,8 @@ async def test_bans_follow_a_sentinel_failover(prefix: str, hosts, tmp_path: Pat
         await until(lambda: b.guard.is_banned("198.51.100.1", time.time()), what="before the failover")
         replica = aioredis.Redis(port=deployment.redis_ports[1])  # the master to be: holds the ban first
         try:
-            deadline = time.monotonic() + 15
-            while not await replica.zscore(prefix + "guard:bans", "198.51.100.1"):
-                assert time.monotonic() < deadline, "not replicated"
-                await asyncio.sleep(0.05)
+            await until(lambda: replica.zscore(prefix + "guard:bans", "198.51.100.1"), timeout=15,
+                        what="the replica holds the ban")  # fmt: skip
         finally:
             await replica.aclose()
         await deployment.failover()
