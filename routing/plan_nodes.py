@@ -120,9 +120,11 @@ class Timers:
 
 
 class Host:
-    """What nodes need from the plan: branch ids, timers, and the parent of the root."""
+    """What nodes need from the plan: branch ids, timers, the parent of the root, and the list
+    every node of the plan enters when it is made (so the plan can break their cycles at the end)."""
 
     timers: Timers
+    nodes: list[Node]
 
     def new_branch(self, leaf: Leaf) -> int:  # pragma: no cover - interface
         raise NotImplementedError
@@ -138,6 +140,7 @@ class Node:
         self.host = host
         self.parent: Node | Host = host
         self.done = False
+        host.nodes.append(self)
 
     def start(self, now: float, out: list[Action]) -> None:
         raise NotImplementedError
