@@ -34,6 +34,18 @@ async def test_write_batch_is_idempotent_on_call_id_and_leg(store: CdrStore) -> 
     assert await store.count() == 53
 
 
+async def test_a_large_batch_is_stored_whole_and_in_order(store: CdrStore) -> None:
+    """Beyond one statement's rows (SQLite: 256 per INSERT, power-of-two chunks): every row once,
+    repeats skipped wherever they fall, each stored as sent."""
+    batch = [make_record(i) for i in range(700)]
+    assert await store.write_batch(batch[:300]) == 300
+    assert await store.write_batch([*batch, make_record(5), make_record(699)]) == 400  # 302 repeats skipped
+    assert await store.count() == 700
+    stored = await store.calls(JAN - timedelta(days=400), MAR + timedelta(days=400))
+    assert sorted(r.call_id for r in stored) == sorted(r.call_id for r in batch)
+    assert {(r.call_id, r.leg): r for r in stored}[(batch[517].call_id, batch[517].leg)] == batch[517]
+
+
 async def test_records_round_trip_exactly(store: CdrStore) -> None:
     r = make_record(
         7,
