@@ -430,6 +430,8 @@ def against(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
             for side, tree in ((args.against, tmp), ("working tree", str(root))):
                 cmd = [sys.executable, "-m", "benchmarks.bench_sip_cpu", "--child", "--mode", args.mode,
                        "--n", str(args.n), "--repeat", str(args.repeat)]  # fmt: skip
+                if args.per_message:
+                    cmd.append("--per-message")
                 out = subprocess.run(cmd, cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True,
                                      capture_output=True, text=True).stdout  # fmt: skip
                 for line in out.splitlines():

@@ -41,6 +41,15 @@ class CallEnded:
     """(customer, account, micro-units) held against daily caps by the call's priced legs: released
     when the call is settled (routing.toll_fraud.hold_keys)."""
 
+    def shifted(self, by: float) -> CallEnded:
+        """The same facts with start, answer and end moved by ``by`` seconds (one clock to another)."""
+        return CallEnded(
+            self.call_id, self.leg, self.direction, self.customer_id, self.account_id, self.billed_account_id,
+            self.caller, self.dialed, self.normalised, self.callee_account_id, self.did, self.start + by,
+            self.answer + by if self.answer is not None else None, self.end + by, self.disposition,
+            self.sip_status, self.hangup_by, self.rated, self.reason, self.holds,
+        )  # fmt: skip
+
     @property
     def duration(self) -> int:
         """Answered seconds, rounded up to whole seconds (the rater bills from this)."""

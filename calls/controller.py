@@ -335,6 +335,18 @@ class CallController:
         cluster = self.settings.cluster
         return cluster is None or cluster.transit_flow(req, flow.remote[0], self._is_me) is None
 
+    def may_challenge(self, call_id: str, remote: tuple[str, int]) -> bool:
+        """Whether an initial INVITE without credentials, with one Via and no Route (the INVITE lane's,
+        registrar/invite_lane.py), goes straight to authentication, answered without a transaction:
+        `is_stateless_invite` and `_on_invite`'s checks before it (a phone, not a trunk; one host, no
+        transit; not draining; no call of ours with that Call-ID, which would be a spiral: 482)."""
+        return (
+            self.draining is None
+            and self.settings.cluster is None
+            and call_id not in self.calls
+            and self.trunk_for_source(*remote) is None
+        )
+
     def next_deadline(self) -> float | None:
         heap = self._timers.heap
         while heap and not self._valid(heap[0]):

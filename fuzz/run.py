@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-TARGETS = ("parser", "digest", "lane", "framing", "sdp", "config", "rater")
+TARGETS = ("parser", "digest", "lane", "invite_lane", "framing", "sdp", "config", "rater")
 INSTRUMENTED = ["sipcore", "registrar", "media", "config", "rating", "fuzz"]
 
 

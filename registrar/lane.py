@@ -31,7 +31,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from sipcore.errors import SipParseError
 from sipcore.flow import same_host, strip_brackets
@@ -186,7 +186,7 @@ def read_py(data: bytes, remote: tuple[str, int]) -> LaneRequest | None:
     if ruri_port is not None and ruri_port > 65535:
         return None
     # Via: one value, plain spelling, RFC 3261 branch
-    via = _via(via_text, remote)
+    via = stamped_via(via_text, remote)
     if via is None:
         return None
     via_value, branch, sent_by, destination = via
@@ -244,7 +244,9 @@ _VIA = re.compile(
 ).match
 
 
-def _via(text: str, remote: tuple[str, int]) -> tuple[str, str, tuple[str, int], tuple[str, int]] | None:
+def stamped_via(
+    text: str, remote: tuple[str, int]
+) -> tuple[str, str, tuple[str, int], tuple[str, int]] | None:
     """(Via value after §18.2.1/RFC 3581 stamping, branch, sent-by key, UDP answer destination)."""
     m = _VIA(text)
     if m is None:
@@ -293,8 +295,19 @@ def _param_map(text: str) -> dict[str, str]:
     return out
 
 
+class Answered(Protocol):
+    """What `render` reads of a request a lane took (`LaneRequest`, `invite_lane.InviteLaneRequest`)."""
+
+    @property
+    def copied(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def to_index(self) -> int: ...
+    @property
+    def tag(self) -> str: ...
+
+
 def render(
-    req: LaneRequest, status: int, reason: str | None, headers: tuple[tuple[str, str], ...] | list[tuple[str, str]],
+    req: Answered, status: int, reason: str | None, headers: tuple[tuple[str, str], ...] | list[tuple[str, str]],
     server: str,
 ) -> bytes:  # fmt: skip
     """The answer's bytes, as the general path serialises them: the copied headers in the request's

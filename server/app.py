@@ -291,6 +291,7 @@ class Application:
             register_lane=registrar.on_register_bytes,
             proxy=proxy.on_request,
             stateless_invite=proxy.controller.is_stateless_invite,
+            invite_lane=proxy.on_invite_bytes,
             tu_event=proxy.on_tu_event,
             send_request=proxy.send_request,
             connection_closed=registrar.on_connection_closed,

@@ -60,7 +60,9 @@ from calls.trunk_monitor import (
     TrunkMonitor,
     TrunkState,
 )
-from registrar.invite_auth import Caller, authenticate_invite
+from registrar import invite_lane
+from registrar.invite_auth import Caller, InviteView, ParsedInvite, authenticate_invite
+from registrar.lane import render
 from registrar.registrar import Reply as RegistrarReply
 from routing import Authorisation, AuthoriseRequest, CallState, allow_all
 from routing.refusals import Refusal, RefusalCause
@@ -83,7 +85,7 @@ from .account_state import AccountState
 from .call_journal import CallJournal, Recovered
 from .cluster import cluster_route, flow_key, peer_links
 from .metrics import FastCounter
-from .sip_server import SipServer
+from .sip_server import SERVER_HEADER, SipServer
 
 log = structlog.get_logger("sipcore.proxy")
 MAX_SETUP_TIMED = 65_536  # calls whose setup latency is being timed (beyond: the oldest forgotten)
@@ -305,7 +307,38 @@ class ProxyService:
         elif kind is TransactionTerminated:
             self.keys.pop(out.transaction, None)  # type: ignore[arg-type]
 
+    def on_invite_bytes(self, data: bytes, flow: Flow) -> bool:
+        """The INVITE lane (registrar/invite_lane.py): True when it took the message (a credential-less
+        INVITE answered or dropped, the ACK of a stateless answer absorbed), False to leave it to the
+        general path. Counted as the general path counts them."""
+        if flow.transport == "ws" or flow.transport == "wss":
+            return False  # their Via is stamped otherwise (sip_server._stamp)
+        req = invite_lane.read(data, flow.remote)
+        if req is None:
+            return False
+        ip = flow.remote[0]
+        if req.method == "ACK":
+            if req.to_tag != req.tag:
+                return False  # not the ACK of a stateless answer (sip_server._absorbs_ack)
+            metrics.count_request("ACK")
+            if not self.registrar.screen_source(ip, req.user_agent, "ACK"):
+                metrics.DROPPED.labels("ack_of_stateless_answer").inc()
+            return True
+        if not self.controller.may_challenge(req.call_id, flow.remote):
+            return False
+        metrics.count_request("INVITE")
+        if self.registrar.screen_source(ip, req.user_agent, "INVITE"):
+            return True
+        outcome = self._check_credentials(req, ip)
+        if type(outcome) is AuthAnswer:
+            answer = render(req, outcome.status, outcome.reason, outcome.headers, SERVER_HEADER)
+            self.sip.send_answer(answer, outcome.status, flow, req.destination)
+        return True  # None: a banned source, dropped (without credentials nothing authenticates)
+
     def _authenticate(self, req: Request, ip: str, now: float) -> Authenticated | AuthAnswer | None:
+        return self._check_credentials(ParsedInvite(req), ip)
+
+    def _check_credentials(self, req: InviteView, ip: str) -> Authenticated | AuthAnswer | None:
         # nonces carry wall-clock time (any process verifies any other's): not the controller's clock
         registrar = self.registrar.registrar
         outcome = authenticate_invite(registrar, req, ip, time.time())
@@ -620,9 +653,7 @@ class ProxyService:
 
     def _wall(self, e: CallEnded) -> CallEnded:
         """``e`` in wall-clock time (the controller's clock is monotonic)."""
-        shift = time.time() - self.sip.now()
-        return dataclasses.replace(e, start=e.start + shift, end=e.end + shift,
-                                   answer=e.answer + shift if e.answer is not None else None)  # fmt: skip
+        return e.shifted(time.time() - self.sip.now())
 
     def _to_sinks(self, event: CallEnded) -> None:
         """The rater and the CDR; a journaled (answered) call is forgotten by the journal once every
@@ -656,14 +687,7 @@ class ProxyService:
             self.journal.done(call_id)
 
     def _ended(self, action: EndCall) -> None:
-        e = action.ended
-        shift = time.time() - self.sip.now()  # the controller's clock -> wall-clock time for the CDR
-        event = CallEnded(
-            e.call_id, e.leg, e.direction, e.customer_id, e.account_id, e.billed_account_id, e.caller,
-            e.dialed, e.normalised, e.callee_account_id, e.did, e.start + shift,
-            e.answer + shift if e.answer is not None else None, e.end + shift, e.disposition,
-            e.sip_status, e.hangup_by, e.rated, e.reason, e.holds,
-        )  # fmt: skip
+        event = self._wall(action.ended)  # the controller's clock -> wall-clock time for the CDR
         CALLS_TOTAL.labels(event.disposition).inc()
         CALLS_FINISHED.labels(event.direction, event.disposition, str(event.sip_status)).inc()
         if event.answer is not None:

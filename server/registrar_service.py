@@ -157,12 +157,16 @@ class RegistrarService:
     def screen_request(self, req: Request, flow: Flow) -> bool:
         """Any method but REGISTER (the SIP server's ``screen`` hook): a scanner's User-Agent is
         dropped and its source banned as on REGISTER; True when dropped."""
-        drop = self.registrar.screen(flow.remote[0], req.headers.get("user-agent"), time.time())
+        return self.screen_source(flow.remote[0], req.headers.get("user-agent"), req.method)
+
+    def screen_source(self, ip: str, user_agent: str | None, method: str) -> bool:
+        """`screen_request` of what the INVITE lane read (registrar/invite_lane.py): True when dropped."""
+        drop = self.registrar.screen(ip, user_agent, time.time())
         if drop is None:
             return False
         metrics.DROPPED.labels("scanner" if drop.why == Verdict.DROP_SCANNER.value else "banned").inc()
         if drop.ban is not None:
-            self.on_ban(drop.ban, req.method)
+            self.on_ban(drop.ban, method)
         return True
 
     async def close(self) -> None:

@@ -29,6 +29,7 @@ from sipcore.errors import SipError, SipParseError
 from sipcore.flow import Flow, response_destination, stamp_via, strip_brackets
 from sipcore.framing import FramingFailed
 from sipcore.message import (
+    STATELESS_TAG,
     Message,
     Request,
     Response,
@@ -81,6 +82,8 @@ class SipHandlers:
     stateless_invite: Callable[[Request, Flow], bool] | None = (
         None  # an INVITE answered without a transaction
     )
+    # a credential-less INVITE challenged from its bytes, or the ACK of such an answer absorbed
+    invite_lane: Callable[[bytes, Flow], bool] | None = None
     tu_event: TuHandler | None = None  # responses, time-outs, failures of client transactions
     send_request: RequestSender | None = None  # how a client transaction reaches its destination
     connection_closed: Callable[[str], None] | None = None
@@ -128,7 +131,6 @@ def _local_ips() -> set[str]:
 
 
 _WEBSOCKET = frozenset({"ws", "wss"})
-STATELESS_TAG = "sl"  # To-tag prefix of INVITE answers sent without a transaction
 _AUTHORIZATION = re.compile(rb"\nauthorization[ \t]*:", re.IGNORECASE).search
 _PROXY_AUTHORIZATION = re.compile(rb"\nproxy-authorization[ \t]*:", re.IGNORECASE).search
 _STATELESS_TAG = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=[ \t]*" + STATELESS_TAG.encode(),
@@ -290,8 +292,7 @@ class SipServer:
             if drop is not None and drop(flow.remote[0]):
                 metrics.DROPPED.labels("banned").inc()
                 return
-            lane = handlers.register_lane
-            if data[:9] == b"REGISTER " and lane is not None and lane(data, flow):
+            if self._took_on_lane(data, flow):
                 return
             try:
                 msg = parse(data, stream=flow.reliable)
@@ -305,6 +306,22 @@ class SipServer:
         except Exception:
             metrics.PARSE_ERRORS.labels("internal_error").inc()
             log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
+
+    def _took_on_lane(self, data: bytes, flow: Flow) -> bool:
+        """A REGISTER, a credential-less INVITE or the ACK of a stateless answer handled from its
+        bytes (registrar/lane.py, registrar/invite_lane.py); False leaves it to the general path."""
+        handlers = self.handlers
+        head = data[:9]
+        if head == b"REGISTER ":
+            lane = handlers.register_lane
+            return lane is not None and lane(data, flow)
+        if head[:7] == b"INVITE ":
+            lane = handlers.invite_lane
+            return lane is not None and _PROXY_AUTHORIZATION(data) is None and lane(data, flow)
+        if head[:4] == b"ACK ":
+            lane = handlers.invite_lane
+            return lane is not None and _STATELESS_TAG(data) is not None and lane(data, flow)
+        return False
 
     def _on_unparseable(self, data: bytes, exc: SipParseError, flow: Flow) -> None:
         if data[:4].upper() == b"SIP/" or exc.status is None:
@@ -432,6 +449,13 @@ class SipServer:
         drop = self.handlers.drop_source
         if drop is not None and drop(flow.remote[0]):
             return False  # the owner drops it and counts it
+        try:
+            if head[:8] != b"OPTIONS " and self._took_on_lane(data, flow):
+                return True
+        except Exception:  # as on_message: a failure is logged, never raised into the transport
+            metrics.PARSE_ERRORS.labels("internal_error").inc()
+            log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
+            return True
         try:
             req = parse(data, stream=flow.reliable)
             if not isinstance(req, Request):

@@ -55,6 +55,9 @@ _ERR = "surrogateescape"  # bytes that are not UTF-8 survive a decode/encode rou
 ENCODING, ENCODING_ERRORS = _ENC, _ERR  # how header text maps to bytes, for byte-level edits elsewhere
 
 
+STATELESS_TAG = "sl"  # To-tag prefix of INVITE answers sent without a transaction (before a stable_tag)
+
+
 def stable_tag(data: bytes | str) -> str:
     """A To-tag that is the same for every retransmission of one request: a hash of what identifies
     it (stateless answers and the REGISTER lane stay consistent with the transaction path)."""
@@ -594,6 +597,12 @@ def split_fields(head: bytes) -> tuple[str, list[list[str]], dict[str, list[int]
     return first, entries, index
 
 
+def header_fields(head: bytes) -> tuple[str, list[list[str]], dict[str, list[int]]]:
+    """`split_fields` of a header section, by the C splitter when it takes it: as `parse` reads it."""
+    split = _c_split(head, _NAME_KEYS) if _c_split is not None else None
+    return split if split is not None else split_fields(head)
+
+
 def parse(data: bytes, stream: bool = False) -> Request | Response:
     """Parse one message. On datagrams the body is framed by Content-Length (rest discarded; a
     shorter datagram is a 400). ``stream=True`` means the caller framed it already (TCP)."""
@@ -604,8 +613,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     if start:
         data = data[start:]
     head, body = split_head(data)
-    split = _c_split(head, _NAME_KEYS) if _c_split is not None else None
-    first, entries, index = split if split is not None else split_fields(head)
+    first, entries, index = header_fields(head)
     headers = Headers(entries)
     headers._index = index
 

@@ -23,6 +23,7 @@ RUNS = {
     "parser": 3000,
     "digest": 30000,
     "lane": 15000,
+    "invite_lane": 15000,
     "framing": 2000,
     "sdp": 15000,
     "config": 1500,

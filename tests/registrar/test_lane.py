@@ -53,7 +53,7 @@ def _yaml(guard: bool) -> str:
 class Side:
     """One application, its UDP socket replaced by a capture, TCP writes captured too."""
 
-    def __init__(self, app: Application, use_lane: bool) -> None:
+    def __init__(self, app: Application, use_lane: bool, lane_handler: str = "register_lane") -> None:
         self.app = app
         sip = app.sip
         self.ep = sip.transports.udp[0]
@@ -63,7 +63,7 @@ class Side:
         self.tcp: list[tuple[bytes, str | None]] = []
         sip.transports.send_flow = self._send_flow  # type: ignore[method-assign]
         if not use_lane:
-            sip.handlers = dataclasses.replace(sip.handlers, register_lane=None)
+            sip.handlers = dataclasses.replace(sip.handlers, **{lane_handler: None})
         registrar = app.registrar.registrar
         registrar.rng = random.Random(7)  # the expiry jitter draws the same numbers on both sides
         registrar.challenger._salts = BlockSource(  # type: ignore[attr-defined]  # same salts on both sides
@@ -71,14 +71,14 @@ class Side:
         )
         self.taken = 0
         if use_lane:
-            real = app.registrar.on_register_bytes
+            real = getattr(sip.handlers, lane_handler)
 
             def counting(data: bytes, flow: Flow) -> bool:
                 took = real(data, flow)
                 self.taken += took
                 return took
 
-            sip.handlers = dataclasses.replace(sip.handlers, register_lane=counting)
+            sip.handlers = dataclasses.replace(sip.handlers, **{lane_handler: counting})
 
     def _send_flow(self, data: bytes, flow: Flow) -> bool:
         if flow.transport == "udp":
@@ -130,6 +130,7 @@ def _counters() -> dict[str, int]:
     out |= {f"sent {k}": c.value for k, c in metrics.RESPONSES_SENT._cells.items()}
     out |= {f"requests {k}": c.value for k, c in metrics.REQUESTS._cells.items()}
     out |= {f"parse {k}": c.value for k, c in metrics.PARSE_ERRORS._cells.items()}
+    out |= {f"dropped {k}": c.value for k, c in metrics.DROPPED._cells.items()}
     return out
 
 
@@ -137,7 +138,7 @@ def _delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: v - a.get(k, 0) for k, v in b.items() if v != a.get(k, 0)}
 
 
-async def _side(tmp: Path, guard: bool, use_lane: bool) -> Side:
+async def _side(tmp: Path, guard: bool, use_lane: bool, lane_handler: str = "register_lane") -> Side:
     from server.app import load_application_config
 
     tmp.mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,7 @@ async def _side(tmp: Path, guard: bool, use_lane: bool) -> Side:
     sip.udp, sip.tcp, sip.metrics_address = ["127.0.0.1:0"], ["127.0.0.1:0"], None
     app = Application(loaded)
     await app.start()
-    return Side(app, use_lane)
+    return Side(app, use_lane, lane_handler)
 
 
 @pytest.fixture(scope="module")
