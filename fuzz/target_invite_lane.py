@@ -24,9 +24,8 @@ def seeds() -> Iterable[bytes]:
         yield b"\x00" + msg
         head, _, body = msg.partition(b"\r\n\r\n")
         rest = head.partition(b"\r\n")[2]  # the same headers under a lane-shaped request line
-        for i, method in enumerate((b"INVITE", b"ACK")):
-            fields = _CSEQ.sub(rb"\1" + method, rest)
-            yield bytes([i + 1]) + method + b" sip:1002@127.0.0.1 SIP/2.0\r\n" + fields + b"\r\n\r\n" + body
+        fields = _CSEQ.sub(rb"\1INVITE", rest)
+        yield b"\x01INVITE sip:1002@127.0.0.1 SIP/2.0\r\n" + fields + b"\r\n\r\n" + body
 
 
 def check(data: bytes) -> None:
@@ -56,7 +55,7 @@ def check(data: bytes) -> None:
     assert errors == (None, None, None), ("the general path answers it otherwise", data, errors)
     assert "route" not in req.headers and "proxy-authorization" not in req.headers, data
     assert len(req.vias) == 1, data
-    read = (taken.method, taken.call_id, taken.from_uri, taken.ruri, taken.user_agent, taken.to_tag)
+    read = (taken.method, taken.call_id, taken.from_uri, taken.ruri, taken.user_agent, None)
     assert seen == read, ("the lane reads it otherwise", data, seen, read)
     # the general path's answer, as the server builds it (Via stamped as received), byte for byte
     stamped = stamp_via(req.top_via, remote)
@@ -66,6 +65,5 @@ def check(data: bytes) -> None:
         req.invalidate()
     tag = STATELESS_TAG + stable_tag(f"{req.call_id}|{req.headers.get('from')}|{req.top_via.branch}")
     assert tag == taken.tag, data
-    if req.method == "INVITE":
-        general = req.make_response(407, to_tag=tag, extra=[*extra, ("Server", "fuzz")]).serialize()
-        assert answer == general, ("the lane and the general path answer differently", data, answer, general)
+    general = req.make_response(407, to_tag=tag, extra=[*extra, ("Server", "fuzz")]).serialize()
+    assert answer == general, ("the lane and the general path answer differently", data, answer, general)

@@ -1,10 +1,11 @@
 """The INVITE challenge lane: a phone's first INVITE, without credentials, read straight from its bytes
-(sans-IO), and the ACK of the answer it gets.
+(sans-IO) and answered without a transaction.
 
-Why: every call a phone places starts with an INVITE the proxy challenges (407, RFC 3261 §22.3) and
-the ACK of that 407. On the general path the pair costs ~75 µs of CPU in process (more within a whole
-call): a parsed and validated Request, the dispatch through the SIP server, the proxy service and the
-call controller, a Response object. The answer needs a handful of fields. The lane reads them into an
+Why: every call a phone places starts with an INVITE the proxy challenges (407, RFC 3261 §22.3), and
+a flood of INVITEs without credentials is the commonest attack on a public SIP port. On the general
+path the 407 costs ~56 µs of CPU in process (~100 within a whole call): a parsed and validated
+Request, the dispatch through the SIP server, the proxy service and the call controller, a Response
+object. The answer needs a handful of fields. The lane reads them into an
 `InviteLaneRequest`, an `invite_auth.InviteView`: the same `authenticate_invite` decides on it as on
 a parsed INVITE (one decision procedure), and `registrar.lane.render` writes the answer's bytes.
 Its reading is the parser's where it matters: the header fields are split by the parser's own
@@ -12,9 +13,9 @@ splitter (`sipcore.message.header_fields`), From and To are read by its memoised
 (so the call's next INVITE, with the same From and To, finds them read), the Via by the REGISTER
 lane's `stamped_via`.
 
-What it takes: an INVITE or ACK with exactly one Via value (RFC 3261 branch, the plain spelling),
-From and To that parse (a To tag on an ACK, none on an INVITE), Call-ID, ``CSeq: n METHOD``,
-Max-Forwards 1-255 if any, a Content-Length that frames the body exactly, no Route, Proxy-Require,
+What it takes: an INVITE with exactly one Via value (RFC 3261 branch, the plain spelling), From and
+To that parse (no To tag), Call-ID, ``CSeq: n INVITE``, Max-Forwards 1-255 if any, a Content-Length
+that frames the body exactly, no Route, Proxy-Require,
 Proxy-Authorization or Expires, no single-valued header twice, and a ``sip:`` Request-URI without
 headers. Whether the proxy answers such an INVITE without a transaction (a phone, not a trunk; no
 call with that Call-ID; not draining; one host) is the call controller's word
@@ -22,11 +23,8 @@ call with that Call-ID; not draining; one host) is the call controller's word
 before any side effect, and takes the general path, which stays the reference: for what the lane
 takes it answers byte for byte what the general path answers, with the same counters
 (tests/registrar/test_invite_lane.py drives both with the same messages and compares; the
-``invite_lane`` fuzz target holds the lane's reading to the parser's).
-
-The ACK: an answer sent without a transaction carries a To tag derived from the INVITE's Call-ID, From
-and branch (``STATELESS_TAG`` + `stable_tag`), which its ACK repeats (§17.1.1.3): the lane computes the
-same tag, and the service drops an ACK that carries it, as the general path absorbs it.
+``invite_lane`` fuzz target holds the lane's reading to the parser's). The ACK of the 407 takes the
+general path (sip_server._absorbs_ack): read here it cost as much, its To being new text.
 """
 
 from __future__ import annotations
@@ -40,8 +38,8 @@ from sipcore.headers import SINGLE_HEADERS, NameAddr
 from sipcore.message import STATELESS_TAG, header_fields, stable_tag
 from sipcore.uri import SipUri, Uri, parse_uri
 
-_REQUEST_LINE = re.compile(r"(INVITE|ACK) (sip:[^\s?]+) SIP/2\.0\Z").match
-_CSEQ = re.compile(r"([0-9]{1,10}) (INVITE|ACK)\Z").match
+_REQUEST_LINE = re.compile(r"INVITE (sip:[^\s?]+) SIP/2\.0\Z").match
+_CSEQ = re.compile(r"([0-9]{1,10}) INVITE\Z").match
 _MAX_FORWARDS = re.compile(r"[0-9]{1,3}\Z").match
 
 # headers the answer copies, the lane reads, or leaves to the general path
@@ -52,25 +50,24 @@ _GENERAL_ONLY = frozenset({"route", "proxy-require", "proxy-authorization", "exp
 
 
 class InviteLaneRequest(NamedTuple):
-    """What the proxy needs of a credential-less INVITE (or of an ACK), as read by `read`: an
+    """What the proxy needs of a credential-less INVITE, as read by `read`: an
     `invite_auth.InviteView` and a `registrar.lane.Answered`."""
 
-    method: str  # INVITE or ACK
     copied: tuple[tuple[str, str], ...]  # (name as sent, value) of Via/From/To/Call-ID/CSeq, answer order
     to_index: int  # position of To in ``copied`` (the answer adds its tag there)
     tag: str  # the To tag of an answer sent without a transaction
-    to_tag: str | None  # the To tag the request carries (an ACK's)
     call_id: str
     destination: tuple[str, int]  # where a UDP answer goes (§18.2.2 and RFC 3581)
     from_uri: SipUri | None
     ruri: Uri
     user_agent: str | None
 
+    method = "INVITE"
     credentials = None  # a request with a Proxy-Authorization takes the general path
 
 
 def read(data: bytes, remote: tuple[str, int]) -> InviteLaneRequest | None:
-    """The INVITE or ACK in ``data`` (from ``remote``), or None when it is not one for the lane."""
+    """The INVITE in ``data`` (from ``remote``), or None when it is not one for the lane."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -85,7 +82,6 @@ def read(data: bytes, remote: tuple[str, int]) -> InviteLaneRequest | None:
         for key, positions in index.items():
             if len(positions) > 1 and (key in _ONCE or key in SINGLE_HEADERS):
                 return None
-    method = line.group(1)
     try:
         via_text, call_id, cseq_text, from_value, to_value, length = (
             entries[index[key][0]][2] for key in ("via", "call-id", "cseq", "from", "to", "content-length")
@@ -97,7 +93,7 @@ def read(data: bytes, remote: tuple[str, int]) -> InviteLaneRequest | None:
     if not (length.isdigit() and length.isascii()) or int(length) != len(data) - end - 4:
         return None  # a body shorter or longer than it says: the general path frames it
     cseq = _CSEQ(cseq_text)
-    if cseq is None or cseq.group(2) != method or int(cseq.group(1)) >= 2**31:
+    if cseq is None or int(cseq.group(1)) >= 2**31:
         return None
     if "max-forwards" in index:
         hops = entries[index["max-forwards"][0]][2]
@@ -110,10 +106,10 @@ def read(data: bytes, remote: tuple[str, int]) -> InviteLaneRequest | None:
     try:  # From and To as the general path reads them (memoised by text: the call's next INVITE has them)
         to_tag = NameAddr.parse(to_value).tag
         from_uri = NameAddr.parse(from_value).sip_uri
-        ruri = parse_uri(line.group(2))
+        ruri = parse_uri(line.group(1))
     except SipParseError:
         return None
-    if (to_tag is None) != (method == "INVITE") or not isinstance(ruri, SipUri) or ruri.headers is not None:
+    if to_tag is not None or not isinstance(ruri, SipUri) or ruri.headers is not None:
         return None
     # the answer's copied headers, in the request's order: a Via the server stamped moves to the top
     # under its full name, as the general path's headers.add(first=True) puts it
@@ -123,7 +119,7 @@ def read(data: bytes, remote: tuple[str, int]) -> InviteLaneRequest | None:
     to_index = next(i for i, e in enumerate(copied) if e[0] == "to")
     agent = index.get("user-agent")
     return InviteLaneRequest(
-        method, tuple((e[1], e[2]) for e in copied), to_index,
-        STATELESS_TAG + stable_tag(f"{call_id}|{from_value}|{branch}"), to_tag, call_id, destination,
+        tuple((e[1], e[2]) for e in copied), to_index,
+        STATELESS_TAG + stable_tag(f"{call_id}|{from_value}|{branch}"), call_id, destination,
         from_uri, ruri, entries[agent[0]][2] if agent is not None else None,
     )  # fmt: skip

@@ -308,22 +308,14 @@ class ProxyService:
             self.keys.pop(out.transaction, None)  # type: ignore[arg-type]
 
     def on_invite_bytes(self, data: bytes, flow: Flow) -> bool:
-        """The INVITE lane (registrar/invite_lane.py): True when it took the message (a credential-less
-        INVITE answered or dropped, the ACK of a stateless answer absorbed), False to leave it to the
-        general path. Counted as the general path counts them."""
+        """The INVITE lane (registrar/invite_lane.py): True when it took the INVITE (answered, or
+        dropped), False to leave it to the general path. Counted as the general path counts it."""
         if flow.transport == "ws" or flow.transport == "wss":
             return False  # their Via is stamped otherwise (sip_server._stamp)
         req = invite_lane.read(data, flow.remote)
         if req is None:
             return False
         ip = flow.remote[0]
-        if req.method == "ACK":
-            if req.to_tag != req.tag:
-                return False  # not the ACK of a stateless answer (sip_server._absorbs_ack)
-            metrics.count_request("ACK")
-            if not self.registrar.screen_source(ip, req.user_agent, "ACK"):
-                metrics.DROPPED.labels("ack_of_stateless_answer").inc()
-            return True
         if not self.controller.may_challenge(req.call_id, flow.remote):
             return False
         metrics.count_request("INVITE")

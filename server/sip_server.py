@@ -82,8 +82,7 @@ class SipHandlers:
     stateless_invite: Callable[[Request, Flow], bool] | None = (
         None  # an INVITE answered without a transaction
     )
-    # a credential-less INVITE challenged from its bytes, or the ACK of such an answer absorbed
-    invite_lane: Callable[[bytes, Flow], bool] | None = None
+    invite_lane: Callable[[bytes, Flow], bool] | None = None  # a credential-less INVITE from its bytes
     tu_event: TuHandler | None = None  # responses, time-outs, failures of client transactions
     send_request: RequestSender | None = None  # how a client transaction reaches its destination
     connection_closed: Callable[[str], None] | None = None
@@ -308,8 +307,8 @@ class SipServer:
             log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
 
     def _took_on_lane(self, data: bytes, flow: Flow) -> bool:
-        """A REGISTER, a credential-less INVITE or the ACK of a stateless answer handled from its
-        bytes (registrar/lane.py, registrar/invite_lane.py); False leaves it to the general path."""
+        """A REGISTER or a credential-less INVITE handled from its bytes (registrar/lane.py,
+        registrar/invite_lane.py); False leaves it to the general path."""
         handlers = self.handlers
         head = data[:9]
         if head == b"REGISTER ":
@@ -318,9 +317,6 @@ class SipServer:
         if head[:7] == b"INVITE ":
             lane = handlers.invite_lane
             return lane is not None and _PROXY_AUTHORIZATION(data) is None and lane(data, flow)
-        if head[:4] == b"ACK ":
-            lane = handlers.invite_lane
-            return lane is not None and _STATELESS_TAG(data) is not None and lane(data, flow)
         return False
 
     def _on_unparseable(self, data: bytes, exc: SipParseError, flow: Flow) -> None:
@@ -450,7 +446,7 @@ class SipServer:
         if drop is not None and drop(flow.remote[0]):
             return False  # the owner drops it and counts it
         try:
-            if head[:8] != b"OPTIONS " and self._took_on_lane(data, flow):
+            if head[:7] == b"INVITE " and self._took_on_lane(data, flow):
                 return True
         except Exception:  # as on_message: a failure is logged, never raised into the transport
             metrics.PARSE_ERRORS.labels("internal_error").inc()
