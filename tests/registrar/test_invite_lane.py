@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from registrar import invite_lane
 from server import metrics
 from sipcore.flow import Flow
-from tests.registrar.test_lane import REALM, Pair, Shape, _side
+from tests.registrar.test_lane import REALM, VIAS, Pair, Shape, _side, via_text
 from tests.registrar.test_lane import fixed_time as fixed_time
 from tests.registrar.test_lane import loop as loop
 
@@ -47,19 +47,6 @@ def pair(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFacto
         loop.run_until_complete(side.app.close())
 
 
-VIAS = [
-    "plain",
-    "plain",
-    "rport",
-    "received",
-    "other-host",
-    "noport",
-    "lower",
-    "nocookie",
-    "maddr",
-    "two",
-    "spaces",
-]
 EXTRAS = [
     "User-Agent: Yealink SIP-T46U 66.86.0.15", "User-Agent: friendly-scanner", "Max-Forwards: 70",
     "Max-Forwards: 0", "Max-Forwards: 300", "Max-Forwards: x", "Allow: INVITE, ACK, BYE, CANCEL",
@@ -112,21 +99,8 @@ def build(shape: Shape, local: tuple[str, int], n: int, src: tuple[str, int]) ->
         "plain": f"<{to_uri}>", "display": f'"Bob" <{to_uri}>', "tag": f"<{to_uri}>;tag=t{n}",
         "addrspec": to_uri, "param": f"<{to_uri}>;x=y",
     }[shape.to]  # fmt: skip
-    tp = shape.transport.upper()
     ip, sport = src
-    branch = f"z9hG4bKi{n}"
-    via = {
-        "plain": f"SIP/2.0/{tp} {ip}:{sport};branch={branch}",
-        "rport": f"SIP/2.0/{tp} {ip}:{sport};rport;branch={branch}",
-        "received": f"SIP/2.0/{tp} {ip}:{sport};received={ip};branch={branch}",
-        "other-host": f"SIP/2.0/{tp} 10.0.0.7:{sport};rport;branch={branch}",
-        "noport": f"SIP/2.0/{tp} {ip};branch={branch}",
-        "lower": f"SIP/2.0/{tp.lower()} phone.lan:{sport};branch={branch}",
-        "nocookie": f"SIP/2.0/{tp} {ip}:{sport};branch=abc{n}",
-        "maddr": f"SIP/2.0/{tp} {ip}:{sport};branch={branch};maddr={ip}",
-        "two": f"SIP/2.0/{tp} {ip}:{sport};branch={branch}, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKz",
-        "spaces": f"SIP/2.0/{tp} {ip} : {sport} ;branch={branch}",
-    }[shape.via]
+    via = via_text(shape.via, shape.transport.upper(), ip, sport, f"i{n}")
     n_via, n_from, n_to, n_cid = {
         "full": ("Via", "From", "To", "Call-ID"),
         "compact": ("v", "f", "t", "i"),

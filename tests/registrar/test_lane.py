@@ -256,6 +256,22 @@ _shapes = st.builds(
 )
 
 
+def via_text(kind: str, tp: str, ip: str, port: int, branch: str) -> str:
+    """A top Via in one of the VIAS spellings, from ``ip``:``port``; ``branch`` without its cookie."""
+    return {
+        "plain": f"SIP/2.0/{tp} {ip}:{port};branch=z9hG4bK{branch}",
+        "rport": f"SIP/2.0/{tp} {ip}:{port};branch=z9hG4bK{branch};rport",
+        "received": f"SIP/2.0/{tp} {ip}:{port};received={ip};branch=z9hG4bK{branch}",
+        "other-host": f"SIP/2.0/{tp} 10.0.0.7:{port};rport;branch=z9hG4bK{branch}",
+        "noport": f"SIP/2.0/{tp} {ip};branch=z9hG4bK{branch}",
+        "lower": f"SIP/2.0/{tp.lower()} phone.lan:{port};branch=z9hG4bK{branch}",
+        "nocookie": f"SIP/2.0/{tp} {ip}:{port};branch=abc{branch}",
+        "maddr": f"SIP/2.0/{tp} {ip}:{port};branch=z9hG4bK{branch};maddr={ip}",
+        "two": f"SIP/2.0/{tp} {ip}:{port};branch=z9hG4bK{branch}, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKz",
+        "spaces": f"SIP/2.0/{tp} {ip} : {port} ;branch=z9hG4bK{branch}",
+    }[kind]
+
+
 def build(shape: Shape, local: tuple[str, int], n: int, cseq: int, auth: str | None, src_port: int) -> bytes:
     host, port = local
     ruri = {
@@ -268,20 +284,7 @@ def build(shape: Shape, local: tuple[str, int], n: int, cseq: int, auth: str | N
         "domain": REALM,
         "other": "x.example",
     }[shape.to_host]
-    tp = shape.transport.upper()
-    branch = f"z9hG4bK{n}x{cseq}"
-    via = {
-        "plain": f"SIP/2.0/{tp} 127.0.0.1:{src_port};branch={branch}",
-        "rport": f"SIP/2.0/{tp} 127.0.0.1:{src_port};branch={branch};rport",
-        "received": f"SIP/2.0/{tp} 127.0.0.1:{src_port};received=127.0.0.1;branch={branch}",
-        "other-host": f"SIP/2.0/{tp} 10.0.0.7:{src_port};rport;branch={branch}",
-        "noport": f"SIP/2.0/{tp} 127.0.0.1;branch={branch}",
-        "lower": f"SIP/2.0/{tp.lower()} phone.lan:{src_port};branch={branch}",
-        "nocookie": f"SIP/2.0/{tp} 127.0.0.1:{src_port};branch=abc{n}x{cseq}",
-        "maddr": f"SIP/2.0/{tp} 127.0.0.1:{src_port};branch={branch};maddr=127.0.0.1",
-        "two": f"SIP/2.0/{tp} 127.0.0.1:{src_port};branch={branch}, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKz",
-        "spaces": f"SIP/2.0/{tp} 127.0.0.1 : {src_port} ;branch={branch}",
-    }[shape.via]
+    via = via_text(shape.via, shape.transport.upper(), "127.0.0.1", src_port, f"{n}x{cseq}")
     uri = f"sip:{shape.user}@127.0.0.1:{src_port}"
     contact = {
         "plain": f"<{uri}>", "expires0": f"<{uri}>;expires=0", "expires30": f"<{uri}>;expires=30",
