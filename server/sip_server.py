@@ -303,8 +303,13 @@ class SipServer:
             else:
                 self._on_response(msg, flow)
         except Exception:
-            metrics.PARSE_ERRORS.labels("internal_error").inc()
-            log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
+            self._internal_error(flow)
+
+    @staticmethod
+    def _internal_error(flow: Flow) -> None:
+        """A failure while handling a message: logged and counted, never raised into the transport."""
+        metrics.PARSE_ERRORS.labels("internal_error").inc()
+        log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
 
     def _took_on_lane(self, data: bytes, flow: Flow) -> bool:
         """A REGISTER or a credential-less INVITE handled from its bytes (registrar/lane.py,
@@ -445,12 +450,12 @@ class SipServer:
         drop = self.handlers.drop_source
         if drop is not None and drop(flow.remote[0]):
             return False  # the owner drops it and counts it
+        lane = self.handlers.invite_lane  # (its Proxy-Authorization was looked for above)
         try:
-            if head[:7] == b"INVITE " and self._took_on_lane(data, flow):
+            if head[:7] == b"INVITE " and lane is not None and lane(data, flow):
                 return True
-        except Exception:  # as on_message: a failure is logged, never raised into the transport
-            metrics.PARSE_ERRORS.labels("internal_error").inc()
-            log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
+        except Exception:
+            self._internal_error(flow)
             return True
         try:
             req = parse(data, stream=flow.reliable)
@@ -468,9 +473,8 @@ class SipServer:
                 return False
         except SipParseError as exc:
             self._on_late_parse_error(req, flow, exc)
-        except Exception:  # as on_message: a failure is logged, never raised into the transport
-            metrics.PARSE_ERRORS.labels("internal_error").inc()
-            log.exception("message_handling_failed", remote=f"{flow.remote[0]}:{flow.remote[1]}")
+        except Exception:
+            self._internal_error(flow)
         metrics.count_request(req.method)
         return True
 
