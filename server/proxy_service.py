@@ -355,8 +355,7 @@ class ProxyService:
     # ---- actions out -------------------------------------------------------------------------------
     def _perform(self, actions: list[Action], journal: bool = True) -> None:
         sip = self.sip
-        if journal and self.journal is not None:
-            self._journal(actions)
+        ends = self._journal(actions) if journal and self.journal is not None else None
         for i, action in enumerate(actions):
             kind = type(action)
             if kind is SendRequest:
@@ -402,7 +401,7 @@ class ProxyService:
                 else:
                     self.accounts.call_ended(action.account_id)
             elif kind is EndCall:
-                self._ended(action)
+                self._ended(action, ends.get(i) if ends else None)
             elif kind is Tally:
                 held = self._hold(action)
                 if held is not None:  # the rest (the leg's INVITE) once the platform grants it
@@ -598,24 +597,29 @@ class ProxyService:
                 accounts.add_tally(key, -accounts.add_tally(key, 0))
 
     # ---- the call journal (server.call_journal): answered calls kept across a crash ---------------
-    def _journal(self, actions: list[Action]) -> None:
+    def _journal(self, actions: list[Action]) -> dict[int, CallEnded]:
         """Before the actions are performed: an answered call's record and an answered call's end go
         into the journal, written before any reply of this loop iteration leaves (the transports'
         barrier syncs it before the datagrams; a write on a connection goes at once, so the journal
-        is synced here first when one is among the actions)."""
+        is synced here first when one is among the actions). Returns the ends it wrote, in wall-clock
+        time, by position in ``actions``: `_ended` takes them (one conversion, the same instants in
+        the journal and in the CDR)."""
         journal = self.journal
         assert journal is not None
+        ends: dict[int, CallEnded] = {}
         wrote = False
-        for action in actions:
+        for i, action in enumerate(actions):
             kind = type(action)
             if kind is CallAnswered:
                 journal.answered(action.record.shifted(time.time() - self.sip.now()))
                 wrote = True
             elif kind is EndCall and action.ended.answer is not None:
-                journal.ended(self._wall(action.ended))
+                event = ends[i] = self._wall(action.ended)
+                journal.ended(event)
                 wrote = True
         if wrote and any(_on_connection(a) for a in actions):
             journal.sync()
+        return ends
 
     def recover(self) -> None:
         """At start, before any message is read: what the journal kept across a crash. Calls still
@@ -678,8 +682,11 @@ class ProxyService:
         if self.journal is not None:
             self.journal.done(call_id)
 
-    def _ended(self, action: EndCall) -> None:
-        event = self._wall(action.ended)  # the controller's clock -> wall-clock time for the CDR
+    def _ended(self, action: EndCall, event: CallEnded | None = None) -> None:
+        """A call's end: counted, logged, to the sinks. ``event``: its end in wall-clock time when the
+        journal already converted it (`_journal`)."""
+        if event is None:
+            event = self._wall(action.ended)  # the controller's clock -> wall-clock time for the CDR
         CALLS_TOTAL.labels(event.disposition).inc()
         CALLS_FINISHED.labels(event.direction, event.disposition, str(event.sip_status)).inc()
         if event.answer is not None:
