@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import cpu_model, load_note
+from sipcore.waiting import within
 
 FRAME = 0.02
 FPS = 50
@@ -417,7 +418,7 @@ class Generator:
                 self.sip.waiting.pop((call.call_id, method), None)
                 return None
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(fut), wait)
+                return await within(asyncio.shield(fut), wait)
             self.retransmissions += 1
             interval = min(interval * 2, 4.0)
 

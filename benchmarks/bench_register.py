@@ -36,6 +36,7 @@ from typing import Any
 from benchmarks.machine import free_port, load_note
 from benchmarks.make_bench_config import write_bench_config
 from benchmarks.serve import Serve
+from sipcore.waiting import within
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "register.md"
@@ -122,7 +123,7 @@ async def _profiled_run(
         *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=config.parent
     )
     try:
-        await asyncio.wait_for(proc.wait(), seconds * 3 + 60)
+        await within(proc.wait(), seconds * 3 + 60)
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sipcore.waiting import within
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,7 +49,7 @@ def options(port: int, local_port: int) -> bytes:
 
 
 async def read_head(reader: asyncio.StreamReader, timeout: float) -> bytes:
-    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    return await within(reader.readuntil(b"\r\n\r\n"), timeout)
 
 
 # ---- the server --------------------------------------------------------------------------------
@@ -86,9 +88,9 @@ async def wait_up(port: int, metrics_port: int, log: Path) -> None:
 
 async def http_get(port: int, path: str, timeout: float = 2.0) -> bytes | None:
     try:
-        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+        r, w = await within(asyncio.open_connection("127.0.0.1", port), timeout)
         w.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        data = await asyncio.wait_for(r.read(), timeout)
+        data = await within(r.read(), timeout)
         w.close()
         return data if data.startswith(b"HTTP/1.1 200") else None
     except (OSError, TimeoutError):
@@ -122,9 +124,7 @@ async def attack(port: int, sources: int, per_source: int, style: str, duration:
     async def slot(src: str) -> None:
         while time.monotonic() < stop:
             try:
-                r, w = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0)), 5
-                )
+                r, w = await within(asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0)), 5)
             except (OSError, TimeoutError):
                 counts["failed"] += 1
                 await asyncio.sleep(0.5)
@@ -134,13 +134,13 @@ async def attack(port: int, sources: int, per_source: int, style: str, duration:
                 while time.monotonic() < stop:
                     if style == "keepalive":
                         w.write(b"\r\n\r\n")
-                        pong = await asyncio.wait_for(r.read(2), 10)
+                        pong = await within(r.read(2), 10)
                         if not pong:
                             counts["closed_by_server"] += 1
                             break
                         await asyncio.sleep(5)
                     else:
-                        data = await asyncio.wait_for(r.read(4096), max(0.1, stop - time.monotonic()))
+                        data = await within(r.read(4096), max(0.1, stop - time.monotonic()))
                         if not data:
                             counts["closed_by_server"] += 1
                             break
@@ -185,14 +185,14 @@ async def good_clients(port: int, metrics_port: int, duration: float, interval: 
             except (OSError, asyncio.IncompleteReadError):
                 res["persistent_reconnects"][1] += 1
                 with contextlib.suppress(OSError, TimeoutError):
-                    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+                    r, w = await within(asyncio.open_connection("127.0.0.1", port), 2)
             await asyncio.sleep(interval)
 
     async def fresh() -> None:
         while time.monotonic() < stop:
             res["new_connection"][1] += 1
             try:
-                r2, w2 = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+                r2, w2 = await within(asyncio.open_connection("127.0.0.1", port), 2)
                 w2.write(options(port, w2.get_extra_info("sockname")[1]))
                 head = await read_head(r2, 2.0)
                 w2.close()
@@ -247,7 +247,7 @@ async def flood(args: argparse.Namespace) -> dict:
             during = await good_clients(port, metrics_port, args.duration, args.interval, conn)
             text = (await http_get(metrics_port, "/metrics", 5) or b"").decode()
             watcher.cancel()
-            out, _ = await asyncio.wait_for(attacker.communicate(), 60)
+            out, _ = await within(attacker.communicate(), 60)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -313,7 +313,7 @@ async def slow(args: argparse.Namespace) -> dict:
 
                 task = asyncio.create_task(send())
                 with contextlib.suppress(OSError):
-                    while await asyncio.wait_for(r.read(4096), 120):
+                    while await within(r.read(4096), 120):
                         pass
                 task.cancel()
                 w.close()

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from sipcore.digest import build_authorization
 from sipcore.message import Response, parse
+from sipcore.waiting import within
 from tests.registrar_sip.configs import DOMAIN, PASSWORDS, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +199,7 @@ class GoodPhone:
                 assert self._transport is not None
                 self._transport.sendto(data, self.server)
                 try:
-                    return await asyncio.wait_for(asyncio.shield(fut), wait)
+                    return await within(asyncio.shield(fut), wait)
                 except TimeoutError:
                     continue
             return None
@@ -323,7 +324,7 @@ async def served(
     )  # fmt: skip
     try:
         try:
-            state = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(notify, 64), 60)
+            state = await within(asyncio.get_running_loop().sock_recv(notify, 64), 60)
         finally:
             notify.close()
         if state != b"READY=1":
@@ -333,7 +334,7 @@ async def served(
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), 30)
+            await within(proc.wait(), 30)
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sipcore.digest import build_authorization
 from sipcore.ownership import owner_of_call_id
+from sipcore.waiting import wait_set, within
 from tests.registrar_sip.client import Phone, SipClient
 from tests.registrar_sip.configs import DOMAIN, PASSWORDS, write_config
 
@@ -79,7 +80,7 @@ async def served(
     lines: list[str] = []
     try:
         try:
-            state = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(notify, 64), 30)
+            state = await within(asyncio.get_running_loop().sock_recv(notify, 64), 30)
         finally:
             notify.close()
         if state != b"READY=1":
@@ -88,14 +89,14 @@ async def served(
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        _, err = await within(proc.communicate(), 30)
         lines.extend(ln for ln in err.decode(errors="replace").splitlines() if ln.startswith("{"))
 
 
 async def scrape(metrics_port: int) -> str:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", metrics_port), 3)
+    reader, writer = await within(asyncio.open_connection("127.0.0.1", metrics_port), 3)
     writer.write(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-    data = await asyncio.wait_for(reader.read(), 5)
+    data = await within(reader.read(), 5)
     writer.close()
     return data.decode()
 
@@ -232,8 +233,7 @@ async def distributed(
                 phone_total += 1
                 if await _register(phone) == 200:
                     phone_ok += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+                await wait_set(stop, 0.5)
         finally:
             await client.close()
 

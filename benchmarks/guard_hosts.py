@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import tempfile
 from pathlib import Path
 
 from benchmarks.guard_guessing import register_guess
+from sipcore.waiting import wait_set
 from tests.proxy_sip.configs import password
 from tests.registrar_sip.client import Phone, SipClient
 from tests.server.cluster_helpers import HOSTS, Platform, drop_prefix, new_platform, run_host
@@ -73,8 +73,7 @@ async def distributed(platform: Platform) -> dict[str, object]:
                 phone["total"] += 1
                 resp = await me.register(expires=600, timeout=0.5)
                 phone["ok"] += resp is not None and resp.status == 200
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+                await wait_set(stop, 0.5)
         finally:
             await client.close()
 

@@ -8,7 +8,6 @@ periodic flush (every ``flush_interval`` s, default 20 ms) or an explicit ``awai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 
 import structlog
@@ -19,6 +18,7 @@ from cdr.record import CdrRecord
 from cdr.spool import Spool
 from cdr.store import CdrStore
 from cdr.writer import CdrWriter
+from sipcore.waiting import cancel_and_wait, within
 
 log = structlog.get_logger("sipcore.cdr.pipeline")
 
@@ -101,22 +101,21 @@ class CdrPipeline:
         Whatever is not stored stays in the spool and is replayed by the next start().
         """
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await cancel_and_wait(self._flusher)
             self._flusher = None
         await self.flush()
         drained = True
         if self._writer_task is not None:
             self.writer.request_stop()
             try:
-                await asyncio.wait_for(asyncio.shield(self._writer_task), timeout)
+                await within(asyncio.shield(self._writer_task), timeout)
             except TimeoutError:
-                drained = False
-                self._writer_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer_task
-                log.warning("cdr_stop_not_drained", backlog_bytes=self.spool.backlog_bytes())
+                if self._writer_task.done():  # it ended as the deadline passed: drained, or its error
+                    self._writer_task.result()
+                else:
+                    drained = False
+                    await cancel_and_wait(self._writer_task)
+                    log.warning("cdr_stop_not_drained", backlog_bytes=self.spool.backlog_bytes())
             self._writer_task = None
         await asyncio.to_thread(self.spool.close)
         await self.store.close()

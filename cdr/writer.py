@@ -18,6 +18,7 @@ from cdr.metrics import CdrMetrics
 from cdr.record import check_wire
 from cdr.spool import Spool, SpoolBatch
 from cdr.store import CdrStore
+from sipcore.waiting import wait_set
 
 log = structlog.get_logger("sipcore.cdr.writer")
 
@@ -82,10 +83,7 @@ class CdrWriter:
                         await asyncio.to_thread(self.spool.ack, batch.end)
                     if stopping:
                         return
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self.idle_poll)
-                    except TimeoutError:
-                        pass
+                    await wait_set(self._wake, self.idle_poll)
                     continue
                 records = self._decode(batch)
                 full = len(batch.payloads) >= self.batch_size
@@ -103,10 +101,7 @@ class CdrWriter:
                 if self.metrics is not None:
                     self.metrics.written.inc(new)
                 if not full and not self._stopping and self.linger > 0:
-                    try:
-                        await asyncio.wait_for(self._stop_event.wait(), self.linger)
-                    except TimeoutError:
-                        pass
+                    await wait_set(self._stop_event, self.linger)
         finally:
             if prefetch is not None:
                 prefetch.cancel()

@@ -57,6 +57,7 @@ from routing.model import ForwardKind
 from routing.state import Overrides
 from routing.toll_fraud import Admission
 from server.account_state import CallCounts, ForwardingView, HoldCheck, HostPeers, HostTurn, calls_only
+from sipcore.waiting import within
 
 log = structlog.get_logger("sipcore.account_state")
 
@@ -272,7 +273,7 @@ class RedisAccountState:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen()), loop.create_task(self._refresh_loop())]
         try:
-            await asyncio.wait_for(self._loaded.wait(), START_TIMEOUT)
+            await within(self._loaded.wait(), START_TIMEOUT)
         except TimeoutError:
             log.warning("account_state_redis_not_loaded", detail="serving from an empty mirror")
             return
@@ -308,7 +309,7 @@ class RedisAccountState:
         if self._writes:
             await asyncio.wait(self._writes, timeout=2.0)
         try:  # a clean stop: our calls stop counting now, not when the hash expires
-            await asyncio.wait_for(
+            await within(
                 asyncio.gather(
                     self._r.call("DEL", self._own_key),
                     self._r.call("SREM", self._procs_key, self.process),

@@ -21,6 +21,7 @@ import structlog
 from rating.ledger import EntryKind
 from server.admin import AdminApi
 from server.admin_peers import AdminRefused, PeerUnavailable
+from sipcore.waiting import within
 
 log = structlog.get_logger("sipcore.admin")
 
@@ -94,7 +95,7 @@ class AdminHttp:
         status, body, extra = 500, {"error": "internal error"}, ""
         method = path = "?"
         try:
-            method, target, headers, payload = await asyncio.wait_for(_read_request(reader), READ_TIMEOUT)
+            method, target, headers, payload = await within(_read_request(reader), READ_TIMEOUT)
             path = urlsplit(target).path
             if self._token is not None and not self._authorised(headers.get("authorization", "")):
                 status, body, extra = (

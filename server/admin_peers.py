@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from server.worker_channel import ADMIN_ANSWER, ADMIN_ASK
+from sipcore.waiting import within
 
 log = structlog.get_logger("sipcore.admin")
 
@@ -78,7 +79,7 @@ class AdminPeers:
         try:
             if not self._send(dest, ADMIN_ASK, question):
                 raise PeerUnavailable(f"worker {dest}: channel full")
-            return await asyncio.wait_for(future, timeout)
+            return await within(future, timeout)
         except TimeoutError:
             raise PeerUnavailable(f"worker {dest}: no answer within {timeout:g} s") from None
         finally:

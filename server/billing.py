@@ -38,6 +38,7 @@ from rating.rater import Rater
 from rating.settlement import authorise_call, day_key, settle_call
 from routing import Authorisation, AuthoriseRequest
 from routing.toll_fraud import hold_keys, hold_parties, seeded_key, spent_keys
+from sipcore.waiting import within
 
 from .counter_seed import ledger_totals
 from .ledger_outbox import LedgerOutbox
@@ -205,10 +206,10 @@ class Billing:
         deadline = loop.time() + SEED_WAIT
         first = datetime.combine(date.fromisoformat(day), dtime(0), ZoneInfo(zone))
         try:
-            await asyncio.wait_for(self.pipeline.writer.opened.wait(), SEED_WAIT)
+            await within(self.pipeline.writer.opened.wait(), SEED_WAIT)
             while self.pipeline.spool.backlog_bytes() and loop.time() < deadline:
                 await asyncio.sleep(0.05)
-            rows = await asyncio.wait_for(
+            rows = await within(
                 self.pipeline.store.usage(first, first + timedelta(days=1), by="account"), SEED_WAIT
             )
         except Exception as exc:

@@ -47,6 +47,7 @@ import structlog
 from registrar.guard import BanReason, Guard, IpBanned
 from registrar.location.resp import UNREACHABLE, RespClient, reply_text
 from registrar.location.sentinel import follow, redis_client, subscriber_client
+from sipcore.waiting import within
 
 log = structlog.get_logger("sipcore.registrar")
 
@@ -154,7 +155,7 @@ class RedisGuardShare:
         """Subscribe and install the bans in force before serving (bounded), then keep following."""
         self._task = asyncio.get_running_loop().create_task(self._listen())
         try:
-            await asyncio.wait_for(self._loaded.wait(), START_TIMEOUT)
+            await within(self._loaded.wait(), START_TIMEOUT)
         except TimeoutError:
             log.warning("guard_redis_not_loaded", detail="serving with this host's guard alone")
 

@@ -14,6 +14,8 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from sipcore.waiting import within
+
 log = structlog.get_logger("sipcore.metrics")
 
 PEER_TIMEOUT = 2.0  # a worker that does not answer a scrape in time is reported down, not waited on
@@ -43,9 +45,9 @@ class HttpEndpoint:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 5.0)
+            line = await within(reader.readline(), 5.0)
             while True:  # drain request headers
-                h = await asyncio.wait_for(reader.readline(), 5.0)
+                h = await within(reader.readline(), 5.0)
                 if h in (b"\r\n", b"\n", b""):
                     break
             parts = line.decode("latin-1").split()

@@ -55,6 +55,7 @@ from sipcore.headers import NameAddr
 from sipcore.message import Headers, Request, new_tag
 from sipcore.proxy import target_uri_of
 from sipcore.uri import SipUri
+from sipcore.waiting import cancel_and_wait
 
 log = structlog.get_logger("sipcore.media")
 
@@ -178,10 +179,7 @@ class MediaService:
             self._end(session, "shutdown", send_bye=True)
         await asyncio.sleep(0.05)  # let the BYEs leave
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self.mailer is not None:
             await self.mailer.drain()
         if self.sip is not None:

@@ -18,6 +18,8 @@ import math
 
 import structlog
 
+from sipcore.waiting import within
+
 log = structlog.get_logger("sipcore.guard")
 
 MAX_QUEUED = 4096  # elements waiting for the next nft run (beyond: dropped, counted as failed)
@@ -89,7 +91,7 @@ class NftBanMirror:
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             try:
-                _, err = await asyncio.wait_for(proc.communicate(script.encode()), NFT_TIMEOUT)
+                _, err = await within(proc.communicate(script.encode()), NFT_TIMEOUT)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -46,6 +46,7 @@ from server.counter_seed import local_balances, seed_redis
 from server.ledger_outbox import LedgerOutbox
 from server.ledger_reach import LedgerReach
 from server.pending_ops import Op, OpKind, PendingOps
+from sipcore.waiting import within
 
 log = structlog.get_logger("sipcore.counters")
 
@@ -175,7 +176,7 @@ class SharedCounters:
             self._task = None
         if self.up:  # last replay and marker clean-up; whatever is left stays on disk
             try:
-                await asyncio.wait_for(self.sync(), CLOSE_TIMEOUT)
+                await within(self.sync(), CLOSE_TIMEOUT)
             except TimeoutError:
                 log.warning("counters_close_timeout", queued=len(self._queued))
         await asyncio.to_thread(self.pending.close)

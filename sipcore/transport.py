@@ -27,6 +27,7 @@ import structlog
 from .connection_limits import MessageClock, MessageRules, Throttle, connection_cap
 from .flow import Address, Flow
 from .framing import FramingFailed, PingReceived, StreamFramer
+from .waiting import within
 
 log = structlog.get_logger("sipcore.transport")
 
@@ -636,7 +637,7 @@ class TransportManager:
                     # one, leaves its lookup's failure unretrieved ("Future exception was never
                     # retrieved" in the log); a ValueError is a name IDNA cannot encode
                     host = await resolve_stream_host(loop, dest[0], dest[1])
-                    _, conn = await asyncio.wait_for(
+                    _, conn = await within(
                         loop.create_connection(lambda: TcpConnection(self, outbound=True), host, dest[1],
                                                local_addr=self._source_for(host)),
                         timeout=5.0,
@@ -671,7 +672,7 @@ class TransportManager:
             conn.close()
         for s in self.tcp_servers:
             try:
-                await asyncio.wait_for(s.wait_closed(), 2.0)
+                await within(s.wait_closed(), 2.0)
             except TimeoutError:
                 pass
 
@@ -683,7 +684,7 @@ async def resolve_stream_host(loop: asyncio.AbstractEventLoop, host: str, port: 
         return host
     except ValueError:
         pass
-    infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=5.0)
+    infos = await within(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=5.0)
     if not infos:
         raise OSError(f"no address for {host}")
     return str(infos[0][4][0])

@@ -27,6 +27,7 @@ from . import websocket as ws
 from .connection_limits import Throttle
 from .flow import Address
 from .transport import ListenError, TcpConnection, TransportManager, resolve_stream_host, split_hostport
+from .waiting import within
 
 log = structlog.get_logger("sipcore.transport")
 
@@ -399,7 +400,7 @@ class SecureTransports:
         # the name first, as TransportManager.send_tcp does: a create_connection cancelled while it
         # resolves leaves the lookup's failure unretrieved; SNI and verification keep the name
         host = await resolve_stream_host(loop, dest[0], dest[1])
-        transport, conn = await asyncio.wait_for(
+        transport, conn = await within(
             loop.create_connection(lambda: TlsConnection(self, None, outbound=True), host, dest[1],
                                    ssl=peer.context, server_hostname=peer.server_name or dest[0],
                                    ssl_handshake_timeout=timeout),

@@ -47,6 +47,7 @@ from registrar.location.redis_store import RedisLocationStore
 from registrar.location.replicated import SNAPSHOT, ReplicationError, decode, encode_snapshot
 from registrar.location.resp import RedisReplyError
 from registrar.location.rules import ApplyResult
+from sipcore.waiting import within
 
 log = structlog.get_logger("sipcore.location")
 
@@ -123,8 +124,8 @@ class FallbackLocationStore:
         replay_window: float = 10.0,
     ) -> None:
         """``timeout``: a deadline per operation; None leaves it to the client's own watchdog (the
-        server's case: `RespClient` fails what got no reply within its ``timeout``, without the task
-        `asyncio.wait_for` costs per call). ``publish``: hands a message to the other workers of this
+        server's case: `RespClient` fails what got no reply within its ``timeout``, without a timer
+        per call). ``publish``: hands a message to the other workers of this
         server (None: one process).
         ``on_reconnect``: what to do before probing (a Sentinel client rediscovers its master).
         ``master_epoch``: how many times the client moved to another master (Sentinel), None: never."""
@@ -234,7 +235,7 @@ class FallbackLocationStore:
         await self.redis.close()
 
     def _bounded(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
-        return coro if self.timeout is None else asyncio.wait_for(coro, self.timeout)
+        return coro if self.timeout is None else within(coro, self.timeout)
 
     async def _ask(self, coro: Coroutine[Any, Any, T]) -> T | _Down:
         """Redis's answer, or DOWN when Redis is unavailable (and the store marked down); any other
@@ -359,7 +360,7 @@ class FallbackLocationStore:
             try:
                 if self._on_reconnect is not None:
                     await self._on_reconnect()  # type: ignore[misc]
-                await asyncio.wait_for(self.redis.ping(), self.timeout or 5.0)
+                await within(self.redis.ping(), self.timeout or 5.0)
                 written = await self._write_back()
             except Exception as exc:
                 if not unavailable(exc):

@@ -24,6 +24,7 @@ from registrar.location.changes import OverflowPolicy, RegisterChanges
 from registrar.location.events import BindingExpired, LocationEvent
 from registrar.location.rules import ApplyResult, plan_flow_closed, plan_register
 from registrar.location.state_file import StateFile, encode_rows
+from sipcore.waiting import cancel_and_wait, wait_set
 
 log = logging.getLogger(__name__)
 
@@ -245,10 +246,7 @@ class MemoryLocationStore:
     async def run_write_behind(self) -> None:
         self._wake = wake = asyncio.Event()
         while True:
-            try:
-                await asyncio.wait_for(wake.wait(), self.flush_interval)
-            except TimeoutError:
-                pass
+            await wait_set(wake, self.flush_interval)
             wake.clear()
             try:
                 await self.flush()
@@ -291,11 +289,7 @@ class MemoryLocationStore:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         if self._state is not None:
             await self.flush()

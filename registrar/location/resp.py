@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
+from sipcore.waiting import within
+
 
 class RedisReplyError(Exception):
     """Redis answered ``-ERR ...`` (or ``-NOSCRIPT ...``): the command ran, or was refused, server-side."""
@@ -220,7 +222,7 @@ class RespClient:
             return conn
 
         try:
-            conn = await asyncio.wait_for(open_and_setup(), self.timeout)
+            conn = await within(open_and_setup(), self.timeout)
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(
                 f"cannot connect to Redis at {e.path or f'{e.host}:{e.port}'}: {exc!r}"

@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from registrar.location.resp import UNREACHABLE, Endpoint, RedisReplyError, RespClient, _Connection
+from sipcore.waiting import within
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -70,7 +71,7 @@ class SentinelClient(RespClient):
         for host, port in self.sentinels:
             probe = RespClient(Endpoint(host=host, port=port), timeout=self.timeout)
             try:
-                reply = await asyncio.wait_for(
+                reply = await within(
                     probe.call("SENTINEL", "get-master-addr-by-name", self.master_name), self.timeout
                 )
             except UNREACHABLE as exc:
@@ -88,7 +89,7 @@ class SentinelClient(RespClient):
         self.endpoint = replace(self.endpoint, host=host, port=port, path=None)
         conn = await super()._connect()
         try:
-            role = await asyncio.wait_for(conn.send(("ROLE",)), self.timeout)
+            role = await within(conn.send(("ROLE",)), self.timeout)
         except BaseException:
             conn.close()
             raise

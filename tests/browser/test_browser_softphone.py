@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.proxy_sip import sipp_party
 from tests.proxy_sip.configs import DOMAIN, password
@@ -73,7 +74,7 @@ async def _softphone(secure: SecurePlatform, number: str) -> asyncio.subprocess.
 async def _result(proc: asyncio.subprocess.Process, seen: bytes = b"") -> tuple[dict[str, object], str]:
     assert proc.stdout is not None
     try:
-        rest = await asyncio.wait_for(proc.stdout.read(), 45)
+        rest = await within(proc.stdout.read(), 45)
         await proc.wait()
     except TimeoutError:
         proc.kill()
@@ -108,7 +109,7 @@ async def test_browser_is_called_by_a_sipp_phone_over_its_websocket(
     assert proc.stdout is not None
     seen = b""
     while b'"text":"READY"' not in seen:  # registered: now call it
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        line = await within(proc.stdout.readline(), 30)
         if not line:
             break
         seen += line

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from cdr.pipeline import CdrPipeline
 from cdr.store_sqlite import SqliteCdrStore
+from sipcore.waiting import within
 from tests.cdr.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ async def test_kill_9_mid_drain_then_restart(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = b""
         while line.strip() != b"durable":  # structlog also writes to stdout
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            line = await within(proc.stdout.readline(), 30)
             assert line, "writer process ended before spooling"
 
         async def some_stored() -> bool:
@@ -58,7 +59,7 @@ async def test_kill_9_mid_drain_then_restart(tmp_path: Path) -> None:
         await wait_until(some_stored, timeout=30)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
-        await asyncio.wait_for(proc.wait(), 10)
+        await within(proc.wait(), 10)
     before = _stored(db)
     assert 0 < before < N, "the kill must land in the middle of draining"
 

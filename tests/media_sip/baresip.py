@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sipcore.waiting import wait_set, within
 from tests.conftest import free_port
 
 MODULES = Path("/usr/lib/baresip/modules")
@@ -125,8 +126,7 @@ class Baresip:
                     f"baresip: no {what} within {timeout}s; events {kinds}; log:\n{self.log()}"
                 )
             self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), min(left, 0.2))
+            await wait_set(self._arrived, min(left, 0.2))
 
     def log(self, tail: int = 4000) -> str:
         return self.output.decode(errors="replace")[-tail:]
@@ -180,10 +180,10 @@ class Baresip:
             if self.proc.returncode is None:
                 await self.command("quit", timeout=1.0)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), 2.0)
+            await within(self.proc.wait(), 2.0)
         if self.proc.returncode is None:
             self.proc.kill()
-            await asyncio.wait_for(self.proc.wait(), 5.0)
+            await within(self.proc.wait(), 5.0)
         self.writer.close()
         for task in self._tasks:
             task.cancel()
@@ -303,5 +303,5 @@ async def baresip(
         else:
             if proc.returncode is None:
                 proc.kill()
-            out, _ = await asyncio.wait_for(proc.communicate(), 5)
+            out, _ = await within(proc.communicate(), 5)
             print(out.decode(errors="replace")[-4000:])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.media_sip.conftest import write_media_config
 from tests.media_sip.phone import MediaPhone
@@ -111,7 +112,7 @@ async def test_serve_starts_restarts_and_stops_the_media_child(tmp_path: Path, w
         assert len(_children(proc.pid)) == workers + 1 if workers > 1 else 1
 
         proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 20)
+        await within(proc.wait(), 20)
         assert media is not None
         assert await _until(lambda: not Path(f"/proc/{media}").exists() or "zombie" in _state(media), 10)
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.proxy_sip import sipp_party
 from tests.proxy_sip.configs import TRUNK_HOST, password, write_config
@@ -124,7 +125,7 @@ class Prometheus:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:
-                await asyncio.wait_for(self.proc.wait(), 10)
+                await within(self.proc.wait(), 10)
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()

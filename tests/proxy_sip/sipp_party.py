@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sipcore.waiting import within
+
 HERE = Path(__file__).parent
 _running: list[SippRun] = []  # every run started, so a failed test leaves no SIPp behind (stop_all)
 
@@ -22,7 +24,7 @@ class SippRun:
     async def result(self, timeout: float = 15.0) -> int:
         """Exit status (0: every call succeeded); kills the process if it overruns."""
         try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
+            return await within(self.proc.wait(), timeout)
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()

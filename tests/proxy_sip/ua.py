@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sipcore.digest import build_authorization
 from sipcore.message import Request, Response, parse
+from sipcore.waiting import wait_set, within
 
 Address = tuple[str, int]
 Message = Request | Response
@@ -79,7 +80,7 @@ class Ua(asyncio.DatagramProtocol):
     async def open_tcp(cls, user: str, password: str, server: Address, host: str = "127.0.0.1") -> Ua:
         """A phone on TCP: it opens the connection, and the proxy reaches it over that connection."""
         ua = cls(user, password, server, host)
-        reader, ua._writer = await asyncio.wait_for(asyncio.open_connection(*server, local_addr=(host, 0)), 3)
+        reader, ua._writer = await within(asyncio.open_connection(*server, local_addr=(host, 0)), 3)
         ua.port = ua._writer.get_extra_info("sockname")[1]
         ua._reader_task = asyncio.get_running_loop().create_task(ua._read_stream(reader))
         return ua
@@ -146,10 +147,7 @@ class Ua(asyncio.DatagramProtocol):
                     f"{self.user}: no {what or 'matching message'} within {timeout}s; saw {seen}"
                 )
             self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
-            except TimeoutError:
-                pass
+            await wait_set(self._arrived, left)
 
     async def request(self, method: str, timeout: float = 3.0) -> Request:
         msg = await self.expect(lambda m: isinstance(m, Request) and m.method == method, timeout, method)

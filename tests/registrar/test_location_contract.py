@@ -32,6 +32,7 @@ from registrar.location import (
 )
 from registrar.location.fallback import FallbackLocationStore
 from registrar.location.replicated import ReplicatedLocationStore
+from sipcore.waiting import within
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_700_000_000.0
@@ -54,7 +55,7 @@ def reg(call_id: str, cseq: int, *contacts: ContactChange, flow: Flow = UDP, wil
 async def _redis_client() -> aioredis.Redis:
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
-        await asyncio.wait_for(client.ping(), 2)
+        await within(client.ping(), 2)
     except Exception as exc:
         await client.aclose()
         pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc!r}")

@@ -20,6 +20,7 @@ from registrar.location.binding import Binding
 from registrar.location.fallback import FallbackLocationStore
 from registrar.location.merge import merge_written_back
 from registrar.location.resp import RespClient
+from sipcore.waiting import within
 from tests.cdr.helpers import TcpProxy, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -106,7 +107,7 @@ class StallingProxy(TcpProxy):
 async def setup() -> AsyncIterator[tuple[StallingProxy, FallbackLocationStore, RedisLocationStore]]:
     direct = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
     try:
-        await asyncio.wait_for(direct.ping(), 2)
+        await within(direct.ping(), 2)
     except Exception as exc:
         await direct.aclose()
         pytest.skip(f"Redis unreachable: {exc!r}")

@@ -20,6 +20,7 @@ from registrar.location import (
     RegisterChanges,
     binding,
 )
+from sipcore.waiting import within
 
 T0 = 1_700_000_000.0
 UDP = Flow("udp", "198.51.100.7", 5060, "203.0.113.5:5060")
@@ -136,10 +137,24 @@ async def test_write_behind_flushes_once_the_batch_is_full(tmp_path: Path) -> No
             while len(rows(path)) < 3:
                 await asyncio.sleep(0.01)
 
-        await asyncio.wait_for(flushed(), 5)
+        await within(flushed(), 5)
         assert s.dirty_count == 0
     finally:
         await s.close()
+
+
+async def test_close_ends_the_write_behind_woken_in_the_same_iteration(tmp_path: Path) -> None:
+    """A REGISTER filling the batch as the server stops: the wake-up and the close's cancellation
+    cross (with 3.11's wait_for the cancellation was dropped and close waited for ever)."""
+    path = tmp_path / "state.sqlite"
+    s = MemoryLocationStore(path, flush_interval=3600, flush_batch=1)
+    s.start()
+    await asyncio.sleep(0)  # let the task arm its wake-up event
+    s.register("sip:a@x", reg("1", 1, "sip:a@10.0.0.1"), T0)  # sets the wake-up, no await after it
+    closing = asyncio.ensure_future(s.close())
+    await asyncio.wait({closing}, timeout=5)  # not within(): close would swallow that cancellation too
+    assert closing.done(), "the write-behind ran on: close waits for it"
+    assert [r[0] for r in rows(path)] == ["sip:a@x"]  # close's own flush stored it
 
 
 async def test_write_behind_flushes_on_its_interval(tmp_path: Path) -> None:
@@ -153,7 +168,7 @@ async def test_write_behind_flushes_on_its_interval(tmp_path: Path) -> None:
             while not rows(path):
                 await asyncio.sleep(0.01)
 
-        await asyncio.wait_for(flushed(), 5)
+        await within(flushed(), 5)
     finally:
         await s.close()
 
@@ -244,7 +259,7 @@ async def test_sweeper_task_reports_expiry_events() -> None:
 
     task = asyncio.create_task(s.run_sweeper(on_expired, clock=lambda: T0 + 61, max_wait=0.01))
     try:
-        await asyncio.wait_for(done.wait(), 5)
+        await within(done.wait(), 5)
     finally:
         task.cancel()
     assert [e.binding.contact for e in got] == ["sip:a@10.0.0.1"] and isinstance(got[0], BindingExpired)

@@ -33,6 +33,7 @@ from registrar.location import (
     TooManyContactsError,
 )
 from registrar.location.resp import RespClient
+from sipcore.waiting import within
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = 1_700_000_000.0
@@ -61,7 +62,7 @@ class CountingClient(RespClient):
 async def redis_client() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
-        await asyncio.wait_for(client.ping(), 2)
+        await within(client.ping(), 2)
     except Exception as exc:
         await client.aclose()
         pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc!r}")

@@ -13,6 +13,7 @@ import hiredis
 import pytest
 
 from registrar.location.resp import Endpoint, RedisReplyError, RespClient
+from sipcore.waiting import within
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -36,7 +37,7 @@ def test_urls() -> None:
 async def client() -> AsyncIterator[RespClient]:
     c = RespClient.from_url(REDIS_URL)
     try:
-        await asyncio.wait_for(c.call("PING"), 2)
+        await within(c.call("PING"), 2)
     except (OSError, TimeoutError) as exc:
         await c.close()
         pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc!r}")
@@ -136,7 +137,7 @@ async def test_a_server_that_never_answers_fails_the_request() -> None:
     c = RespClient.from_url(f"redis://127.0.0.1:{port}", timeout=0.2)
     try:
         with pytest.raises(ConnectionError, match="did not answer"):
-            await asyncio.wait_for(c.call("PING"), 30)  # the outer bound only keeps a bug from hanging
+            await within(c.call("PING"), 30)  # the outer bound only keeps a bug from hanging
     finally:
         await c.close()
         server.close()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from sipcore.digest import build_authorization
 from sipcore.message import Response, parse
+from sipcore.waiting import within
 
 Address = tuple[str, int]
 DEFAULT = object()  # "the phone's own Contact" (None would mean "no Contact": a query)
@@ -48,7 +49,7 @@ class SipClient:
             self._udp, self._queue = udp, proto.queue
             self.local_port = udp.get_extra_info("sockname")[1]
         else:
-            self._reader, self._writer = await asyncio.wait_for(
+            self._reader, self._writer = await within(
                 asyncio.open_connection(*server, local_addr=(local_host, 0)), 3
             )
             self.local_port = self._writer.get_extra_info("sockname")[1]
@@ -64,15 +65,15 @@ class SipClient:
     async def recv_raw(self, timeout: float = 2.0) -> bytes | None:
         try:
             if self._queue is not None:
-                return await asyncio.wait_for(self._queue.get(), timeout)
+                return await within(self._queue.get(), timeout)
             assert self._reader is not None
-            head = await asyncio.wait_for(self._reader.readuntil(b"\r\n\r\n"), timeout)
+            head = await within(self._reader.readuntil(b"\r\n\r\n"), timeout)
             length = 0
             for line in head.split(b"\r\n"):
                 name, _, value = line.partition(b":")
                 if name.strip().lower() in (b"content-length", b"l"):
                     length = int(value.strip())
-            body = await asyncio.wait_for(self._reader.readexactly(length), timeout) if length else b""
+            body = await within(self._reader.readexactly(length), timeout) if length else b""
             return head + body
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             return None
@@ -98,7 +99,7 @@ class SipClient:
         if self._writer is not None:
             self._writer.close()
             try:
-                await asyncio.wait_for(self._writer.wait_closed(), 2)
+                await within(self._writer.wait_closed(), 2)
             except (TimeoutError, ConnectionError):
                 pass
 

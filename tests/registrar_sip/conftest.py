@@ -20,6 +20,7 @@ import pytest
 from registrar.location import Binding
 from server.app import Application, load_application_config
 from server.registrar_service import RegistrarService
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.registrar_sip.client import Address, Phone, SipClient
 from tests.registrar_sip.configs import PASSWORDS, write_config
@@ -127,14 +128,14 @@ async def serve_process(config: Path, port: int) -> AsyncIterator[asyncio.subpro
         cwd=str(directory), env=env, stdout=log, stderr=log,
     )  # fmt: skip
     try:
-        ready = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(notify, 64), 20)
+        ready = await within(asyncio.get_running_loop().sock_recv(notify, 64), 20)
         assert ready == b"READY=1", ready
         yield proc
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), 15)
+                await within(proc.wait(), 15)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sipcore.waiting import within
 from tests.registrar_sip.client import SipClient, options_bytes
 from tests.registrar_sip.configs import DOMAIN
 from tests.registrar_sip.conftest import Running, app_running
@@ -21,9 +22,9 @@ SILENCE = 0.5  # how long "no answer" is awaited; a live answer on loopback take
 async def metric(running: Running, name: str, labels: str) -> float:
     """One sample from the registrar's own /metrics endpoint (0 when absent)."""
     assert running.metrics is not None
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(*running.metrics), 3)
+    reader, writer = await within(asyncio.open_connection(*running.metrics), 3)
     writer.write(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-    body = (await asyncio.wait_for(reader.read(), 5)).decode()
+    body = (await within(reader.read(), 5)).decode()
     writer.close()
     m = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", body, re.M)
     return float(m.group(1)) if m else 0.0

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from registrar.location import Binding
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.registrar_sip.conftest import Running, app_running
 
@@ -81,5 +82,5 @@ async def _register_and_quit(registrar: Running, tmp_path: Path, transport: str,
     finally:
         if proc.returncode is None:
             proc.kill()
-        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        out, _ = await within(proc.communicate(), 10)
         print(out.decode(errors="replace")[-3000:])  # shown by pytest when the test fails

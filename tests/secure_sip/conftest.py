@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from server.app import Application, load_application_config
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.proxy_sip.configs import TRUNK_HOST, password, write_config
 from tests.proxy_sip.ua import Ua
@@ -37,7 +38,7 @@ class TlsUa(Ua):
         import asyncio
 
         ua = cls(user, pwd, server)
-        reader, ua._writer = await asyncio.wait_for(asyncio.open_connection(*server, ssl=ctx), 3)
+        reader, ua._writer = await within(asyncio.open_connection(*server, ssl=ctx), 3)
         ua.port = ua._writer.get_extra_info("sockname")[1]
         ua._reader_task = asyncio.get_running_loop().create_task(ua._read_stream(reader))
         return ua

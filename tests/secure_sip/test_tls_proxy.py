@@ -9,6 +9,7 @@ import ssl
 
 import pytest
 
+from sipcore.waiting import within
 from tests.proxy_sip.configs import password
 from tests.proxy_sip.ua import Ua
 from tests.secure_sip.conftest import SecurePlatform
@@ -50,7 +51,7 @@ async def test_plain_text_on_the_tls_port_is_refused_and_counted(secure: SecureP
     before = stats.tls_handshake_failed
     reader, writer = await asyncio.open_connection("127.0.0.1", secure.tls_port)
     writer.write(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n\r\n")
-    data = await asyncio.wait_for(reader.read(), 5)  # closed by the server: EOF (maybe a TLS alert)
+    data = await within(reader.read(), 5)  # closed by the server: EOF (maybe a TLS alert)
     assert not data.startswith(b"SIP/2.0")
     writer.close()
     assert stats.tls_handshake_failed == before + 1
@@ -61,7 +62,7 @@ async def test_silent_client_times_out_in_the_handshake(secure: SecurePlatform) 
     stats = secure.app.sip.secure.stats
     before = stats.tls_handshake_failed
     reader, writer = await asyncio.open_connection("127.0.0.1", secure.tls_port)
-    assert await asyncio.wait_for(reader.read(), 8) == b""  # closed after the 2 s handshake timeout
+    assert await within(reader.read(), 8) == b""  # closed after the 2 s handshake timeout
     writer.close()
     assert stats.tls_handshake_failed == before + 1
 
@@ -78,7 +79,7 @@ async def test_client_certificate_from_an_untrusted_ca_is_refused(tmp_path, pki)
             reader, writer = await asyncio.open_connection("127.0.0.1", running.tls_port, ssl=ctx)
             writer.write(b"\r\n\r\n")  # TLS 1.3: the refusal arrives after the client's Finished
             await writer.drain()
-            data = await asyncio.wait_for(reader.read(10), 5)
+            data = await within(reader.read(10), 5)
             if not data:
                 raise ConnectionError("closed")
         for _ in range(50):
@@ -92,7 +93,7 @@ async def test_client_certificate_from_an_untrusted_ca_is_refused(tmp_path, pki)
                                                            ssl=client_context(pki))  # fmt: skip
             writer.write(b"\r\n\r\n")
             await writer.drain()
-            if not await asyncio.wait_for(reader.read(10), 5):
+            if not await within(reader.read(10), 5):
                 raise ConnectionError("closed")
 
 
@@ -181,9 +182,7 @@ async def test_per_source_cap_applies_before_the_handshake(tmp_path, pki) -> Non
             for _ in range(2)
         ]
         with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError, TimeoutError)):
-            await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", running.tls_port, ssl=client_context(pki)), 3
-            )
+            await within(asyncio.open_connection("127.0.0.1", running.tls_port, ssl=client_context(pki)), 3)
         assert stats.tcp_refused == 1
         assert (secure.tls_handshakes, secure.tls_handshake_failed) == (
             2,

@@ -12,6 +12,7 @@ import struct
 import pytest
 
 from sipcore import websocket as ws
+from sipcore.waiting import within
 from tests.proxy_sip.configs import password
 from tests.proxy_sip.ua import Ua
 from tests.secure_sip.conftest import SecurePlatform, client_context
@@ -53,7 +54,7 @@ async def test_upgrade_without_sip_subprotocol_is_refused(secure: SecurePlatform
     stats = secure.app.sip.secure.stats
     reader, writer, head = await open_websocket("127.0.0.1", secure.ws_port, None, protocol="chat")
     assert head.startswith(b"HTTP/1.1 400")
-    assert await asyncio.wait_for(reader.read(), 3) is not None  # then closed
+    assert await within(reader.read(), 3) is not None  # then closed
     writer.close()
     assert stats.ws_refused == 1
 
@@ -63,14 +64,14 @@ async def test_unmasked_frame_closes_1002_and_oversized_message_1009(secure: Sec
     reader, writer, head = await open_websocket("127.0.0.1", secure.ws_port, None)
     assert head.startswith(b"HTTP/1.1 101")
     writer.write(ws.encode_frame(ws.TEXT, b"OPTIONS sip:x SIP/2.0\r\n\r\n"))  # not masked
-    opcode, payload = await asyncio.wait_for(read_frame(reader), 3)
+    opcode, payload = await within(read_frame(reader), 3)
     assert (opcode, struct.unpack("!H", payload[:2])[0]) == (ws.CLOSE, 1002)
     writer.close()
 
     reader, writer, head = await open_websocket("127.0.0.1", secure.wss_port, client_context(secure.pki))
     # a frame announcing 10 MB: refused from its header, the payload never sent
     writer.write(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 10_000_000) + os.urandom(4))
-    opcode, payload = await asyncio.wait_for(read_frame(reader), 3)
+    opcode, payload = await within(read_frame(reader), 3)
     assert (opcode, struct.unpack("!H", payload[:2])[0]) == (ws.CLOSE, 1009)
     writer.close()
     assert (stats.ws_protocol_errors, stats.ws_closed_too_big) == (1, 1)
@@ -79,9 +80,9 @@ async def test_unmasked_frame_closes_1002_and_oversized_message_1009(secure: Sec
 async def test_ping_is_answered_with_pong(secure: SecurePlatform) -> None:
     reader, writer, _ = await open_websocket("127.0.0.1", secure.ws_port, None)
     writer.write(ws.encode_frame(ws.PING, b"are you there", mask=os.urandom(4)))
-    assert await asyncio.wait_for(read_frame(reader), 3) == (ws.PONG, b"are you there")
+    assert await within(read_frame(reader), 3) == (ws.PONG, b"are you there")
     writer.write(ws.encode_frame(ws.CLOSE, struct.pack("!H", 1000), mask=os.urandom(4)))
-    opcode, payload = await asyncio.wait_for(read_frame(reader), 3)
+    opcode, payload = await within(read_frame(reader), 3)
     assert (opcode, payload[:2]) == (ws.CLOSE, struct.pack("!H", 1000))
     writer.close()
 
@@ -101,13 +102,13 @@ async def test_message_deadlines_on_websocket_terms(tmp_path, pki) -> None:
         assert head.startswith(b"HTTP/1.1 101")
         for _ in range(6):  # 3 s, three times the deadline
             writer.write(ws.encode_frame(ws.PING, b"k", mask=os.urandom(4)))
-            assert await asyncio.wait_for(read_frame(reader), 3) == (ws.PONG, b"k")
+            assert await within(read_frame(reader), 3) == (ws.PONG, b"k")
             await asyncio.sleep(0.5)
         slow_reader, slow_writer, _ = await open_websocket("127.0.0.1", running.ws_port, None)
         frame = ws.encode_frame(ws.TEXT, b"OPTIONS sip:x SIP/2.0\r\n\r\n", mask=os.urandom(4))
         slow_writer.write(frame[:8])  # and never the rest
-        assert await asyncio.wait_for(slow_reader.read(), 5) == b""  # closed by the deadline
+        assert await within(slow_reader.read(), 5) == b""  # closed by the deadline
         writer.write(ws.encode_frame(ws.PING, b"still", mask=os.urandom(4)))
-        assert await asyncio.wait_for(read_frame(reader), 3) == (ws.PONG, b"still")
+        assert await within(read_frame(reader), 3) == (ws.PONG, b"still")
         writer.close()
         slow_writer.close()

@@ -11,18 +11,19 @@ import secrets
 import ssl
 
 from sipcore import websocket as ws
+from sipcore.waiting import within
 from tests.proxy_sip.ua import Ua
 
 
 async def open_websocket(host: str, port: int, ctx: ssl.SSLContext | None, protocol: str | None = "sip",
                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:  # fmt: skip
     """Connect and send the upgrade; returns the reader, writer and the server's answer head."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), 3)
+    reader, writer = await within(asyncio.open_connection(host, port, ssl=ctx), 3)
     key = base64.b64encode(os.urandom(16)).decode()
     proto = f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else ""
     writer.write(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n".encode())  # fmt: skip
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    head = await within(reader.readuntil(b"\r\n\r\n"), 3)
     return reader, writer, head
 
 

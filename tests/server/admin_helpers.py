@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from server.app import Application, load_application_config
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.proxy_sip.configs import TRUNK_HOST, write_config
 from tests.proxy_sip.conftest import Platform
@@ -109,13 +110,13 @@ async def api(
     port: int, method: str, path: str, body: Any = None, token: str | None = None, raw: bytes | None = None
 ) -> tuple[int, Any]:
     """One request over a real socket: (status, JSON answer)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 3)
+    reader, writer = await within(asyncio.open_connection("127.0.0.1", port), 3)
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
     head = f"{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: {len(data)}\r\n"
     if token is not None:
         head += f"Authorization: Bearer {token}\r\n"
     writer.write((head + "\r\n").encode() + data)
-    answer = await asyncio.wait_for(reader.read(), 10)
+    answer = await within(reader.read(), 10)
     writer.close()
     status_line, _, rest = answer.partition(b"\r\n")
     _, _, payload = rest.partition(b"\r\n\r\n")
@@ -128,6 +129,6 @@ async def cli(*args: str) -> tuple[int, str, str]:
         sys.executable, "-m", "server.cli", *args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    out, err = await within(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()

@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import yaml
 
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.proxy_sip.configs import proxy_yaml
 from tests.server.workers_helpers import ROOT
@@ -98,9 +99,9 @@ class Platform:
     async def metrics(self, host: str) -> str:
         """The host's /metrics page (every worker's counters merged)."""
         assert self.metrics_ports is not None
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, self.metrics_ports[host]), 3)
+        reader, writer = await within(asyncio.open_connection(host, self.metrics_ports[host]), 3)
         writer.write(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        data = await asyncio.wait_for(reader.read(), 5)
+        data = await within(reader.read(), 5)
         writer.close()
         return data.decode()
 
@@ -181,12 +182,12 @@ class Host:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            _, self.stderr = await asyncio.wait_for(self.proc.communicate(), 20)
+            _, self.stderr = await within(self.proc.communicate(), 20)
         finally:
             self.kill()  # the group: workers too, even when the master has exited
             if self.proc.returncode is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.proc.wait(), 5)
+                    await within(self.proc.wait(), 5)
 
 
 @contextlib.asynccontextmanager
@@ -207,7 +208,7 @@ async def run_host(platform: Platform, host: str, tree: Path = ROOT) -> AsyncIte
     served = Host(host, platform.ports[host], proc)
     try:
         try:
-            state = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(notify, 64), 30)
+            state = await within(asyncio.get_running_loop().sock_recv(notify, 64), 30)
         finally:
             notify.close()
         if state != b"READY=1":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipcore.digest import build_authorization
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.proxy_sip.configs import DOMAIN, write_config
 from tests.proxy_sip.ua import Dialog, Ua
@@ -58,7 +59,7 @@ class Server:
         return self.config.parent / "state"
 
     async def notice(self, timeout: float) -> bytes:
-        data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.notify, 256), timeout)
+        data = await within(asyncio.get_running_loop().sock_recv(self.notify, 256), timeout)
         self.notified.append(data)
         return data
 
@@ -66,7 +67,7 @@ class Server:
         self.proc.send_signal(signal.SIGTERM)
 
     async def wait(self, timeout: float = 30) -> int:
-        _, self.stderr = await asyncio.wait_for(self.proc.communicate(), timeout)
+        _, self.stderr = await within(self.proc.communicate(), timeout)
         assert self.proc.returncode is not None
         return self.proc.returncode
 
@@ -132,7 +133,7 @@ async def sipcore(*args: str, cwd: Path) -> tuple[int, str]:
         sys.executable, "-m", "server.cli", *args, cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    out, _ = await within(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
 

@@ -4,7 +4,6 @@ the journal waits on before it forgets a call."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from cdr.pipeline import CdrPipeline
 from server.call_journal import CallJournal, journal_path, recover_journals
 from sipcore.flow import Flow
 from sipcore.ownership import owner_of_call_id
+from sipcore.waiting import within
 
 
 def _record(call_id: str, answered: float = 1000.0) -> DialogRecord:
@@ -135,7 +135,7 @@ async def test_wait_durable_returns_once_the_cdr_is_flushed(tmp_path: Path) -> N
     try:
         pipeline.append(make_record(1))
         assert pipeline.spool.buffered
-        await asyncio.wait_for(pipeline.wait_durable(), 5)
+        await within(pipeline.wait_durable(), 5)
         assert not pipeline.spool.buffered
     finally:
         await pipeline.stop()

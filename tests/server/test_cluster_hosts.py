@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from sipcore.message import Request
+from sipcore.waiting import within
 from tests.cdr.helpers import wait_until
 from tests.conftest import free_port
 from tests.proxy_sip import sipp_party
@@ -248,7 +249,7 @@ async def test_calls_cross_hosts_and_a_host_dies(tmp_path: Path, sipp_binary: st
 
                 # A dies: its phone registers again through B and is reached through B from then on
                 host_a.kill()
-                await asyncio.wait_for(host_a.proc.wait(), 10)
+                await within(host_a.proc.wait(), 10)
                 on_a_udp.server = platform.address(B)
                 await on_a_udp.register(timeout=5)
                 after = await _carrier_call(carrier, "+33184000001", on_a_udp, via=B)
@@ -286,7 +287,7 @@ async def test_a_dead_host_is_probed_down_and_its_phones_unreachable_at_once(tmp
                 await _phone_call(caller, on_a, via=A)
 
                 host_a.kill()
-                await asyncio.wait_for(host_a.proc.wait(), 10)
+                await within(host_a.proc.wait(), 10)
                 await wait_until(lambda: a_seen_up_by(0), timeout=15)  # 2-3 s: probes every second
                 dlg = await caller.call("1007")  # its INVITE with credentials is out: time from here
                 started = time.monotonic()
@@ -389,7 +390,7 @@ async def test_kill_a_host_during_carrier_calls(tmp_path: Path, sipp_binary: str
                 first = asyncio.create_task(carrier("carrier-1", 30))
                 await asyncio.sleep(4)
                 host_a.kill()
-                await asyncio.wait_for(host_a.proc.wait(), 10)
+                await within(host_a.proc.wait(), 10)
                 await first
                 await uas.stop()
 

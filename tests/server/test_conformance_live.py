@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.sip_server import SipServer
+from sipcore.waiting import within
 
 RUNNER = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "run_corpus.py"
 # Expected when the Request-URI names the server itself or another domain: the manifest's codes are
@@ -26,7 +27,7 @@ async def run_corpus(server: SipServer, transport: str) -> tuple[int, dict]:  # 
         "--timeout-ms", "400", "--unique-branch", "--json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    out, err = await within(proc.communicate(), timeout=120)
     assert out, err.decode()
     return proc.returncode or 0, json.loads(out)
 

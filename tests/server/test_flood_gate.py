@@ -24,6 +24,7 @@ from server.flood_gate import NFT_ELEMENTS, RATE_EXCEEDED, FloodGate
 from server.nft_bans import NftBanMirror, nft_script
 from server.registrar_service import BANS, RegistrarService
 from sipcore.flow import Flow
+from sipcore.waiting import within
 from tests.conftest import free_port
 
 TRUNK = "198.51.100.7"
@@ -161,7 +162,7 @@ async def test_bans_reach_nftables_and_the_kernel_drops_the_banned_source(nft_ta
         for i in range(6):
             gate.admit(flow(f"2001:db8:9:9::{i + 1}"))
         assert guard.is_banned("127.0.0.77", time.time())
-        await asyncio.wait_for(mirror.wait_idle(), 10)
+        await within(mirror.wait_idle(), 10)
         assert mirror.added == 2 and mirror.failed == 0
         assert NFT_ELEMENTS.value("added") == 2
         listed = subprocess.run(["nft", "list", "table", "inet", name], capture_output=True, text=True).stdout
@@ -179,7 +180,7 @@ async def test_bans_reach_nftables_and_the_kernel_drops_the_banned_source(nft_ta
         # each ban mirrored once, not once per dropped message
         for _ in range(100):
             gate.admit(flow("127.0.0.77"))
-        await asyncio.wait_for(mirror.wait_idle(), 10)
+        await within(mirror.wait_idle(), 10)
         assert mirror.added == 2
     finally:
         server.close()
@@ -192,13 +193,13 @@ async def test_nft_failure_is_logged_and_counted_never_raised() -> None:
     with structlog.testing.capture_logs() as logs:
         for _ in range(6):
             gate.admit(flow("203.0.113.50"))
-        await asyncio.wait_for(mirror.wait_idle(), 10)
+        await within(mirror.wait_idle(), 10)
     assert guard.is_banned("203.0.113.50", time.time())  # the server's own drop holds anyway
     assert mirror.failed == 1 and mirror.added == 0
     assert any(e["event"] == "nft_ban_failed" for e in logs)
     missing = NftBanMirror("inet t b4", None, nft="/nonexistent/nft")
     missing.add("203.0.113.51", 10)
-    await asyncio.wait_for(missing.wait_idle(), 10)
+    await within(missing.wait_idle(), 10)
     assert missing.failed == 1
 
 

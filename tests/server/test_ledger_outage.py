@@ -25,6 +25,7 @@ import pytest
 
 from rating.ledger import EntryKind, LedgerEntry
 from rating.ledger_store import LedgerAt, PostgresLedgerAt, open_ledger
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.pg_ledger import scratch_database
 from tests.proxy_sip.configs import TRUNK_HOST, password
@@ -327,7 +328,7 @@ async def test_memory_counters_do_not_start_without_the_ledger(tmp_path: Path, o
         env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), 20)
+        _, err = await within(proc.communicate(), 20)
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 from fuzz.seeds import messages
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.proxy_sip.configs import DOMAIN, write_config
 from tests.server.lifecycle_helpers import serve_process
@@ -171,7 +172,7 @@ def _problems(stderr: bytes) -> list[str]:
 async def _udp_exchange(sock: socket.socket, data: bytes, timeout: float = 5) -> bytes:
     loop = asyncio.get_running_loop()
     await loop.sock_sendall(sock, data)
-    return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+    return await within(loop.sock_recv(sock, 65535), timeout)
 
 
 async def _tcp_exchange(port: int, data: bytes, timeout: float = 5) -> bytes:
@@ -179,7 +180,7 @@ async def _tcp_exchange(port: int, data: bytes, timeout: float = 5) -> bytes:
     try:
         writer.write(data)
         await writer.drain()
-        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        return await within(reader.readuntil(b"\r\n\r\n"), timeout)
     finally:
         writer.close()
 
@@ -194,7 +195,7 @@ async def _send_tcp(port: int, batch: list[bytes]) -> None:
             writer.write(data)
         await writer.drain()
         try:  # read what comes back for a moment, then hang up (a half-message may be pending)
-            await asyncio.wait_for(reader.read(1 << 20), 0.05)
+            await within(reader.read(1 << 20), 0.05)
         except TimeoutError:
             pass
     except OSError:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.server.wire import options, udp_client
 
@@ -44,7 +45,7 @@ async def test_serve_process_lifecycle() -> None:
         )  # fmt: skip
         try:
             loop = asyncio.get_running_loop()
-            ready = await asyncio.wait_for(loop.sock_recv(notify, 64), 20)
+            ready = await within(loop.sock_recv(notify, 64), 20)
             assert ready == b"READY=1"
             client = await udp_client()
             try:
@@ -62,7 +63,7 @@ async def test_serve_process_lifecycle() -> None:
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(proc.communicate(), 15)
+            _, err = await within(proc.communicate(), 15)
             notify.close()
         assert proc.returncode == 0, err.decode()[-2000:]
         first = err.decode().splitlines()[0]

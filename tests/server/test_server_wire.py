@@ -7,6 +7,7 @@ import asyncio
 from server.sip_server import ServerSettings, SipServer
 from sipcore.message import Response, parse
 from sipcore.transport import TransportLimits
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.server.wire import options, read_message, udp_client
 
@@ -107,7 +108,7 @@ async def test_crlf_keepalive_gets_a_pong(sip_server: SipServer) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(b"\r\n\r\n")
-        assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
+        assert await within(reader.readexactly(2), 2) == b"\r\n"
     finally:
         writer.close()
 
@@ -137,7 +138,7 @@ async def test_garbage_stream_gets_400_and_close(sip_server: SipServer) -> None:
         writer.write(msg)
         head = await read_message(reader)
         assert head is not None and head.startswith(b"SIP/2.0 400")
-        assert await asyncio.wait_for(reader.read(), 2) == b""  # closed by the server
+        assert await within(reader.read(), 2) == b""  # closed by the server
     finally:
         writer.close()
 
@@ -152,10 +153,10 @@ async def test_tcp_limits_per_source_and_idle_timeout() -> None:
         for _ in range(3):
             conns.append(await asyncio.open_connection("127.0.0.1", port))
         third_reader = conns[2][0]
-        assert await asyncio.wait_for(third_reader.read(), 2) == b""  # refused: closed at once
+        assert await within(third_reader.read(), 2) == b""  # refused: closed at once
         assert server.transports.stats.tcp_refused == 1
         first_reader = conns[0][0]
-        assert await asyncio.wait_for(first_reader.read(), 3) == b""  # idle: closed
+        assert await within(first_reader.read(), 3) == b""  # idle: closed
         assert server.transports.stats.tcp_closed_idle >= 1
     finally:
         for _, w in conns:
@@ -185,7 +186,7 @@ async def test_ipv6_udp_and_tcp() -> None:
         local = sock.getsockname()[1]
         msg = options("[::1]", port, local).replace(b"127.0.0.1", b"[::1]")
         await loop.sock_sendto(sock, msg, ("::1", port))
-        data = await asyncio.wait_for(loop.sock_recv(sock, 65535), 2)
+        data = await within(loop.sock_recv(sock, 65535), 2)
         assert data.startswith(b"SIP/2.0 200 OK")
         sock.close()
         reader, writer = await asyncio.open_connection("::1", port)

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from server.http import HttpEndpoint
 from server.sip_server import ServerSettings, SipServer
 from sipcore.transport import TransportLimits
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.server.wire import options, read_message
 
@@ -42,14 +43,14 @@ async def connect(
     server: SipServer, source: str = "127.0.0.1"
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = server.transports.tcp_addresses[0]
-    return await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
+    return await within(asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
 
 
 async def closed_within(reader: asyncio.StreamReader, bound: float) -> float:
     """Seconds until the server closed the connection (EOF or reset); fails past ``bound``."""
     started = time.monotonic()
     try:
-        while await asyncio.wait_for(reader.read(4096), bound):
+        while await within(reader.read(4096), bound):
             pass
     except ConnectionResetError:
         pass
@@ -69,9 +70,9 @@ def gauge() -> float | None:
 
 
 async def http_get(port: int, path: str) -> tuple[bytes, bytes]:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 3)
+    reader, writer = await within(asyncio.open_connection("127.0.0.1", port), 3)
     writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-    data = await asyncio.wait_for(reader.read(), 5)
+    data = await within(reader.read(), 5)
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return head, body
@@ -187,7 +188,7 @@ async def test_keepalives_and_pauses_between_messages_keep_the_connection() -> N
             for _ in range(10):  # 3 s of RFC 5626 pings, three message deadlines
                 writer.write(b"\r\n\r\n")
                 await writer.drain()
-                assert await asyncio.wait_for(reader.readexactly(2), 3) == b"\r\n"  # pong
+                assert await within(reader.readexactly(2), 3) == b"\r\n"  # pong
                 await asyncio.sleep(0.3)
             assert await answered(server, reader, writer)
             await asyncio.sleep(2.5)  # idle between messages: the idle timeout's business, not the deadline's

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.proxy_sip.configs import write_config
 from tests.server.wire import options, read_message
@@ -39,9 +40,7 @@ Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 async def open_and_ask(served: Served, source: str) -> tuple[Conn | None, bool]:
     """A connection from ``source`` and whether an OPTIONS on it was answered (None: refused at once)."""
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(*served.address, local_addr=(source, 0)), 5
-        )
+        reader, writer = await within(asyncio.open_connection(*served.address, local_addr=(source, 0)), 5)
     except (ConnectionError, TimeoutError):
         return None, False
     try:
@@ -57,9 +56,9 @@ async def open_and_ask(served: Served, source: str) -> tuple[Conn | None, bool]:
 
 
 async def http_get(port: int, path: str) -> tuple[bytes, bytes]:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 3)
+    reader, writer = await within(asyncio.open_connection("127.0.0.1", port), 3)
     writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-    data = await asyncio.wait_for(reader.read(), 5)
+    data = await within(reader.read(), 5)
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return head, body
@@ -118,7 +117,7 @@ async def test_cap_refusals_gauge_health_and_slowloris(tmp_path: Path, workers: 
             held.append((reader, writer))
             writer.write(options(*served.address, writer.get_extra_info("sockname")[1], "TCP")[:80])
             with contextlib.suppress(ConnectionResetError):
-                assert await asyncio.wait_for(reader.read(), BOUND) == b""
+                assert await within(reader.read(), BOUND) == b""
             text = await settled_metrics(served, 1)
             assert metric(text, "sipcore_tcp_closed_total", reason="message_timeout") == 1
             assert metric(text, "sipcore_tcp_connections") == 1

@@ -23,6 +23,7 @@ from server.worker_channel import (
     unpack_batch,
 )
 from sipcore.flow import Flow
+from sipcore.waiting import within
 
 SIP = b"INVITE sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\nv=0\r\n"
 
@@ -101,7 +102,7 @@ async def _collect(channel: Channel, count: int, timeout: float = 5.0) -> list[b
 
     channel.on_frame = on_frame
     channel.start()
-    await asyncio.wait_for(done.wait(), timeout)
+    await within(done.wait(), timeout)
     return got
 
 
@@ -170,7 +171,7 @@ async def test_a_bad_frame_handler_does_not_stop_the_reader() -> None:
         a.send(1, b"before")
         a.send(1, b"boom")
         a.send(1, b"after")
-        await asyncio.wait_for(done.wait(), 5)
+        await within(done.wait(), 5)
         assert seen == [b"before", b"after"]
     finally:
         a.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from config.loader import default_config_path
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.server.wire import options, udp_client
 
@@ -63,5 +64,5 @@ async def test_two_workers_share_the_port(tmp_path: Path) -> None:
         assert len(_children(proc.pid)) == 2
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 20)
+        _, err = await within(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()[-1500:]

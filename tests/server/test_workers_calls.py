@@ -16,6 +16,7 @@ import pytest
 
 from sipcore.digest import build_authorization
 from sipcore.message import Response
+from sipcore.waiting import within
 from tests.conftest import free_port
 from tests.proxy_sip.configs import DOMAIN, password, write_config
 from tests.proxy_sip.ua import Dialog, Ua
@@ -207,7 +208,7 @@ async def test_one_worker_dying_stops_the_server(tmp_path: Path) -> None:
     async with serve(config(tmp_path), WORKERS) as served:
         first, second = children_of(served.proc.pid)
         os.kill(second, signal.SIGKILL)
-        await asyncio.wait_for(served.proc.wait(), 20)
+        await within(served.proc.wait(), 20)
         assert served.proc.returncode != 0
         assert children_of(served.proc.pid) == []
         with pytest.raises(ProcessLookupError):

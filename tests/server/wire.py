@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+from sipcore.waiting import within
+
 
 def options(host: str, port: int, local_port: int, transport: str = "UDP", extra: str = "", ruri: str | None = None,
             max_forwards: int = 70) -> bytes:  # fmt: skip
@@ -44,7 +46,7 @@ class UdpClient(asyncio.DatagramProtocol):
 
     async def recv(self, timeout: float = 2.0) -> bytes | None:
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            return await within(self.queue.get(), timeout)
         except TimeoutError:
             return None
 
@@ -61,7 +63,7 @@ async def udp_client() -> UdpClient:
 
 async def read_message(reader: asyncio.StreamReader, timeout: float = 2.0) -> bytes | None:
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        head = await within(reader.readuntil(b"\r\n\r\n"), timeout)
     except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
         return None
     return head

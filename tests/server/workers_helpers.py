@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sipcore.waiting import within
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,16 +49,16 @@ class Served:
         return ("127.0.0.1", self.port)
 
     async def metrics(self) -> str:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.metrics_port), 3)
+        reader, writer = await within(asyncio.open_connection("127.0.0.1", self.metrics_port), 3)
         writer.write(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        data = await asyncio.wait_for(reader.read(), 5)
+        data = await within(reader.read(), 5)
         writer.close()
         return data.decode()
 
     async def stop(self) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-        _, self.stderr = await asyncio.wait_for(self.proc.communicate(), 20)
+        _, self.stderr = await within(self.proc.communicate(), 20)
         assert self.proc.returncode is not None
         return self.proc.returncode
 
@@ -94,7 +95,7 @@ async def serve(config: Path, workers: int = 2, port: int | None = None) -> Asyn
     try:
         loop = asyncio.get_running_loop()
         try:
-            state = await asyncio.wait_for(loop.sock_recv(notify, 64), 30)
+            state = await within(loop.sock_recv(notify, 64), 30)
         finally:
             notify.close()
         if state != b"READY=1":  # say why the server gave up (its log), not just that it did

@@ -9,6 +9,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sipcore.waiting import within
+
 SCENARIOS = Path(__file__).parent
 
 
@@ -38,7 +40,7 @@ async def run_sipp(
             *args, cwd=tmp, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
         )
         try:
-            _, err = await asyncio.wait_for(proc.communicate(), timeout + 15)
+            _, err = await within(proc.communicate(), timeout + 15)
         except TimeoutError:
             proc.kill()
             await proc.wait()
