@@ -143,6 +143,8 @@ class MediaService:
         self.counters = Counters()
         self._beep = beep()
         self._tasks: list[asyncio.Task[None]] = []
+        # RTP sockets being attached: held here, as the loop holds its tasks weakly
+        self._opening: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mwi_sent: dict[str, bool] = {}
 
@@ -178,7 +180,7 @@ class MediaService:
         for session in list(self.sessions.values()):
             self._end(session, "shutdown", send_bye=True)
         await asyncio.sleep(0.05)  # let the BYEs leave
-        for task in self._tasks:
+        for task in [*self._tasks, *self._opening]:
             await cancel_and_wait(task)
         if self.mailer is not None:
             await self.mailer.drain()
@@ -313,7 +315,9 @@ class MediaService:
         )
         self.sessions[req.call_id] = session
         assert self._loop is not None
-        self._loop.create_task(self._open_rtp(session, sock))
+        opening = self._loop.create_task(self._open_rtp(session, sock))
+        self._opening.add(opening)
+        opening.add_done_callback(self._opening.discard)
         self.counters.calls += 1
         self._reply(req, source, 200, tag=tag, body=answer.sdp.to_bytes(),
                     extra=(("Contact", self._contact()), ("Allow", ALLOW), ("Content-Type", "application/sdp")))  # fmt: skip

@@ -769,7 +769,7 @@ class ProxyService:
         if dest.flow is not None and transports.send_flow(data, dest.flow):
             return True
         if dest.transport == "tcp":
-            asyncio.get_running_loop().create_task(transports.send_tcp(data, (dest.host, dest.port)))
+            transports.send_tcp_soon(data, (dest.host, dest.port))
             return True
         if dest.transport == "tls":  # a trunk's TLS (its CA or pin, SNI); else only an open connection
             self._spawn(self._send_tls(msg, data, (dest.host, dest.port)))

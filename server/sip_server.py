@@ -694,7 +694,7 @@ class SipServer:
                 return True
             if flow.transport != "tcp":  # TLS / WebSocket: only over the connection it came on
                 return False
-            asyncio.get_running_loop().create_task(self.transports.send_tcp(data, destination))
+            self.transports.send_tcp_soon(data, destination)
             return True
         return self.transports.send_udp(data, destination, flow.local)
 
@@ -713,7 +713,7 @@ class SipServer:
             except SipParseError:
                 return False
             dest = response_destination(via, 5060)
-            asyncio.get_running_loop().create_task(self.transports.send_tcp(data, dest))
+            self.transports.send_tcp_soon(data, dest)
             return True
         try:
             dest = response_destination(resp.top_via, 5060)

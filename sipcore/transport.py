@@ -27,7 +27,7 @@ import structlog
 from .connection_limits import MessageClock, MessageRules, Throttle, connection_cap
 from .flow import Address, Flow
 from .framing import FramingFailed, PingReceived, StreamFramer
-from .waiting import within
+from .waiting import cancel_and_wait, within
 
 log = structlog.get_logger("sipcore.transport")
 
@@ -402,6 +402,7 @@ class TransportManager:
         self._ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
         self._pending: dict[Address, asyncio.Future[TcpConnection]] = {}
+        self._sending: set[asyncio.Task[bool]] = set()  # send_tcp_soon's tasks (the loop holds them weakly)
         # Worker processes (SharedSockets): listening sockets bound by the master, some only to send
         # on; the prefix of our connection ids; and where writes to another worker's connection go.
         self.inherited: dict[tuple[str, str], socket.socket] = dict(shared.inherited) if shared else {}
@@ -656,8 +657,17 @@ class TransportManager:
                     return False
         return conn.write(data)
 
+    def send_tcp_soon(self, data: bytes, dest: Address) -> None:
+        """`send_tcp` in the background, for a sender that cannot wait for a connection to open; the
+        task is held until it ends, and close() cancels it."""
+        task = asyncio.get_running_loop().create_task(self.send_tcp(data, dest))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
     async def close(self) -> None:
         self.flush_udp()
+        for task in list(self._sending):
+            await cancel_and_wait(task)
         for reader in self._readers:
             reader.close()
         self._readers.clear()
