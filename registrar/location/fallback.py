@@ -125,8 +125,8 @@ class FallbackLocationStore:
     ) -> None:
         """``timeout``: a deadline per operation; None leaves it to the client's own watchdog (the
         server's case: `RespClient` fails what got no reply within its ``timeout``, without a timer
-        per call). ``publish``: hands a message to the other workers of this
-        server (None: one process).
+        per call). ``publish``: hands a message to the other workers of this server (None: one
+        process).
         ``on_reconnect``: what to do before probing (a Sentinel client rediscovers its master).
         ``master_epoch``: how many times the client moved to another master (Sentinel), None: never."""
         self.redis = redis
