@@ -38,7 +38,7 @@ from rating.rater import Rater
 from rating.settlement import authorise_call, day_key, settle_call
 from routing import Authorisation, AuthoriseRequest
 from routing.toll_fraud import hold_keys, hold_parties, seeded_key, spent_keys
-from sipcore.waiting import within
+from sipcore.waiting import Background, within
 
 from .counter_seed import ledger_totals
 from .ledger_outbox import LedgerOutbox
@@ -146,7 +146,7 @@ class Billing:
         self.ledger_path = ledger_path  # the configured ledger: a SQLite file or a PostgreSQL database
         self.outbox = outbox if outbox is not None else LedgerOutbox(ledger_path, None)
         self.reach = self.outbox.reach
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()  # settlements of ended calls
         self._flusher: asyncio.Task[None] | None = None
         self.clock: Callable[[], datetime] = _utc_now  # the call-setup time authorisation prices at
         self._seeded_through = 0  # memory counters: the last ledger id the seeded balances include
@@ -241,8 +241,8 @@ class Billing:
             await self.counters.set_balance(customer_id, amount + totals.every.get(customer_id, 0))
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+        if settling := list(self._tasks):
+            await asyncio.wait(settling, timeout=5)
         if self._flusher is not None:
             self._flusher.cancel()
         if self._fees_task is not None:
@@ -456,10 +456,7 @@ class Billing:
     def on_call_ended(self, event: CallEnded) -> asyncio.Task[None]:
         """Settle a finished call and spool its CDR; the task ends once the CDR is durable (the call
         journal forgets the call then: server.call_journal)."""
-        task = asyncio.get_running_loop().create_task(self._settle(event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(self._settle(event))
 
     # -- reload --
     @staticmethod

@@ -55,7 +55,7 @@ from sipcore.headers import NameAddr
 from sipcore.message import Headers, Request, new_tag
 from sipcore.proxy import target_uri_of
 from sipcore.uri import SipUri
-from sipcore.waiting import cancel_and_wait
+from sipcore.waiting import Background, cancel_and_wait
 
 log = structlog.get_logger("sipcore.media")
 
@@ -143,8 +143,7 @@ class MediaService:
         self.counters = Counters()
         self._beep = beep()
         self._tasks: list[asyncio.Task[None]] = []
-        # RTP sockets being attached: held here, as the loop holds its tasks weakly
-        self._opening: set[asyncio.Task[None]] = set()
+        self._opening = Background()  # RTP sockets being attached
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mwi_sent: dict[str, bool] = {}
 
@@ -180,8 +179,9 @@ class MediaService:
         for session in list(self.sessions.values()):
             self._end(session, "shutdown", send_bye=True)
         await asyncio.sleep(0.05)  # let the BYEs leave
-        for task in [*self._tasks, *self._opening]:
+        for task in self._tasks:
             await cancel_and_wait(task)
+        await self._opening.cancel()
         if self.mailer is not None:
             await self.mailer.drain()
         if self.sip is not None:
@@ -315,9 +315,7 @@ class MediaService:
         )
         self.sessions[req.call_id] = session
         assert self._loop is not None
-        opening = self._loop.create_task(self._open_rtp(session, sock))
-        self._opening.add(opening)
-        opening.add_done_callback(self._opening.discard)
+        self._opening.spawn(self._open_rtp(session, sock))
         self.counters.calls += 1
         self._reply(req, source, 200, tag=tag, body=answer.sdp.to_bytes(),
                     extra=(("Contact", self._contact()), ("Allow", ALLOW), ("Content-Type", "application/sdp")))  # fmt: skip

@@ -79,6 +79,7 @@ from sipcore.transaction import (
     TransportFailed,
 )
 from sipcore.transport import ip_family_v6, split_hostport
+from sipcore.waiting import Background
 
 from . import metrics
 from .account_state import AccountState
@@ -198,7 +199,7 @@ class ProxyService:
         self.monitor = TrunkMonitor(self._hop_towards, self._new_id, register=worker[0] == 0)
         self._dns: dict[str, tuple[str | None, float]] = {}
         self._dns_waiting: dict[str, list[ResolveHost | SendRequest]] = {}  # by name being resolved
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()
         self._timers_seen = 0
         self._rate_tallies: set[str] = set()  # this process's call-rate window tallies (pruned)
         self._rate_pruned = 0.0
@@ -540,9 +541,7 @@ class ProxyService:
                 self.sip.arm_timer()
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     def _hold(self, action: Tally) -> Awaitable[Refusal | None] | None:
         """Count a tally here; a leg's hold is also reserved across hosts where they share the

@@ -27,7 +27,7 @@ import structlog
 from .connection_limits import MessageClock, MessageRules, Throttle, connection_cap
 from .flow import Address, Flow
 from .framing import FramingFailed, PingReceived, StreamFramer
-from .waiting import cancel_and_wait, within
+from .waiting import Background, within
 
 log = structlog.get_logger("sipcore.transport")
 
@@ -402,7 +402,7 @@ class TransportManager:
         self._ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
         self._pending: dict[Address, asyncio.Future[TcpConnection]] = {}
-        self._sending: set[asyncio.Task[bool]] = set()  # send_tcp_soon's tasks (the loop holds them weakly)
+        self._sending = Background()  # send_tcp_soon's
         # Worker processes (SharedSockets): listening sockets bound by the master, some only to send
         # on; the prefix of our connection ids; and where writes to another worker's connection go.
         self.inherited: dict[tuple[str, str], socket.socket] = dict(shared.inherited) if shared else {}
@@ -660,14 +660,11 @@ class TransportManager:
     def send_tcp_soon(self, data: bytes, dest: Address) -> None:
         """`send_tcp` in the background, for a sender that cannot wait for a connection to open; the
         task is held until it ends, and close() cancels it."""
-        task = asyncio.get_running_loop().create_task(self.send_tcp(data, dest))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._sending.spawn(self.send_tcp(data, dest))
 
     async def close(self) -> None:
         self.flush_udp()
-        for task in list(self._sending):
-            await cancel_and_wait(task)
+        await self._sending.cancel()
         for reader in self._readers:
             reader.close()
         self._readers.clear()

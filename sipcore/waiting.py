@@ -10,12 +10,14 @@ cancellations it did not make (``Task.uncancel``) and has no such window; ``with
 
 The close paths' ``task.cancel(); await task`` with CancelledError suppressed has the mirror fault: it
 also swallows a cancellation of the closer itself; ``cancel_and_wait`` lets that one through.
+``Background`` holds the tasks an object starts and does not await (the loop holds tasks weakly) until
+they end, and ends them when its owner closes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -31,11 +33,9 @@ async def within(aw: Awaitable[T], timeout: float | None) -> T:
 async def wait_set(event: asyncio.Event, timeout: float) -> bool:
     """Whether ``event`` is set, waiting up to ``timeout`` seconds for it."""
     try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
+        return await within(event.wait(), timeout)
     except TimeoutError:
         return event.is_set()
-    return True
 
 
 async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
@@ -47,3 +47,27 @@ async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise
+
+
+class Background:
+    """Tasks started and not awaited by their starter, held until they end."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        """The tasks still running (a copy: each ending removes itself)."""
+        return iter(list(self._tasks))
+
+    async def cancel(self) -> None:
+        """Cancel each task still running and wait until it has ended."""
+        for task in self:
+            await cancel_and_wait(task)

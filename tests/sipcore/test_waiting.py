@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from sipcore.waiting import cancel_and_wait, wait_set, within
+from sipcore.waiting import Background, cancel_and_wait, wait_set, within
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -110,3 +110,15 @@ async def test_cancel_and_wait_ends_the_task_and_lets_the_callers_cancellation_t
     assert closer.cancelled()  # where suppress(CancelledError) would have returned normally
     await wait_set(cleaned, 5.0)
     assert slow.cancelled()
+
+
+async def test_background_holds_its_tasks_until_they_end_and_cancels_the_rest() -> None:
+    background = Background()
+    quick = background.spawn(asyncio.sleep(0, "done"))
+    slow = background.spawn(asyncio.sleep(10))
+    assert set(background) == {quick, slow}
+    assert await quick == "done"
+    await asyncio.sleep(0)  # its done callback ran
+    assert list(background) == [slow]
+    await background.cancel()
+    assert slow.cancelled() and list(background) == []
