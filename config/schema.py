@@ -174,7 +174,8 @@ class Limits(Strict):
     tcp_reserved_descriptors: int = Field(256, ge=16)
     tcp_message_timeout: Duration = Field(10, ge=1)  # to finish a message once begun (slowloris)
     tcp_min_byte_rate: int = Field(100, ge=0)  # bytes/s of a message in progress (trickle); 0: off
-    # server transactions kept at most (~7 KB each); beyond, new requests get a stateless 503
+    # server transactions kept at most (~2-3 KB each once lingering); a full table ends its oldest
+    # lingering one for a new request, and answers a stateless 503 only when all are in progress
     max_server_transactions: int = Field(65_536, ge=100)
 
 

@@ -127,8 +127,14 @@ UDP_SEND_FAILED = StatsCounter(
 TRANSACTIONS_ACTIVE = Gauge("sipcore_transactions_active", "SIP transactions in progress")
 TRANSACTIONS_REFUSED = FastCounter(
     "sipcore_transactions_refused_total",
-    "New requests refused 503 statelessly: the server transaction table was full "
-    "(server.limits.max_server_transactions)",
+    "New requests refused 503 statelessly: the server transaction table was full of transactions "
+    "in progress, none lingering (server.limits.max_server_transactions)",
+)
+TRANSACTIONS_ENDED_EARLY = StatsCounter(
+    "sipcore_transactions_ended_early_total",
+    "Server transactions past their final response ended before their 64*T1 linger: the table was "
+    "full (server.limits.max_server_transactions) and a new request took the oldest one's place",
+    [],
 )
 SECURE_EVENTS = StatsCounter(
     "sipcore_secure_transport_events_total",

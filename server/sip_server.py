@@ -113,7 +113,8 @@ class ServerSettings:
     metrics_address: str | None = "127.0.0.1:9090"
     reuse_port: bool = False
     secure: SecureSettings = field(default_factory=SecureSettings)  # TLS, WS and WSS listeners
-    # server transactions kept at most; beyond, a new request is refused 503 statelessly (a flood)
+    # server transactions kept at most: a full table ends its oldest lingering one for a new request,
+    # and refuses it 503 statelessly only when all it holds are in progress (a flood)
     max_server_transactions: int | None = 65_536
 
 
@@ -174,6 +175,7 @@ class SipServer:
         )
         transactions = self.transactions
         metrics.TRANSACTIONS_ACTIVE.set_function(lambda: len(transactions))  # read at scrape time
+        metrics.TRANSACTIONS_ENDED_EARLY.set_function(lambda: {(): transactions.stats["ended_early"]})
         metrics.TCP_CONNECTIONS.set_function(lambda: len(self.transports.connections))
         metrics.TCP_CONNECTION_CAP.set_function(lambda: self.transports.tcp_cap)
         stats = self.transports.stats

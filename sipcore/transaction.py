@@ -19,6 +19,7 @@ call.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -89,7 +90,8 @@ class TransportFailed:
 @dataclass(frozen=True, slots=True)
 class TableFull:
     """A new request that would need a server transaction while the table holds ``max_server`` of
-    them: none was created (memory stays bounded under a flood); the edge refuses it statelessly."""
+    them, none of them lingering: none was created (memory stays bounded under a flood); the edge
+    refuses it statelessly."""
 
     request: Any
     source: Any
@@ -630,7 +632,7 @@ class ClientTransaction(Transaction):
 class ServerTransaction(Transaction):
     """§17.2: created by a request received from ``source`` (opaque: the edge's address or flow)."""
 
-    __slots__ = ("_kept", "last_final", "last_provisional", "source")
+    __slots__ = ("_kept", "last_final", "last_provisional", "lingering", "source")
 
     def __init__(
         self,
@@ -650,6 +652,7 @@ class ServerTransaction(Transaction):
         self.last_provisional: Any = None
         self.last_final: Any = None
         self._kept: Any = None  # the final response as kept by shrink
+        self.lingering = False  # queued in the layer's lingering order (past its final response)
 
     def shrink(self, keep: Callable[[Any], Any]) -> None:
         """A final response went out (Completed, Confirmed, Accepted): what is left is answering
@@ -685,6 +688,12 @@ class ServerTransaction(Transaction):
     @property
     def last_response(self) -> Any:
         return self.last_final if self.last_final is not None else self.last_provisional
+
+    def end_early(self) -> None:
+        """Terminated before its timer: the table needs the room (``TransactionLayer``)."""
+        self.state = _TERMINATED
+        self._timers.clear()
+        self._immediate = None
 
 
 # --------------------------------------------------------------------------- matching
@@ -745,11 +754,18 @@ class TransactionLayer:
     The edge feeds it received messages and timer wake-ups; the TU sends through it. Every method
     returns the outputs in order. Terminated transactions are dropped at once from the key maps (their
     stale heap entries are skipped, and compacted away when they outnumber live ones).
-    ``max_server`` caps the server transactions: beyond it a new request gets ``TableFull`` instead
-    of a transaction (retransmissions of live ones are still matched).
+    ``max_server`` caps the server transactions. A new request that finds the table full ends the
+    oldest lingering one early (past its final response, it only waits up to 64*T1 for
+    retransmissions: Completed, Confirmed, Accepted) and takes its place; only a table full of
+    transactions still in progress answers ``TableFull`` instead of a transaction. So the cap bounds
+    memory under a flood without capping the call rate at ``max_server`` / 64*T1 (two server
+    transactions linger 32 s per call over UDP: 65,536 refused new calls from 1,024 calls/s on).
+    Retransmissions of live transactions are still matched.
     """
 
-    __slots__ = ("_client", "_heap", "_server", "ack_builder", "config", "keep", "max_server", "stats")
+    __slots__ = (
+        "_client", "_heap", "_lingering", "_server", "ack_builder", "config", "keep", "max_server", "stats",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -766,6 +782,9 @@ class TransactionLayer:
         self._server: dict[Hashable, ServerTransaction] = {}
         self._client: dict[Hashable, ClientTransaction] = {}
         self._heap: DeadlineHeap[Transaction] = DeadlineHeap()
+        # server transactions in the order they began to linger: the oldest is ended first when the
+        # table is full (entries of those ended meanwhile are skipped, and compacted away)
+        self._lingering: deque[ServerTransaction] = deque()
         self.stats = {
             "server_created": 0,
             "client_created": 0,
@@ -773,6 +792,7 @@ class TransactionLayer:
             "timed_out": 0,
             "stray_responses": 0,
             "refused_table_full": 0,
+            "ended_early": 0,
         }
 
     # ---- counts for the "transactions active" gauge
@@ -800,16 +820,19 @@ class TransactionLayer:
             return out
         if request.method == "ACK":
             return [RequestReceived(request, source, None)]
+        ended: TransactionTerminated | None = None
         if self.max_server is not None and len(self._server) >= self.max_server:
-            self.stats["refused_table_full"] += 1
-            return [TableFull(request, source)]
+            ended = self._end_oldest_lingering()
+            if ended is None:
+                self.stats["refused_table_full"] += 1
+                return [TableFull(request, source)]
         txn = ServerTransaction(request, source, self.config)
         txn.key = key
         self._server[key] = txn
         self.stats["server_created"] += 1
         out = txn.start(now)
         self._settle(txn)
-        return out
+        return out if ended is None else [ended, *out]
 
     def on_response(self, response: Any, now: float) -> list[Output]:
         """A response from the network: to its client transaction (§17.1.3), or up as stray."""
@@ -905,11 +928,35 @@ class TransactionLayer:
         return self._client.get(key)
 
     # ---- bookkeeping
+    def _end_oldest_lingering(self) -> TransactionTerminated | None:
+        """End the server transaction that has lingered longest (None: none lingers)."""
+        queue, server = self._lingering, self._server
+        while queue:
+            txn = queue.popleft()
+            if txn.state in _LINGERING and server.get(txn.key) is txn:
+                txn.end_early()
+                del server[txn.key]
+                self.stats["ended_early"] += 1
+                self._compact_heap()
+                return TransactionTerminated(txn)
+        return None
+
+    def _compact_heap(self) -> None:
+        if len(self._heap) > 2 * (len(self._server) + len(self._client)) + 1024:
+            self._heap.compact()
+
     def _settle(self, txn: Transaction) -> None:
         state = txn.state
         if state is not _TERMINATED:
-            if state in _LINGERING and self.keep is not None:
-                txn.shrink(self.keep)  # type: ignore[attr-defined]
+            if state in _LINGERING:
+                if type(txn) is ServerTransaction and not txn.lingering:
+                    txn.lingering = True
+                    queue = self._lingering
+                    queue.append(txn)
+                    if len(queue) > 2 * len(self._server) + 1024:
+                        self._lingering = deque(t for t in queue if t.state in _LINGERING)
+                if self.keep is not None:
+                    txn.shrink(self.keep)  # type: ignore[attr-defined]
             self._heap.schedule(txn)
             return
         table: dict = self._server if isinstance(txn, ServerTransaction) else self._client
@@ -919,5 +966,4 @@ class TransactionLayer:
             # a timer entry still queued holds it until its deadline (an INVITE client transaction
             # ended by a 2xx: Timer B, up to 32 s), so it holds a kept copy, not the full request
             txn.shrink(self.keep)  # type: ignore[attr-defined]
-        if len(self._heap) > 2 * (len(self._server) + len(self._client)) + 1024:
-            self._heap.compact()
+        self._compact_heap()

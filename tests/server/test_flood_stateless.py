@@ -1,10 +1,12 @@
 """Floods cost no memory: OPTIONS to the server itself is answered statelessly (RFC 3261 §8.2.7: a
 retransmission gets the same answer again, no transaction kept for timer J), and the server
-transaction table has a hard cap beyond which new requests get a stateless 503 (counted)."""
+transaction table has a hard cap: a full table ends its oldest lingering transaction for a new
+request, and answers a stateless 503 (counted) only when all it holds are still in progress."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from benchmarks.flood_udp import FLOODER, flood_messages
 from server import metrics
 from server.app import Application, load_application_config
-from server.sip_server import ServerSettings, SipServer
+from server.sip_server import ServerSettings, SipHandlers, SipServer
 from sipcore.message import parse
 from sipcore.transaction import TableFull, TransactionLayer
 from tests.conftest import free_port
@@ -44,12 +46,19 @@ async def test_options_to_the_server_is_answered_statelessly_and_again_the_same(
         client.close()
 
 
+def _capped(handlers: Callable[[SipServer], SipHandlers] | None) -> SipServer:
+    port = free_port()
+    settings = ServerSettings(
+        udp=[f"127.0.0.1:{port}"], tcp=[], metrics_address=None, max_server_transactions=2
+    )
+    return SipServer(settings, handlers)
+
+
 @pytest.fixture
 async def capped_server() -> AsyncIterator[SipServer]:
-    port = free_port()
-    server = SipServer(
-        ServerSettings(udp=[f"127.0.0.1:{port}"], tcp=[], metrics_address=None, max_server_transactions=2)
-    )
+    """Two server transactions at most; no proxy: a relayed request is answered 403 at once and its
+    transaction lingers for timer J."""
+    server = _capped(None)
     await server.start()
     try:
         yield server
@@ -57,33 +66,70 @@ async def capped_server() -> AsyncIterator[SipServer]:
         await server.close()
 
 
-async def test_a_full_transaction_table_refuses_new_requests_503_and_still_matches_live_ones(
+@pytest.fixture
+async def capped_busy_server() -> AsyncIterator[SipServer]:
+    """Two server transactions at most, and a proxy that never answers: they stay in progress."""
+    server = _capped(lambda _server: SipHandlers(proxy=lambda _request, _flow: None))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def test_a_table_full_of_lingering_transactions_ends_the_oldest_for_a_new_request(
     capped_server: SipServer,
 ) -> None:
     host, port = capped_server.transports.udp_addresses[0]
     client = await udp_client()
+    ended_before = metrics.TRANSACTIONS_ENDED_EARLY.value()
     refused_before = metrics.TRANSACTIONS_REFUSED.value()
     try:
-        # relayed requests refused 403 keep a transaction for timer J (the proxy-less server's answer)
-        first = options(host, port, client.port, ruri="sip:bob@elsewhere.example")
-        for data in (first, options(host, port, client.port, ruri="sip:bob@elsewhere.example")):
+        requests = [options(host, port, client.port, ruri="sip:bob@elsewhere.example") for _ in range(3)]
+        answers = []
+        for data in requests:
             client.send(data, (host, port))
             got = await client.recv()
             assert got is not None and got.startswith(b"SIP/2.0 403")
+            answers.append(got)
         assert capped_server.transactions.active_server == 2
+        assert metrics.TRANSACTIONS_ENDED_EARLY.value() == ended_before + 1
+        assert metrics.TRANSACTIONS_REFUSED.value() == refused_before
+        client.send(requests[2], (host, port))  # a retransmission of one still held: the same answer
+        assert await client.recv() == answers[2]
+        assert capped_server.transactions.stats["retransmissions_absorbed"] == 1
+    finally:
+        client.close()
+
+
+async def test_a_table_full_of_transactions_in_progress_refuses_new_requests_503_and_still_matches_them(
+    capped_busy_server: SipServer,
+) -> None:
+    server = capped_busy_server
+    host, port = server.transports.udp_addresses[0]
+    client = await udp_client()
+    refused_before = metrics.TRANSACTIONS_REFUSED.value()
+    try:
+        first = options(host, port, client.port, ruri="sip:bob@elsewhere.example")
+        for data in (first, options(host, port, client.port, ruri="sip:bob@elsewhere.example")):
+            client.send(data, (host, port))
+        for _ in range(100):
+            if server.transactions.active_server == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert server.transactions.active_server == 2
         client.send(options(host, port, client.port, ruri="sip:carol@elsewhere.example"), (host, port))
         got = await client.recv()
         assert got is not None and got.startswith(b"SIP/2.0 503")
         assert parse(got).headers.get("retry-after") == "5"
-        assert capped_server.transactions.active_server == 2  # nothing kept for the refused one
+        assert server.transactions.active_server == 2  # nothing kept for the refused one
         assert metrics.TRANSACTIONS_REFUSED.value() == refused_before + 1
-        client.send(first, (host, port))  # a retransmission of a live one: its own answer again
+        client.send(first, (host, port))  # a retransmission of a live one is matched, not refused
+        client.send(options(host, port, client.port), (host, port))  # to the server itself: no transaction
         got = await client.recv()
-        assert got is not None and got.startswith(b"SIP/2.0 403")
-        # OPTIONS to the server itself needs no transaction: answered even with the table full
-        client.send(options(host, port, client.port), (host, port))
-        got = await client.recv()
-        assert got is not None and got.startswith(b"SIP/2.0 200")
+        assert got is not None and got.startswith(b"SIP/2.0 200")  # the retransmission got nothing
+        assert server.transactions.stats["retransmissions_absorbed"] == 1
+        assert metrics.TRANSACTIONS_REFUSED.value() == refused_before + 1
     finally:
         client.close()
 
