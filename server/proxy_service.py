@@ -199,7 +199,7 @@ class ProxyService:
         self.monitor = TrunkMonitor(self._hop_towards, self._new_id, register=worker[0] == 0)
         self._dns: dict[str, tuple[str | None, float]] = {}
         self._dns_waiting: dict[str, list[ResolveHost | SendRequest]] = {}  # by name being resolved
-        self._tasks = Background()
+        self._tasks = Background()  # lookups, gated actions, TLS sends, heartbeats
         self._timers_seen = 0
         self._rate_tallies: set[str] = set()  # this process's call-rate window tallies (pruned)
         self._rate_pruned = 0.0
@@ -394,7 +394,7 @@ class ProxyService:
                     checks = [_admission_refusal(pending, admission, action.call_id)]
                     checks += [h for h in holds if h is not None]
                     later = [a for a in rest if type(a) is not Tally]
-                    self._spawn(self._gated(action.call_id, checks, later))
+                    self._tasks.spawn(self._gated(action.call_id, checks, later))
                     break
             elif kind is CountCall:
                 if action.delta > 0:
@@ -406,7 +406,7 @@ class ProxyService:
             elif kind is Tally:
                 held = self._hold(action)
                 if held is not None:  # the rest (the leg's INVITE) once the platform grants it
-                    self._spawn(self._gated(action.call_id, [held], actions[i + 1 :]))
+                    self._tasks.spawn(self._gated(action.call_id, [held], actions[i + 1 :]))
                     break
             elif kind is Transit:
                 method = action.method if action.method in _TRANSIT_METHODS else "other"
@@ -477,7 +477,7 @@ class ProxyService:
                     waiting.append(action)
                 else:
                     self._dns_waiting[dest.host] = [action]
-                    self._spawn(self._lookup_host(dest.host))
+                    self._tasks.spawn(self._lookup_host(dest.host))
                 return
             if cached[0] is None:  # no address: as a probe that could not be sent
                 self._perform_monitor(self.monitor.on_failure(action.key, 503, sip.now()))  # type: ignore[arg-type]
@@ -495,7 +495,7 @@ class ProxyService:
         if bindings is not None:
             self._perform(self.controller.on_contacts(action, self._contacts(bindings), self.sip.now()))
             return
-        self._spawn(self._lookup_shared(action))
+        self._tasks.spawn(self._lookup_shared(action))
 
     async def _lookup_shared(self, action: LookupContacts) -> None:
         """The shared (Redis) store: the lookup is awaited, the call goes on when it answers."""
@@ -521,7 +521,7 @@ class ProxyService:
             waiting.append(action)
             return
         self._dns_waiting[host] = [action]
-        self._spawn(self._lookup_host(host))
+        self._tasks.spawn(self._lookup_host(host))
 
     async def _lookup_host(self, host: str) -> None:
         """The loop's resolver (getaddrinfo in a thread), never a blocking call on the event loop."""
@@ -539,9 +539,6 @@ class ProxyService:
             else:  # a trunk monitor's probe or REGISTER, sent now the name is cached
                 self._monitor_send(action)
                 self.sip.arm_timer()
-
-    def _spawn(self, coro: Any) -> None:
-        self._tasks.spawn(coro)
 
     def _hold(self, action: Tally) -> Awaitable[Refusal | None] | None:
         """Count a tally here; a leg's hold is also reserved across hosts where they share the
@@ -637,7 +634,7 @@ class ProxyService:
             log.warning("calls_recovered", open=len(recovered.open), ended=len(recovered.ended),
                         call_ids=[r.call_id for r in recovered.open][:20])  # fmt: skip
         asyncio.get_running_loop().call_soon(self.sip.arm_timer)  # once the handlers are in place
-        self._spawn(self._heartbeats())
+        self._tasks.spawn(self._heartbeats())
 
     async def _heartbeats(self) -> None:
         journal = self.journal
@@ -771,7 +768,7 @@ class ProxyService:
             transports.send_tcp_soon(data, (dest.host, dest.port))
             return True
         if dest.transport == "tls":  # a trunk's TLS (its CA or pin, SNI); else only an open connection
-            self._spawn(self._send_tls(msg, data, (dest.host, dest.port)))
+            self._tasks.spawn(self._send_tls(msg, data, (dest.host, dest.port)))
             return True
         if dest.transport != "udp":  # WebSocket: only over the phone's own connection, gone
             return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -46,35 +47,33 @@ async def test_options_to_the_server_is_answered_statelessly_and_again_the_same(
         client.close()
 
 
-def _capped(handlers: Callable[[SipServer], SipHandlers] | None) -> SipServer:
+@asynccontextmanager
+async def _capped(handlers: Callable[[SipServer], SipHandlers] | None) -> AsyncIterator[SipServer]:
+    """A started server holding two server transactions at most."""
     port = free_port()
     settings = ServerSettings(
         udp=[f"127.0.0.1:{port}"], tcp=[], metrics_address=None, max_server_transactions=2
     )
-    return SipServer(settings, handlers)
+    server = SipServer(settings, handlers)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 @pytest.fixture
 async def capped_server() -> AsyncIterator[SipServer]:
-    """Two server transactions at most; no proxy: a relayed request is answered 403 at once and its
-    transaction lingers for timer J."""
-    server = _capped(None)
-    await server.start()
-    try:
+    """No proxy: a relayed request is answered 403 at once and its transaction lingers for timer J."""
+    async with _capped(None) as server:
         yield server
-    finally:
-        await server.close()
 
 
 @pytest.fixture
 async def capped_busy_server() -> AsyncIterator[SipServer]:
-    """Two server transactions at most, and a proxy that never answers: they stay in progress."""
-    server = _capped(lambda _server: SipHandlers(proxy=lambda _request, _flow: None))
-    await server.start()
-    try:
+    """A proxy that never answers: the transactions stay in progress."""
+    async with _capped(lambda _server: SipHandlers(proxy=lambda _request, _flow: None)) as server:
         yield server
-    finally:
-        await server.close()
 
 
 async def test_a_table_full_of_lingering_transactions_ends_the_oldest_for_a_new_request(
