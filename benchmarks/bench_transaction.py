@@ -2,7 +2,7 @@
 
 Messages are parsed and validated (``validate_request``/``validate_response``, as the server edge does
 before it hands them over) before the clock starts; the parser has its own benchmark. The figure is the
-transaction layer's own cost: matching, state table, timers on the deadline heap, outputs, 100 Trying /
+transaction layer's own cost: matching, state table, timers on the timer wheel, outputs, 100 Trying /
 ACK construction where the case needs them, and the drop of the terminated transaction. ``now`` is a
 fake clock advanced by the benchmark. ``--cold`` skips the validation so the first (lazy) header
 parses are paid inside the timed section.

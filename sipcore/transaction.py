@@ -28,7 +28,7 @@ from typing import Any
 from sipcore.message import MAGIC_COOKIE, Headers, Request, Response
 from sipcore.message import new_branch as new_branch  # re-exported for TUs calling send_request
 from sipcore.records import fast_init
-from sipcore.timers import DEFAULT_TIMERS, DeadlineHeap, TimerConfig
+from sipcore.timers import DEFAULT_TIMERS, TimerConfig, TimerWheel
 
 RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
 
@@ -491,22 +491,24 @@ class Transaction:
         "_table",
         "_timers",
         "config",
-        "heap_at",
         "key",
         "machine",
+        "method",
         "reliable",
         "request",
         "state",
+        "timer_slot",
     )
 
     def __init__(self, machine: Machine, request: Any, reliable: bool, config: TimerConfig) -> None:
         self.machine = machine
         self.request = request
+        self.method: str = request.method  # kept when the request is not (ServerTransaction.shrink)
         self.reliable = reliable
         self.config = config
         self.state = State.INITIAL
         self.key: Hashable = None
-        self.heap_at: float | None = None
+        self.timer_slot: int | None = None  # where the layer's TimerWheel files it
         self._table = _COMPILED[machine]
         self._timers: dict[str, float] = {}
         self._interval = 0.0
@@ -519,10 +521,6 @@ class Transaction:
     @property
     def terminated(self) -> bool:
         return self.state is _TERMINATED
-
-    @property
-    def method(self) -> str:
-        return self.request.method
 
     def timers(self) -> dict[str, float]:
         """Armed timers, name -> deadline (a copy, for inspection and tests)."""
@@ -608,8 +606,8 @@ class ClientTransaction(Transaction):
 
     def shrink(self, keep: Callable[[Any], Any]) -> None:
         """Completed (Timer D, Timer K): only a final retransmission is left to absorb, or to answer
-        with the ACK kept already; or terminated with a timer entry still queued. Hold what ``keep``
-        makes of the request and the ACK, not the full messages."""
+        with the ACK kept already. Hold what ``keep`` makes of the request and the ACK, not the full
+        messages."""
         if not self._kept:
             self._kept = True
             self.request = keep(self.request)
@@ -656,13 +654,21 @@ class ServerTransaction(Transaction):
 
     def shrink(self, keep: Callable[[Any], Any]) -> None:
         """A final response went out (Completed, Confirmed, Accepted): what is left is answering
-        retransmissions with it and matching the ACK, for up to 32 s. Hold what ``keep`` makes of
-        the request and the final response, not the full messages. A 2xx the TU sends again in
-        Accepted is kept in turn."""
+        retransmissions and matching the ACK, for up to 32 s. Matched by an RFC 3261 branch, it holds
+        nothing of its request (the key matches); in Accepted (RFC 6026) nothing of its 2xx either:
+        a retransmitted INVITE is absorbed and the TU sends its 2xx again itself. Otherwise it holds
+        what ``keep`` makes of the request (an RFC 2543 match reads its To tag) and of the final
+        response it repeats, not the full messages."""
         final = self.last_final
         if final is None or final is self._kept:
             return
-        if self._kept is None:
+        key = self.key
+        if key is not None and key[0] is not None:  # type: ignore[index]
+            self.request = self.last_provisional = None
+            if self.state is State.ACCEPTED:
+                self.last_final = self._kept = None
+                return
+        elif self._kept is None:
             self.request = keep(self.request)
             self.last_provisional = None
         self.last_final = self._kept = keep(final)
@@ -749,11 +755,11 @@ def client_key(message: Any) -> Hashable:
 
 
 class TransactionLayer:
-    """All live transactions of one process, matched by key, woken from one deadline heap.
+    """All live transactions of one process, matched by key, woken from one timer wheel.
 
     The edge feeds it received messages and timer wake-ups; the TU sends through it. Every method
-    returns the outputs in order. Terminated transactions are dropped at once from the key maps (their
-    stale heap entries are skipped, and compacted away when they outnumber live ones).
+    returns the outputs in order. Terminated transactions are dropped at once from the key maps and
+    the wheel.
     ``max_server`` caps the server transactions. A new request that finds the table full ends the
     oldest lingering one early (past its final response, it only waits up to 64*T1 for
     retransmissions: Completed, Confirmed, Accepted) and takes its place; only a table full of
@@ -764,7 +770,7 @@ class TransactionLayer:
     """
 
     __slots__ = (
-        "_client", "_heap", "_lingering", "_server", "ack_builder", "config", "keep", "max_server", "stats",
+        "_client", "_lingering", "_server", "_wheel", "ack_builder", "config", "keep", "max_server", "stats",
     )  # fmt: skip
 
     def __init__(
@@ -781,7 +787,7 @@ class TransactionLayer:
         self.keep = keep  # message -> what a transaction past its final response holds of it
         self._server: dict[Hashable, ServerTransaction] = {}
         self._client: dict[Hashable, ClientTransaction] = {}
-        self._heap: DeadlineHeap[Transaction] = DeadlineHeap()
+        self._wheel: TimerWheel[Transaction] = TimerWheel()
         # server transactions in the order they began to linger: the oldest is ended first when the
         # table is full (entries of those ended meanwhile are skipped, and compacted away)
         self._lingering: deque[ServerTransaction] = deque()
@@ -858,7 +864,7 @@ class TransactionLayer:
 
     def on_timer(self, now: float) -> list[Output]:
         out: list[Output] = []
-        for txn in self._heap.pop_due(now):
+        for txn in self._wheel.pop_due(now):
             fired = txn.on_timer(now)
             if txn.state is State.TERMINATED and any(type(o) is TransactionTimedOut for o in fired):
                 self.stats["timed_out"] += 1
@@ -868,7 +874,7 @@ class TransactionLayer:
 
     def next_deadline(self) -> float | None:
         """When the edge must next call ``on_timer`` (None: nothing armed)."""
-        return self._heap.peek()
+        return self._wheel.peek()
 
     # ---- TU side
     def send_request(
@@ -936,14 +942,10 @@ class TransactionLayer:
             if txn.state in _LINGERING and server.get(txn.key) is txn:
                 txn.end_early()
                 del server[txn.key]
+                self._wheel.cancel(txn)
                 self.stats["ended_early"] += 1
-                self._compact_heap()
                 return TransactionTerminated(txn)
         return None
-
-    def _compact_heap(self) -> None:
-        if len(self._heap) > 2 * (len(self._server) + len(self._client)) + 1024:
-            self._heap.compact()
 
     def _settle(self, txn: Transaction) -> None:
         state = txn.state
@@ -957,13 +959,9 @@ class TransactionLayer:
                         self._lingering = deque(t for t in queue if t.state in _LINGERING)
                 if self.keep is not None:
                     txn.shrink(self.keep)  # type: ignore[attr-defined]
-            self._heap.schedule(txn)
+            self._wheel.schedule(txn)
             return
         table: dict = self._server if isinstance(txn, ServerTransaction) else self._client
         if table.get(txn.key) is txn:
             del table[txn.key]
-        if txn.heap_at is not None and self.keep is not None:
-            # a timer entry still queued holds it until its deadline (an INVITE client transaction
-            # ended by a 2xx: Timer B, up to 32 s), so it holds a kept copy, not the full request
-            txn.shrink(self.keep)  # type: ignore[attr-defined]
-        self._compact_heap()
+        self._wheel.cancel(txn)
