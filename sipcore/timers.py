@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Generic, Protocol, TypeVar
 
 
@@ -166,7 +167,7 @@ class TimerWheel(Generic[T]):
             return []
         self._count -= len(due)
         self._first = None
-        due.sort(key=_deadline)
+        due.sort(key=itemgetter(0))  # stable: ties keep their filing order
         return [item for _, item in due]
 
     def peek(self) -> float | None:
@@ -182,7 +183,3 @@ class TimerWheel(Generic[T]):
                 return first
             del slots[heapq.heappop(order)]  # emptied by moves and cancels
         return None
-
-
-def _deadline(entry: tuple[float, object]) -> float:
-    return entry[0]
