@@ -15,7 +15,7 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -541,11 +541,35 @@ _MAC_LEN = 16
 _DUMMY_PASSWORD = "sipcore-dummy-password-for-unknown-users"
 
 
-def _mac_base(secret: str | bytes, realm: str) -> hmac.HMAC:
+class _Mac(Protocol):
+    def copy(self) -> _Mac: ...
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+
+
+try:  # the C HMAC object `hmac.new` wraps: its copy/update/digest without the Python wrapper's frames
+    from _hashlib import hmac_new as _hmac_new
+except ImportError:  # pragma: no cover - a CPython built without OpenSSL
+    _hmac_new = None
+
+
+def _mac_base(secret: str | bytes, realm: str) -> _Mac:
+    """HMAC-SHA-256 keyed with ``secret``, already fed the tag and realm: copied for each nonce."""
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
     if len(key) < 16:
         raise ValueError("digest secret must be at least 16 bytes")
-    return hmac.new(key, _NONCE_TAG + realm.encode("utf-8") + b"\x00", hashlib.sha256)
+    prefix = _NONCE_TAG + realm.encode("utf-8") + b"\x00"
+    if _hmac_new is not None:
+        try:
+            return _hmac_new(key, prefix, "sha256")  # type: ignore[no-any-return]
+        except ValueError:  # pragma: no cover - an OpenSSL that refuses it (FIPS): hmac's own way
+            pass
+    return hmac.new(key, prefix, hashlib.sha256)
+
+
+# nonces are base64url without padding (RFC 4648 §5); binascii's standard alphabet, translated
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 class Challenger:
@@ -603,7 +627,9 @@ class Challenger:
         body = _TS.pack(max(0, int(now * 1000))) + self._salts.take()
         mac = self._macs[0].copy()
         mac.update(body)
-        return base64.urlsafe_b64encode(body + mac.digest()[:_MAC_LEN]).rstrip(b"=").decode("ascii")
+        # 32 bytes: 43 characters and one "=" of padding, dropped
+        text = binascii.b2a_base64(body + mac.digest()[:_MAC_LEN], newline=False)
+        return text.translate(_TO_URLSAFE)[:-1].decode("ascii")
 
     def nonce_issued_at(self, nonce: str) -> float | None:
         """Issue time of a genuine nonce (any accepted secret), or None if it is not ours."""
@@ -611,7 +637,7 @@ class Challenger:
         # nonce has exactly one spelling (one entry in the nc table).
         if len(nonce) != 43 or nonce[-1] not in _CANONICAL_LAST or not _NONCE_RE.fullmatch(nonce):
             return None
-        raw = base64.urlsafe_b64decode(nonce + "=")
+        raw = binascii.a2b_base64(nonce.encode("ascii").translate(_FROM_URLSAFE) + b"=")
         body, tag = raw[:-_MAC_LEN], raw[-_MAC_LEN:]
         for base in self._macs:
             mac = base.copy()

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import random
+import struct
+
 import pytest
 
 import sipcore.digest as digest
@@ -202,6 +208,29 @@ def test_nonce_carries_issue_time(ch: Challenger) -> None:
     last = alphabet.index(nonce[-1])
     for spare in (1, 2, 3):  # same decoded bytes, another spelling: refused
         assert ch.nonce_issued_at(nonce[:-1] + alphabet[last | spare]) is None
+
+
+def _reference_nonce(secret: str, realm: str, body: bytes) -> str:
+    """The nonce as docs/security.md defines it, spelled with the standard library's public API:
+    base64url without padding of body (ms timestamp, salt) + the first 16 bytes of its HMAC-SHA-256."""
+    mac = hmac.new(secret.encode(), b"sipcore-nonce-v1\x00" + realm.encode() + b"\x00" + body, hashlib.sha256)
+    return base64.urlsafe_b64encode(body + mac.digest()[:16]).rstrip(b"=").decode("ascii")
+
+
+def test_nonce_matches_the_reference_spelling() -> None:
+    """The C HMAC object and binascii (the fast path) give the nonce hmac.new + base64 give, and the
+    check takes exactly those nonces back, one flipped character refused."""
+    rng = random.Random(7)
+    ch = Challenger(REALM, SECRET, random_bytes=random.Random(8).randbytes)
+    for k in range(200):
+        now = NOW + rng.random() * 1e6
+        nonce = ch.make_nonce(now)
+        body = struct.pack(">Q", int(now * 1000)) + base64.urlsafe_b64decode(nonce + "=")[8:16]
+        assert nonce == _reference_nonce(SECRET, REALM, body)
+        assert ch.nonce_issued_at(nonce) == int(now * 1000) / 1000.0
+        i = k % 43
+        other = nonce[:i] + ("A" if nonce[i] != "A" else "B") + nonce[i + 1 :]
+        assert ch.nonce_issued_at(other) is None
 
 
 def test_wrong_realm(ch: Challenger) -> None:
