@@ -56,3 +56,12 @@ def test_bench_config_has_the_sipp_accounts_in_the_default_domain(tmp_path: Path
         cred = view[(domain, user)]
         assert cred.password == f"pw{user}"
     assert (domain, "u20000") not in view
+
+
+def test_bench_config_lets_abandoned_calls_linger_without_refusing_the_next_search(tmp_path: Path) -> None:
+    """A failing step's abandoned calls count until the server's timers end them (32 s): the callers
+    and the callee take more than the product's default of 2 at once, as Kamailio's config has no limit."""
+    cfg = load_config(write_bench_config(tmp_path / "bench.yaml", 20))
+    limits = {a.username: a.max_calls for c in cfg.customers for a in c.accounts}
+    assert limits["callee"] == 100_000
+    assert {limits[f"u{n}"] for n in range(10000, 10020)} == {100}
