@@ -1,10 +1,11 @@
 """Build of the optional C accelerators; everything else is in pyproject.toml.
 
 registrar/_lane_c.c reads the everyday REGISTER, sipcore/_digest_c.c splits digest parameter lists,
-sipcore/_message_c.c splits the everyday header section, rating/_rater_c.c runs the rater's everyday
-authorise + rate, server/_group_commit_c.c runs the call journal's fdatasync thread without the GIL.
-``optional=True``: where no compiler is at hand the install still succeeds, and lane.py, digest.py,
-message.py, rater.py and group_commit.py use their Python code alone (the reference each C part is tested against).
+sipcore/_message_c.c splits the everyday header section and reads the everyday Via, rating/_rater_c.c
+runs the rater's everyday authorise + rate, server/_group_commit_c.c runs the call journal's fdatasync
+thread without the GIL. ``optional=True``: where no compiler is at hand the install still succeeds,
+and lane.py, digest.py, message.py, headers.py, rater.py and group_commit.py use their Python code
+alone (the reference each C part is tested against).
 """
 
 from setuptools import Extension, setup

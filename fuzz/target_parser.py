@@ -1,16 +1,26 @@
 """The SIP parser as the server drives it: parse, validate, every accessor the server calls, the
 error answer to what fails; serialising what parsed must reparse to the same message (fixed point).
-The C header splitter (sipcore/_message_c.c), when built, must split as its reference does or pass.
+The C header splitter and Via reader (sipcore/_message_c.c), when built, must read as their
+references do or pass.
 Documented error type: SipParseError (error_response, on the failure path, raises nothing)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sipcore import message
+from sipcore import headers, message
 from sipcore.errors import SipParseError
 from sipcore.flow import response_destination, stamp_via
-from sipcore.message import Request, Response, error_response, parse, validate_request, validate_response
+from sipcore.headers import Via
+from sipcore.message import (
+    Request,
+    Response,
+    error_response,
+    parse,
+    split_list,
+    validate_request,
+    validate_response,
+)
 from sipcore.uri import SipUri
 
 from .seeds import messages
@@ -57,6 +67,22 @@ def split_agrees(head: bytes) -> bool:
     return True
 
 
+def via_agrees(text: str) -> bool:
+    """The C Via reader's contract on one Via value: what `Via.parse_py` builds, or None (and None
+    where `Via.parse_py` refuses). True when the C code decided it."""
+    c_via = headers._c_via
+    fast = c_via(text) if c_via is not None else None
+    try:
+        ref = Via.parse_py(text)
+    except SipParseError:
+        assert fast is None, ("C read a Via that is refused", text)
+        return False
+    if fast is None:
+        return False
+    assert fast == (ref.transport, ref.host, ref.port, ref.params), ("the C Via reader disagrees", text, fast)
+    return True
+
+
 def check(data: bytes) -> None:
     start = 0
     while data[start : start + 2] == b"\r\n":  # as parse skips them (RFC 3261 §7.5)
@@ -73,6 +99,14 @@ def check(data: bytes) -> None:
             if resp is not None:
                 parse(resp.serialize())  # our own answer parses
         return
+    for field in msg.headers.get_fields("via"):  # the texts Via.parse is handed: each field, and
+        via_agrees(field)  # each value of a field split as `Message.vias` splits it
+        try:
+            values = split_list(field)
+        except SipParseError:
+            continue
+        for value in values:
+            via_agrees(value)
     msg.serialize()
     msg.invalidate()
     once = msg.serialize()

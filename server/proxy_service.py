@@ -92,7 +92,7 @@ log = structlog.get_logger("sipcore.proxy")
 MAX_SETUP_TIMED = 65_536  # calls whose setup latency is being timed (beyond: the oldest forgotten)
 
 CALLS_ACTIVE = Gauge("sipcore_calls_active", "Calls being set up or in progress")
-CALLS_TOTAL = PromCounter("sipcore_calls_total", "Finished calls by disposition", ["disposition"])
+CALLS_TOTAL = FastCounter("sipcore_calls_total", "Finished calls by disposition", ["disposition"])
 CUTOFFS = PromCounter("sipcore_call_cutoffs_total", "Calls ended by the proxy, by reason", ["reason"])
 MWI_COPIES = PromCounter(
     "sipcore_mwi_notify_copies_total",

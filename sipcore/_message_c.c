@@ -185,9 +185,113 @@ pass:
     Py_RETURN_NONE;
 }
 
+/* ---- one Via value: headers.Via.parse's everyday spelling -------------------------------------------
+`via(text)` returns the (transport in upper case, host, port or None, [(name, value or None), ...])
+that Via.parse builds from text when its fast pattern (headers._VIA_PLAIN) matches, or None: then
+the Python code runs as before, stays the reference, and is the only one that refuses or reads the
+general grammar. Taken here only: ASCII; "SIP/2.0/" + letters + one space; a host of letters, digits,
+dots and hyphens that starts with a letter or digit and does not end with a hyphen; an optional port
+of 1 to 5 digits, at most 65535; then ";name" or ";name=value" parameters, the name of token
+characters, the value of printable ASCII but ';' and '"' (the pattern's [^;\s"] takes more: those
+are passed on). Every Via the server reads goes through here (about ten per call).
+tests/sipcore/test_via_c.py compares the two. */
+
+static int token_char(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("-.!%*_+`'~", c) != NULL);
+}
+
+static int host_char(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-';
+}
+
+static int alnum(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static PyObject *via(PyObject *self, PyObject *text) {
+    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 8;
+    if (n < 11 || memcmp(s, "SIP/2.0/", 8) != 0) Py_RETURN_NONE;
+    Py_ssize_t t0 = i;
+    while (i < n && ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z'))) i++;
+    if (i == t0 || i >= n || s[i] != ' ') Py_RETURN_NONE;
+    Py_ssize_t t1 = i++, h0 = i;
+    if (i >= n || !alnum(s[i])) Py_RETURN_NONE;
+    while (i < n && host_char(s[i])) i++;
+    Py_ssize_t h1 = i;
+    if (s[h1 - 1] == '-') Py_RETURN_NONE;
+    long port = -1;
+    if (i < n && s[i] == ':') {
+        Py_ssize_t p0 = ++i;
+        port = 0;
+        while (i < n && i - p0 < 5 && s[i] >= '0' && s[i] <= '9') port = port * 10 + (s[i++] - '0');
+        if (i == p0 || port > 65535) Py_RETURN_NONE;
+    }
+    /* the parameters are checked before anything is built */
+    Py_ssize_t p_start = i, count = 0;
+    while (i < n) {
+        if (s[i] != ';') Py_RETURN_NONE;
+        Py_ssize_t k0 = ++i;
+        while (i < n && token_char(s[i])) i++;
+        if (i == k0) Py_RETURN_NONE;
+        if (i < n && s[i] == '=') {
+            Py_ssize_t v0 = ++i;
+            while (i < n && s[i] > 0x20 && s[i] < 0x7f && s[i] != ';' && s[i] != '"') i++;
+            if (i == v0) Py_RETURN_NONE;
+        }
+        count++;
+    }
+    PyObject *params = PyList_New(count), *transport = NULL, *host = NULL, *port_obj = NULL, *out = NULL;
+    if (params == NULL) return NULL;
+    i = p_start;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        Py_ssize_t k0 = ++i;
+        while (i < n && s[i] != ';' && s[i] != '=') i++;
+        PyObject *name = PyUnicode_FromStringAndSize((const char *)s + k0, i - k0), *value = NULL;
+        if (name == NULL) goto fail;
+        if (i < n && s[i] == '=') {
+            Py_ssize_t v0 = ++i;
+            while (i < n && s[i] != ';') i++;
+            value = PyUnicode_FromStringAndSize((const char *)s + v0, i - v0);
+            if (value == NULL) {
+                Py_DECREF(name);
+                goto fail;
+            }
+        } else {
+            value = Py_NewRef(Py_None);
+        }
+        PyObject *pair = PyTuple_Pack(2, name, value);
+        Py_DECREF(name);
+        Py_DECREF(value);
+        if (pair == NULL) goto fail;
+        PyList_SET_ITEM(params, k, pair);
+    }
+    char upper[64];
+    if (t1 - t0 > (Py_ssize_t)sizeof upper) goto pass;
+    for (Py_ssize_t k = t0; k < t1; k++) upper[k - t0] = (char)(s[k] >= 'a' ? s[k] - 32 : s[k]);
+    transport = PyUnicode_FromStringAndSize(upper, t1 - t0);
+    host = PyUnicode_FromStringAndSize((const char *)s + h0, h1 - h0);
+    port_obj = port < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(port);
+    if (transport && host && port_obj) out = PyTuple_Pack(4, transport, host, port_obj, params);
+fail:
+    Py_XDECREF(transport);
+    Py_XDECREF(host);
+    Py_XDECREF(port_obj);
+    Py_DECREF(params);
+    return out;
+pass:
+    Py_DECREF(params);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"split", split, METH_VARARGS,
      "split(head: bytes, name_keys: dict) -> (first, entries, index) | None: message.split_fields in C"},
+    {"via", via, METH_O,
+     "via(text: str) -> (transport, host, port, params) | None: headers.Via.parse's everyday spelling in C"},
     {NULL, NULL, 0, NULL},
 };
 

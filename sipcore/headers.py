@@ -8,10 +8,12 @@ untouched header is forwarded as received.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 from .errors import SipParseError
 from .grammar import DIGITS_RE, TOKEN_CHARS, VIA_RE, digits_value, is_host, is_token, split_plain_params
+from .speedups import optional_extension
 from .uri import SipUri, Uri, parse_uri
 
 COMPACT = {
@@ -231,6 +233,13 @@ _VIA_PLAIN = re.compile(
     rf"((?:;[{TOKEN_CHARS}]+(?:=[^;\s\"]+)?)*)\Z"
 ).match
 
+# The everyday Via read in C (sipcore/_message_c.c `via`), when built: (transport, host, port, params)
+# as `Via.parse` below builds them, or None to leave the text to it (tests/sipcore/test_via_c.py).
+_message_c = optional_extension("sipcore._message_c")
+_c_via: Callable[[str], tuple[str, str, int | None, list[tuple[str, str | None]]] | None] | None = (
+    _message_c.via if _message_c is not None else None
+)
+
 
 class Via:
     """One Via value: sent-protocol, sent-by and parameters (branch, received, rport, …)."""
@@ -254,6 +263,15 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        if _c_via is not None:
+            found = _c_via(text)
+            if found is not None:
+                return cls(*found, text)
+        return cls.parse_py(text)
+
+    @classmethod
+    def parse_py(cls, text: str) -> Via:
+        """`parse` in Python alone: the reference the C reader is compared with."""
         m = _VIA_PLAIN(text)
         if m is not None:  # the usual spelling: no whitespace but the one space, no quoted parameter
             transport, host, port_text, rest = m.groups()

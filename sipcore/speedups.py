@@ -23,5 +23,6 @@ def optional_extension(name: str) -> ModuleType | None:
         module = importlib.import_module(name)
     except ImportError:  # installed without a compiler: the Python code alone
         return None
-    LOADED.append(name)
+    if name not in LOADED:  # a module may serve several of a package's files
+        LOADED.append(name)
     return module
