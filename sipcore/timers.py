@@ -106,7 +106,7 @@ class TimerWheel(Generic[T]):
                     bucket[item] = deadline
                     self._moved(old, deadline)
                 return
-            self._take(item, filed, bucket)
+            self._take(item, bucket)
         bucket = self._slots.get(slot)
         if bucket is None:
             bucket = self._slots[slot] = {}
@@ -122,9 +122,9 @@ class TimerWheel(Generic[T]):
         """Let ``item`` go (nothing to wait for, or finished)."""
         filed = item.timer_slot
         if filed is not None:
-            self._take(item, filed, self._slots[filed])
+            self._take(item, self._slots[filed])
 
-    def _take(self, item: T, slot: int, bucket: dict[T, float]) -> None:
+    def _take(self, item: T, bucket: dict[T, float]) -> None:
         deadline = bucket.pop(item)
         item.timer_slot = None
         self._count -= 1  # an emptied slot stays until it comes first (a heap removes only its top)
