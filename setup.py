@@ -1,6 +1,7 @@
 """Build of the optional C accelerators; everything else is in pyproject.toml.
 
 registrar/_lane_c.c reads the everyday REGISTER, sipcore/_digest_c.c splits digest parameter lists,
+sipcore/_digest_hash_c.c computes digest responses and nonce MACs,
 sipcore/_message_c.c splits the everyday header section and reads the everyday Via, rating/_rater_c.c
 runs the rater's everyday authorise + rate, server/_group_commit_c.c runs the call journal's fdatasync
 thread without the GIL. ``optional=True``: where no compiler is at hand the install still succeeds,
@@ -19,6 +20,12 @@ setup(
         ),
         Extension(
             "sipcore._digest_c", sources=["sipcore/_digest_c.c"], extra_compile_args=FLAGS, optional=True
+        ),
+        Extension(
+            "sipcore._digest_hash_c",
+            sources=["sipcore/_digest_hash_c.c"],
+            extra_compile_args=FLAGS,
+            optional=True,
         ),
         Extension(
             "sipcore._message_c", sources=["sipcore/_message_c.c"], extra_compile_args=FLAGS, optional=True

@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-C_READERS = ("registrar._lane_c", "sipcore._digest_c", "sipcore._message_c", "rating._rater_c")
+C_READERS = (
+    "registrar._lane_c",
+    "sipcore._digest_c",
+    "sipcore._digest_hash_c",
+    "sipcore._message_c",
+    "rating._rater_c",
+)
 
 
 def use_sanitized(directory: Path) -> None:

@@ -1,5 +1,7 @@
 """The digest credentials reader: the C splitter (sipcore/_digest_c.c) against the Python reference,
-on every input; parse_authorization raises DigestParseError only, for text and bytes alike."""
+on every input; parse_authorization raises DigestParseError only, for text and bytes alike. The C
+hashing (sipcore/_digest_hash_c.c) against its reference on what the input carries: its nonce read
+back by both, its fields hashed by both."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from sipcore import digest
 from .seeds import header_values
 
 _C = digest._c_params
+_CHALLENGER = digest.Challenger("fuzz.example.com", "fuzz-secret-0123456789")
+_HASHED = [digest._ALGOS[name] for name in ("MD5", "SHA-256-SESS")]
 
 
 _EVERYDAY = [  # SIPp's and a desk phone's credentials, a challenge with RFC 7616's parameters
@@ -36,8 +40,37 @@ def check(data: bytes) -> None:
     if _C is not None:
         fast = _C(text)
         assert fast is None or fast == expected, ("C splitter disagrees", text, fast, expected)
+    if expected is not None and digest._c_expected is not None:
+        _hashing_agrees(expected)
     for value in (text, data):
         try:
             digest.parse_authorization(value)
         except digest.DigestParseError:
             pass
+
+
+def _hashing_agrees(params: dict[str, str]) -> None:
+    nonce = params.get("nonce", "")
+    ch = _CHALLENGER
+    if ch._c_keys is not None:
+        assert ch.nonce_issued_at(nonce) == ch._nonce_issued_at_py(nonce), ("C nonce check disagrees", nonce)
+    fields = [params.get(k, "") for k in ("username", "realm", "opaque", "nonce", "nc", "cnonce")]
+    qop = params.get("qop")
+    for algo in _HASHED:
+        args = (
+            algo.sess,
+            params.get("response"),
+            *fields,
+            qop,
+            params.get("algorithm", "INVITE"),
+            params.get("uri", ""),
+        )
+        try:
+            want: str | None = digest._expected_py(algo, *args)  # type: ignore[arg-type]
+        except UnicodeEncodeError:  # a lone surrogate (surrogateescape): neither can hash it
+            want = None
+        try:
+            got: str | None = digest._c_expected(algo.c_code, *args)  # type: ignore[misc]
+        except UnicodeEncodeError:
+            got = None
+        assert got == want, ("C digest hash disagrees", algo.name, args, got, want)

@@ -139,6 +139,11 @@ def _parse_params_py(value: str | bytes | None, what: str) -> tuple[str, dict[st
             raise DigestParseError(f"{what} header is not UTF-8") from None
     if not isinstance(value, str):
         raise DigestParseError(f"{what} header missing or not text")
+    if not value.isascii():
+        try:  # bytes that were not UTF-8 (the parser keeps them as lone surrogates) cannot be hashed
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DigestParseError(f"{what} header is not UTF-8") from None
     if len(value) > MAX_HEADER_LEN:
         raise DigestParseError(f"{what} header longer than {MAX_HEADER_LEN} characters")
     m = _SCHEME_RE.match(value)
@@ -217,22 +222,23 @@ class _Algo:
     hex_len: int
     sess: bool
     ha1_field: str
+    c_code: int | None  # its number in sipcore/_digest_hash_c.c, None where only hashlib has it
 
 
 def _algo_table() -> dict[str, _Algo]:
     base = {
-        "MD5": (hashlib.md5, 32, "ha1_md5"),
-        "SHA-256": (hashlib.sha256, 64, "ha1_sha256"),
+        "MD5": (hashlib.md5, 32, "ha1_md5", 0),
+        "SHA-256": (hashlib.sha256, 64, "ha1_sha256", 1),
     }
     try:
         hashlib.new("sha512_256", b"")
-        base["SHA-512-256"] = (partial(hashlib.new, "sha512_256"), 64, "ha1_sha512_256")
+        base["SHA-512-256"] = (partial(hashlib.new, "sha512_256"), 64, "ha1_sha512_256", None)
     except ValueError:  # pragma: no cover - depends on the OpenSSL build
         pass
     table: dict[str, _Algo] = {}
-    for name, (hasher, hex_len, field) in base.items():
-        table[name.upper()] = _Algo(name, hasher, hex_len, False, field)
-        table[f"{name}-SESS"] = _Algo(f"{name}-sess", hasher, hex_len, True, field)
+    for name, (hasher, hex_len, field, code) in base.items():
+        table[name.upper()] = _Algo(name, hasher, hex_len, False, field, code)
+        table[f"{name}-SESS"] = _Algo(f"{name}-sess", hasher, hex_len, True, field, code)
     return table
 
 
@@ -248,6 +254,44 @@ def _algo(name: str) -> _Algo:
 
 def _h(algo: _Algo, text: str) -> str:
     return algo.hasher(text.encode("utf-8")).hexdigest()  # type: ignore[attr-defined]
+
+
+_digest_hash = optional_extension("sipcore._digest_hash_c")
+_c_expected: Callable[..., str] | None = _digest_hash.expected if _digest_hash else None
+_c_mint: Callable[[bytes, bytes], str] | None = _digest_hash.mint if _digest_hash else None
+_c_issued: Callable[[str, tuple[bytes, ...]], float | None] | None = (
+    _digest_hash.issued if _digest_hash else None
+)
+
+
+def _expected_py(
+    algo: _Algo,
+    sess: bool,
+    ha1: str | None,
+    username: str,
+    realm: str,
+    password: str,
+    nonce: str,
+    nc: str,
+    cnonce: str,
+    qop: str | None,
+    method: str,
+    uri: str,
+) -> str:
+    """The response a phone holding ``password`` (or the stored, lower-case ``ha1``) must send.
+
+    H(A1) is computed from the password even when ``ha1`` replaces it: the same work whatever the
+    account, so timing does not tell a stored HA1 from a password or an unknown user. The reference
+    of sipcore/_digest_hash_c.c's ``expected`` (taken for MD5 and SHA-256 when built)."""
+    computed = _h(algo, f"{username}:{realm}:{password}")
+    if ha1 is None:
+        ha1 = computed
+    if sess:
+        ha1 = _h(algo, f"{ha1}:{nonce}:{cnonce}")
+    ha2 = _h(algo, f"{method}:{uri}")
+    if qop is None:
+        return _h(algo, f"{ha1}:{nonce}:{ha2}")
+    return _h(algo, f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
 def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
@@ -537,6 +581,7 @@ class MemoryNonceCounters:
 _NONCE_TAG = b"sipcore-nonce-v1\x00"
 _TS = struct.Struct(">Q")
 _SALT_LEN = 8
+_BODY_LEN = _TS.size + _SALT_LEN
 _MAC_LEN = 16
 _DUMMY_PASSWORD = "sipcore-dummy-password-for-unknown-users"
 
@@ -553,12 +598,17 @@ except ImportError:  # pragma: no cover - a CPython built without OpenSSL
     _hmac_new = None
 
 
-def _mac_base(secret: str | bytes, realm: str) -> _Mac:
-    """HMAC-SHA-256 keyed with ``secret``, already fed the tag and realm: copied for each nonce."""
+def _mac_input(secret: str | bytes, realm: str) -> tuple[bytes, bytes]:
+    """(HMAC key, what every nonce's MAC input starts with: the tag and realm)."""
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
     if len(key) < 16:
         raise ValueError("digest secret must be at least 16 bytes")
-    prefix = _NONCE_TAG + realm.encode("utf-8") + b"\x00"
+    return key, _NONCE_TAG + realm.encode("utf-8") + b"\x00"
+
+
+def _mac_base(secret: str | bytes, realm: str) -> _Mac:
+    """HMAC-SHA-256 keyed with ``secret``, already fed the tag and realm: copied for each nonce."""
+    key, prefix = _mac_input(secret, realm)
     if _hmac_new is not None:
         try:
             return _hmac_new(key, prefix, "sha256")  # type: ignore[no-any-return]
@@ -610,7 +660,11 @@ class Challenger:
         # salts are cut from blocks of 512: one getrandom() per 512 nonces, not per nonce; a forked
         # worker starts from a block of its own (sipcore.randomness)
         self._salts = BlockSource(_SALT_LEN, 512, random_bytes)
-        self._macs = [_mac_base(secret, realm)] + [_mac_base(s, realm) for s in previous_secrets]
+        secrets = [secret, *previous_secrets]
+        self._macs = [_mac_base(s, realm) for s in secrets]
+        # the same keys, keyed once, for sipcore/_digest_hash_c.c (None: the hmac objects alone)
+        hashing = _digest_hash
+        self._c_keys = tuple(hashing.nonce_key(*_mac_input(s, realm)) for s in secrets) if hashing else None
         if check_replay and nonce_counters is None:
             nonce_counters = MemoryNonceCounters()
         self.nonce_counters: NonceCounterStore | None = nonce_counters if check_replay else None
@@ -625,6 +679,13 @@ class Challenger:
     def make_nonce(self, now: float) -> str:
         """A fresh stateless nonce for ``now`` (Unix seconds)."""
         body = _TS.pack(max(0, int(now * 1000))) + self._salts.take()
+        keys = self._c_keys
+        if keys is not None and len(body) == _BODY_LEN:  # (a random source short of bytes: Python's)
+            return _c_mint(keys[0], body)  # type: ignore[no-any-return]
+        return self._mint_py(body)
+
+    def _mint_py(self, body: bytes) -> str:
+        """`make_nonce` with hmac and binascii: the reference of the C ``mint``."""
         mac = self._macs[0].copy()
         mac.update(body)
         # 32 bytes: 43 characters and one "=" of padding, dropped
@@ -633,6 +694,13 @@ class Challenger:
 
     def nonce_issued_at(self, nonce: str) -> float | None:
         """Issue time of a genuine nonce (any accepted secret), or None if it is not ours."""
+        keys = self._c_keys
+        if keys is not None and type(nonce) is str:
+            return _c_issued(nonce, keys)  # type: ignore[no-any-return]
+        return self._nonce_issued_at_py(nonce)
+
+    def _nonce_issued_at_py(self, nonce: str) -> float | None:
+        """`nonce_issued_at` with hmac and binascii: the reference of the C ``issued``."""
         # 43 chars carry 258 bits for 256: the last one must have its 2 spare bits clear, so one
         # nonce has exactly one spelling (one entry in the nc table).
         if len(nonce) != 43 or nonce[-1] not in _CANONICAL_LAST or not _NONCE_RE.fullmatch(nonce):
@@ -724,18 +792,19 @@ class Challenger:
         # Same work whatever the account: one A1 hash, one A2 hash, one response hash, one compare.
         creds = credentials_lookup(username)
         password = creds.password if creds is not None and creds.password is not None else _DUMMY_PASSWORD
-        ha1 = _h(algo, f"{username}:{realm}:{password}")
         stored = getattr(creds, algo.ha1_field) if creds is not None else None
         usable = creds is not None and (stored is not None or creds.password is not None)
         if stored is not None:
-            ha1 = stored.lower()
-        if algo.sess:
-            ha1 = _h(algo, f"{ha1}:{nonce}:{cnonce}")
-        ha2 = _h(algo, f"{method}:{uri}")
-        if qop is None:
-            expected = _h(algo, f"{ha1}:{nonce}:{ha2}")
+            stored = stored.lower()
+        code = algo.c_code
+        if code is not None and _c_expected is not None:
+            expected = _c_expected(
+                code, algo.sess, stored, username, realm, password, nonce, nc_text, cnonce, qop, method, uri
+            )
         else:
-            expected = _h(algo, f"{ha1}:{nonce}:{nc_text}:{cnonce}:{qop}:{ha2}")
+            expected = _expected_py(
+                algo, algo.sess, stored, username, realm, password, nonce, nc_text, cnonce, qop, method, uri
+            )
         matched = hmac.compare_digest(expected.encode("ascii"), response.lower().encode("ascii"))
         if creds is None:
             return AuthResult(AuthReason.UNKNOWN_USER, username, algorithm=algo.name)

@@ -67,7 +67,7 @@ class Side:
         registrar = app.registrar.registrar
         registrar.rng = random.Random(7)  # the expiry jitter draws the same numbers on both sides
         registrar.challenger._salts = BlockSource(  # type: ignore[attr-defined]  # same salts on both sides
-            _SALT_LEN, 512, lambda n: bytes(range(n % 256)) * (n // 256 + 1)
+            _SALT_LEN, 512, lambda n: bytes(i % 256 for i in range(n))
         )
         self.taken = 0
         if use_lane:

@@ -241,7 +241,8 @@ def test_each_package_loads_its_extension_and_the_operator_switch_turns_them_off
         "assert speedups.LOADED == []\n"
         "import registrar.lane, sipcore.digest, sipcore.message, rating.rater, server.group_commit\n"
         "print(sorted(speedups.LOADED), registrar.lane._c_read is None, sipcore.digest._c_params is None,"
-        " sipcore.message._c_split is None, rating.rater._rater_c is None, server.group_commit._native is None)"
+        " sipcore.digest._c_expected is None, sipcore.message._c_split is None, rating.rater._rater_c is None,"
+        " server.group_commit._native is None)"
     )
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "SIPCORE_PURE_PYTHON"}
@@ -257,7 +258,8 @@ def test_each_package_loads_its_extension_and_the_operator_switch_turns_them_off
         "registrar._lane_c",
         "server._group_commit_c",
         "sipcore._digest_c",
+        "sipcore._digest_hash_c",
         "sipcore._message_c",
     ]
-    assert run() == f"{loaded} False False False False False\n"
-    assert run(SIPCORE_PURE_PYTHON="1") == "[] True True True True True\n"
+    assert run() == f"{loaded} False False False False False False\n"
+    assert run(SIPCORE_PURE_PYTHON="1") == "[] True True True True True True\n"

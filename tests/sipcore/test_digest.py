@@ -115,8 +115,11 @@ def test_unknown_user_is_a_failure_answered_like_a_bad_password(ch: Challenger) 
 
 
 def test_unknown_user_costs_the_same_hashing(ch: Challenger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted on the Python reference; sipcore/_digest_hash_c.c hashes A1 unconditionally too, and
+    tests/sipcore/test_digest_hash_c.py holds it to the same answers."""
     calls: list[int] = []
     real_h = digest._h
+    monkeypatch.setattr(digest, "_c_expected", None)
 
     def counting_h(algo, text):  # type: ignore[no-untyped-def]
         calls.append(len(text) > 0)
@@ -404,3 +407,23 @@ def test_config_errors() -> None:
         Challenger('bad"realm', SECRET)
     with pytest.raises(ValueError):
         Challenger(REALM, SECRET, nonce_ttl=0)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ['username="a\udcffb"', 'uri="sip:x\udcff"', 'cnonce="c\udcff"', 'opaque="\udcff"'],
+)
+def test_credentials_that_were_not_utf8_are_malformed_not_an_error(ch: Challenger, field: str) -> None:
+    """The parser keeps bytes that are not UTF-8 as lone surrogates (surrogateescape); such a value
+    cannot be hashed, so it is refused as malformed (400) instead of raising out of verify."""
+    nonce = parse_challenge(ch.challenge(NOW)[1])["nonce"]
+    fields = {"username": '"alice"', "realm": f'"{REALM}"', "nonce": f'"{nonce}"', "uri": '"sip:x"',
+              "response": '"' + "0" * 32 + '"', "algorithm": "MD5", "qop": "auth", "nc": "00000001",
+              "cnonce": '"c"'}  # fmt: skip
+    name, _, value = field.partition("=")
+    fields[name] = value
+    auth = "Digest " + ", ".join(f"{k}={v}" for k, v in fields.items())
+    result = ch.verify(auth, "REGISTER", lookup, NOW)
+    assert result.reason is AuthReason.MALFORMED and result.status == 400
+    with pytest.raises(digest.DigestParseError, match="not UTF-8"):
+        digest.parse_authorization(auth)
