@@ -426,6 +426,26 @@ def test_the_lane_leaves_unusual_requests_alone(pair: Pair) -> None:
         assert pair.lane.taken == taken, change
 
 
+@pytest.mark.parametrize("field", [b'username="1001"', b'uri="sip:'])
+def test_credentials_with_bytes_that_are_not_utf8_get_a_400_on_both_paths(pair: Pair, field: bytes) -> None:
+    """A genuine nonce and a username or digest uri holding a byte that is not UTF-8: 400 on the
+    lane and on the general path alike, nothing raised (it once escaped digest verification)."""
+    shape = Shape(
+        user="1001", password_ok=True, names="full", ruri="ip", to_host="same", to_extra="", from_display="",
+        via="plain", contact="plain", expires="3600", extras=[], transport="udp", retransmit=False, refresh=False,
+    )  # fmt: skip
+    n = next(_SEQ)
+    src_port = 20000 + n % 40000
+    flow = _flow(shape, pair.local, src_port, n)
+    first = build(shape, pair.local, n, 1, None, src_port)
+    nonce = next(x for x in (_nonce(a[0]) for a in pair.send(first, flow)) if x)
+    uri = first.split(b" ", 2)[1].decode()
+    second = build(shape, pair.local, n, 2, authorization("1001", PASSWORDS["1001"], nonce, uri), src_port)
+    assert field in second
+    answers = pair.send(second.replace(field, field[:-2] + b"\xff" + field[-2:], 1), flow)
+    assert [a[0][:12] for a in answers] == [b"SIP/2.0 400 "]
+
+
 def test_retransmissions_get_the_kept_answer(pair: Pair) -> None:
     shape = Shape(
         user="1002", password_ok=True, names="full", ruri="ip", to_host="same", to_extra="", from_display="",
