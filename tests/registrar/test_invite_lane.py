@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from registrar import invite_lane
 from server import metrics
+from sipcore.digest import build_authorization
 from sipcore.flow import Flow
-from tests.registrar.test_lane import REALM, VIAS, Pair, Shape, _side, via_text
+from tests.registrar.test_lane import PASSWORDS, REALM, VIAS, Pair, Shape, _side, via_text
 from tests.registrar.test_lane import fixed_time as fixed_time
 from tests.registrar.test_lane import loop as loop
 
@@ -292,3 +293,26 @@ _CHOICES: dict[str, list[Any]] = {
 def test_each_change_from_what_phones_send(pair: Pair, change: dict[str, Any]) -> None:
     """Every spelling above alone on the usual INVITE: whichever path takes it, the same answers."""
     run(pair, Shape(**{**_BASE, **change}))
+
+
+@pytest.mark.parametrize("field", ["username", "uri"])
+def test_credentials_with_a_byte_that_is_not_utf8_get_a_400(pair: Pair, field: str) -> None:
+    """The second INVITE, with credentials for the 407's genuine nonce, one of them holding a byte that
+    is not UTF-8: 400 on both sides, nothing raised (the INVITE's digest uri is not compared with the
+    Request-URI, so before the fix it reached the hash and raised out of verification)."""
+    shape = Shape(**{**_BASE, "ack": "none"})
+    answers = run(pair, shape)
+    challenge = re.search(rb"Proxy-Authenticate: (Digest [^\r\n]*algorithm=MD5[^\r\n]*)", answers[0][0])
+    assert challenge is not None
+    n = next(_SEQ)
+    src = (f"10.{n // 60000 % 250}.{n // 250 % 240}.{n % 250 + 1}", 20000 + n % 40000)
+    invite = build(Shape(**{**_BASE, "cseq": "2 INVITE"}), pair.local, n, src)
+    uri = invite.split(b" ", 2)[1].decode()
+    auth = build_authorization(challenge.group(1).decode(), username="1001", password=PASSWORDS["1001"],
+                               method="INVITE", uri=uri)  # fmt: skip
+    head, _, rest = invite.partition(b"\r\n")
+    spoiled = auth.encode().replace(f'{field}="'.encode(), f'{field}="\xff'.encode("latin-1"), 1)
+    got = pair.send(
+        head + b"\r\nProxy-Authorization: " + spoiled + b"\r\n" + rest, Flow("udp", src, pair.local)
+    )
+    assert [a[0][:12] for a in got] == [b"SIP/2.0 400 "]
