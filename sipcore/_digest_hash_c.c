@@ -14,14 +14,16 @@ reference; tests/sipcore/test_digest_hash_c.py compares them on random inputs. *
 #include <stdint.h>
 #include <string.h>
 
-/* ---- MD5 (RFC 1321) ------------------------------------------------------------------------- */
+/* ---- the context both hashes share: 64-byte blocks, a bit length in the last 8 bytes ---------- */
 typedef struct {
-    uint32_t h[4];
+    uint32_t h[8];   /* MD5 uses the first 4 */
     uint64_t length; /* bytes fed */
     unsigned char buf[64];
     size_t used;
-} md5_ctx;
+    int sha; /* 1: SHA-256 (big-endian words and length), 0: MD5 (little-endian) */
+} hash_ctx;
 
+/* ---- MD5 (RFC 1321) ------------------------------------------------------------------------- */
 static const uint32_t MD5_K[64] = {
     0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
     0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
@@ -51,12 +53,12 @@ static uint32_t rol(uint32_t x, unsigned n) { return (x << n) | (x >> (32 - n));
 #define IDX3(i) ((3 * (i) + 5) & 15)
 #define IDX4(i) ((7 * (i)) & 15)
 
-static void md5_block(md5_ctx *ctx, const unsigned char *p) {
+static void md5_block(uint32_t h[4], const unsigned char *p) {
     uint32_t m[16];
     for (int i = 0; i < 16; i++)
         m[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
                (uint32_t)p[4 * i + 3] << 24;
-    uint32_t a = ctx->h[0], b = ctx->h[1], c = ctx->h[2], d = ctx->h[3];
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3];
     for (int i = 0; i < 16; i += 4) {
         MD5_FOUR(MD5_F, i, IDX1, 7, 12, 17, 22);
     }
@@ -69,55 +71,13 @@ static void md5_block(md5_ctx *ctx, const unsigned char *p) {
     for (int i = 48; i < 64; i += 4) {
         MD5_FOUR(MD5_I, i, IDX4, 6, 10, 15, 21);
     }
-    ctx->h[0] += a;
-    ctx->h[1] += b;
-    ctx->h[2] += c;
-    ctx->h[3] += d;
-}
-
-static void md5_init(md5_ctx *c) {
-    c->h[0] = 0x67452301;
-    c->h[1] = 0xefcdab89;
-    c->h[2] = 0x98badcfe;
-    c->h[3] = 0x10325476;
-    c->length = 0;
-    c->used = 0;
-}
-
-static void md5_update(md5_ctx *c, const unsigned char *p, size_t n) {
-    c->length += n;
-    while (n > 0) {
-        size_t take = 64 - c->used < n ? 64 - c->used : n;
-        memcpy(c->buf + c->used, p, take);
-        c->used += take;
-        p += take;
-        n -= take;
-        if (c->used == 64) {
-            md5_block(c, c->buf);
-            c->used = 0;
-        }
-    }
-}
-
-static void md5_final(md5_ctx *c, unsigned char out[16]) {
-    uint64_t bits = c->length * 8;
-    unsigned char pad = 0x80, zero = 0, len[8];
-    md5_update(c, &pad, 1);
-    while (c->used != 56) md5_update(c, &zero, 1);
-    for (int i = 0; i < 8; i++) len[i] = (unsigned char)(bits >> (8 * i)); /* little-endian */
-    md5_update(c, len, 8);
-    for (int i = 0; i < 4; i++)
-        for (int k = 0; k < 4; k++) out[4 * i + k] = (unsigned char)(c->h[i] >> (8 * k));
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
 }
 
 /* ---- SHA-256 (FIPS 180-4) ------------------------------------------------------------------- */
-typedef struct {
-    uint32_t h[8];
-    uint64_t length;
-    unsigned char buf[64];
-    size_t used;
-} sha256_ctx;
-
 static const uint32_t SHA_K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -131,7 +91,7 @@ static const uint32_t SHA_K[64] = {
 
 static uint32_t ror(uint32_t x, unsigned n) { return (x >> n) | (x << (32 - n)); }
 
-static void sha256_block(sha256_ctx *c, const unsigned char *p) {
+static void sha256_block(uint32_t c[8], const unsigned char *p) {
     uint32_t w[64];
     for (int i = 0; i < 16; i++)
         w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
@@ -141,8 +101,7 @@ static void sha256_block(sha256_ctx *c, const unsigned char *p) {
         uint32_t s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6],
-             h = c->h[7];
+    uint32_t a = c[0], b = c[1], cc = c[2], d = c[3], e = c[4], f = c[5], g = c[6], h = c[7];
     for (int i = 0; i < 64; i++) {
         uint32_t t1 = h + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + SHA_K[i] + w[i];
         uint32_t t2 = (ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
@@ -155,25 +114,42 @@ static void sha256_block(sha256_ctx *c, const unsigned char *p) {
         b = a;
         a = t1 + t2;
     }
-    c->h[0] += a;
-    c->h[1] += b;
-    c->h[2] += cc;
-    c->h[3] += d;
-    c->h[4] += e;
-    c->h[5] += f;
-    c->h[6] += g;
-    c->h[7] += h;
+    c[0] += a;
+    c[1] += b;
+    c[2] += cc;
+    c[3] += d;
+    c[4] += e;
+    c[5] += f;
+    c[6] += g;
+    c[7] += h;
 }
 
-static void sha256_init(sha256_ctx *c) {
+static void md5_init(hash_ctx *c) {
+    static const uint32_t iv[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
+    memcpy(c->h, iv, sizeof iv);
+    c->length = 0;
+    c->used = 0;
+    c->sha = 0;
+}
+
+static void sha256_init(hash_ctx *c) {
     static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
     memcpy(c->h, iv, sizeof iv);
     c->length = 0;
     c->used = 0;
+    c->sha = 1;
 }
 
-static void sha256_update(sha256_ctx *c, const unsigned char *p, size_t n) {
+/* ---- feeding and finishing, the same for both ------------------------------------------------- */
+static void compress(hash_ctx *c, const unsigned char *block) {
+    if (c->sha)
+        sha256_block(c->h, block);
+    else
+        md5_block(c->h, block);
+}
+
+static void hash_update(hash_ctx *c, const unsigned char *p, size_t n) {
     c->length += n;
     while (n > 0) {
         size_t take = 64 - c->used < n ? 64 - c->used : n;
@@ -182,27 +158,34 @@ static void sha256_update(sha256_ctx *c, const unsigned char *p, size_t n) {
         p += take;
         n -= take;
         if (c->used == 64) {
-            sha256_block(c, c->buf);
+            compress(c, c->buf);
             c->used = 0;
         }
     }
 }
 
-static void sha256_final(sha256_ctx *c, unsigned char out[32]) {
+/* the padding (0x80, zeros, the bit length) and the digest in ``out``; returns its size, 16 or 32 */
+static int hash_final(hash_ctx *c, unsigned char *out) {
     uint64_t bits = c->length * 8;
-    unsigned char pad = 0x80, zero = 0, len[8];
-    sha256_update(c, &pad, 1);
-    while (c->used != 56) sha256_update(c, &zero, 1);
-    for (int i = 0; i < 8; i++) len[i] = (unsigned char)(bits >> (56 - 8 * i)); /* big-endian */
-    sha256_update(c, len, 8);
-    for (int i = 0; i < 8; i++)
-        for (int k = 0; k < 4; k++) out[4 * i + k] = (unsigned char)(c->h[i] >> (24 - 8 * k));
+    c->buf[c->used++] = 0x80;
+    if (c->used > 56) { /* no room left for the length: it goes in one more block */
+        memset(c->buf + c->used, 0, 64 - c->used);
+        compress(c, c->buf);
+        c->used = 0;
+    }
+    memset(c->buf + c->used, 0, 56 - c->used);
+    for (int i = 0; i < 8; i++) c->buf[56 + i] = (unsigned char)(bits >> (c->sha ? 56 - 8 * i : 8 * i));
+    compress(c, c->buf);
+    int words = c->sha ? 8 : 4;
+    for (int i = 0; i < words; i++)
+        for (int k = 0; k < 4; k++) out[4 * i + k] = (unsigned char)(c->h[i] >> (c->sha ? 24 - 8 * k : 8 * k));
+    return 4 * words;
 }
 
 /* ---- nonces: HMAC-SHA-256 (RFC 2104) keyed once, base64url (RFC 4648 §5) ------------------------ */
 typedef struct {
-    sha256_ctx inner; /* fed key ^ ipad and the tag | realm prefix */
-    sha256_ctx outer; /* fed key ^ opad */
+    hash_ctx inner; /* SHA-256 fed key ^ ipad and the tag | realm prefix */
+    hash_ctx outer; /* SHA-256 fed key ^ opad */
 } nonce_key_t;
 
 #define BODY_LEN 16 /* timestamp (8) and salt (8) */
@@ -218,12 +201,12 @@ static void init_tables(void) {
 }
 
 static void nonce_mac(const nonce_key_t *key, const unsigned char body[BODY_LEN], unsigned char mac[32]) {
-    sha256_ctx c = key->inner;
-    sha256_update(&c, body, BODY_LEN);
-    sha256_final(&c, mac);
+    hash_ctx c = key->inner;
+    hash_update(&c, body, BODY_LEN);
+    hash_final(&c, mac);
     c = key->outer;
-    sha256_update(&c, mac, 32);
-    sha256_final(&c, mac);
+    hash_update(&c, mac, 32);
+    hash_final(&c, mac);
 }
 
 static PyObject *nonce_key(PyObject *self, PyObject *args) {
@@ -231,32 +214,35 @@ static PyObject *nonce_key(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*", &key, &prefix)) return NULL;
     unsigned char k[64] = {0}, pad[64];
     if (key.len > 64) {
-        sha256_ctx c;
+        hash_ctx c;
         sha256_init(&c);
-        sha256_update(&c, key.buf, (size_t)key.len);
-        sha256_final(&c, k);
+        hash_update(&c, key.buf, (size_t)key.len);
+        hash_final(&c, k);
     } else {
         memcpy(k, key.buf, (size_t)key.len);
     }
     nonce_key_t out;
     for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
     sha256_init(&out.inner);
-    sha256_update(&out.inner, pad, 64);
-    sha256_update(&out.inner, prefix.buf, (size_t)prefix.len);
+    hash_update(&out.inner, pad, 64);
+    hash_update(&out.inner, prefix.buf, (size_t)prefix.len);
     for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
     sha256_init(&out.outer);
-    sha256_update(&out.outer, pad, 64);
+    hash_update(&out.outer, pad, 64);
     PyBuffer_Release(&key);
     PyBuffer_Release(&prefix);
     return PyBytes_FromStringAndSize((const char *)&out, sizeof out);
 }
 
 static const nonce_key_t *as_key(PyObject *obj) {
-    if (!PyBytes_Check(obj) || PyBytes_GET_SIZE(obj) != (Py_ssize_t)sizeof(nonce_key_t)) {
+    const nonce_key_t *key = NULL;
+    if (PyBytes_Check(obj) && PyBytes_GET_SIZE(obj) == (Py_ssize_t)sizeof(nonce_key_t))
+        key = (const nonce_key_t *)PyBytes_AS_STRING(obj);
+    if (key == NULL || key->inner.used >= 64 || key->outer.used >= 64) { /* (a buffer index it would trust) */
         PyErr_SetString(PyExc_TypeError, "not a nonce_key()");
         return NULL;
     }
-    return (const nonce_key_t *)PyBytes_AS_STRING(obj);
+    return key;
 }
 
 static PyObject *mint(PyObject *self, PyObject *args) {
@@ -322,47 +308,20 @@ static PyObject *issued(PyObject *self, PyObject *args) {
 /* ---- the expected response (RFC 7616 §3.4.1, RFC 2617 without qop) ------------------------------ */
 enum { ALGO_MD5 = 0, ALGO_SHA256 = 1 };
 
-typedef struct {
-    int algo;
-    union {
-        md5_ctx md5;
-        sha256_ctx sha;
-    } u;
-} hasher;
-
-static void h_init(hasher *h, int algo) {
-    h->algo = algo;
-    if (algo == ALGO_MD5)
-        md5_init(&h->u.md5);
-    else
-        sha256_init(&h->u.sha);
-}
-
-static void h_update(hasher *h, const char *p, Py_ssize_t n) {
-    if (h->algo == ALGO_MD5)
-        md5_update(&h->u.md5, (const unsigned char *)p, (size_t)n);
-    else
-        sha256_update(&h->u.sha, (const unsigned char *)p, (size_t)n);
-}
-
 /* H(parts joined with ":") as lower-case hex into out (33 or 65 bytes); returns its length */
 static Py_ssize_t h_joined(int algo, const char *const *parts, const Py_ssize_t *lens, int n, char *out) {
     static const char HEX[] = "0123456789abcdef";
-    hasher h;
-    h_init(&h, algo);
+    hash_ctx h;
+    if (algo == ALGO_MD5)
+        md5_init(&h);
+    else
+        sha256_init(&h);
     for (int i = 0; i < n; i++) {
-        if (i) h_update(&h, ":", 1);
-        h_update(&h, parts[i], lens[i]);
+        if (i) hash_update(&h, (const unsigned char *)":", 1);
+        hash_update(&h, (const unsigned char *)parts[i], (size_t)lens[i]);
     }
     unsigned char d[32];
-    int size;
-    if (algo == ALGO_MD5) {
-        md5_final(&h.u.md5, d);
-        size = 16;
-    } else {
-        sha256_final(&h.u.sha, d);
-        size = 32;
-    }
+    int size = hash_final(&h, d);
     for (int i = 0; i < size; i++) {
         out[2 * i] = HEX[d[i] >> 4];
         out[2 * i + 1] = HEX[d[i] & 15];

@@ -196,19 +196,13 @@ characters, the value of printable ASCII but ';' and '"' (the pattern's [^;\s"] 
 are passed on). Every Via the server reads goes through here (about ten per call).
 tests/sipcore/test_via_c.py compares the two. */
 
-static int token_char(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != 0 && strchr("-.!%*_+`'~", c) != NULL);
-}
-
-static int host_char(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '-';
-}
-
 static int alnum(unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
+
+static int token_char(unsigned char c) { return alnum(c) || (c != 0 && strchr("-.!%*_+`'~", c) != NULL); }
+
+static int host_char(unsigned char c) { return alnum(c) || c == '.' || c == '-'; }
 
 static PyObject *via(PyObject *self, PyObject *text) {
     if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
@@ -217,7 +211,7 @@ static PyObject *via(PyObject *self, PyObject *text) {
     if (n < 11 || memcmp(s, "SIP/2.0/", 8) != 0) Py_RETURN_NONE;
     Py_ssize_t t0 = i;
     while (i < n && ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z'))) i++;
-    if (i == t0 || i >= n || s[i] != ' ') Py_RETURN_NONE;
+    if (i == t0 || i - t0 > 64 || i >= n || s[i] != ' ') Py_RETURN_NONE;
     Py_ssize_t t1 = i++, h0 = i;
     if (i >= n || !alnum(s[i])) Py_RETURN_NONE;
     while (i < n && host_char(s[i])) i++;
@@ -269,8 +263,7 @@ static PyObject *via(PyObject *self, PyObject *text) {
         if (pair == NULL) goto fail;
         PyList_SET_ITEM(params, k, pair);
     }
-    char upper[64];
-    if (t1 - t0 > (Py_ssize_t)sizeof upper) goto pass;
+    char upper[64]; /* the transport's length was bounded above */
     for (Py_ssize_t k = t0; k < t1; k++) upper[k - t0] = (char)(s[k] >= 'a' ? s[k] - 32 : s[k]);
     transport = PyUnicode_FromStringAndSize(upper, t1 - t0);
     host = PyUnicode_FromStringAndSize((const char *)s + h0, h1 - h0);
@@ -282,9 +275,6 @@ fail:
     Py_XDECREF(port_obj);
     Py_DECREF(params);
     return out;
-pass:
-    Py_DECREF(params);
-    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {

@@ -663,8 +663,9 @@ class Challenger:
         secrets = [secret, *previous_secrets]
         self._macs = [_mac_base(s, realm) for s in secrets]
         # the same keys, keyed once, for sipcore/_digest_hash_c.c (None: the hmac objects alone)
-        hashing = _digest_hash
-        self._c_keys = tuple(hashing.nonce_key(*_mac_input(s, realm)) for s in secrets) if hashing else None
+        self._c_keys = (
+            tuple(_digest_hash.nonce_key(*_mac_input(s, realm)) for s in secrets) if _digest_hash else None
+        )
         if check_replay and nonce_counters is None:
             nonce_counters = MemoryNonceCounters()
         self.nonce_counters: NonceCounterStore | None = nonce_counters if check_replay else None
