@@ -265,6 +265,9 @@ class ServerSection(Strict):
     local_addresses: tuple[Domain, ...] = ()
     limits: Limits = Limits()
     workers: int = Field(1, ge=1, le=64)
+    # with workers: each has its own socket per UDP address, the kernel steering datagrams to the
+    # owner of their Call-ID (sipcore.steering); false: one shared socket, whoever is free reads
+    udp_steering: bool = True
     metrics: HostPortValue | None = HostPort("127.0.0.1", 9090)
     admin: AdminSection | None = AdminSection()  # null: no admin API
     log: LogSettings = LogSettings()

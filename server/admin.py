@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import zlib
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from importlib.metadata import PackageNotFoundError, version
@@ -31,6 +30,7 @@ import structlog
 from rating.ledger import EntryKind, LedgerEntry, LedgerUnavailable, signed_micros
 from rating.money import from_micros
 from server.admin_peers import AdminPeers, AdminRefused, PeerUnavailable
+from sipcore.ownership import owner_of_call_id
 
 if TYPE_CHECKING:
     from server.app import Application
@@ -266,7 +266,7 @@ class AdminApi:
 
     async def hang_up(self, call_id: str) -> bool:
         """True when the call was found (and is being ended); raises PeerUnavailable."""
-        owner = zlib.crc32(call_id.encode()) % self.workers  # sipcore.ownership: a dialog's one owner
+        owner = owner_of_call_id(call_id, self.workers)  # a dialog's one owner
         if self.peers is None or owner == self.local.index:
             return self.local.hang_up(call_id)
         return bool(await self.peers.ask(owner, "hangup", {"call_id": call_id}))

@@ -40,6 +40,7 @@ log = structlog.get_logger("sipcore.app")
 class AppSettings:
     sip: ServerSettings = field(default_factory=ServerSettings)
     workers: int = 1
+    udp_steering: bool = True  # with workers: the kernel steers datagrams by Call-ID (server/workers.py)
     log_format: str = "auto"
     log_level: str = "info"
     state_dir: str = "var"
@@ -92,6 +93,7 @@ def load_application_config(path: str | None) -> LoadedConfig:
     settings = AppSettings(
         sip=sip,
         workers=srv.workers,
+        udp_steering=srv.udp_steering,
         log_format=srv.log.format,
         log_level=srv.log.level,
         state_dir=str(srv.state_dir),

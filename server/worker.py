@@ -76,6 +76,7 @@ class Worker:
         channel: Channel,
         listeners: dict[tuple[str, str], socket.socket] | None = None,
         server_pid: int = 0,
+        steered: frozenset[str] = frozenset(),
     ) -> None:
         self.index = index
         self.server_pid = server_pid  # the master's: the pid `sipcore reload` signals
@@ -83,6 +84,7 @@ class Worker:
         self.node_id = node_id  # shared by every worker: TCP flow ids mean the same thing everywhere
         self.channel = channel
         self.listeners = dict(listeners or {})  # bound by the master, inherited over fork
+        self.steered = steered  # UDP addresses where the listener is this worker's own (sipcore.steering)
         channel.on_frame = self.on_frame
         self.location: ReplicatedLocationStore | FallbackLocationStore | None = None
         self.accounts: Any = None  # ReplicatedAccountState, or RedisAccountState with HostPeers
@@ -98,11 +100,13 @@ class Worker:
     def sockets(self) -> SharedSockets:
         """For the SIP server's transports: the inherited sockets, our connection ids, remote writes.
 
-        Every worker reads every UDP socket, one woken per datagram (SharedUdpReader,
-        EPOLLEXCLUSIVE): whoever is free reads; the reader hands each message to its owner. (One
-        reader per socket left the other worker idle when phones use one address, and plain shared
-        waiting woke every worker for each datagram: +30 % CPU per message.)"""
-        shared_udp = frozenset(text for kind, text in self.listeners if kind == "udp")
+        On a steered UDP address (`sipcore.steering`) the worker reads its own socket, where the
+        kernel delivers what it owns. On any other, every worker reads the one socket, one woken per
+        datagram (SharedUdpReader, EPOLLEXCLUSIVE): whoever is free reads. Either way the reader
+        hands what it does not own to its owner. (One reader per socket without steering left the
+        other worker idle when phones use one address, and plain shared waiting woke every worker
+        for each datagram: +30 % CPU per message.)"""
+        shared_udp = frozenset(text for kind, text in self.listeners if kind == "udp") - self.steered
         return SharedSockets(
             self.listeners, shared_udp, conn_prefix(self.index), self.remote_write, workers=self.count
         )

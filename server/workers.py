@@ -1,11 +1,13 @@
 """Several server processes on the same sockets, one owner per dialog (Kamailio's model).
 
 The master binds the UDP and TCP listening sockets once, makes one hand-off inbox per worker
-(`server.worker_channel`), then forks ``server.workers`` workers. Every worker reads the same
-inherited sockets — the kernel hands each datagram (or connection) to one reader — and sends on them,
-so replies leave from the address the phones talk to. A message belongs to one worker
-(`sipcore.ownership`: Call-ID, or the To user for REGISTER); the worker that read it hands it, with
-its Flow, to the owner, which handles it exactly as if it had read it. Writes on a TCP connection
+(`server.worker_channel`), then forks ``server.workers`` workers. With ``server.udp_steering`` (the
+default) each UDP address gets one SO_REUSEPORT socket per worker and the kernel delivers each
+datagram to the worker owning its Call-ID (`sipcore.steering`); otherwise, and for TCP, every worker
+reads the same inherited sockets — the kernel hands each datagram (or connection) to one reader.
+Workers send on them, so replies leave from the address the phones talk to. A message belongs to
+one worker (`sipcore.ownership`: Call-ID, or the To user for REGISTER); the worker that read it hands
+it, with its Flow, to the owner, which handles it exactly as if it had read it. Writes on a TCP connection
 held by another worker are handed to that worker (connection ids carry the worker index).
 
 Location and account state (calls in progress, forwarding set by phone): with memory backends each
@@ -38,18 +40,43 @@ from server.notify import sd_notify
 from server.reload_status import remove_pid, write_pid
 from server.worker import HandoffCollector, Worker
 from server.worker_channel import Channel, make_inboxes
+from sipcore.steering import bind_steered
 from sipcore.transport import ListenError, bind_tcp, bind_udp
 
 log = structlog.get_logger("sipcore.workers")
 
 
 # ---- the master --------------------------------------------------------------------------------------
-def bind_listeners(sip: Any) -> dict[tuple[str, str], socket.socket]:
-    """Bind every listening socket once, in the master; the workers inherit them."""
+def bind_steered_udp(sip: Any, count: int) -> dict[str, list[socket.socket]]:
+    """Per UDP address, one steered socket per worker (`sipcore.steering`); an address where the
+    kernel takes no steering program is left out (bound shared by `bind_listeners`, logged)."""
+    out: dict[str, list[socket.socket]] = {}
+    try:
+        for text in sip.udp:
+            try:
+                out[text], scanned = bind_steered(text, count)
+            except ListenError:
+                raise
+            except OSError as exc:
+                log.warning("udp_steering_unavailable", address=text, error=str(exc))
+                continue
+            log.info("udp_steering", address=text, workers=count, scanned_bytes=scanned)
+    except BaseException:
+        for socks in out.values():
+            for sock in socks:
+                sock.close()
+        raise
+    return out
+
+
+def bind_listeners(sip: Any, steered: frozenset[str] = frozenset()) -> dict[tuple[str, str], socket.socket]:
+    """Bind every listening socket once, in the master (but the ``steered`` UDP addresses); the
+    workers inherit them."""
     out: dict[tuple[str, str], socket.socket] = {}
     try:
         for text in sip.udp:
-            out[("udp", text)] = bind_udp(text)
+            if text not in steered:
+                out[("udp", text)] = bind_udp(text)
         for text in sip.tcp:
             out[("tcp", text)] = bind_tcp(text)
         for kind in ("tls", "ws", "wss"):
@@ -66,8 +93,17 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
     """Fork ``loaded.settings.workers`` workers on shared sockets; return when they have all ended."""
     settings = loaded.settings
     count = settings.workers
+    steered: dict[str, list[socket.socket]] = {}
     try:
-        listeners = bind_listeners(settings.sip)
+        if settings.udp_steering and count > 1:
+            steered = bind_steered_udp(settings.sip, count)
+        try:
+            listeners = bind_listeners(settings.sip, frozenset(steered))
+        except BaseException:
+            for socks in steered.values():
+                for sock in socks:
+                    sock.close()
+            raise
     except ListenError as exc:  # one line naming the transport and address, as in one process
         print(f"sipcore serve: {exc.strerror}", file=sys.stderr)
         return 1
@@ -96,7 +132,14 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
             os.close(ready_r)
             status = 1
             try:
-                status = _worker_process(index, count, node_id, loaded, listeners, inboxes, ready_w)
+                own = {("udp", text): socks[index] for text, socks in steered.items()}
+                for socks in steered.values():  # the others' sockets: theirs alone to read
+                    for j, sock in enumerate(socks):
+                        if j != index:
+                            sock.close()
+                status = _worker_process(
+                    index, count, node_id, loaded, listeners | own, inboxes, ready_w, frozenset(steered)
+                )
             except BaseException:
                 log.exception("worker_failed", worker=index)
             finally:
@@ -107,6 +150,9 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
     os.close(ready_w)
     for sock in listeners.values():
         sock.close()
+    for socks in steered.values():
+        for sock in socks:
+            sock.close()
     for pair in inboxes:
         for sock in pair:
             sock.close()
@@ -188,6 +234,7 @@ def _worker_process(
     listeners: dict[tuple[str, str], socket.socket],
     inboxes: list[tuple[socket.socket, socket.socket]],
     ready_w: int,
+    steered: frozenset[str] = frozenset(),
 ) -> int:
     os.environ.pop("NOTIFY_SOCKET", None)  # readiness is the master's to report, once all are up
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before this worker serves: nothing to reload
@@ -197,7 +244,7 @@ def _worker_process(
     if index > 0:  # one metrics endpoint: worker 0's
         sip = replace(loaded.settings.sip, metrics_address=None)
         loaded = replace(loaded, settings=replace(loaded.settings, sip=sip))
-    worker = Worker(index, count, node_id, channel, listeners, server_pid=os.getppid())
+    worker = Worker(index, count, node_id, channel, listeners, server_pid=os.getppid(), steered=steered)
     REGISTRY.register(HandoffCollector(worker))  # per worker in the merged /metrics (worker label)
     try:
         import uvloop  # type: ignore[import-not-found]

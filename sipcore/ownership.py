@@ -2,10 +2,14 @@
 
 Every message of a call must reach the one process holding its transactions and dialog state, and
 every REGISTER of an address of record the one process writing it. The owner is decided before any
-parsing, with a cheap scan of the header section: ``crc32(Call-ID) % workers``, except REGISTER
-requests, owned by the To-URI user part (one writer per AOR, whatever Call-ID the phone uses).
-crc32 is stable across processes (``hash()`` is salted per process). Anything without a usable
-key (no Call-ID) belongs to whoever read it: the parser answers it with a 400 there.
+parsing, with a cheap scan of the header section: `call_id_slot` of the Call-ID, except REGISTER
+requests, owned by ``crc32`` of the To-URI user part (one writer per AOR, whatever Call-ID the phone
+uses). Both are stable across processes (``hash()`` is salted per process). Anything without a
+usable key (no Call-ID) belongs to whoever read it: the parser answers it with a 400 there.
+
+A Call-ID of 16 bytes or more is owned by a hash of its first 32 or 16 bytes (`call_id_slot`), which
+the kernel computes too when it steers datagrams to the workers' sockets (`sipcore.steering`:
+classic BPF has no loops, so it reads a fixed number of bytes); a shorter one by ``crc32``.
 
 TCP connection ids carry the index of the worker holding the connection ("w1-tcp-7"), so any worker
 knows where to hand a write for that flow.
@@ -14,6 +18,7 @@ knows where to hand a write for that flow.
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 from urllib.parse import unquote_to_bytes
 
@@ -93,16 +98,50 @@ def _after_display_name(value: bytes) -> int:
     return 0
 
 
+STEER_SHORT, STEER_LONG = 16, 32  # Call-ID lengths `call_id_slot` tells apart
+FOLD_MUL = 0x9E3779B1  # odd multipliers (golden ratio; murmur3's finaliser) spread every byte
+MIX_MUL = 0x85EBCA6B
+_MASK = 0xFFFFFFFF
+_WORDS = {5: struct.Struct(">5I"), 8: struct.Struct(">8I")}
+
+
+def fold(data: bytes) -> int:
+    """A 32-bit hash of ``data`` (20 or 32 bytes) read as big-endian 32-bit words, in unsigned
+    32-bit arithmetic, step for step what `sipcore.steering`'s program computes: h = w0, then
+    h = h*F ^ w for each next word; h ^= h >> 15; h *= M; h ^= h >> 13."""
+    first, *rest = _WORDS[len(data) // 4].unpack(data)
+    h = first
+    for w in rest:
+        h = ((h * FOLD_MUL) & _MASK) ^ w
+    h ^= h >> 15
+    h = (h * MIX_MUL) & _MASK
+    return h ^ (h >> 13)
+
+
+def call_id_slot(key: bytes, workers: int) -> int:
+    """The worker owning Call-ID ``key`` (its bytes as sent), modulo ``workers``: `fold` of its
+    first 32 bytes; of a value of 16 to 31 bytes, `fold` of its first 16 and last 4 (a constant
+    prefix, a counter at the end); ``crc32`` of a shorter one. SIPp's Call-IDs have 17 bytes."""
+    n = len(key)
+    if n >= STEER_LONG:
+        return fold(key[:STEER_LONG]) % workers
+    if n >= STEER_SHORT:
+        return fold(key[:STEER_SHORT] + key[n - 4 :]) % workers
+    return zlib.crc32(key) % workers
+
+
 def owner_of(data: bytes, workers: int) -> int | None:
     """Index of the worker that must handle ``data``; None: no key, handle it where it was read."""
     if workers <= 1:
         return 0
-    key = to_user_of(data) if data.startswith(b"REGISTER ") else None
+    if data.startswith(b"REGISTER "):
+        user = to_user_of(data)
+        if user is not None:
+            return zlib.crc32(user) % workers
+    key = call_id_of(data)
     if key is None:
-        key = call_id_of(data)
-        if key is None:
-            return None
-    return zlib.crc32(key) % workers
+        return None
+    return call_id_slot(key, workers)
 
 
 def conn_prefix(worker: int) -> str:
@@ -120,4 +159,5 @@ def worker_of_conn(conn_id: str | None) -> int | None:
 
 def owner_of_call_id(call_id: str, workers: int) -> int:
     """The worker owning the messages of ``call_id`` (as `owner_of` decides it from the bytes)."""
-    return 0 if workers <= 1 else zlib.crc32(call_id.encode()) % workers
+    # the parser keeps bytes that are not UTF-8 as surrogates: encoded back, they are the bytes sent
+    return 0 if workers <= 1 else call_id_slot(call_id.encode("utf-8", "surrogateescape"), workers)

@@ -10,11 +10,11 @@ import secrets
 import signal
 import socket
 import sys
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sipcore.ownership import owner_of_call_id
 from sipcore.waiting import within
 from tests.conftest import free_port
 
@@ -30,10 +30,10 @@ def children_of(pid: int) -> list[int]:
 
 
 def owned_by(worker: int, workers: int, prefix: str = "") -> str:
-    """A fresh Call-ID (or user) whose owner is ``worker`` (crc32 % workers, as sipcore.ownership)."""
+    """A fresh Call-ID whose owner is ``worker`` (sipcore.ownership)."""
     while True:
         key = prefix + secrets.token_hex(6)
-        if zlib.crc32(key.encode()) % workers == worker:
+        if owner_of_call_id(key, workers) == worker:
             return key
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sipcore.ownership import call_id_of, conn_prefix, owner_of, to_user_of, worker_of_conn
+from sipcore.message import parse
+from sipcore.ownership import call_id_of, conn_prefix, owner_of, owner_of_call_id, to_user_of, worker_of_conn
 
 
 def message(start: str, *headers: str, body: str = "") -> bytes:
@@ -120,3 +123,18 @@ def test_connection_ids_carry_the_worker() -> None:
     assert worker_of_conn("tcp-5") is None  # a single-process id
     assert worker_of_conn(None) is None
     assert worker_of_conn("wx-tcp-1") is None
+
+
+@given(
+    value=st.binary(min_size=1, max_size=60).filter(
+        lambda b: all(c > 0x20 and c != 0x7F for c in b) and b"," not in b
+    ),
+    workers=st.integers(2, 9),
+)
+@settings(max_examples=400, deadline=None)
+def test_the_bytes_scan_and_the_parsed_call_id_name_the_same_owner(value: bytes, workers: int) -> None:
+    """The call journal and the admin API own a call by its parsed Call-ID (`owner_of_call_id`), the
+    workers by the bytes (`owner_of`): the same worker for every value, long or short, UTF-8 or not."""
+    data = b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: " + value + b"\r\n\r\n"
+    parsed = parse(data)
+    assert owner_of(data, workers) == owner_of_call_id(parsed.call_id, workers)
