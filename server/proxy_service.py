@@ -69,7 +69,7 @@ from routing.refusals import Refusal, RefusalCause
 from routing.toll_fraud import Admission, stale_rate_key
 from sipcore.flow import Flow
 from sipcore.message import Request
-from sipcore.ownership import owner_of
+from sipcore.ownership import owner_of_call_id
 from sipcore.proxy import Hop
 from sipcore.transaction import (
     ClientTransaction,
@@ -227,10 +227,7 @@ class ProxyService:
         index, count = self._worker
         while True:
             cid = os.urandom(12).hex()
-            if (
-                count <= 1
-                or owner_of(b"OPTIONS x SIP/2.0\r\nCall-ID: " + cid.encode() + b"\r\n\r\n", count) == index
-            ):
+            if owner_of_call_id(cid, count) == index:
                 return cid
 
     @property

@@ -62,11 +62,17 @@ def bind_steered_udp(sip: Any, count: int) -> dict[str, list[socket.socket]]:
                 continue
             log.info("udp_steering", address=text, workers=count, scanned_bytes=scanned)
     except BaseException:
-        for socks in out.values():
-            for sock in socks:
-                sock.close()
+        _close_steered(out)
         raise
     return out
+
+
+def _close_steered(steered: dict[str, list[socket.socket]], keep: int | None = None) -> None:
+    """Close the steered sockets (but worker ``keep``'s own)."""
+    for socks in steered.values():
+        for j, sock in enumerate(socks):
+            if j != keep:
+                sock.close()
 
 
 def bind_listeners(sip: Any, steered: frozenset[str] = frozenset()) -> dict[tuple[str, str], socket.socket]:
@@ -100,9 +106,7 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
         try:
             listeners = bind_listeners(settings.sip, frozenset(steered))
         except BaseException:
-            for socks in steered.values():
-                for sock in socks:
-                    sock.close()
+            _close_steered(steered)
             raise
     except ListenError as exc:  # one line naming the transport and address, as in one process
         print(f"sipcore serve: {exc.strerror}", file=sys.stderr)
@@ -133,10 +137,7 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
             status = 1
             try:
                 own = {("udp", text): socks[index] for text, socks in steered.items()}
-                for socks in steered.values():  # the others' sockets: theirs alone to read
-                    for j, sock in enumerate(socks):
-                        if j != index:
-                            sock.close()
+                _close_steered(steered, keep=index)  # the others' sockets: theirs alone to read
                 status = _worker_process(
                     index, count, node_id, loaded, listeners | own, inboxes, ready_w, frozenset(steered)
                 )
@@ -150,9 +151,7 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
     os.close(ready_w)
     for sock in listeners.values():
         sock.close()
-    for socks in steered.values():
-        for sock in socks:
-            sock.close()
+    _close_steered(steered)
     for pair in inboxes:
         for sock in pair:
             sock.close()

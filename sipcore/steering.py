@@ -204,12 +204,11 @@ def attach(sock: socket.socket, workers: int) -> int:
         fprog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+            return scanned_bytes(budget)
         except OSError as exc:
             if exc.errno != errno.ENOMEM or budget == BUDGETS[-1]:
                 raise
-            continue
-        return scanned_bytes(budget)
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: the last budget returns or raises")
 
 
 def bind_steered(text: str, workers: int) -> tuple[list[socket.socket], int]:
@@ -220,7 +219,7 @@ def bind_steered(text: str, workers: int) -> tuple[list[socket.socket], int]:
     socket instead)."""
     probe = bind_udp(text)  # ListenError if taken; without SO_REUSEPORT nobody can join it later
     host, port = split_hostport(text, 5060)
-    if port == 0:
+    if port == 0:  # any free port (tests): the one the probe got
         port = probe.getsockname()[1]
         text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     probe.close()
@@ -229,14 +228,10 @@ def bind_steered(text: str, workers: int) -> tuple[list[socket.socket], int]:
         for _ in range(workers):
             socks.append(bind_udp(text, reuse_port=True))
         scanned = attach(socks[0], workers)
-    except ListenError as exc:
+    except BaseException as exc:
         for s in socks:
             s.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise
-        raise OSError(exc.errno, str(exc)) from None
-    except BaseException:
-        for s in socks:
-            s.close()
+        if isinstance(exc, ListenError) and exc.errno != errno.EADDRINUSE:
+            raise OSError(exc.errno, str(exc)) from None  # no group here: the caller shares one socket
         raise
     return socks, scanned
