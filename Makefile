@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c sipcore/_message_c.c rating/_rater_c.c server/_group_commit_c.c | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c sipcore/_message_c.c sipcore/_ownership_c.c rating/_rater_c.c server/_group_commit_c.c | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c sipcore/_message_c.c rating/_rater_c.c server/_group_commit_c.c | $(BIN)/python
+$(VENV)/.dev-installed: pyproject.toml setup.py registrar/_lane_c.c sipcore/_digest_c.c sipcore/_message_c.c sipcore/_ownership_c.c rating/_rater_c.c server/_group_commit_c.c | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(VENV)/.installed $@
 

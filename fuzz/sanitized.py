@@ -17,6 +17,7 @@ C_READERS = (
     "sipcore._digest_c",
     "sipcore._digest_hash_c",
     "sipcore._message_c",
+    "sipcore._ownership_c",
     "rating._rater_c",
 )
 

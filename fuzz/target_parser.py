@@ -1,14 +1,14 @@
 """The SIP parser as the server drives it: parse, validate, every accessor the server calls, the
 error answer to what fails; serialising what parsed must reparse to the same message (fixed point).
-The C header splitter and Via reader (sipcore/_message_c.c), when built, must read as their
-references do or pass.
+The C header splitter and Via reader (sipcore/_message_c.c) and the owner reader
+(sipcore/_ownership_c.c), when built, must read as their references do or pass.
 Documented error type: SipParseError (error_response, on the failure path, raises nothing)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sipcore import headers, message
+from sipcore import headers, message, ownership
 from sipcore.errors import SipParseError
 from sipcore.flow import response_destination, stamp_via
 from sipcore.headers import Via
@@ -83,7 +83,20 @@ def via_agrees(text: str) -> bool:
     return True
 
 
+def owner_agrees(data: bytes, workers: int) -> bool:
+    """The C owner reader's contract on one message: `owner_py`'s index, or -1. True when the C code
+    decided it."""
+    c_owner = ownership._c_owner
+    fast = c_owner(data, workers) if c_owner is not None else -1
+    if fast == -1:
+        return False
+    assert fast == ownership.owner_py(data, workers), ("the C owner reader disagrees", data, workers, fast)
+    return True
+
+
 def check(data: bytes) -> None:
+    for workers in (2, 3):
+        owner_agrees(data, workers)
     start = 0
     while data[start : start + 2] == b"\r\n":  # as parse skips them (RFC 3261 §7.5)
         start += 2

@@ -22,6 +22,11 @@ import struct
 import zlib
 from urllib.parse import unquote_to_bytes
 
+from .speedups import optional_extension
+
+_c = optional_extension("sipcore._ownership_c")
+_c_owner = _c.owner if _c is not None else None  # None: owner_py alone (not built, or turned off)
+
 # A header line's name at a line start (compact form too), then its value with any folded
 # continuation lines (CRLF or LF followed by a space or tab).
 _CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:((?:[^\r\n]|\r?\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
@@ -138,7 +143,19 @@ def call_id_slot(key: bytes, workers: int) -> int:
 
 
 def owner_of(data: bytes, workers: int) -> int | None:
-    """Index of the worker that must handle ``data``; None: no key, handle it where it was read."""
+    """Index of the worker that must handle ``data``; None: no key, handle it where it was read. The
+    everyday message is decided by sipcore/_ownership_c.c, the rest by `owner_py`."""
+    if workers <= 1:
+        return 0
+    if _c_owner is not None and type(data) is bytes:
+        slot: int = _c_owner(data, workers)
+        if slot >= 0:
+            return slot
+    return owner_py(data, workers)
+
+
+def owner_py(data: bytes, workers: int) -> int | None:
+    """`owner_of` in Python: the reference the C reader is held to."""
     if workers <= 1:
         return 0
     if data.startswith(b"REGISTER "):

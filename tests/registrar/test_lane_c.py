@@ -234,14 +234,16 @@ def test_the_reader_refuses_a_wrong_lane_request_class() -> None:
 
 def test_each_package_loads_its_extension_and_the_operator_switch_turns_them_off() -> None:
     """Each package loads its own extension (sipcore.speedups names none): registrar.lane,
-    sipcore.digest, sipcore.message, rating.rater, server.group_commit; `speedups.LOADED` lists them
-    for the start-up log; SIPCORE_PURE_PYTHON=1 leaves them all out."""
+    sipcore.digest, sipcore.message, sipcore.ownership, rating.rater, server.group_commit;
+    `speedups.LOADED` lists them for the start-up log; SIPCORE_PURE_PYTHON=1 leaves them all out."""
     code = (
         "from sipcore import speedups\n"
         "assert speedups.LOADED == []\n"
-        "import registrar.lane, sipcore.digest, sipcore.message, rating.rater, server.group_commit\n"
+        "import registrar.lane, sipcore.digest, sipcore.message, sipcore.ownership, rating.rater,"
+        " server.group_commit\n"
         "print(sorted(speedups.LOADED), registrar.lane._c_read is None, sipcore.digest._c_params is None,"
-        " sipcore.digest._c_expected is None, sipcore.message._c_split is None, rating.rater._rater_c is None,"
+        " sipcore.digest._c_expected is None, sipcore.message._c_split is None,"
+        " sipcore.ownership._c_owner is None, rating.rater._rater_c is None,"
         " server.group_commit._native is None)"
     )
     root = Path(__file__).resolve().parents[2]
@@ -260,6 +262,7 @@ def test_each_package_loads_its_extension_and_the_operator_switch_turns_them_off
         "sipcore._digest_c",
         "sipcore._digest_hash_c",
         "sipcore._message_c",
+        "sipcore._ownership_c",
     ]
-    assert run() == f"{loaded} False False False False False False\n"
-    assert run(SIPCORE_PURE_PYTHON="1") == "[] True True True True True True\n"
+    assert run() == f"{loaded} False False False False False False False\n"
+    assert run(SIPCORE_PURE_PYTHON="1") == "[] True True True True True True True\n"
