@@ -32,7 +32,10 @@ setup(
             "sipcore._message_c", sources=["sipcore/_message_c.c"], extra_compile_args=FLAGS, optional=True
         ),
         Extension(
-            "sipcore._ownership_c", sources=["sipcore/_ownership_c.c"], extra_compile_args=FLAGS, optional=True
+            "sipcore._ownership_c",
+            sources=["sipcore/_ownership_c.c"],
+            extra_compile_args=FLAGS,
+            optional=True,
         ),
         Extension(
             "server._group_commit_c",
