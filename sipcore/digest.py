@@ -764,7 +764,9 @@ class Challenger:
         if algo is None:
             return AuthResult(AuthReason.ALGORITHM_UNSUPPORTED, username, detail=algo_name[:32])
         if len(response) != algo.hex_len or not _HEX_RE.fullmatch(response):
-            return AuthResult(AuthReason.MALFORMED, username, algo.name, detail="response not hex digest")
+            return AuthResult(
+                AuthReason.MALFORMED, username, algorithm=algo.name, detail="response not hex digest"
+            )
 
         qop = p.get("qop")
         nc_value = 0

@@ -352,6 +352,15 @@ def test_bad_field_values(ch: Challenger, old: str, new: str) -> None:
     assert ch.verify(auth, "REGISTER", lookup, NOW).reason is AuthReason.MALFORMED
 
 
+def test_a_response_that_is_not_hex_names_its_algorithm_and_is_not_stale(ch: Challenger) -> None:
+    """The algorithm went into ``stale`` (the third field) by position: a truthy string there."""
+    auth = answer(ch, "alice", "alice-pw")
+    value = auth.split('response="', 1)[1].split('"', 1)[0]
+    res = ch.verify(auth.replace(value, "z" * len(value)), "REGISTER", lookup, NOW)
+    assert res.reason is AuthReason.MALFORMED and res.detail == "response not hex digest"
+    assert res.stale is False and res.algorithm is not None and res.status == 400
+
+
 def test_extended_username(ch: Challenger) -> None:
     accounts = {"Jäsøn Doe": Credentials(password="pw")}
     value = ch.challenge(NOW)[0]
