@@ -6,8 +6,8 @@ sipcore/_message_c.c splits the everyday header section and reads the everyday V
 sipcore/_ownership_c.c finds the worker owning an everyday message, rating/_rater_c.c
 runs the rater's everyday authorise + rate, server/_group_commit_c.c runs the call journal's fdatasync
 thread without the GIL. ``optional=True``: where no compiler is at hand the install still succeeds,
-and lane.py, digest.py, message.py, headers.py, ownership.py, rater.py and group_commit.py use their Python code
-alone (the reference each C part is tested against).
+and lane.py, digest.py, message.py, headers.py, ownership.py, rater.py and group_commit.py use their
+Python code alone (the reference each C part is tested against).
 """
 
 from setuptools import Extension, setup
