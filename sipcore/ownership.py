@@ -108,21 +108,15 @@ FOLD_MUL = 0x9E3779B1  # odd multipliers (golden ratio; murmur3's finaliser) spr
 MIX_MUL = 0x85EBCA6B
 _MASK = 0xFFFFFFFF
 _WORDS = {5: struct.Struct(">5I"), 8: struct.Struct(">8I")}
-_FIRST4 = struct.Struct(">4I").unpack_from
-_LAST1 = struct.Struct(">I").unpack_from
-_FIRST8 = _WORDS[8].unpack_from
 
 
 def fold(data: bytes) -> int:
     """A 32-bit hash of ``data`` (20 or 32 bytes) read as big-endian 32-bit words, in unsigned
     32-bit arithmetic, step for step what `sipcore.steering`'s program computes: h = w0, then
     h = h*F ^ w for each next word; h ^= h >> 15; h *= M; h ^= h >> 13."""
-    return _fold_words(_WORDS[len(data) // 4].unpack(data))
-
-
-def _fold_words(words: tuple[int, ...]) -> int:
-    h = words[0]
-    for w in words[1:]:
+    first, *rest = _WORDS[len(data) // 4].unpack(data)
+    h = first
+    for w in rest:
         h = (h * FOLD_MUL & _MASK) ^ w
     h ^= h >> 15
     h = h * MIX_MUL & _MASK
@@ -132,13 +126,13 @@ def _fold_words(words: tuple[int, ...]) -> int:
 def call_id_slot(key: bytes, workers: int) -> int:
     """The worker owning Call-ID ``key`` (its bytes as sent), modulo ``workers``: `fold` of its
     first 32 bytes; of a value of 16 to 31 bytes, `fold` of its first 16 and last 4 (a constant
-    prefix, a counter at the end); ``crc32`` of a shorter one. SIPp's Call-IDs have 17 bytes.
-    (The words are read in place: every message a worker reads goes through here.)"""
+    prefix, a counter at the end); ``crc32`` of a shorter one. SIPp's Call-IDs have 17 bytes. (The
+    everyday message is hashed in C, sipcore/_ownership_c.c: this is its reference.)"""
     n = len(key)
     if n >= STEER_LONG:
-        return _fold_words(_FIRST8(key)) % workers
+        return fold(key[:STEER_LONG]) % workers
     if n >= STEER_SHORT:
-        return _fold_words(_FIRST4(key) + _LAST1(key, n - 4)) % workers
+        return fold(key[:STEER_SHORT] + key[-4:]) % workers
     return zlib.crc32(key) % workers
 
 
