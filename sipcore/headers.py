@@ -451,8 +451,16 @@ class Contact(NameAddr):
 
     __slots__ = ("star",)
 
-    def __init__(self, *args: object, star: bool = False, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        display: str | None,
+        uri_text: str,
+        params: list[tuple[str, str | None]],
+        raw: str | None = None,
+        uri: Uri | None = None,
+        star: bool = False,
+    ) -> None:
+        super().__init__(display, uri_text, params, raw, uri)
         self.star = star
 
     @classmethod

@@ -82,17 +82,38 @@ def new_branch() -> str:
 class Headers:
     """Ordered header fields: entries are [key, name-as-sent, value] with key the lower-case full name."""
 
-    __slots__ = ("_index", "entries")
+    __slots__ = ("_entries", "_index", "_raw")
 
     def __init__(self, entries: list[list[str]] | None = None) -> None:
-        self.entries = entries if entries is not None else []
+        self._entries: list[list[str]] = entries if entries is not None else []
         self._index: dict[str, list[int]] | None = None
+        self._raw: bytes | None = None  # a kept copy's bytes while its fields are unsplit
+
+    @property
+    def entries(self) -> list[list[str]]:
+        entries = self._entries
+        return entries if entries is not _UNSPLIT else self._split()
+
+    def _split(self) -> list[list[str]]:
+        """A kept copy's fields, split from its bytes at first read (``KeptHeaders``)."""
+        raw = self._raw
+        if raw is None:
+            raise RuntimeError("unsplit header fields without their bytes")
+        _, entries, index = split_fields(split_head(raw)[0])
+        self._entries = entries
+        self._index = index
+        self._raw = None
+        return entries
 
     def _idx(self) -> dict[str, list[int]]:
         index = self._index
         if index is None:
+            entries = self._entries
+            if entries is _UNSPLIT:
+                self._split()
+                return self._index  # type: ignore[return-value]
             index = {}
-            for i, e in enumerate(self.entries):
+            for i, e in enumerate(entries):
                 index.setdefault(e[0], []).append(i)
             self._index = index
         return index
@@ -103,14 +124,14 @@ class Headers:
     def get(self, name: str, default: str | None = None) -> str | None:
         """First field value (not split) of a header, or default."""
         positions = (self._index or self._idx()).get(_KEYS.get(name) or _key(name))
-        return self.entries[positions[0]][2] if positions else default
+        return self._entries[positions[0]][2] if positions else default
 
     def get_fields(self, name: str) -> list[str]:
         """Every field value of a header, in order, not split on commas."""
         positions = (self._index or self._idx()).get(_KEYS.get(name) or _key(name))
         if not positions:
             return []
-        entries = self.entries
+        entries = self._entries
         return [entries[positions[0]][2]] if len(positions) == 1 else [entries[i][2] for i in positions]
 
     def get_all(self, name: str) -> list[str]:
@@ -149,18 +170,19 @@ class Headers:
             self.entries.insert(positions[0] if positions else 0, entry)
             self._index = None
         else:
+            entries = self.entries
             index = self._index
             if index is not None:  # appending keeps every position: extend the index, do not rebuild it
                 positions = index.get(key)
                 if positions is None:
-                    index[key] = [len(self.entries)]
+                    index[key] = [len(entries)]
                 else:
-                    positions.append(len(self.entries))
-            self.entries.append(entry)
+                    positions.append(len(entries))
+            entries.append(entry)
 
     def remove(self, name: str) -> None:
         key = _key(name)
-        self.entries = [e for e in self.entries if e[0] != key]
+        self._entries = [e for e in self.entries if e[0] != key]
         self._index = None
 
     def remove_first_value(self, name: str) -> str | None:
@@ -201,7 +223,7 @@ def _key(name: str) -> str:
     return key
 
 
-_ENTRIES = Headers.entries  # the slot, for KeptHeaders
+_UNSPLIT: list[list[str]] = []  # a kept copy's fields before they are read: never filled
 
 
 class KeptHeaders(Headers):
@@ -209,21 +231,12 @@ class KeptHeaders(Headers):
     Until then the collector sees one object, not a list per field; they are rarely read (a
     retransmission is sent as bytes; matching an RFC 2543 ACK reads the To tag). Read-only."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ()
 
     def __init__(self, raw: bytes) -> None:
-        self._raw = raw
+        self._entries = _UNSPLIT
         self._index = None
-
-    @property  # type: ignore[override]
-    def entries(self) -> list[list[str]]:  # type: ignore[override]
-        try:
-            return _ENTRIES.__get__(self)  # type: ignore[no-any-return]
-        except AttributeError:  # first read
-            _, entries, index = split_fields(split_head(self._raw)[0])
-            _ENTRIES.__set__(self, entries)
-            self._index = index
-            return entries
+        self._raw = raw
 
 
 class Message:

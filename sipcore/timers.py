@@ -107,10 +107,12 @@ class TimerWheel(Generic[T]):
                     self._moved(old, deadline)
                 return
             self._take(item, bucket)
-        bucket = self._slots.get(slot)
-        if bucket is None:
+        found = self._slots.get(slot)
+        if found is None:
             bucket = self._slots[slot] = {}
             heapq.heappush(self._order, slot)
+        else:
+            bucket = found
         bucket[item] = deadline
         item.timer_slot = slot
         self._count += 1

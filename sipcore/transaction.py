@@ -33,89 +33,6 @@ from sipcore.timers import DEFAULT_TIMERS, TimerConfig, TimerWheel
 RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
 
 
-# --------------------------------------------------------------------------- outputs
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class SendMessage:
-    """Hand ``message`` to the transport: to ``destination`` (client side: what the TU chose, §18.1.1)
-    or back to the request's ``source`` (server side: the edge applies §18.2.2)."""
-
-    message: Any
-    destination: Any
-    transaction: Transaction
-    retransmission: bool = False
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
-    """A new request for the TU. ``transaction`` is None for the ACK of a 2xx (it matched no
-    transaction, or an INVITE server transaction in Accepted): dialog business, not a transaction's."""
-
-    request: Any
-    source: Any
-    transaction: ServerTransaction | None
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
-    """A response for the TU. ``transaction`` is None for a stray response (e.g. a 2xx
-    retransmission after the INVITE client transaction ended), which a proxy forwards statelessly."""
-
-    response: Any
-    transaction: ClientTransaction | None
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class TransactionTimedOut:
-    """Timer B or F (no final response: the TU treats it as 408) or H (no ACK for our final)."""
-
-    transaction: Transaction
-    timer: str
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class TransportFailed:
-    """The transport reported a send failure (§17.1.4, §17.2.4); the TU treats it as 503."""
-
-    transaction: Transaction
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class TableFull:
-    """A new request that would need a server transaction while the table holds ``max_server`` of
-    them, none of them lingering: none was created (memory stays bounded under a flood); the edge
-    refuses it statelessly."""
-
-    request: Any
-    source: Any
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class TransactionTerminated:
-    """The transaction reached Terminated and has been (or can be) forgotten."""
-
-    transaction: Transaction
-
-
-Output = (
-    SendMessage
-    | RequestReceived
-    | ResponseReceived
-    | TransactionTimedOut
-    | TransportFailed
-    | TableFull
-    | TransactionTerminated
-)
-
-
 class TransactionNotFound(LookupError):
     """The TU sent a response that matches no live server transaction (it ended, or never existed)."""
 
@@ -965,3 +882,88 @@ class TransactionLayer:
         if table.get(txn.key) is txn:
             del table[txn.key]
         self._wheel.cancel(txn)
+
+
+# --------------------------------------------------------------------------- outputs
+# Defined after the transactions their fields name: a mypyc build (setup.py) resolves a dataclass
+# field's class when the module loads, and a class defined further down is not there yet.
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """Hand ``message`` to the transport: to ``destination`` (client side: what the TU chose, §18.1.1)
+    or back to the request's ``source`` (server side: the edge applies §18.2.2)."""
+
+    message: Any
+    destination: Any
+    transaction: Transaction
+    retransmission: bool = False
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A new request for the TU. ``transaction`` is None for the ACK of a 2xx (it matched no
+    transaction, or an INVITE server transaction in Accepted): dialog business, not a transaction's."""
+
+    request: Any
+    source: Any
+    transaction: ServerTransaction | None
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """A response for the TU. ``transaction`` is None for a stray response (e.g. a 2xx
+    retransmission after the INVITE client transaction ended), which a proxy forwards statelessly."""
+
+    response: Any
+    transaction: ClientTransaction | None
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class TransactionTimedOut:
+    """Timer B or F (no final response: the TU treats it as 408) or H (no ACK for our final)."""
+
+    transaction: Transaction
+    timer: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class TransportFailed:
+    """The transport reported a send failure (§17.1.4, §17.2.4); the TU treats it as 503."""
+
+    transaction: Transaction
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class TableFull:
+    """A new request that would need a server transaction while the table holds ``max_server`` of
+    them, none of them lingering: none was created (memory stays bounded under a flood); the edge
+    refuses it statelessly."""
+
+    request: Any
+    source: Any
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class TransactionTerminated:
+    """The transaction reached Terminated and has been (or can be) forgotten."""
+
+    transaction: Transaction
+
+
+Output = (
+    SendMessage
+    | RequestReceived
+    | ResponseReceived
+    | TransactionTimedOut
+    | TransportFailed
+    | TableFull
+    | TransactionTerminated
+)
