@@ -10,7 +10,8 @@ The working corpus is WORKDIR/corpus/TARGET (seeded from fuzz/seeds.py and fuzz/
 on every run; what libFuzzer finds is added there and kept between runs); crashing inputs go to
 WORKDIR/crashes/TARGET/: once fixed, copy each into fuzz/regressions/TARGET/ (the tests replay them). The
 packages under test are instrumented for coverage (the C readers are exercised and compared with
-their Python references; libFuzzer's coverage is of the Python side). Exit status 0: no crash.
+their Python references; libFuzzer's coverage is of the Python side, so sipcore runs from its
+sources, not its mypyc build). Exit status 0: no crash.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--asan", type=Path, help="load the C readers from this sanitizer build")
     args = parser.parse_args(argv)
 
+    import sipcore
+    from sipcore.speedups import sources_only
+
+    sources_only(sipcore)  # the sources, which libFuzzer's coverage sees, not their mypyc build
     if args.asan is not None:  # before the target imports the code under test, which keeps its build
         from .sanitized import use_sanitized
 

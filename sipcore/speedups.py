@@ -62,3 +62,14 @@ def compiled_first(package: str, path: list[str]) -> None:
         return  # never built, or half built: the Python code alone
     path.insert(0, compiled)
     LOADED.append(f"{package} compiled: {', '.join(sorted(record['sources']))}")
+
+
+def sources_only(package: ModuleType) -> None:
+    """Take ``package``'s mypyc build off its path, before any compiled module is imported: the
+    fuzzer (fuzz/run.py) instruments Python code for coverage, and the build is held to these same
+    sources by its differential test (tests/sipcore/test_message_compiled.py)."""
+    path = package.__path__
+    compiled = os.path.join(path[-1], "_compiled")
+    if compiled in path:
+        path.remove(compiled)
+        LOADED[:] = [name for name in LOADED if not name.startswith(f"{package.__name__} compiled: ")]

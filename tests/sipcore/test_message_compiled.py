@@ -43,10 +43,16 @@ def test_the_build_is_what_runs() -> None:
     assert any(name.startswith("sipcore compiled: ") for name in speedups.LOADED), speedups.LOADED
 
 
-def test_the_switch_and_an_edited_source_leave_the_build_out(tmp_path: Path) -> None:
+def test_the_switch_the_fuzzer_and_an_edited_source_leave_the_build_out(tmp_path: Path) -> None:
     where = "import sipcore.message, sipcore.speedups as s; print(sipcore.message.__file__, s.LOADED)"
     assert ".so" in _python(where, pure=False)
     assert _python(where, pure=True).split()[0].endswith("sipcore/message.py")
+    fuzzed = (  # what fuzz/run.py does before it loads a target
+        "import sipcore, sipcore.speedups as s; s.sources_only(sipcore); import sipcore.message; "
+        "print(sipcore.message.__file__, s.LOADED)"
+    )
+    printed = _python(fuzzed, pure=False)
+    assert printed.split()[0].endswith("sipcore/message.py") and "compiled" not in printed, printed
     # a copy of the package whose uri.py differs from the recorded one: the sources decide
     copy = tmp_path / "sipcore"
     subprocess.run(["cp", "-r", str(Path(sipcore.__file__).parent), str(copy)], check=True)
