@@ -33,7 +33,7 @@ check-config: install
 	$(BIN)/sipcore check-config $(CONFIG)
 
 # The whole suite on what the install built, then the SIP stack's tests on its Python sources alone
-# (the reference of the mypyc-compiled message model and of the C readers).
+# (the reference of the mypyc-compiled modules and of the C readers).
 test: dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	SIPCORE_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/sipcore

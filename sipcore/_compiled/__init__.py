@@ -1,2 +1,2 @@
-"""mypyc builds of the message model (setup.py), preferred by `sipcore.speedups.compiled_first` when
+"""mypyc builds of sipcore's per-message modules (setup.py), preferred by `sipcore.speedups.compiled_first` when
 they match their sources. Nothing here is written by hand but this file."""
