@@ -19,6 +19,7 @@ import sipcore.transaction
 from fuzz.seeds import messages
 from sipcore import speedups
 from tests.extensions import require_extension
+from tests.sip_mutations import mutate
 from tests.sipcore.message_description import describe_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,35 +64,6 @@ def test_the_switch_the_fuzzer_and_an_edited_source_leave_the_build_out(tmp_path
     assert "compiled" not in printed
 
 
-def _mutants(seeds: list[bytes], n: int, rng: random.Random) -> list[bytes]:
-    """Seeded mutations of the seeds: flipped, dropped, doubled and cut bytes and lines."""
-    out = []
-    for _ in range(n):
-        data = bytearray(rng.choice(seeds))
-        for _ in range(rng.randint(1, 4)):
-            op = rng.randrange(6)
-            i = rng.randrange(len(data) + 1)
-            if op == 0 and data:
-                data[min(i, len(data) - 1)] = rng.randrange(256)
-            elif op == 1:
-                del data[i : i + rng.randint(1, 8)]
-            elif op == 2:
-                data[i:i] = rng.choice(
-                    [b"\r\n", b" ", b"\t", b",", b";", b":", b"<", b">", b'"', b"\r\n ", b"%", b"\x00"]
-                )
-            elif op == 3:
-                lines = bytes(data).split(b"\r\n")
-                j = rng.randrange(len(lines))
-                lines.insert(j, lines[rng.randrange(len(lines))])
-                data = bytearray(b"\r\n".join(lines))
-            elif op == 4:
-                data = data[:i]
-            else:
-                data = data.lower() if rng.random() < 0.5 else data.upper()
-        out.append(bytes(data))
-    return out
-
-
 def test_the_build_reads_every_message_as_the_sources_do() -> None:
     """Seeds (the RFC 4475/5118 corpus, SIPp's messages, the fuzz seeds), the parser's fuzz
     regressions and 3,000 seeded mutations: parse, validation, every accessor the server reads,
@@ -100,7 +72,8 @@ def test_the_build_reads_every_message_as_the_sources_do() -> None:
     seeds = messages()
     regressions = sorted((ROOT / "fuzz" / "regressions" / "parser").glob("*"))
     inputs = [*seeds, *(p.read_bytes() for p in regressions if p.is_file())]
-    inputs += _mutants(seeds, 3000, random.Random(20261206))
+    rng = random.Random(20261206)
+    inputs += [mutate(rng, rng.choice(seeds)) for _ in range(3000)]
     compiled = json.loads(json.dumps(describe_all(inputs)))
     code = "from tests.sipcore.message_description import main; main()"
     reference = json.loads(
