@@ -3,7 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/example.yaml
-COMPILED := $(addprefix sipcore/,grammar.py uri.py headers.py message.py timers.py transaction.py flow.py proxy.py)  # mypyc (setup.py)
+COMPILED := $(addprefix sipcore/,grammar.py uri.py headers.py message.py timers.py transaction.py flow.py proxy.py) \
+	server/sip_server.py server/proxy_service.py calls/controller.py  # mypyc (setup.py)
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= parser digest lane framing sdp config rater
@@ -32,11 +33,11 @@ run: install
 check-config: install
 	$(BIN)/sipcore check-config $(CONFIG)
 
-# The whole suite on what the install built, then the SIP stack's tests on its Python sources alone
-# (the reference of the mypyc-compiled modules and of the C readers).
+# The whole suite on what the install built, then the SIP stack's and the call controller's tests on
+# their Python sources alone (the reference of the mypyc-compiled modules and of the C readers).
 test: dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
-	SIPCORE_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/sipcore
+	SIPCORE_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/sipcore tests/calls
 
 bench: dev
 	$(BIN)/python -m benchmarks.run_all

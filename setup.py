@@ -9,11 +9,12 @@ thread without the GIL. ``optional=True``: where no compiler is at hand the inst
 and lane.py, digest.py, message.py, headers.py, ownership.py, rater.py and group_commit.py use their
 Python code alone (the reference each C part is tested against).
 
-The SIP stack's per-message code (sipcore/grammar.py, uri.py, headers.py, message.py, timers.py,
-transaction.py, flow.py, proxy.py) is also compiled by mypyc, from the same source, into
-sipcore/_compiled/ with a record of the sources' SHA-256, which ``sipcore.speedups.compiled_first``
-checks before it prefers the build. Without mypy, or when mypyc refuses the sources, the package
-is the Python code alone.
+The code every message and call runs (COMPILED: the SIP stack's message model, transaction layer
+and proxy core, the server's message loop, the proxy adapter, the call controller) is also compiled
+by mypyc, from the same source, into each package's _compiled/ directory, with a record of the
+sources' SHA-256 (sipcore/_compiled/sources.json), which ``sipcore.speedups.compiled_first`` checks
+before it prefers the build. Without mypy, or when mypyc refuses the sources, every package is the
+Python code alone.
 """
 
 import hashlib
@@ -23,19 +24,26 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-COMPILED_PACKAGE = "sipcore"
-# the message model, the transaction layer and the stateless proxy core: the code every message runs
-COMPILED = [
-    "grammar.py",
-    "uri.py",
-    "headers.py",
-    "message.py",
-    "timers.py",
-    "transaction.py",
-    "flow.py",
-    "proxy.py",
+GROUP_HOME = "sipcore"  # the package whose _compiled/ holds the group's runtime and its record
+COMPILED = [  # one mypyc group: these modules call each other natively, so they are used all or none
+    # the message model, the transaction layer and the stateless proxy core: the code every message runs
+    "sipcore/grammar.py",
+    "sipcore/uri.py",
+    "sipcore/headers.py",
+    "sipcore/message.py",
+    "sipcore/timers.py",
+    "sipcore/transaction.py",
+    "sipcore/flow.py",
+    "sipcore/proxy.py",
+    # the server's message loop, the proxy's adapter and the call controller: every call's messages
+    "server/sip_server.py",
+    "server/proxy_service.py",
+    "calls/controller.py",
 ]
-RUNTIME = "sipcore__mypyc"  # mypyc's shared runtime of the group, beside the modules
+RUNTIME = f"{GROUP_HOME}__mypyc"  # mypyc's shared runtime of the group, in GROUP_HOME/_compiled/
+# mypy reads what the compiled modules import, for their types, but reports only on the compiled
+# modules: the rest runs as Python, and what crosses into compiled code is checked at run time
+MYPY_FLAGS = ["--follow-imports=silent"]
 
 
 def compiled_modules() -> list[Extension]:
@@ -45,24 +53,26 @@ def compiled_modules() -> list[Extension]:
     except ImportError:
         return []
     here = Path(__file__).resolve().parent
-    sources = [f"{COMPILED_PACKAGE}/{name}" for name in COMPILED]
     try:
-        exts = mypycify(sources, opt_level="3", group_name=f"{COMPILED_PACKAGE}._compiled.{COMPILED_PACKAGE}")
+        exts = mypycify(
+            [*COMPILED, *MYPY_FLAGS], opt_level="3", group_name=f"{GROUP_HOME}._compiled.{GROUP_HOME}"
+        )
     except (Exception, SystemExit) as exc:  # a type error mypyc refuses: the Python code alone
         print(f"mypyc left {', '.join(COMPILED)} in Python: {exc}", file=sys.stderr)
         return []
-    for ext in exts:  # built beside the sources' package, in _compiled/, not over the sources
-        ext.name = f"{COMPILED_PACKAGE}._compiled.{ext.name.rpartition('.')[2]}"
+    for ext in exts:  # each built beside its sources' package, in <package>/_compiled/, not over them
+        package, _, module = ext.name.rpartition(".")
+        if module == RUNTIME:
+            package = GROUP_HOME
+        else:
+            package = package.partition(".")[0]
+        ext.name = f"{package}._compiled.{module}"
         ext.optional = True
-    out = here / COMPILED_PACKAGE / "_compiled"
     record = {
         "runtime": RUNTIME,
-        "sources": {
-            name: hashlib.sha256((here / COMPILED_PACKAGE / name).read_bytes()).hexdigest()
-            for name in COMPILED
-        },
+        "sources": {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in COMPILED},
     }
-    (out / "sources.json").write_text(json.dumps(record, indent=1) + "\n")
+    (here / GROUP_HOME / "_compiled" / "sources.json").write_text(json.dumps(record, indent=1) + "\n")
     return exts
 
 

@@ -197,5 +197,5 @@ class PeerSilent:
 
 Action = (
     SendRequest | SendStateless | Reply | Respond | ForwardResponse | LookupContacts | ResolveHost | CountCall
-    | Admit | ChangeForwarding | EndCall | CallAnswered | NotifyAnswered | TrunkFailover | Transit | PeerSilent
+    | Admit | ChangeForwarding | EndCall | CallAnswered | NotifyAnswered | TrunkFailover | Transit | PeerSilent | Tally
 )  # fmt: skip

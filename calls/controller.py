@@ -204,7 +204,7 @@ class _Waiting:
 
     request: Request
     dest: Destination
-    key: Branch | Relay | None
+    key: Branch | Relay | NotifyCopy | None
     stateless: bool = False
 
 
@@ -385,16 +385,15 @@ class CallController:
     def on_response(self, key: Branch | Relay | NotifyCopy, resp: Response, now: float) -> list[Action]:
         """A response on the client transaction sent with ``key``."""
         out: list[Action] = []
-        kind = type(key)
-        if kind is Branch:
+        if type(key) is Branch:
             call = self.calls.get(key.call_id)
             if call is None:  # the call is over: a late 2xx still goes up (§16.7), by its Via
                 if 200 <= resp.status < 300:
                     self._stray(resp, out)
                 return out
-            self._branch_response(call, key, resp, now, out)  # type: ignore[arg-type]
-        elif kind is Relay:
-            self._relay(key, resp, now, out)  # type: ignore[arg-type]
+            self._branch_response(call, key, resp, now, out)
+        elif type(key) is Relay:
+            self._relay(key, resp, now, out)
         elif resp.status >= 200:
             self._notify_answered(key, resp.status, False, out)  # type: ignore[arg-type]
         return out
@@ -982,7 +981,8 @@ class CallController:
             memo[account.account_id] = public_number(self.setup, account)
         return memo[account.account_id]
 
-    def _send(self, req: Request, dest: Destination, key: Branch | Relay | None, out: list[Action]) -> None:
+    def _send(self, req: Request, dest: Destination, key: Branch | Relay | NotifyCopy | None,
+              out: list[Action]) -> None:  # fmt: skip
         """Send through a client transaction, once the destination is an address."""
         if _is_address(dest.host):
             out.append(SendRequest(req, dest, key))

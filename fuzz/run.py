@@ -68,10 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--asan", type=Path, help="load the C readers from this sanitizer build")
     args = parser.parse_args(argv)
 
-    import sipcore
     from sipcore.speedups import sources_only
 
-    sources_only(sipcore)  # the sources, which libFuzzer's coverage sees, not their mypyc build
+    sources_only()  # the sources, which libFuzzer's coverage sees, not their mypyc build
     if args.asan is not None:  # before the target imports the code under test, which keeps its build
         from .sanitized import use_sanitized
 

@@ -15,6 +15,7 @@ rules in turn. Loops stop: no account is rung twice in one call, and at most ``h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from routing.authorise import Authoriser, AuthoriseRequest, allow_all
@@ -326,7 +327,7 @@ def targets_node(
     customer = plan.setup.customers[account.customer_id]
     slots = [
         Slot(
-            lambda t=t: expand(plan, customer, t.number, leg, account, reason, show),
+            partial(expand, plan, customer, t.number, leg, account, reason, show),
             t.start_after,
             t.ring_seconds,
         )
@@ -451,7 +452,7 @@ def group_node(plan: CallPlan, group: Group, leg: _Leg) -> Node:
     customer = plan.setup.customers[group.customer_id]
     together = group.strategy is GroupStrategy.PARALLEL
     slots = [
-        Slot(lambda m=m: _member(plan, customer, m.extension, leg), 0 if together else None, m.ring_seconds)
+        Slot(partial(_member, plan, customer, m.extension, leg), 0 if together else None, m.ring_seconds)
         for m in group.members
     ]
     last = None

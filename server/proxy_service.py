@@ -74,6 +74,7 @@ from sipcore.proxy import Hop
 from sipcore.transaction import (
     ClientTransaction,
     ResponseReceived,
+    Transaction,
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,
@@ -189,7 +190,7 @@ class ProxyService:
         self.controller = CallController(settings, self._authenticate, authorise, sip.is_local_host)
         # each sink may return an awaitable done once the call's CDR is durable (the journal waits)
         self.call_ended_sinks: list[Callable[[CallEnded], Any]] = list(call_ended_sinks)
-        self.keys: dict[ClientTransaction, Branch | Relay | NotifyCopy | Probe | Registering] = {}
+        self.keys: dict[Transaction, Branch | Relay | NotifyCopy | Probe | Registering] = {}
         self._setup: dict[str, list[Any]] = {}  # Call-ID -> [INVITE read (perf_counter), 18x seen, logged]
         self.log_calls = False  # server.log.calls: call_started / call_ended at info (else debug)
         self._trunk_of: dict[str, str] = {}  # Call-ID -> trunk of its last INVITE out (per-trunk figures)
@@ -275,13 +276,12 @@ class ProxyService:
 
     def on_tu_event(self, out: Any) -> None:
         controller, now = self.controller, self.sip.now()
-        kind = type(out)
         byes = self._byes
         if byes is not None and out.transaction in byes:  # one of the drain's BYEs: answered or gone
-            if kind is not ResponseReceived or out.response.status >= 200:
+            if type(out) is not ResponseReceived or out.response.status >= 200:
                 byes.discard(out.transaction)
             return
-        if kind is ResponseReceived:
+        if type(out) is ResponseReceived:
             txn = out.transaction
             if txn is None:
                 key = None
@@ -295,15 +295,15 @@ class ProxyService:
                 self._perform(controller.on_response(key, out.response, now))  # type: ignore[arg-type]
             elif out.transaction is None:
                 self._perform(controller.on_stray_response(out.response))
-        elif kind is TransactionTimedOut or kind is TransportFailed:
+        elif type(out) is TransactionTimedOut or type(out) is TransportFailed:
             key = self.keys.get(out.transaction)
-            status = 408 if kind is TransactionTimedOut else 503
+            status = 408 if type(out) is TransactionTimedOut else 503
             if type(key) is Probe or type(key) is Registering:
                 self._perform_monitor(self.monitor.on_failure(key, status, now))  # type: ignore[arg-type]
             elif key is not None:
                 self._perform(controller.on_failure(key, status, now))  # type: ignore[arg-type]
-        elif kind is TransactionTerminated:
-            self.keys.pop(out.transaction, None)  # type: ignore[arg-type]
+        elif type(out) is TransactionTerminated:
+            self.keys.pop(out.transaction, None)
 
     def on_invite_bytes(self, data: bytes, flow: Flow) -> bool:
         """The INVITE lane (registrar/invite_lane.py): True when it took the INVITE (answered, or
@@ -355,8 +355,7 @@ class ProxyService:
         sip = self.sip
         ends = self._journal(actions) if journal and self.journal is not None else None
         for i, action in enumerate(actions):
-            kind = type(action)
-            if kind is SendRequest:
+            if type(action) is SendRequest:
                 dest = action.dest
                 txn, outs = sip.transactions.send_request(
                     action.request, dest, sip.now(), reliable=dest.transport != "udp"
@@ -368,58 +367,60 @@ class ProxyService:
                 elif self._byes is not None and action.request.method == "BYE":
                     self._byes.add(txn)
                 sip.run_outputs(outs)
-            elif kind is Respond:
+            elif type(action) is Respond:
                 sip.respond(action.request, action.response, action.flow)
                 if action.request.method == "INVITE":
                     self._setup_answered(action.request.call_id, action.response.status)
-            elif kind is Reply:
+            elif type(action) is Reply:
                 headers = action.headers
                 if action.status == 405:
                     headers = (*headers, ("Allow", sip.allow_header()))
                 sip.reply(action.request, action.flow, action.status, action.reason, headers)
-            elif kind is SendStateless:
+            elif type(action) is SendStateless:
                 self.send_request(action.request, action.dest)
-            elif kind is LookupContacts:
+            elif type(action) is LookupContacts:
                 self._lookup(action)
-            elif kind is Admit:
+            elif type(action) is Admit:
                 admission = action.admission
                 pending = self.accounts.admit(admission)
                 self._placed(admission.placed)
                 if pending is not None:  # the leg's INVITE once the platform admits it (and its hold)
                     rest = actions[i + 1 :]
-                    holds = [self._hold(a) for a in rest if type(a) is Tally]  # sent with it, not after
-                    checks = [_admission_refusal(pending, admission, action.call_id)]
+                    holds = [self._hold(a) for a in rest if isinstance(a, Tally)]  # sent with it, not after
+                    checks: list[Awaitable[Refusal | None]] = [
+                        _admission_refusal(pending, admission, action.call_id)
+                    ]
                     checks += [h for h in holds if h is not None]
-                    later = [a for a in rest if type(a) is not Tally]
+                    later: list[Action] = [a for a in rest if not isinstance(a, Tally)]
                     self._tasks.spawn(self._gated(action.call_id, checks, later))
                     break
-            elif kind is CountCall:
+            elif type(action) is CountCall:
                 if action.delta > 0:
                     self.accounts.call_started(action.account_id)
                 else:
                     self.accounts.call_ended(action.account_id)
-            elif kind is EndCall:
+            elif type(action) is EndCall:
                 self._ended(action, ends.get(i) if ends else None)
-            elif kind is Tally:
+            elif type(action) is Tally:
                 held = self._hold(action)
                 if held is not None:  # the rest (the leg's INVITE) once the platform grants it
                     self._tasks.spawn(self._gated(action.call_id, [held], actions[i + 1 :]))
                     break
-            elif kind is Transit:
+            elif type(action) is Transit:
                 method = action.method if action.method in _TRANSIT_METHODS else "other"
                 TRANSIT.labels(method).inc()
-            elif kind is ResolveHost:
+            elif type(action) is ResolveHost:
                 self._resolve(action)
-            elif kind is ForwardResponse:
+            elif type(action) is ForwardResponse:
                 self._forward_response(action)
-            elif kind is ChangeForwarding:
+            elif type(action) is ChangeForwarding:
                 self.accounts.apply_forwarding(action.change)
                 log.info("forwarding_changed", account=action.change.account_id, change=str(action.change))
-            elif kind is NotifyAnswered:
+            elif type(action) is NotifyAnswered:
                 self._notify_answered(action)
-            elif kind is PeerSilent:  # a call's INVITE through that host went unanswered: down now
+            elif type(action) is PeerSilent:  # a call's INVITE through that host went unanswered: down now
                 self._perform_monitor(self.monitor.mark_down(action.peer, 408))
-            elif kind is TrunkFailover:
+            elif type(action) is TrunkFailover:
                 TRUNK_FAILOVERS.labels(action.trunk, str(action.status)).inc()
                 log.info("trunk_failover", call_id=action.call_id, trunk=action.trunk, status=action.status,
                          next_trunk=action.next_trunk)  # fmt: skip
@@ -531,7 +532,7 @@ class ProxyService:
         now = self.sip.now()
         self._dns[host] = (address, now + (DNS_TTL if address else DNS_NEGATIVE_TTL))
         for action in self._dns_waiting.pop(host, []):
-            if type(action) is ResolveHost:
+            if isinstance(action, ResolveHost):
                 self._perform(self.controller.on_resolved(action, address, now))
             else:  # a trunk monitor's probe or REGISTER, sent now the name is cached
                 self._monitor_send(action)
@@ -602,11 +603,10 @@ class ProxyService:
         ends: dict[int, CallEnded] = {}
         wrote = False
         for i, action in enumerate(actions):
-            kind = type(action)
-            if kind is CallAnswered:
+            if type(action) is CallAnswered:
                 journal.answered(action.record.shifted(time.time() - self.sip.now()))
                 wrote = True
-            elif kind is EndCall and action.ended.answer is not None:
+            elif type(action) is EndCall and action.ended.answer is not None:
                 event = ends[i] = self._wall(action.ended)
                 journal.ended(event)
                 wrote = True
@@ -862,10 +862,9 @@ _NO_STATE = CallState()  # requests that start no call route on nothing
 
 def _on_connection(action: Action) -> bool:
     """The action writes on a connection (TCP, TLS, WS) at once, not in the loop's datagram batch."""
-    kind = type(action)
-    if kind is Respond or kind is Reply:
+    if type(action) is Respond or type(action) is Reply:
         return action.flow.reliable  # type: ignore[union-attr]
-    if kind is SendRequest or kind is SendStateless:
+    if type(action) is SendRequest or type(action) is SendStateless:
         return action.dest.transport != "udp"  # type: ignore[union-attr]
     return False
 

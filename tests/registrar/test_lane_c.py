@@ -237,11 +237,11 @@ def test_the_reader_refuses_a_wrong_lane_request_class() -> None:
 def test_each_package_loads_its_extension_and_the_operator_switch_turns_them_off() -> None:
     """Each package loads its own extension (sipcore.speedups names none): registrar.lane,
     sipcore.digest, sipcore.message, sipcore.ownership, rating.rater, server.group_commit;
-    `speedups.LOADED` lists them for the start-up log, after the mypyc build of sipcore where there is
-    one (loaded with the package); SIPCORE_PURE_PYTHON=1 leaves them all out."""
+    `speedups.LOADED` lists them for the start-up log, after the mypyc build where there is one
+    (loaded with sipcore); SIPCORE_PURE_PYTHON=1 leaves them all out."""
     code = (
         "from sipcore import speedups\n"
-        "assert all(name.startswith('sipcore compiled: ') for name in speedups.LOADED), speedups.LOADED\n"
+        "assert all(name.startswith('compiled: ') for name in speedups.LOADED), speedups.LOADED\n"
         "import registrar.lane, sipcore.digest, sipcore.message, sipcore.ownership, rating.rater,"
         " server.group_commit\n"
         "print(sorted(speedups.LOADED), registrar.lane._c_read is None, sipcore.digest._c_params is None,"
@@ -269,6 +269,6 @@ def test_each_package_loads_its_extension_and_the_operator_switch_turns_them_off
     ]
     compiled = Path(sipcore.__file__).parent / "_compiled"
     if str(compiled) in sipcore.__path__:  # this process runs the build: so does the child
-        loaded = sorted([*loaded, next(n for n in speedups.LOADED if n.startswith("sipcore compiled: "))])
+        loaded = sorted([*loaded, next(n for n in speedups.LOADED if n.startswith("compiled: "))])
     assert run() == f"{loaded} False False False False False False False\n"
     assert run(SIPCORE_PURE_PYTHON="1") == "[] True True True True True True True\n"

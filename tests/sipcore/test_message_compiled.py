@@ -1,7 +1,9 @@
-"""The mypyc build of the SIP stack's per-message code (setup.py, sipcore/_compiled/) against its
-Python sources: the build is in use where it can be made, is left out when a source changes or with
-SIPCORE_PURE_PYTHON=1, and reads every message as the sources do (the sources are the reference;
-`make test` also runs tests/sipcore/ on them alone, the transaction layer's tests among them)."""
+"""The mypyc build (setup.py: the SIP stack's per-message code in sipcore/_compiled/, the server's
+message loop and proxy adapter in server/_compiled/, the call controller in calls/_compiled/)
+against its Python sources: the build is in use where it can be made, is left out as a whole when
+one source changes or with SIPCORE_PURE_PYTHON=1, and reads every message as the sources do (the
+sources are the reference; `make test` also runs tests/sipcore/ and tests/calls/ on them alone, and
+tests/server/test_compiled_calls.py holds calls through the build to calls through the sources)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import calls.controller
+import server.proxy_service
+import server.sip_server
 import sipcore
 import sipcore.message
 import sipcore.transaction
@@ -39,28 +44,51 @@ def _python(code: str, pure: bool, stdin: str = "") -> str:
 
 
 def test_the_build_is_what_runs() -> None:
-    assert sipcore.message.__file__.endswith(".so"), sipcore.message.__file__
-    assert sipcore.transaction.__file__.endswith(".so"), sipcore.transaction.__file__
-    assert any(name.startswith("sipcore compiled: ") for name in speedups.LOADED), speedups.LOADED
+    record = json.loads((COMPILED / "sources.json").read_text())["sources"]
+    assert {
+        "sipcore/message.py",
+        "server/sip_server.py",
+        "server/proxy_service.py",
+        "calls/controller.py",
+    } <= set(record)
+    for module in (
+        sipcore.message,
+        sipcore.transaction,
+        server.sip_server,
+        server.proxy_service,
+        calls.controller,
+    ):
+        origin = module.__spec__.origin  # (mypyc sets __file__ from its group's runtime)
+        assert origin.endswith(".so") and "/_compiled/" in origin, origin
+    assert f"compiled: {', '.join(sorted(record))}" in speedups.LOADED, speedups.LOADED
 
 
 def test_the_switch_the_fuzzer_and_an_edited_source_leave_the_build_out(tmp_path: Path) -> None:
-    where = "import sipcore.message, sipcore.speedups as s; print(sipcore.message.__file__, s.LOADED)"
-    assert ".so" in _python(where, pure=False)
-    assert _python(where, pure=True).split()[0].endswith("sipcore/message.py")
+    where = (
+        "import sipcore.message, calls, sipcore.speedups as s; "
+        "print(sipcore.message.__spec__.origin, calls.__path__[0], s.LOADED)"
+    )
+    assert ".so" in _python(where, pure=False).split()[0]
+    printed = _python(where, pure=True)
+    assert printed.split()[0].endswith("sipcore/message.py") and "_compiled" not in printed, printed
     fuzzed = (  # what fuzz/run.py does before it loads a target
-        "import sipcore, sipcore.speedups as s; s.sources_only(sipcore); import sipcore.message; "
-        "print(sipcore.message.__file__, s.LOADED)"
+        "import sipcore.speedups as s; s.sources_only(); import sipcore.message, calls; "
+        "print(sipcore.message.__spec__.origin, calls.__path__[0], s.LOADED)"
     )
     printed = _python(fuzzed, pure=False)
     assert printed.split()[0].endswith("sipcore/message.py") and "compiled" not in printed, printed
-    # a copy of the package whose uri.py differs from the recorded one: the sources decide
-    copy = tmp_path / "sipcore"
-    subprocess.run(["cp", "-r", str(Path(sipcore.__file__).parent), str(copy)], check=True)
-    (copy / "uri.py").write_text((copy / "uri.py").read_text() + "\n# edited after the build\n")
+    # a copy of the group's packages: used as built, then left to its sources as a whole once one
+    # module of another package (calls/controller.py) differs from the recorded one
+    for package in ("sipcore", "server", "calls"):
+        subprocess.run(["cp", "-r", str(ROOT / package), str(tmp_path / package)], check=True)
     code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {where}"
     printed = _python(code, pure=False)
-    assert printed.split()[0] == str(copy / "message.py"), printed
+    assert printed.split()[0].startswith(str(tmp_path / "sipcore" / "_compiled")), printed
+    assert printed.split()[1] == str(tmp_path / "calls" / "_compiled"), printed
+    controller = tmp_path / "calls" / "controller.py"
+    controller.write_text(controller.read_text() + "\n# edited after the build\n")
+    printed = _python(code, pure=False)
+    assert printed.split()[:2] == [str(tmp_path / "sipcore" / "message.py"), str(tmp_path / "calls")], printed
     assert "compiled" not in printed
 
 

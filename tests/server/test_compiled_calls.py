@@ -1,0 +1,63 @@
+"""Calls through the mypyc build (the server's message loop, the proxy adapter, the call controller
+and the SIP stack under them: setup.py) against calls through their Python sources, the reference:
+each scenario of tests/server/call_description.py (answered, hung up by the callee, busy,
+cancelled, a wrong password, an unknown callee, requests outside a dialog) must send the same
+messages to the same places from both."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sipcore
+from tests.extensions import require_extension
+
+ROOT = Path(__file__).resolve().parents[2]
+IN_USE = str(Path(sipcore.__file__).parent / "_compiled") in sipcore.__path__
+if not IN_USE:  # a build that could be here and is not (or is stale) fails: `make dev` makes it
+    require_extension(None, "the mypyc build of sipcore (sipcore/_compiled/)")
+
+
+def _described(pure: bool) -> dict[str, list[list[object]]]:
+    env = {k: v for k, v in os.environ.items() if k != "SIPCORE_PURE_PYTHON"}
+    if pure:
+        env["SIPCORE_PURE_PYTHON"] = "1"
+    out = subprocess.run([sys.executable, "-m", "tests.server.call_description"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def both() -> tuple[dict[str, list[list[object]]], dict[str, list[list[object]]]]:
+    return _described(pure=False), _described(pure=True)
+
+
+def test_the_build_described_the_calls_and_the_sources_the_reference(both) -> None:
+    compiled, reference = dict(both[0]), dict(both[1])
+    assert reference.pop("loaded") == []
+    loaded = compiled.pop("loaded")
+    assert len(loaded) == 1 and "calls/controller.py" in loaded[0] and "server/proxy_service.py" in loaded[0]
+    assert compiled.keys() == reference.keys()
+    # the scenarios did what they are named for (else equal descriptions would say little)
+    firsts = {name: [[dest, msg.split("\r\n", 1)[0]] for _, sent in steps for dest, msg in sent]
+              for name, steps in reference.items()}  # fmt: skip
+    assert ["127.0.0.1:45061", "SIP/2.0 200 OK"] in firsts["answered"]
+    assert ["127.0.0.1:45061", "SIP/2.0 486 Busy Here"] in firsts["busy"]
+    assert ["127.0.0.1:45061", "SIP/2.0 487 Request Terminated"] in firsts["cancelled"]
+    assert firsts["wrong_password"][-1] == ["127.0.0.1:45061", "SIP/2.0 407 Proxy Authentication Required"]
+    assert firsts["unknown_callee"][-1][1].startswith("SIP/2.0 4")
+
+
+def test_every_message_sent_is_the_same_through_the_build_and_the_sources(both) -> None:
+    compiled, reference = both
+    for name in reference:
+        if name == "loaded":
+            continue
+        assert len(compiled[name]) == len(reference[name]), name
+        for ours, ref in zip(compiled[name], reference[name], strict=True):
+            assert ours == ref, (name, ref[0].split("\r\n", 1)[0])
