@@ -43,7 +43,7 @@ _in_use: set[str] = set()  # the packages whose paths hold their build
 _sources_only = False  # set by sources_only()
 
 
-def _build_matches() -> dict[str, str]:
+def _build_matches() -> list[str]:
     """The modules of the mypyc group (setup.py), by source path, when every one was built from
     the sources beside it; else none. They call each other natively, so they are used together or
     not at all: one edited source leaves the whole group to the Python code."""
@@ -54,16 +54,16 @@ def _build_matches() -> dict[str, str]:
         for name, digest in record["sources"].items():
             with open(os.path.join(root, name), "rb") as src:
                 if hashlib.sha256(src.read()).hexdigest() != digest:
-                    return {}  # edited since the build: the sources decide
+                    return []  # edited since the build: the sources decide
             package, module = os.path.split(name)
             stem = module.removesuffix(".py")
             built = os.listdir(os.path.join(root, package, "_compiled"))
             if not any(b.startswith(stem + ".") and b.endswith(".so") for b in built):
-                return {}  # not compiled here (mypyc refused it, or no compiler)
+                return []  # not compiled here (mypyc refused it, or no compiler)
         importlib.import_module(f"sipcore._compiled.{record['runtime']}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError):
-        return {}  # never built, or half built: the Python code alone
-    return dict(record["sources"])
+        return []  # never built, or half built: the Python code alone
+    return sorted(record["sources"])
 
 
 def compiled_first(package: str, path: list[str]) -> None:
@@ -77,7 +77,7 @@ def compiled_first(package: str, path: list[str]) -> None:
         modules = _build_matches()
         _group = frozenset(name.partition("/")[0] for name in modules)
         if modules:
-            LOADED.append(f"compiled: {', '.join(sorted(modules))}")
+            LOADED.append(f"compiled: {', '.join(modules)}")
     if package in _group:
         path.insert(0, os.path.join(path[0], "_compiled"))
         _in_use.add(package)

@@ -184,8 +184,10 @@ async def describe() -> dict[str, Any]:
                 feed(_request("ACK", uri, i, 1, f"z9hG4bK-n{i}", _header(challenge, "to")), uac)
                 ch = _challenge(challenge, "proxy-authenticate")
                 credentials = _authorization(ch, f"u{10000 + i}", f"pwu{10000 + i}", "INVITE", uri)
-                feed(_request("INVITE", uri, i, 2, f"z9hG4bK-n{i}-2", to,
-                              f"Proxy-Authorization: {credentials}\r\n"), uac)  # fmt: skip
+                final = _last(feed(_request("INVITE", uri, i, 2, f"z9hG4bK-n{i}-2", to,
+                                            f"Proxy-Authorization: {credentials}\r\n"), uac), UAC, "SIP/2.0 4")  # fmt: skip
+                # acknowledged: no retransmission is left to fire during a later scenario
+                feed(_request("ACK", uri, i, 2, f"z9hG4bK-n{i}-2", _header(final, "to")), uac)
 
             @scenario
             def out_of_dialog(i: int) -> None:
