@@ -63,12 +63,8 @@ def compiled_modules() -> list[Extension]:
         print(f"mypyc left {', '.join(COMPILED)} in Python: {exc}", file=sys.stderr)
         return []
     for ext in exts:  # each built beside its sources' package, in <package>/_compiled/, not over them
-        package, _, module = ext.name.rpartition(".")
-        if module == RUNTIME:
-            package = GROUP_HOME
-        else:
-            package = package.partition(".")[0]
-        ext.name = f"{package}._compiled.{module}"
+        # (the group's runtime is named in GROUP_HOME already: <GROUP_HOME>._compiled.<RUNTIME>)
+        ext.name = f"{ext.name.partition('.')[0]}._compiled.{ext.name.rpartition('.')[2]}"
         ext.optional = True
     record = {
         "runtime": RUNTIME,

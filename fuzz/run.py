@@ -10,7 +10,7 @@ The working corpus is WORKDIR/corpus/TARGET (seeded from fuzz/seeds.py and fuzz/
 on every run; what libFuzzer finds is added there and kept between runs); crashing inputs go to
 WORKDIR/crashes/TARGET/: once fixed, copy each into fuzz/regressions/TARGET/ (the tests replay them). The
 packages under test are instrumented for coverage (the C readers are exercised and compared with
-their Python references; libFuzzer's coverage is of the Python side, so sipcore runs from its
+their Python references; libFuzzer's coverage is of the Python side, so the code runs from its
 sources, not its mypyc build). Exit status 0: no crash.
 """
 

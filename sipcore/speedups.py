@@ -51,14 +51,16 @@ def _build_matches() -> list[str]:
         with open(os.path.join(_GROUP_HOME, COMPILED_RECORD), encoding="utf-8") as f:
             record = json.load(f)
         root = os.path.dirname(os.path.dirname(_GROUP_HOME))
+        built: dict[str, list[str]] = {}  # each package's _compiled/, listed once
         for name, digest in record["sources"].items():
             with open(os.path.join(root, name), "rb") as src:
                 if hashlib.sha256(src.read()).hexdigest() != digest:
                     return []  # edited since the build: the sources decide
             package, module = os.path.split(name)
             stem = module.removesuffix(".py")
-            built = os.listdir(os.path.join(root, package, "_compiled"))
-            if not any(b.startswith(stem + ".") and b.endswith(".so") for b in built):
+            if package not in built:
+                built[package] = os.listdir(os.path.join(root, package, "_compiled"))
+            if not any(b.startswith(stem + ".") and b.endswith(".so") for b in built[package]):
                 return []  # not compiled here (mypyc refused it, or no compiler)
         importlib.import_module(f"sipcore._compiled.{record['runtime']}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError):

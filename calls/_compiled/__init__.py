@@ -1,3 +1,3 @@
-"""mypyc builds of calls's per-call modules (setup.py), preferred by
+"""mypyc builds of the call controller (setup.py), preferred by
 `sipcore.speedups.compiled_first` when the group matches its sources. Nothing here is written by hand
 but this file."""

@@ -63,15 +63,13 @@ def _last(sent: Sent, to: tuple[str, int], start: str) -> bytes:
     raise AssertionError(f"no {start} to {to}: {[d[:40] for d, _ in sent]}")
 
 
-def _request(method: str, ruri: str, i: int, cseq: int, branch: str, to: str, extra: str = "",
-             user: str | None = None) -> bytes:  # fmt: skip
+def _request(method: str, ruri: str, i: int, cseq: int, branch: str, to: str, extra: str = "") -> bytes:
     """A request from the caller of call ``i`` (the bench's UAC), outside what CallDriver sends."""
-    user = user or f"u{10000 + i}"
     return (
         f"{method} {ruri} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {UAC[0]}:{UAC[1]};branch={branch}\r\n"
         "Max-Forwards: 70\r\n"
-        f"From: <sip:{user}@127.0.0.1>;tag={i}SIPpTag00\r\n"
+        f"From: <sip:u{10000 + i}@127.0.0.1>;tag={i}SIPpTag00\r\n"
         f"To: {to}\r\n"
         f"Call-ID: call-{i}-{os.getpid()}@127.0.0.1\r\n"
         f"CSeq: {cseq} {method}\r\n{extra}Content-Length: 0\r\n\r\n"

@@ -7,29 +7,16 @@ messages to the same places from both."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-import sipcore
-from tests.extensions import require_extension
+from tests.extensions import python_output, require_compiled_build
 
-ROOT = Path(__file__).resolve().parents[2]
-IN_USE = str(Path(sipcore.__file__).parent / "_compiled") in sipcore.__path__
-if not IN_USE:  # a build that could be here and is not (or is stale) fails: `make dev` makes it
-    require_extension(None, "the mypyc build of sipcore (sipcore/_compiled/)")
+require_compiled_build()  # a build that could be here and is not (or is stale) fails: `make dev` makes it
 
 
 def _described(pure: bool) -> dict[str, list[list[object]]]:
-    env = {k: v for k, v in os.environ.items() if k != "SIPCORE_PURE_PYTHON"}
-    if pure:
-        env["SIPCORE_PURE_PYTHON"] = "1"
-    out = subprocess.run([sys.executable, "-m", "tests.server.call_description"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
-    return json.loads(out.stdout)
+    return json.loads(python_output("from tests.server.call_description import main; main()", pure))
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import calls.controller
@@ -23,24 +21,12 @@ import sipcore.message
 import sipcore.transaction
 from fuzz.seeds import messages
 from sipcore import speedups
-from tests.extensions import require_extension
+from tests.extensions import ROOT, python_output, require_compiled_build
 from tests.sip_mutations import mutate
 from tests.sipcore.message_description import describe_all
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPILED = Path(sipcore.__file__).parent / "_compiled"
-IN_USE = str(COMPILED) in sipcore.__path__
-if not IN_USE:  # a build that could be here and is not (or is stale) fails: `make dev` makes it
-    require_extension(None, "the mypyc build of sipcore (sipcore/_compiled/)")
-
-
-def _python(code: str, pure: bool, stdin: str = "") -> str:
-    env = {k: v for k, v in os.environ.items() if k != "SIPCORE_PURE_PYTHON"}
-    if pure:
-        env["SIPCORE_PURE_PYTHON"] = "1"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, input=stdin, capture_output=True,
-                         text=True, timeout=300, check=True)  # fmt: skip
-    return out.stdout
+require_compiled_build()  # a build that could be here and is not (or is stale) fails: `make dev` makes it
 
 
 def test_the_build_is_what_runs() -> None:
@@ -68,26 +54,26 @@ def test_the_switch_the_fuzzer_and_an_edited_source_leave_the_build_out(tmp_path
         "import sipcore.message, calls, sipcore.speedups as s; "
         "print(sipcore.message.__spec__.origin, calls.__path__[0], s.LOADED)"
     )
-    assert ".so" in _python(where, pure=False).split()[0]
-    printed = _python(where, pure=True)
+    assert ".so" in python_output(where, pure=False).split()[0]
+    printed = python_output(where, pure=True)
     assert printed.split()[0].endswith("sipcore/message.py") and "_compiled" not in printed, printed
     fuzzed = (  # what fuzz/run.py does before it loads a target
         "import sipcore.speedups as s; s.sources_only(); import sipcore.message, calls; "
         "print(sipcore.message.__spec__.origin, calls.__path__[0], s.LOADED)"
     )
-    printed = _python(fuzzed, pure=False)
+    printed = python_output(fuzzed, pure=False)
     assert printed.split()[0].endswith("sipcore/message.py") and "compiled" not in printed, printed
     # a copy of the group's packages: used as built, then left to its sources as a whole once one
     # module of another package (calls/controller.py) differs from the recorded one
     for package in ("sipcore", "server", "calls"):
         subprocess.run(["cp", "-r", str(ROOT / package), str(tmp_path / package)], check=True)
     code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {where}"
-    printed = _python(code, pure=False)
+    printed = python_output(code, pure=False)
     assert printed.split()[0].startswith(str(tmp_path / "sipcore" / "_compiled")), printed
     assert printed.split()[1] == str(tmp_path / "calls" / "_compiled"), printed
     controller = tmp_path / "calls" / "controller.py"
     controller.write_text(controller.read_text() + "\n# edited after the build\n")
-    printed = _python(code, pure=False)
+    printed = python_output(code, pure=False)
     assert printed.split()[:2] == [str(tmp_path / "sipcore" / "message.py"), str(tmp_path / "calls")], printed
     assert "compiled" not in printed
 
@@ -105,7 +91,7 @@ def test_the_build_reads_every_message_as_the_sources_do() -> None:
     compiled = json.loads(json.dumps(describe_all(inputs)))
     code = "from tests.sipcore.message_description import main; main()"
     reference = json.loads(
-        _python(code, pure=True, stdin=json.dumps([base64.b64encode(x).decode() for x in inputs]))
+        python_output(code, pure=True, stdin=json.dumps([base64.b64encode(x).decode() for x in inputs]))
     )
     assert len(reference) == len(compiled) == len(inputs)
     outcomes = {d[0] for d in compiled}
