@@ -1,7 +1,7 @@
 """CPU per REGISTER and per call inside the server, without sockets or SIPp: the interpreter's share.
 
     .venv/bin/python -m benchmarks.bench_sip_cpu [--mode register|call|both] [--n 20000] [--repeat 5]
-        [--profile] [--per-message] [--against REV] [--write]
+        [--profile] [--per-message] [--gap-ms MS] [--against REV] [--write]
 
 The real `Application` (benchmark configuration: 10,000 accounts, the shared harness's users) is
 started on loopback ports, then messages shaped like the harness's SIPp scenarios
@@ -17,6 +17,11 @@ Why: on this VM a loopback `sendto` that wakes a sleeping SIPp costs 20–400 µ
 buries the interpreter's cost in the step-rate figures at moderate rates. This measures the
 interpreter's part alone (CPU time of the process, write-behind threads included), in one process,
 so before/after comparisons are stable; the step-rate harness stays the figure of record.
+
+``--gap-ms MS`` (call mode) sleeps MS before handing each message, as a server below saturation idles
+between datagrams: on these VMs the same messages then cost two to four times the CPU (RESULTS.md,
+"CPU per call depends on the idle time between messages"), which is the distance between this
+benchmark's figure and the one over the wire at moderate rates.
 """
 
 from __future__ import annotations
@@ -282,12 +287,20 @@ CALL_MESSAGES = (
 
 
 async def run_calls(
-    app: Any, cap: Capture, host: str, port: int, n: int, start: int, per_message: list[float] | None = None
+    app: Any,
+    cap: Capture,
+    host: str,
+    port: int,
+    n: int,
+    start: int,
+    per_message: list[float] | None = None,
+    gap: float = 0.0,
 ) -> float:
     """n calls, every message checked; returns CPU seconds of the process for them. ``per_message``
     (one slot per CALL_MESSAGES entry) gets the main thread's CPU seconds spent handling each message
     of the call, summed over the n calls (what runs between messages, timers and write-behind tasks,
-    is in no slot)."""
+    is in no slot). ``gap``: seconds the main thread sleeps before each message (the CPU figures
+    exclude the sleep itself; it only lets the process go idle)."""
     on_message, flush = app.sip.on_message, app.sip.transports.flush_udp
     uac, uas = Flow("udp", UAC, cap.local), Flow("udp", UAS, cap.local)
     drv = CallDriver(host, port)
@@ -297,6 +310,8 @@ async def run_calls(
     def feed(data: bytes, flow: Flow) -> list[tuple[bytes, tuple[str, int]]]:
         nonlocal step
         cap.sent.clear()
+        if gap:
+            time.sleep(gap)
         t0 = time.thread_time() if per_message is not None else 0.0
         on_message(data, flow)
         flush()
@@ -374,7 +389,7 @@ async def _started(work: Path) -> tuple[Any, Capture, str, int]:
 
 
 async def measure(
-    mode: str, n: int, repeat: int, profile: bool, per_message: bool = False
+    mode: str, n: int, repeat: int, profile: bool, per_message: bool = False, gap: float = 0.0
 ) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -395,7 +410,7 @@ async def measure(
                         await register_callee(app, cap, host, port)
                         await run_calls(app, cap, host, port, 200, 900_000)  # warm-up
                     slots = [0.0] * len(CALL_MESSAGES) if per_message else None
-                    cpu = await run_calls(app, cap, host, port, n, r * n, slots)
+                    cpu = await run_calls(app, cap, host, port, n, r * n, slots, gap)
                     out.setdefault("call", []).append(cpu / n * 1e6)
                     for name, seconds in zip(CALL_MESSAGES, slots or (), strict=False):
                         out.setdefault(f"call: {name}", []).append(seconds / n * 1e6)
@@ -432,6 +447,8 @@ def against(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
                        "--n", str(args.n), "--repeat", str(args.repeat)]  # fmt: skip
                 if args.per_message:
                     cmd.append("--per-message")
+                if args.gap_ms:
+                    cmd += ["--gap-ms", str(args.gap_ms)]
                 out = subprocess.run(cmd, cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True,
                                      capture_output=True, text=True).stdout  # fmt: skip
                 for line in out.splitlines():
@@ -450,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--per-message", action="store_true", help="call mode: also the CPU of each message of the call"
     )
+    ap.add_argument(
+        "--gap-ms", type=float, default=0.0, metavar="MS",
+        help="call mode: sleep MS before each message (the process idles between datagrams)",
+    )  # fmt: skip
     ap.add_argument("--against", metavar="REV", help="compare with git revision REV, alternating processes")
     ap.add_argument("--rounds", type=int, default=3, help="with --against: processes per side")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -463,7 +484,11 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    figures = asyncio.run(measure(args.mode, args.n, args.repeat, args.profile, args.per_message))
+    if args.gap_ms < 0:
+        ap.error("--gap-ms must not be negative")
+    figures = asyncio.run(
+        measure(args.mode, args.n, args.repeat, args.profile, args.per_message, args.gap_ms / 1000)
+    )
     if args.child:
         for what, runs in figures.items():
             print("CHILD", what, statistics.median(runs))
@@ -473,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}; {load_note()}",
         f"- command: `.venv/bin/python -m benchmarks.bench_sip_cpu --mode {args.mode} --n {args.n} "
-        f"--repeat {args.repeat}{' --per-message' if args.per_message else ''}`",
+        f"--repeat {args.repeat}{' --per-message' if args.per_message else ''}"
+        f"{f' --gap-ms {args.gap_ms:g}' if args.gap_ms else ''}`",
         "",
         "| operation | median µs CPU | runs |",
         "|---|---:|---|",
