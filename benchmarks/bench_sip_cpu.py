@@ -476,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--write", action="store_true", help=f"append to {RESULTS}")
     args = ap.parse_args(argv)
+    if args.gap_ms < 0:  # before --against hands it to its children
+        ap.error("--gap-ms must not be negative")
     if args.against:
         return report_against(args, against(args))
     try:
@@ -484,8 +486,6 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    if args.gap_ms < 0:
-        ap.error("--gap-ms must not be negative")
     figures = asyncio.run(
         measure(args.mode, args.n, args.repeat, args.profile, args.per_message, args.gap_ms / 1000)
     )
