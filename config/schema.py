@@ -177,6 +177,9 @@ class Limits(Strict):
     # server transactions kept at most (~2-3 KB each once lingering); a full table ends its oldest
     # lingering one for a new request, and answers a stateless 503 only when all are in progress
     max_server_transactions: int = Field(65_536, ge=100)
+    # bytes of kernel receive queue asked for each UDP socket (Linux doubles it, caps it at
+    # net.core.rmem_max): shallow, so an overloaded server drops stale datagrams instead of queueing them
+    udp_receive_buffer: int = Field(524_288, ge=65_536, le=1 << 28)
 
 
 class TlsSection(Strict):

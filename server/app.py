@@ -85,6 +85,7 @@ def load_application_config(path: str | None) -> LoadedConfig:
             tcp_reserved_fds=srv.limits.tcp_reserved_descriptors,
             tcp_message_timeout=float(srv.limits.tcp_message_timeout),
             tcp_min_byte_rate=srv.limits.tcp_min_byte_rate,
+            udp_receive_buffer=srv.limits.udp_receive_buffer,
         ),
         metrics_address=_hp(srv.metrics) if srv.metrics else None,
         secure=secure_settings(srv, str(path) if path else None),
@@ -394,7 +395,7 @@ class Application:
             self.flood_gate.update(build_pike(g.rate_limit) if g.enabled else None,
                                    build_mirror(g) if g.enabled else None)  # fmt: skip
         self.sip.set_local_domains(new.settings.sip.local_domains)
-        self.sip.transports.limits = limits
+        self.sip.transports.set_limits(limits)
         self.sip.transactions.max_server = new.settings.sip.max_server_transactions
         if self.billing is not None and rater is not None:
             return self.billing.update(cfg, rater, time.time())

@@ -54,7 +54,7 @@ def bind_steered_udp(sip: Any, count: int) -> dict[str, list[socket.socket]]:
     try:
         for text in sip.udp:
             try:
-                out[text], scanned = bind_steered(text, count)
+                out[text], scanned = bind_steered(text, count, sip.limits.udp_receive_buffer)
             except ListenError:
                 raise
             except OSError as exc:
@@ -82,7 +82,7 @@ def bind_listeners(sip: Any, steered: frozenset[str] = frozenset()) -> dict[tupl
     try:
         for text in sip.udp:
             if text not in steered:
-                out[("udp", text)] = bind_udp(text)
+                out[("udp", text)] = bind_udp(text, receive_buffer=sip.limits.udp_receive_buffer)
         for text in sip.tcp:
             out[("tcp", text)] = bind_tcp(text)
         for kind in ("tls", "ws", "wss"):

@@ -33,7 +33,7 @@ import socket
 import struct
 
 from sipcore.ownership import FOLD_MUL, MIX_MUL, STEER_LONG, STEER_SHORT
-from sipcore.transport import ListenError, bind_udp, split_hostport
+from sipcore.transport import DEFAULT_UDP_RECEIVE_BUFFER, ListenError, bind_udp, split_hostport
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
 BPF_MAXINSNS = 4096
@@ -211,10 +211,13 @@ def attach(sock: socket.socket, workers: int) -> int:
     raise AssertionError("unreachable: the last budget returns or raises")
 
 
-def bind_steered(text: str, workers: int) -> tuple[list[socket.socket], int]:
-    """One SO_REUSEPORT socket per worker on ``text`` ('host:port'), index i for worker i, with the
-    steering program attached, and the bytes it scans. First a plain bind of the address, closed at once: it fails if any
-    other socket (another server) holds it, which a group would otherwise let join silently.
+def bind_steered(
+    text: str, workers: int, receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
+) -> tuple[list[socket.socket], int]:
+    """One SO_REUSEPORT socket per worker on ``text`` ('host:port'), index i for worker i, each with
+    a receive queue of ``receive_buffer`` bytes and the steering program attached, and the bytes the
+    program scans. First a plain bind of the address, closed at once: it fails if any other socket
+    (another server) holds it, which a group would otherwise let join silently.
     Raises ListenError (the address is taken) or OSError (no steering here: the caller shares one
     socket instead)."""
     probe = bind_udp(text)  # ListenError if taken; without SO_REUSEPORT nobody can join it later
@@ -226,7 +229,7 @@ def bind_steered(text: str, workers: int) -> tuple[list[socket.socket], int]:
     socks: list[socket.socket] = []
     try:
         for _ in range(workers):
-            socks.append(bind_udp(text, reuse_port=True))
+            socks.append(bind_udp(text, reuse_port=True, receive_buffer=receive_buffer))
         scanned = attach(socks[0], workers)
     except BaseException as exc:
         for s in socks:

@@ -34,6 +34,11 @@ log = structlog.get_logger("sipcore.transport")
 Handler = Callable[[bytes, Flow], None]
 ErrorHandler = Callable[[FramingFailed, Flow], bytes | None]
 
+# Kernel buffers asked for each UDP socket: the receive queue is server.limits.udp_receive_buffer
+# (why this size: set_receive_buffer); the send buffer only has to take one loop iteration's replies.
+DEFAULT_UDP_RECEIVE_BUFFER = 512 * 1024
+UDP_SEND_BUFFER = 4 * 1024 * 1024
+
 
 @dataclass(slots=True)
 class TransportLimits:
@@ -44,6 +49,7 @@ class TransportLimits:
     tcp_reserved_fds: int = 256  # descriptors per process kept for everything but inbound SIP TCP
     tcp_message_timeout: float = 10.0  # to complete a message once begun
     tcp_min_byte_rate: int = 100  # bytes/s a message in progress must average (0: no rule)
+    udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER  # bytes asked for each UDP socket's queue
 
 
 @dataclass(slots=True)
@@ -89,8 +95,23 @@ def _peer(addr: tuple) -> Address:  # type: ignore[type-arg]
     return str(addr[0]), int(addr[1])
 
 
-def bind_udp(text: str, reuse_port: bool = False) -> socket.socket:
-    """A bound, non-blocking UDP socket for ``text`` ('host:port'), with large kernel buffers."""
+def set_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for a receive queue of ``size`` bytes (Linux doubles it for its bookkeeping and caps the
+    request at ``net.core.rmem_max``). Why not more: a datagram that waited past SIP's T1 (500 ms)
+    has been retransmitted already, so a deep queue only makes an overloaded server handle stale
+    copies and recover late; one that overflows drops them in the kernel instead, at no cost
+    (benchmarks/RESULTS.md, "A shorter UDP receive queue")."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError:
+        pass
+
+
+def bind_udp(
+    text: str, reuse_port: bool = False, receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
+) -> socket.socket:
+    """A bound, non-blocking UDP socket for ``text`` ('host:port'), with a receive queue of
+    ``receive_buffer`` bytes (`set_receive_buffer`) and a large send buffer."""
     host, port = split_hostport(text, 5060)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -101,11 +122,11 @@ def bind_udp(text: str, reuse_port: bool = False) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-            except OSError:
-                pass
+        set_receive_buffer(sock, receive_buffer)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_SEND_BUFFER)
+        except OSError:
+            pass
         _bind(sock, host, port, "UDP", text)
         sock.setblocking(False)
     except BaseException:
@@ -416,10 +437,22 @@ class TransportManager:
     def dispatch(self, data: bytes, flow: Flow) -> None:
         self.handler(data, flow)
 
+    def set_limits(self, limits: TransportLimits) -> None:
+        """A reload's limits: new messages and connections follow them; a new UDP receive-queue size
+        applies to the sockets this process reads (a worker's steered socket, or the shared one)."""
+        old, self.limits = self.limits, limits
+        if limits.udp_receive_buffer != old.udp_receive_buffer:
+            for ep in self.udp:
+                sock = ep.transport.get_extra_info("socket") if ep.transport is not None else None
+                if sock is not None:  # uvloop's PseudoSocket or the socket itself (SendOnlyUdp)
+                    set_receive_buffer(sock, limits.udp_receive_buffer)
+
     async def start(self, udp: list[str], tcp: list[str], reuse_port: bool = False) -> None:
         loop = self._loop = asyncio.get_running_loop()
         for text in udp:
-            sock = self.inherited.pop(("udp", text), None) or bind_udp(text, reuse_port)
+            sock = self.inherited.pop(("udp", text), None) or bind_udp(
+                text, reuse_port, self.limits.udp_receive_buffer
+            )
             if text in self.shared_udp:  # read by every worker, one woken per datagram
                 proto = UdpEndpoint(self)
                 proto.connection_made(SendOnlyUdp(sock))  # type: ignore[arg-type]

@@ -74,7 +74,8 @@ def _deliveries(socks: list[socket.socket], sent: int) -> dict[bytes, list[int]]
 
 @pytest.mark.parametrize("workers", [2, 3, 4])
 def test_the_kernel_delivers_each_readable_datagram_to_its_owner(workers: int) -> None:
-    socks, scanned = bind_steered("127.0.0.1:0", workers)
+    # 2,000 datagrams wait unread: queues deeper than the server's default hold them
+    socks, scanned = bind_steered("127.0.0.1:0", workers, receive_buffer=4 << 20)
     rng = random.Random(workers)
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:

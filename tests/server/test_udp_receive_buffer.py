@@ -1,0 +1,90 @@
+"""The UDP receive queue each socket asks the kernel for (`server.limits.udp_receive_buffer`): what
+`bind_udp` asks, the configuration's default and bounds, and what `sipcore serve` holds with one
+process and with two workers (steered sockets and the shared one), at start and after a reload.
+
+The kernel doubles a request for its own bookkeeping and caps it at ``net.core.rmem_max``: the tests
+ask sizes below the stock cap (212,992 bytes) and compare with what ``ss`` reports (``rb``)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from config.schema import Limits
+from sipcore.transport import DEFAULT_UDP_RECEIVE_BUFFER, TransportLimits, TransportManager, bind_udp
+from tests.server.lifecycle_helpers import lifecycle_config, sipcore
+from tests.server.workers_helpers import serve
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def receive_buffers(port: int) -> list[int]:
+    """The receive-buffer size (``rb``) of every UDP socket bound to ``port`` on this host."""
+    out = subprocess.run(
+        ["ss", "-u", "-a", "-n", "-m", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return [int(v) for v in re.findall(r"\brb(\d+)", out)]
+
+
+def test_bind_udp_asks_for_the_receive_buffer_given() -> None:
+    sock = bind_udp("127.0.0.1:0", receive_buffer=131_072)
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * 131_072
+        assert receive_buffers(sock.getsockname()[1]) == [2 * 131_072]
+    finally:
+        sock.close()
+
+
+def test_the_default_is_the_same_in_the_configuration_and_the_transport() -> None:
+    assert Limits().udp_receive_buffer == TransportLimits().udp_receive_buffer == DEFAULT_UDP_RECEIVE_BUFFER
+    assert DEFAULT_UDP_RECEIVE_BUFFER == 512 * 1024
+    for bad in (65_535, (1 << 28) + 1):
+        with pytest.raises(ValueError, match="udp_receive_buffer"):
+            Limits(udp_receive_buffer=bad)
+
+
+async def test_new_limits_resize_the_sockets_a_manager_reads() -> None:
+    manager = TransportManager(lambda data, flow: None, TransportLimits(udp_receive_buffer=100_000))
+    await manager.start(["127.0.0.1:0"], [])
+    try:
+        port = manager.udp[0].local[1]
+        assert receive_buffers(port) == [200_000]
+        manager.set_limits(TransportLimits(udp_receive_buffer=150_000, max_message_size=4096))
+        assert receive_buffers(port) == [300_000]
+        assert manager.limits.max_message_size == 4096
+    finally:
+        await manager.close()
+
+
+@pytest.mark.parametrize(("workers", "steering"), [(1, True), (2, True), (2, False)])
+async def test_serve_sizes_every_udp_socket_from_the_configuration_and_a_reload(
+    tmp_path: Path, workers: int, steering: bool
+) -> None:
+    config = lifecycle_config(tmp_path, 9)
+    text = config.read_text()
+    if not steering:  # the workers share one socket
+        text = text.replace("  state_dir:", "  udp_steering: false\n  state_dir:", 1)
+    config.write_text(text.replace("  state_dir:", "  limits: {udp_receive_buffer: 100000}\n  state_dir:", 1))
+    async with serve(config, workers) as served:
+        # one process: its socket; two workers: one steered socket each, or the one they share
+        sizes = receive_buffers(served.port)
+        assert sizes and set(sizes) == {200_000}, sizes
+        if workers == 1 or not steering:
+            assert len(sizes) == 1
+        config.write_text(
+            text.replace("  state_dir:", "  limits: {udp_receive_buffer: 150000}\n  state_dir:", 1)
+        )
+        code, out = await sipcore(
+            "reload", "--config", str(config), "--pid", str(served.proc.pid), cwd=tmp_path
+        )
+        assert code == 0 and "server.limits" in out and "needs a restart" not in out, out
+        for _ in range(100):  # every worker applies it on its own
+            if set(receive_buffers(served.port)) == {300_000}:
+                break
+            await asyncio.sleep(0.05)
+        assert receive_buffers(served.port) == [300_000] * len(sizes)
