@@ -124,6 +124,13 @@ UDP_SEND_FAILED = StatsCounter(
     "error (the socket refused it)",
     ["reason"],
 )
+UDP_RECEIVE_DROPPED = StatsCounter(
+    "sipcore_udp_receive_dropped_total",
+    "Datagrams the kernel dropped at a UDP socket of the server because its receive queue was full "
+    "(server.limits.udp_receive_buffer), by listening address and socket (kernel inode: one per "
+    "worker with udp_steering, one shared otherwise)",
+    ["address", "socket"],
+)
 TRANSACTIONS_ACTIVE = Gauge("sipcore_transactions_active", "SIP transactions in progress")
 TRANSACTIONS_REFUSED = FastCounter(
     "sipcore_transactions_refused_total",
@@ -380,9 +387,11 @@ MAX_FAMILIES = frozenset(
         "sipcore_registered_contacts",
         "sipcore_bans_active",  # every worker holds every ban (server/guard_share.py)
         "sipcore_config_last_reload_success_timestamp_seconds",
+        "sipcore_udp_receive_dropped",  # a socket the workers share is reported by each of them
     }
 )
-"""Gauges every worker reports for the whole server: the largest is kept, not the sum."""
+"""Families whose series every worker reports alike (gauges of the whole server, a socket the workers
+share): the largest is kept, not the sum."""
 
 
 def merge_expositions(texts: dict[int, str]) -> bytes:

@@ -177,6 +177,7 @@ class SipServer:
         metrics.TRANSACTIONS_ACTIVE.set_function(lambda: len(transactions))  # read at scrape time
         metrics.TRANSACTIONS_ENDED_EARLY.set_function(lambda: {(): transactions.stats["ended_early"]})
         metrics.TCP_CONNECTIONS.set_function(lambda: len(self.transports.connections))
+        metrics.UDP_RECEIVE_DROPPED.set_function(self.transports.receive_dropped)
         metrics.TCP_CONNECTION_CAP.set_function(lambda: self.transports.tcp_cap)
         stats = self.transports.stats
         metrics.TCP_REFUSED.set_function(

@@ -16,6 +16,7 @@ import os
 import resource
 import select
 import socket
+import struct
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,6 +39,8 @@ ErrorHandler = Callable[[FramingFailed, Flow], bytes | None]
 # (why this size: set_receive_buffer); the send buffer only has to take one loop iteration's replies.
 DEFAULT_UDP_RECEIVE_BUFFER = 512 * 1024
 UDP_SEND_BUFFER = 4 * 1024 * 1024
+SO_MEMINFO = 55  # <asm-generic/socket.h>: a socket's memory figures, drops among them (Linux)
+_SK_MEMINFO_DROPS = 8
 
 
 @dataclass(slots=True)
@@ -105,6 +108,18 @@ def set_receive_buffer(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     except OSError:
         pass
+
+
+def receive_dropped(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped at ``sock`` because its receive queue was full (its ``sk_drops``,
+    which also counts the rare datagram with a bad checksum), or None where the kernel does not say."""
+    try:
+        data = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 9 * 4)
+    except OSError:
+        return None
+    if len(data) < (_SK_MEMINFO_DROPS + 1) * 4:
+        return None
+    return int(struct.unpack_from("9I", data)[_SK_MEMINFO_DROPS])
 
 
 def bind_udp(
@@ -446,6 +461,20 @@ class TransportManager:
                 sock = ep.transport.get_extra_info("socket") if ep.transport is not None else None
                 if sock is not None:  # uvloop's PseudoSocket or the socket itself (SendOnlyUdp)
                     set_receive_buffer(sock, limits.udp_receive_buffer)
+
+    def receive_dropped(self) -> dict[tuple[str, ...], int]:
+        """Datagrams the kernel dropped at each UDP socket this process reads, by (address, socket
+        inode): the workers' steered sockets each their own; a socket shared by the workers is one
+        inode, which each of them reports (the merged /metrics keeps the largest, not the sum)."""
+        out: dict[tuple[str, ...], int] = {}
+        for ep in self.udp:
+            sock = ep.transport.get_extra_info("socket") if ep.transport is not None else None
+            dropped = receive_dropped(sock) if sock is not None else None
+            if dropped is not None:
+                host, port = ep.local
+                address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                out[(address, str(os.fstat(sock.fileno()).st_ino))] = dropped
+        return out
 
     async def start(self, udp: list[str], tcp: list[str], reuse_port: bool = False) -> None:
         loop = self._loop = asyncio.get_running_loop()

@@ -88,3 +88,69 @@ async def test_serve_sizes_every_udp_socket_from_the_configuration_and_a_reload(
                 break
             await asyncio.sleep(0.05)
         assert receive_buffers(served.port) == [300_000] * len(sizes)
+
+
+def kernel_drops(port: int) -> list[int]:
+    """What ``ss`` says the kernel dropped at each UDP socket bound to ``port`` (``d`` of skmem)."""
+    out = subprocess.run(
+        ["ss", "-u", "-a", "-n", "-m", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return [int(v) for v in re.findall(r",d(\d+)\)", out)]
+
+
+def flood(port: int, count: int = 20_000) -> None:
+    """``count`` datagrams of 1,200 bytes as fast as one socket sends them: far more than a small
+    queue holds before the server reads it."""
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        payload = b"x" * 1200
+        for _ in range(count):
+            try:
+                client.sendto(payload, ("127.0.0.1", port))
+            except OSError:  # the host's own send queue full: the next ones go
+                pass
+    finally:
+        client.close()
+
+
+def test_receive_dropped_reads_the_sockets_own_drop_count() -> None:
+    from sipcore.transport import receive_dropped
+
+    sock = bind_udp("127.0.0.1:0", receive_buffer=65_536)
+    try:
+        assert receive_dropped(sock) == 0
+        flood(sock.getsockname()[1], 2_000)  # nobody reads: all but the first ~50 are dropped
+        dropped = receive_dropped(sock)
+        assert dropped is not None and dropped > 1_000
+        assert kernel_drops(sock.getsockname()[1]) == [dropped]
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(("workers", "steering"), [(1, True), (2, True), (2, False)])
+async def test_metrics_count_what_the_kernel_dropped_at_the_servers_sockets(
+    tmp_path: Path, workers: int, steering: bool
+) -> None:
+    from tests.server.workers_helpers import metric
+
+    config = lifecycle_config(tmp_path, 9)
+    text = config.read_text().replace(
+        "  state_dir:", "  limits: {udp_receive_buffer: 65536}\n  state_dir:", 1
+    )
+    if not steering:
+        text = text.replace("  state_dir:", "  udp_steering: false\n  state_dir:", 1)
+    config.write_text(text)
+    async with serve(config, workers) as served:
+        assert metric(await served.metrics(), "sipcore_udp_receive_dropped_total") == 0
+        await asyncio.to_thread(flood, served.port)
+        await asyncio.sleep(0.5)
+        dropped = kernel_drops(served.port)
+        assert sum(dropped) > 0, dropped
+        exposition = await served.metrics()
+        # one series per socket, summed by the scrape across steered sockets, not doubled when shared
+        assert metric(exposition, "sipcore_udp_receive_dropped_total") == sum(dropped)
+        series = [
+            line for line in exposition.splitlines() if line.startswith("sipcore_udp_receive_dropped_total{")
+        ]
+        assert len(series) == len(dropped), series
+        assert all(f'address="127.0.0.1:{served.port}"' in line for line in series)
