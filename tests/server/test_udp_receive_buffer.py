@@ -1,6 +1,7 @@
 """The UDP receive queue each socket asks the kernel for (`server.limits.udp_receive_buffer`): what
 `bind_udp` asks, the configuration's default and bounds, and what `sipcore serve` holds with one
-process and with two workers (steered sockets and the shared one), at start and after a reload.
+process and with two workers (steered sockets and the shared one), at start and after a reload; and
+what the kernel dropped at those sockets, in `sipcore_udp_receive_dropped_total`.
 
 The kernel doubles a request for its own bookkeeping and caps it at ``net.core.rmem_max``: the tests
 ask sizes below the stock cap (212,992 bytes) and compare with what ``ss`` reports (``rb``)."""
@@ -16,19 +17,30 @@ from pathlib import Path
 import pytest
 
 from config.schema import Limits
-from sipcore.transport import DEFAULT_UDP_RECEIVE_BUFFER, TransportLimits, TransportManager, bind_udp
+from sipcore.transport import (
+    DEFAULT_UDP_RECEIVE_BUFFER,
+    TransportLimits,
+    TransportManager,
+    bind_udp,
+    receive_dropped,
+)
 from tests.server.lifecycle_helpers import lifecycle_config, sipcore
-from tests.server.workers_helpers import serve
+from tests.server.workers_helpers import metric, serve
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def receive_buffers(port: int) -> list[int]:
-    """The receive-buffer size (``rb``) of every UDP socket bound to ``port`` on this host."""
+def skmem(port: int, field: str) -> list[int]:
+    """One figure of ``ss``'s socket memory line (``rb``: receive buffer, ``d``: dropped) for every
+    UDP socket bound to ``port`` on this host."""
     out = subprocess.run(
         ["ss", "-u", "-a", "-n", "-m", f"sport = :{port}"], capture_output=True, text=True, check=True
     ).stdout
-    return [int(v) for v in re.findall(r"\brb(\d+)", out)]
+    return [int(v) for v in re.findall(rf"[(,]{field}(\d+)[,)]", out)]
+
+
+def receive_buffers(port: int) -> list[int]:
+    return skmem(port, "rb")
 
 
 def test_bind_udp_asks_for_the_receive_buffer_given() -> None:
@@ -91,11 +103,7 @@ async def test_serve_sizes_every_udp_socket_from_the_configuration_and_a_reload(
 
 
 def kernel_drops(port: int) -> list[int]:
-    """What ``ss`` says the kernel dropped at each UDP socket bound to ``port`` (``d`` of skmem)."""
-    out = subprocess.run(
-        ["ss", "-u", "-a", "-n", "-m", f"sport = :{port}"], capture_output=True, text=True, check=True
-    ).stdout
-    return [int(v) for v in re.findall(r",d(\d+)\)", out)]
+    return skmem(port, "d")
 
 
 def flood(port: int, count: int = 20_000) -> None:
@@ -114,8 +122,6 @@ def flood(port: int, count: int = 20_000) -> None:
 
 
 def test_receive_dropped_reads_the_sockets_own_drop_count() -> None:
-    from sipcore.transport import receive_dropped
-
     sock = bind_udp("127.0.0.1:0", receive_buffer=65_536)
     try:
         assert receive_dropped(sock) == 0
@@ -131,8 +137,6 @@ def test_receive_dropped_reads_the_sockets_own_drop_count() -> None:
 async def test_metrics_count_what_the_kernel_dropped_at_the_servers_sockets(
     tmp_path: Path, workers: int, steering: bool
 ) -> None:
-    from tests.server.workers_helpers import metric
-
     config = lifecycle_config(tmp_path, 9)
     text = config.read_text().replace(
         "  state_dir:", "  limits: {udp_receive_buffer: 65536}\n  state_dir:", 1
