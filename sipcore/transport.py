@@ -19,7 +19,7 @@ import socket
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -452,24 +452,29 @@ class TransportManager:
     def dispatch(self, data: bytes, flow: Flow) -> None:
         self.handler(data, flow)
 
+    def _udp_sockets(self) -> Iterator[tuple[UdpEndpoint, socket.socket]]:
+        """Each UDP endpoint this process reads with its socket (uvloop's PseudoSocket, or the socket
+        itself under SendOnlyUdp)."""
+        for ep in self.udp:
+            sock = ep.transport.get_extra_info("socket") if ep.transport is not None else None
+            if sock is not None:
+                yield ep, sock
+
     def set_limits(self, limits: TransportLimits) -> None:
         """A reload's limits: new messages and connections follow them; a new UDP receive-queue size
         applies to the sockets this process reads (a worker's steered socket, or the shared one)."""
         old, self.limits = self.limits, limits
         if limits.udp_receive_buffer != old.udp_receive_buffer:
-            for ep in self.udp:
-                sock = ep.transport.get_extra_info("socket") if ep.transport is not None else None
-                if sock is not None:  # uvloop's PseudoSocket or the socket itself (SendOnlyUdp)
-                    set_receive_buffer(sock, limits.udp_receive_buffer)
+            for _, sock in self._udp_sockets():
+                set_receive_buffer(sock, limits.udp_receive_buffer)
 
     def receive_dropped(self) -> dict[tuple[str, ...], int]:
         """Datagrams the kernel dropped at each UDP socket this process reads, by (address, socket
         inode): the workers' steered sockets each their own; a socket shared by the workers is one
         inode, which each of them reports (the merged /metrics keeps the largest, not the sum)."""
         out: dict[tuple[str, ...], int] = {}
-        for ep in self.udp:
-            sock = ep.transport.get_extra_info("socket") if ep.transport is not None else None
-            dropped = receive_dropped(sock) if sock is not None else None
+        for ep, sock in self._udp_sockets():
+            dropped = receive_dropped(sock)
             if dropped is not None:
                 host, port = ep.local
                 address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
