@@ -3,8 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/example.yaml
-COMPILED := $(addprefix sipcore/,grammar.py uri.py headers.py message.py timers.py transaction.py flow.py proxy.py) \
-	server/sip_server.py server/proxy_service.py calls/controller.py  # mypyc (setup.py)
+COMPILED := $(addprefix sipcore/,grammar.py uri.py headers.py message.py timers.py transaction.py flow.py proxy.py digest.py) \
+	server/sip_server.py server/proxy_service.py server/registrar_service.py calls/controller.py calls/identity.py \
+	$(addprefix registrar/,lane.py invite_lane.py invite_auth.py registrar.py)  # mypyc (setup.py)
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= parser digest lane framing sdp config rater
@@ -33,11 +34,12 @@ run: install
 check-config: install
 	$(BIN)/sipcore check-config $(CONFIG)
 
-# The whole suite on what the install built, then the SIP stack's and the call controller's tests on
-# their Python sources alone (the reference of the mypyc-compiled modules and of the C readers).
+# The whole suite on what the install built, then the tests of the SIP stack, the call controller and
+# the registrar's lanes on their Python sources alone (the reference of the mypyc build and the C readers).
 test: dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
-	SIPCORE_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/sipcore tests/calls
+	SIPCORE_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/sipcore tests/calls \
+		$(addprefix tests/registrar/test_,lane.py lane_c.py invite_lane.py answer_cache_cap.py guard.py)
 
 bench: dev
 	$(BIN)/python -m benchmarks.run_all

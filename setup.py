@@ -35,10 +35,20 @@ COMPILED = [  # one mypyc group: these modules call each other natively, so they
     "sipcore/transaction.py",
     "sipcore/flow.py",
     "sipcore/proxy.py",
-    # the server's message loop, the proxy's adapter and the call controller: every call's messages
+    # the server's message loop, the proxy's adapter, the call controller and its identity policy:
+    # every call's messages
     "server/sip_server.py",
     "server/proxy_service.py",
     "calls/controller.py",
+    "calls/identity.py",
+    # the digest check and the registrar: every REGISTER's reading, decision and answer (and its
+    # adapter), every INVITE's challenge and check of credentials
+    "sipcore/digest.py",
+    "registrar/lane.py",
+    "registrar/invite_lane.py",
+    "registrar/invite_auth.py",
+    "registrar/registrar.py",
+    "server/registrar_service.py",
 ]
 RUNTIME = f"{GROUP_HOME}__mypyc"  # mypyc's shared runtime of the group, in GROUP_HOME/_compiled/
 # mypy reads what the compiled modules import, for their types, but reports only on the compiled

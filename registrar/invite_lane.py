@@ -62,8 +62,13 @@ class InviteLaneRequest(NamedTuple):
     ruri: Uri
     user_agent: str | None
 
-    method = "INVITE"
-    credentials = None  # a request with a Proxy-Authorization takes the general path
+    @property
+    def method(self) -> str:
+        return "INVITE"
+
+    @property
+    def credentials(self) -> None:
+        return None  # a request with a Proxy-Authorization takes the general path
 
 
 def read(data: bytes, remote: tuple[str, int]) -> InviteLaneRequest | None:

@@ -105,12 +105,22 @@ class LaneRequest(NamedTuple):
     def contacts(self) -> tuple[LaneRequest]:
         return (self,)
 
-    path = ()  # a REGISTER with Path takes the general path
-    path_supported = False
+    @property
+    def path(self) -> tuple[str, ...]:
+        return ()  # a REGISTER with Path takes the general path
+
+    @property
+    def path_supported(self) -> bool:
+        return False
 
     # -- ContactView of the one Contact (with the fields above) --
-    star = False
-    is_sip = True
+    @property
+    def star(self) -> bool:
+        return False
+
+    @property
+    def is_sip(self) -> bool:
+        return True
 
 
 @lru_cache(maxsize=256)
@@ -208,16 +218,16 @@ def read_py(data: bytes, remote: tuple[str, int]) -> LaneRequest | None:
         return None
     params = _param_map(contact_params)
     param_expires = None
-    text = params.get("expires")
-    if text is not None:
-        if not (text.isdigit() and text.isascii()):
+    expires_text = params.get("expires")
+    if expires_text is not None:
+        if not (expires_text.isdigit() and expires_text.isascii()):
             return None
-        param_expires = min(digits_value(text), 2**32 - 1)
+        param_expires = min(digits_value(expires_text), 2**32 - 1)
     q = None
-    text = params.get("q")
-    if text is not None:
+    q_text = params.get("q")
+    if q_text is not None:
         try:
-            q = parse_qvalue(text)
+            q = parse_qvalue(q_text)
         except SipParseError:
             return None
     # the answer's copied headers: a Via the server stamped moves to the top under its full name,

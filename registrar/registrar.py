@@ -269,8 +269,11 @@ class Registrar:
         domain_of: DomainOf,
         guard: Guard | None = None,
         rng: random.Random | None = None,
+        nonce_secret: bytes | str | None = None,
     ) -> None:
         self.settings = settings
+        # the nonce secret as configured (None: drawn at random): a reload that keeps it keeps the challenger
+        self.nonce_secret = nonce_secret
         self.challenger = challenger
         self.accounts = accounts
         self.domain_of = domain_of

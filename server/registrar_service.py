@@ -209,7 +209,7 @@ class RegistrarService:
             kept = cache.get(req.key, mono)
             if kept is not False:  # a retransmission: the kept answer again, or dropped while pending
                 sip.transactions.stats["retransmissions_absorbed"] += 1
-                if kept is not None:
+                if isinstance(kept, bytes):  # (never True: True is not kept)
                     sip.send_answer(kept, int(kept[8:11]), flow, req.destination)
                 return True
         now = time.time()
@@ -457,16 +457,15 @@ def build_registrar(
     algorithms = tuple(reg.digest_algorithms)
     secret: bytes | str | None = cfg.nonce_secret
     old = previous.challenger if previous is not None else None
-    same = old is not None and old.realm == realm and getattr(previous, "secret", None) == secret
+    same = old is not None and previous is not None and old.realm == realm and previous.nonce_secret == secret
     if same and tuple(a.name for a in old.algorithms) == algorithms:  # type: ignore[union-attr]
         challenger = old
     else:
         if secret is None:
             log.warning("nonce_secret_random", hint="set registrar.nonce_secret for multi-process setups")
         challenger = Challenger(realm, secret or os.urandom(32), float(reg.nonce_lifetime), algorithms)
-    registrar = Registrar(settings, challenger, lambda d, u: accounts.get((d, u)), domain_of, guard)  # type: ignore[arg-type]
-    registrar.secret = secret  # type: ignore[attr-defined]
-    return registrar
+    return Registrar(settings, challenger, lambda d, u: accounts.get((d, u)), domain_of, guard,  # type: ignore[arg-type]
+                     nonce_secret=secret)  # fmt: skip
 
 
 def build_registrar_service(

@@ -189,25 +189,26 @@ if _digest_c is not None:
 _c_params: Callable[[str], dict[str, str] | None] | None = _digest_c.params if _digest_c else None
 
 
-def parse_authorization(value: str | bytes | None) -> dict[str, str]:
+def parse_authorization(value: object) -> dict[str, str]:
     """Parse an Authorization / Proxy-Authorization value into lower-case params.
 
-    Raises only :class:`DigestParseError`. It checks the grammar and the per-field bounds, and
-    rejects duplicates (RFC 7616 §3.4: no parameter may appear twice). Whether the values make sense
-    is left to :meth:`Challenger.verify`.
+    Raises only :class:`DigestParseError`, whatever ``value`` is (str, bytes or None are read; the
+    build's run-time type check refuses the rest with a TypeError, turned into that error too). It
+    checks the grammar and the per-field bounds, and rejects duplicates (RFC 7616 §3.4: no parameter
+    may appear twice). Whether the values make sense is left to :meth:`Challenger.verify`.
     """
     try:
-        return _parse_params(value, "Authorization")[1]
+        return _parse_params(value, "Authorization")[1]  # type: ignore[arg-type]
     except DigestParseError:
         raise
     except Exception as exc:  # defensive: hostile input must never surface another error type
         raise DigestParseError(f"unparseable Authorization header ({type(exc).__name__})") from None
 
 
-def parse_challenge(value: str | bytes) -> dict[str, str]:
+def parse_challenge(value: object) -> dict[str, str]:
     """Parse a WWW-Authenticate / Proxy-Authenticate value (client side, used by tests and UAC code)."""
     try:
-        return _parse_params(value, "challenge")[1]
+        return _parse_params(value, "challenge")[1]  # type: ignore[arg-type]
     except DigestParseError:
         raise
     except Exception as exc:
@@ -226,7 +227,7 @@ class _Algo:
 
 
 def _algo_table() -> dict[str, _Algo]:
-    base = {
+    base: dict[str, tuple[Callable[[bytes], object], int, str, int | None]] = {
         "MD5": (hashlib.md5, 32, "ha1_md5", 0),
         "SHA-256": (hashlib.sha256, 64, "ha1_sha256", 1),
     }
@@ -592,6 +593,7 @@ class _Mac(Protocol):
     def digest(self) -> bytes: ...
 
 
+_hmac_new: Callable[[bytes, bytes, str], _Mac] | None
 try:  # the C HMAC object `hmac.new` wraps: its copy/update/digest without the Python wrapper's frames
     from _hashlib import hmac_new as _hmac_new
 except ImportError:  # pragma: no cover - a CPython built without OpenSSL
@@ -681,8 +683,8 @@ class Challenger:
         """A fresh stateless nonce for ``now`` (Unix seconds)."""
         body = _TS.pack(max(0, int(now * 1000))) + self._salts.take()
         keys = self._c_keys
-        if keys is not None and len(body) == _BODY_LEN:  # (a random source short of bytes: Python's)
-            return _c_mint(keys[0], body)  # type: ignore[no-any-return]
+        if keys is not None and _c_mint is not None and len(body) == _BODY_LEN:  # (else: Python's)
+            return _c_mint(keys[0], body)
         return self._mint_py(body)
 
     def _mint_py(self, body: bytes) -> str:
@@ -696,8 +698,8 @@ class Challenger:
     def nonce_issued_at(self, nonce: str) -> float | None:
         """Issue time of a genuine nonce (any accepted secret), or None if it is not ours."""
         keys = self._c_keys
-        if keys is not None and type(nonce) is str:
-            return _c_issued(nonce, keys)  # type: ignore[no-any-return]
+        if keys is not None and _c_issued is not None and type(nonce) is str:
+            return _c_issued(nonce, keys)
         return self._nonce_issued_at_py(nonce)
 
     def _nonce_issued_at_py(self, nonce: str) -> float | None:

@@ -1,11 +1,12 @@
-"""Calls through the real `Application`, message by message, described as what the server sent in
-answer to each message: the same description from the mypyc build and from the Python sources
-(tests/server/test_compiled_calls.py compares them). The server is the benchmark's (10,000 accounts
+"""Calls and registrations through the real `Application`, message by message, described as what
+the server sent in answer to each message: the same description from the mypyc build and from the
+Python sources (tests/server/test_compiled_calls.py compares them). The server is the benchmark's (10,000 accounts
 and a registered callee, benchmarks/bench_sip_cpu.py), fed as the UDP endpoint would feed it.
 
 Values the server draws at random (branches, tags, nonces) and the process id in the Call-IDs are
 replaced by their order of first appearance, so two runs compare equal exactly when they send the
-same messages to the same places with the same values in the same positions."""
+same messages to the same places with the same values in the same positions; the Date of a 200 to a
+REGISTER is replaced too."""
 
 from __future__ import annotations
 
@@ -29,10 +30,13 @@ from benchmarks.bench_sip_cpu import (
     _header,
     _started,
     register_callee,
+    register_pair,
 )
+from benchmarks.make_bench_config import DOMAIN
 from sipcore.flow import Flow
 
 _RANDOM = re.compile(rb'(branch=|tag=)([^;,\s>]+)|((?:nonce|opaque|response|cnonce)=")([^"]*)')
+_DATE = re.compile(rb"\r\nDate: [^\r]*")
 
 Sent = list[tuple[bytes, tuple[str, int]]]
 
@@ -47,7 +51,7 @@ class Canon:
         self.pid = re.compile(rb"-%d@" % os.getpid())
 
     def __call__(self, data: bytes) -> str:
-        data = self.pid.sub(b"-PID@", self.port.sub(b":PORT", data))
+        data = _DATE.sub(b"\r\nDate: <date>", self.pid.sub(b"-PID@", self.port.sub(b":PORT", data)))
 
         def name(m: re.Match[bytes]) -> bytes:
             prefix, value = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
@@ -61,6 +65,21 @@ def _last(sent: Sent, to: tuple[str, int], start: str) -> bytes:
         if addr == to and data.startswith(start.encode()):
             return data
     raise AssertionError(f"no {start} to {to}: {[d[:40] for d, _ in sent]}")
+
+
+def _register(i: int, cseq: int, host: str, port: int, lines: str, user: str = "") -> bytes:
+    """A REGISTER of user u1xxxx of ``i`` (or ``user``) from the bench's UAC, with ``lines`` (Contact,
+    Expires, Authorization...) between CSeq and Content-Length."""
+    user = user or f"u{10000 + i}"
+    return (
+        f"REGISTER sip:{host}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {UAC[0]}:{UAC[1]};branch=z9hG4bK-r{i}-{cseq}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:{user}@{host}:{port}>;tag=r{i}\r\n"
+        f"To: <sip:{user}@{host}:{port}>\r\n"
+        f"Call-ID: reg-{i}-{os.getpid()}@127.0.0.1\r\n"
+        f"CSeq: {cseq} REGISTER\r\n{lines}Content-Length: 0\r\n\r\n"
+    ).encode()
 
 
 def _request(method: str, ruri: str, i: int, cseq: int, branch: str, to: str, extra: str = "") -> bytes:
@@ -197,6 +216,49 @@ async def describe() -> dict[str, Any]:
                 )
                 feed(_request("MESSAGE", f"sip:callee@{host}:{port}", i, 7, f"z9hG4bK-m{i}",
                               f"<sip:callee@{host}:{port}>"), uac)  # fmt: skip
+
+            def registered(i: int, cseq: int, lines: str, user: str = "", password: str = "") -> bytes:
+                """A REGISTER with ``lines`` answered 401, then sent again with credentials."""
+                user = user or f"u{10000 + i}"
+                challenge = _last(feed(_register(i, cseq, host, port, lines, user), uac), UAC, "SIP/2.0 401")
+                ch = _challenge(challenge, "www-authenticate")
+                credentials = _authorization(
+                    ch, user, password or "pw" + user, "REGISTER", f"sip:{host}:{port}"
+                )
+                return _register(i, cseq + 1, host, port, f"{lines}Authorization: {credentials}\r\n", user)
+
+            contact = f"Contact: <sip:u{{}}@{UAC[0]}:{UAC[1]};transport=UDP>\r\n"
+
+            @scenario
+            def register_as_sipp_does(i: int) -> None:  # the REGISTER lane's everyday shape
+                first, second = register_pair(host, port, i)
+                authed = second(_last(feed(first, uac), UAC, "SIP/2.0 401"))
+                feed(authed, uac)
+                feed(authed, uac)  # a retransmission: the kept answer
+
+            @scenario
+            def register_refresh_query_and_remove(i: int) -> None:
+                user = 10000 + i
+                feed(registered(i, 1, contact.format(user) + "Expires: 600\r\n"), uac)
+                feed(
+                    registered(i, 3, contact.format(user).replace(">", ">;expires=120") + "Expires: 600\r\n"),
+                    uac,
+                )
+                feed(registered(i, 5, ""), uac)  # a query: the bindings listed
+                second = f"Contact: <sip:u{user}@{UAC[0]}:5070>;q=0.5, <sip:u{user}@{UAC[0]}:5080>\r\n"
+                feed(registered(i, 7, second), uac)  # two Contacts: the general path
+                feed(registered(i, 9, "Contact: *\r\nExpires: 0\r\n"), uac)
+
+            @scenario
+            def register_refused(i: int) -> None:
+                user = 10000 + i
+                feed(registered(i, 1, contact.format(user), password="not-the-password"), uac)
+                feed(registered(i, 3, contact.format(user), user="nobody"), uac)
+                forged = (f'Digest username="u{user}",realm="{DOMAIN}",nonce="bm9ub25jZQ",'
+                          f'uri="sip:{host}:{port}",response="{"0" * 32}"')  # fmt: skip
+                feed(_register(i, 5, host, port, contact.format(user) + f"Authorization: {forged}\r\n"), uac)
+                feed(registered(i, 6, "Contact: *\r\n"), uac)  # "*" without Expires: 0
+                feed(registered(i, 8, contact.format(user) + "Expires: 10\r\n"), uac)  # too brief
 
             out: dict[str, Any] = {"loaded": [n for n in speedups.LOADED if n.startswith("compiled: ")]}
             for k, (name, run) in enumerate(scenarios.items()):

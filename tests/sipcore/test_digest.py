@@ -116,7 +116,11 @@ def test_unknown_user_is_a_failure_answered_like_a_bad_password(ch: Challenger) 
 
 def test_unknown_user_costs_the_same_hashing(ch: Challenger, monkeypatch: pytest.MonkeyPatch) -> None:
     """Counted on the Python reference; sipcore/_digest_hash_c.c hashes A1 unconditionally too, and
-    tests/sipcore/test_digest_hash_c.py holds it to the same answers."""
+    tests/sipcore/test_digest_hash_c.py holds it to the same answers. Compiled by mypyc, digest.py
+    calls its own ``_h`` natively, where no patch reaches: `make test` runs this file again on the
+    sources (SIPCORE_PURE_PYTHON=1), which count."""
+    if digest.__spec__.origin.endswith(".so"):
+        pytest.skip("counted on the sources: the build's own calls to _h are native")
     calls: list[int] = []
     real_h = digest._h
     monkeypatch.setattr(digest, "_c_expected", None)

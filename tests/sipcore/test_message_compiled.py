@@ -1,9 +1,11 @@
-"""The mypyc build (setup.py: the SIP stack's per-message code in sipcore/_compiled/, the server's
-message loop and proxy adapter in server/_compiled/, the call controller in calls/_compiled/)
-against its Python sources: the build is in use where it can be made, is left out as a whole when
-one source changes or with SIPCORE_PURE_PYTHON=1, and reads every message as the sources do (the
-sources are the reference; `make test` also runs tests/sipcore/ and tests/calls/ on them alone, and
-tests/server/test_compiled_calls.py holds calls through the build to calls through the sources)."""
+"""The mypyc build (setup.py: the SIP stack's per-message code and the digest check in
+sipcore/_compiled/, the server's message loop, proxy adapter and registrar adapter in
+server/_compiled/, the call controller in calls/_compiled/, the registrar and its lanes in
+registrar/_compiled/) against its Python sources: the build is in use where it can be made, is left
+out as a whole when one source changes or with SIPCORE_PURE_PYTHON=1, and reads every message as the
+sources do (the sources are the reference; `make test` also runs tests/sipcore/, tests/calls/ and
+the registrar lanes' tests on them alone, and tests/server/test_compiled_calls.py holds calls and
+registrations through the build to the same through the sources)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,13 @@ import subprocess
 from pathlib import Path
 
 import calls.controller
+import registrar.lane
+import registrar.registrar
 import server.proxy_service
+import server.registrar_service
 import server.sip_server
 import sipcore
+import sipcore.digest
 import sipcore.message
 import sipcore.transaction
 from fuzz.seeds import messages
@@ -36,13 +42,19 @@ def test_the_build_is_what_runs() -> None:
         "server/sip_server.py",
         "server/proxy_service.py",
         "calls/controller.py",
+        "registrar/registrar.py",
+        "server/registrar_service.py",
     } <= set(record)
     for module in (
         sipcore.message,
         sipcore.transaction,
+        sipcore.digest,
         server.sip_server,
         server.proxy_service,
+        server.registrar_service,
         calls.controller,
+        registrar.registrar,
+        registrar.lane,
     ):
         origin = module.__spec__.origin  # (mypyc sets __file__ from its group's runtime)
         assert origin.endswith(".so") and "/_compiled/" in origin, origin
@@ -65,7 +77,7 @@ def test_the_switch_the_fuzzer_and_an_edited_source_leave_the_build_out(tmp_path
     assert printed.split()[0].endswith("sipcore/message.py") and "compiled" not in printed, printed
     # a copy of the group's packages: used as built, then left to its sources as a whole once one
     # module of another package (calls/controller.py) differs from the recorded one
-    for package in ("sipcore", "server", "calls"):
+    for package in ("sipcore", "server", "calls", "registrar"):
         subprocess.run(["cp", "-r", str(ROOT / package), str(tmp_path / package)], check=True)
     code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {where}"
     printed = python_output(code, pure=False)
