@@ -31,7 +31,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from functools import lru_cache
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from sipcore.errors import SipParseError
 from sipcore.flow import same_host, strip_brackets
@@ -364,7 +364,7 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._answers)
 
-    def get(self, key: tuple[str, str, int, str], now: float) -> bytes | bool | None:
+    def get(self, key: tuple[str, str, int, str], now: float) -> bytes | Literal[False] | None:
         """The answer kept for ``key``; None while in progress; False when there is none."""
         expiry = self._expiry
         answers = self._answers

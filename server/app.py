@@ -27,7 +27,7 @@ from server.http import HttpEndpoint
 from server.notify import sd_notify
 from server.reload_status import ProcessStatus, ReloadResult, remove_pid, write_pid, write_status
 from server.sip_server import ServerSettings, SipHandlers, SipServer
-from sipcore.transport import TransportLimits
+from sipcore.transport import TransportLimits, join_hostport
 
 if TYPE_CHECKING:
     from server.account_state import AccountStateService
@@ -56,8 +56,7 @@ class LoadedConfig:
 
 
 def _hp(value: Any) -> str:
-    host, port = value.host, value.port
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_hostport(value.host, value.port)
 
 
 def load_application_config(path: str | None) -> LoadedConfig:

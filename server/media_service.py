@@ -54,6 +54,7 @@ from sipcore.errors import SipParseError
 from sipcore.headers import NameAddr
 from sipcore.message import Headers, Request, new_tag
 from sipcore.proxy import target_uri_of
+from sipcore.transport import join_hostport
 from sipcore.uri import SipUri
 from sipcore.waiting import Background, cancel_and_wait
 
@@ -630,9 +631,7 @@ class MediaService:
         self.counters.notifies += 1
         summary = self._summary(box)
         self._mwi_sent[box] = summary.waiting is True
-        host, port = self.settings.proxy
-        hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        uri = f"sip:mailbox-{box}@{hostport}"
+        uri = f"sip:mailbox-{box}@{join_hostport(*self.settings.proxy)}"
         _, via = self.sip.via()
         headers = Headers()
         headers.add("Via", via)

@@ -209,7 +209,7 @@ class RegistrarService:
             kept = cache.get(req.key, mono)
             if kept is not False:  # a retransmission: the kept answer again, or dropped while pending
                 sip.transactions.stats["retransmissions_absorbed"] += 1
-                if isinstance(kept, bytes):  # (never True: True is not kept)
+                if kept is not None:
                     sip.send_answer(kept, int(kept[8:11]), flow, req.destination)
                 return True
         now = time.time()
@@ -456,9 +456,8 @@ def build_registrar(
     # parse every challenge can still choose SHA-256. The order is configurable.
     algorithms = tuple(reg.digest_algorithms)
     secret: bytes | str | None = cfg.nonce_secret
-    old = previous.challenger if previous is not None else None
-    same = old is not None and previous is not None and old.realm == realm and previous.nonce_secret == secret
-    if same and tuple(a.name for a in old.algorithms) == algorithms:  # type: ignore[union-attr]
+    old = previous.challenger if previous is not None and previous.nonce_secret == secret else None
+    if old is not None and old.realm == realm and tuple(a.name for a in old.algorithms) == algorithms:
         challenger = old
     else:
         if secret is None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from sipcore.transport import join_hostport
 from sipcore.transport_secure import SecureSettings
 
 log = structlog.get_logger("sipcore.tls")
@@ -197,8 +198,7 @@ def secure_settings(srv: Any, path: str | None = None) -> SecureSettings:
 
 
 def _hp(value: Any) -> str:
-    host, port = value.host, value.port
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_hostport(value.host, value.port)
 
 
 def tls_peers_of(cfg: Any) -> dict[tuple[str, int], PeerTls]:

@@ -33,7 +33,7 @@ import socket
 import struct
 
 from sipcore.ownership import FOLD_MUL, MIX_MUL, STEER_LONG, STEER_SHORT
-from sipcore.transport import DEFAULT_UDP_RECEIVE_BUFFER, ListenError, bind_udp, split_hostport
+from sipcore.transport import DEFAULT_UDP_RECEIVE_BUFFER, ListenError, bind_udp, join_hostport, split_hostport
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
 BPF_MAXINSNS = 4096
@@ -224,7 +224,7 @@ def bind_steered(
     host, port = split_hostport(text, 5060)
     if port == 0:  # any free port (tests): the one the probe got
         port = probe.getsockname()[1]
-        text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        text = join_hostport(host, port)
     probe.close()
     socks: list[socket.socket] = []
     try:

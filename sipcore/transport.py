@@ -73,6 +73,11 @@ class TransportStats:
     udp_send_errors: int = 0  # datagrams the socket refused (family mismatch, EINVAL…)
 
 
+def join_hostport(host: str, port: int) -> str:
+    """(host, port) → 'host:port', an IPv6 host in brackets: the text `split_hostport` reads back."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def split_hostport(text: str, default_port: int) -> Address:
     """'0.0.0.0:5060', '[::]:5060', 'host' → (host, port)."""
     if text.startswith("["):
@@ -476,9 +481,7 @@ class TransportManager:
         for ep, sock in self._udp_sockets():
             dropped = receive_dropped(sock)
             if dropped is not None:
-                host, port = ep.local
-                address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                out[(address, str(os.fstat(sock.fileno()).st_ino))] = dropped
+                out[(join_hostport(*ep.local), str(os.fstat(sock.fileno()).st_ino))] = dropped
         return out
 
     async def start(self, udp: list[str], tcp: list[str], reuse_port: bool = False) -> None:
