@@ -9,9 +9,10 @@ thread without the GIL. ``optional=True``: where no compiler is at hand the inst
 and lane.py, digest.py, message.py, headers.py, ownership.py, rater.py and group_commit.py use their
 Python code alone (the reference each C part is tested against).
 
-The code every message and call runs (COMPILED: the SIP stack's message model, transaction layer
-and proxy core, the server's message loop, the proxy adapter, the call controller) is also compiled
-by mypyc, from the same source, into each package's _compiled/ directory, with a record of the
+The code every message, call and registration runs (COMPILED: the SIP stack's message model,
+transaction layer and proxy core, the server's message loop, the proxy and registrar adapters, the
+call controller, the registrar and its lanes, the memory location store) is also compiled by mypyc,
+from the same source, into each package's (or sub-package's) _compiled/ directory, with a record of the
 sources' SHA-256 (sipcore/_compiled/sources.json), which ``sipcore.speedups.compiled_first`` checks
 before it prefers the build. Without mypy, or when mypyc refuses the sources, every package is the
 Python code alone.
@@ -49,6 +50,12 @@ COMPILED = [  # one mypyc group: these modules call each other natively, so they
     "registrar/invite_auth.py",
     "registrar/registrar.py",
     "server/registrar_service.py",
+    # the location store: every REGISTER's plan and write, and with workers the replica's copy
+    "registrar/location/memory.py",
+    "registrar/location/rules.py",
+    "registrar/location/replicated.py",
+    "registrar/location/codec.py",
+    "registrar/location/contact_key.py",
 ]
 RUNTIME = f"{GROUP_HOME}__mypyc"  # mypyc's shared runtime of the group, in GROUP_HOME/_compiled/
 # mypy reads what the compiled modules import, for their types, but reports only on the compiled
@@ -73,8 +80,9 @@ def compiled_modules() -> list[Extension]:
         print(f"mypyc left {', '.join(COMPILED)} in Python: {exc}", file=sys.stderr)
         return []
     for ext in exts:  # each built beside its sources' package, in <package>/_compiled/, not over them
-        # (the group's runtime is named in GROUP_HOME already: <GROUP_HOME>._compiled.<RUNTIME>)
-        ext.name = f"{ext.name.partition('.')[0]}._compiled.{ext.name.rpartition('.')[2]}"
+        if ext.name != f"{GROUP_HOME}._compiled.{RUNTIME}":  # the runtime is named so already
+            package, _, module = ext.name.rpartition(".")
+            ext.name = f"{package}._compiled.{module}"
         ext.optional = True
     record = {
         "runtime": RUNTIME,

@@ -38,7 +38,7 @@ def optional_extension(name: str) -> ModuleType | None:
 
 COMPILED_RECORD = "sources.json"  # in sipcore/_compiled/: the group's runtime and {source path: SHA-256}
 _GROUP_HOME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_compiled")
-_group: frozenset[str] | None = None  # the packages of the group when its build is usable (decided once)
+_group: frozenset[str] | None = None  # the (sub)packages of the group when its build is usable (decided once)
 _in_use: set[str] = set()  # the packages whose paths hold their build
 _sources_only = False  # set by sources_only()
 
@@ -71,13 +71,14 @@ def _build_matches() -> list[str]:
 def compiled_first(package: str, path: list[str]) -> None:
     """Put ``package``'s mypyc builds (``<package>/_compiled/``) first on its ``path`` (the package's
     ``__path__``) when the whole group matches its sources; else leave it to its Python code.
-    Every package of the group calls this from its ``__init__``."""
+    Every package of the group calls this from its ``__init__``, a sub-package (``registrar.location``)
+    with its dotted name, before it imports any of its modules."""
     global _group
     if os.environ.get("SIPCORE_PURE_PYTHON") or _sources_only or not path:
         return
     if _group is None:
         modules = _build_matches()
-        _group = frozenset(name.partition("/")[0] for name in modules)
+        _group = frozenset(os.path.dirname(name).replace("/", ".") for name in modules)  # the packages
         if modules:
             LOADED.append(f"compiled: {', '.join(modules)}")
     if package in _group:

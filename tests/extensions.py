@@ -37,12 +37,15 @@ def require_compiled_build() -> None:
         require_extension(None, "the mypyc build of sipcore (sipcore/_compiled/)")
 
 
-def python_output(code: str, pure: bool, stdin: str = "") -> str:
+def python_output(code: str, pure: bool, stdin: str = "", hash_seed: int | None = None) -> str:
     """What ``code`` prints in a fresh interpreter at the project's root: on the sources alone when
-    ``pure`` (SIPCORE_PURE_PYTHON=1), else on whatever this install built."""
+    ``pure`` (SIPCORE_PURE_PYTHON=1), else on whatever this install built. ``hash_seed`` fixes
+    PYTHONHASHSEED, for code whose output follows the order of a set of strings."""
     env = {k: v for k, v in os.environ.items() if k != "SIPCORE_PURE_PYTHON"}
     if pure:
         env["SIPCORE_PURE_PYTHON"] = "1"
+    if hash_seed is not None:
+        env["PYTHONHASHSEED"] = str(hash_seed)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, input=stdin, capture_output=True,
                          text=True, timeout=300, check=True)  # fmt: skip
     return out.stdout

@@ -5,6 +5,10 @@ write-behind to a SQLite state file) and `RedisLocationStore` (shared by several
 Both apply the same pure rules (`plan_register`, `plan_flow_closed`). See docs/location.md.
 """
 
+from sipcore.speedups import compiled_first
+
+compiled_first(__name__, __path__)  # before the imports below: the mypyc build of the store (setup.py)
+
 from registrar.location.binding import Binding, Flow, ordered
 from registrar.location.changes import ContactChange, OverflowPolicy, RegisterChanges
 from registrar.location.contact_key import canonical_uri, contact_key

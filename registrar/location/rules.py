@@ -129,9 +129,9 @@ def _plan_general(
         if old is not None and slots.after[i] is None:
             events.append(BindingRemoved(old, "dropped" if i in dropped else "unregistered"))
     for i in written:
-        new, old = slots.after[i], slots.before[i]
-        assert new is not None
-        events.append(BindingAdded(new) if old is None else BindingRefreshed(new, old))
+        written_now, stored = slots.after[i], slots.before[i]
+        assert written_now is not None
+        events.append(BindingAdded(written_now) if stored is None else BindingRefreshed(written_now, stored))
     return ApplyResult(ordered([b for b in slots.after if b is not None]), tuple(events))
 
 

@@ -1,7 +1,7 @@
 """The mypyc build (setup.py: the SIP stack's per-message code and the digest check in
 sipcore/_compiled/, the server's message loop, proxy adapter and registrar adapter in
 server/_compiled/, the call controller in calls/_compiled/, the registrar and its lanes in
-registrar/_compiled/) against its Python sources: the build is in use where it can be made, is left
+registrar/_compiled/, the location store in registrar/location/_compiled/) against its Python sources: the build is in use where it can be made, is left
 out as a whole when one source changes or with SIPCORE_PURE_PYTHON=1, and reads every message as the
 sources do (the sources are the reference; `make test` also runs tests/sipcore/, tests/calls/ and
 the registrar lanes' tests on them alone, and tests/server/test_compiled_calls.py holds calls and
@@ -17,6 +17,9 @@ from pathlib import Path
 
 import calls.controller
 import registrar.lane
+import registrar.location.memory
+import registrar.location.replicated
+import registrar.location.rules
 import registrar.registrar
 import server.proxy_service
 import server.registrar_service
@@ -44,6 +47,8 @@ def test_the_build_is_what_runs() -> None:
         "calls/controller.py",
         "registrar/registrar.py",
         "server/registrar_service.py",
+        "registrar/location/memory.py",
+        "registrar/location/replicated.py",
     } <= set(record)
     for module in (
         sipcore.message,
@@ -55,6 +60,9 @@ def test_the_build_is_what_runs() -> None:
         calls.controller,
         registrar.registrar,
         registrar.lane,
+        registrar.location.memory,
+        registrar.location.replicated,
+        registrar.location.rules,
     ):
         origin = module.__spec__.origin  # (mypyc sets __file__ from its group's runtime)
         assert origin.endswith(".so") and "/_compiled/" in origin, origin
@@ -62,19 +70,22 @@ def test_the_build_is_what_runs() -> None:
 
 
 def test_the_switch_the_fuzzer_and_an_edited_source_leave_the_build_out(tmp_path: Path) -> None:
-    where = (
-        "import sipcore.message, calls, sipcore.speedups as s; "
-        "print(sipcore.message.__spec__.origin, calls.__path__[0], s.LOADED)"
+    where = (  # a module of a top-level package, a package's path, a sub-package's path
+        "import sipcore.message, calls, registrar.location as r, sipcore.speedups as s; "
+        "print(sipcore.message.__spec__.origin, calls.__path__[0], r.__path__[0], s.LOADED)"
     )
-    assert ".so" in python_output(where, pure=False).split()[0]
+    built = python_output(where, pure=False).split()
+    assert ".so" in built[0] and built[2] == str(ROOT / "registrar" / "location" / "_compiled"), built
     printed = python_output(where, pure=True)
     assert printed.split()[0].endswith("sipcore/message.py") and "_compiled" not in printed, printed
     fuzzed = (  # what fuzz/run.py does before it loads a target
         "import sipcore.speedups as s; s.sources_only(); import sipcore.message, calls; "
-        "print(sipcore.message.__spec__.origin, calls.__path__[0], s.LOADED)"
+        "import registrar.location as r; "
+        "print(sipcore.message.__spec__.origin, calls.__path__[0], r.__path__[0], s.LOADED)"
     )
     printed = python_output(fuzzed, pure=False)
     assert printed.split()[0].endswith("sipcore/message.py") and "compiled" not in printed, printed
+    assert printed.split()[2] == str(ROOT / "registrar" / "location"), printed
     # a copy of the group's packages: used as built, then left to its sources as a whole once one
     # module of another package (calls/controller.py) differs from the recorded one
     for package in ("sipcore", "server", "calls", "registrar"):
@@ -83,10 +94,15 @@ def test_the_switch_the_fuzzer_and_an_edited_source_leave_the_build_out(tmp_path
     printed = python_output(code, pure=False)
     assert printed.split()[0].startswith(str(tmp_path / "sipcore" / "_compiled")), printed
     assert printed.split()[1] == str(tmp_path / "calls" / "_compiled"), printed
+    assert printed.split()[2] == str(tmp_path / "registrar" / "location" / "_compiled"), printed
     controller = tmp_path / "calls" / "controller.py"
     controller.write_text(controller.read_text() + "\n# edited after the build\n")
     printed = python_output(code, pure=False)
-    assert printed.split()[:2] == [str(tmp_path / "sipcore" / "message.py"), str(tmp_path / "calls")], printed
+    assert printed.split()[:3] == [
+        str(tmp_path / "sipcore" / "message.py"),
+        str(tmp_path / "calls"),
+        str(tmp_path / "registrar" / "location"),
+    ], printed
     assert "compiled" not in printed
 
 
