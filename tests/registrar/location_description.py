@@ -77,7 +77,6 @@ def _fields(e: Any) -> list[Any]:
 class Walk:
     def __init__(self, seed: int, state: Path) -> None:
         self.rng = random.Random(seed)
-        self.state = state
         self.queues: dict[int, list[bytes]] = {i: [] for i in range(3)}
         self.stores = [
             ReplicatedLocationStore(state if i == 0 else None, i, self._publisher(i)) for i in range(3)

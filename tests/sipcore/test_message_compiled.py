@@ -1,11 +1,13 @@
 """The mypyc build (setup.py: the SIP stack's per-message code and the digest check in
 sipcore/_compiled/, the server's message loop, proxy adapter and registrar adapter in
 server/_compiled/, the call controller in calls/_compiled/, the registrar and its lanes in
-registrar/_compiled/, the location store in registrar/location/_compiled/) against its Python sources: the build is in use where it can be made, is left
-out as a whole when one source changes or with SIPCORE_PURE_PYTHON=1, and reads every message as the
-sources do (the sources are the reference; `make test` also runs tests/sipcore/, tests/calls/ and
-the registrar lanes' tests on them alone, and tests/server/test_compiled_calls.py holds calls and
-registrations through the build to the same through the sources)."""
+registrar/_compiled/, the location store in registrar/location/_compiled/) against its Python
+sources: the build is in use where it can be made, is left out as a whole when one source changes or
+with SIPCORE_PURE_PYTHON=1, and reads every message as the sources do (the sources are the
+reference; `make test` also runs tests/sipcore/, tests/calls/, the registrar lanes' and the location
+store's tests on them alone, tests/server/test_compiled_calls.py holds calls and registrations
+through the build to the same through the sources, and tests/registrar/test_location_compiled.py
+the location store's answers and replication)."""
 
 from __future__ import annotations
 
