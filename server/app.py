@@ -27,7 +27,7 @@ from server.http import HttpEndpoint
 from server.notify import sd_notify
 from server.reload_status import ProcessStatus, ReloadResult, remove_pid, write_pid, write_status
 from server.sip_server import ServerSettings, SipHandlers, SipServer
-from sipcore.transport import TransportLimits, join_hostport
+from sipcore.transport import TransportLimits
 
 if TYPE_CHECKING:
     from server.account_state import AccountStateService
@@ -55,10 +55,6 @@ class LoadedConfig:
     settings: AppSettings
 
 
-def _hp(value: Any) -> str:
-    return join_hostport(value.host, value.port)
-
-
 def load_application_config(path: str | None) -> LoadedConfig:
     """Load and validate the YAML (the embedded example when path is None); raises ConfigError."""
     from config.loader import load_config
@@ -72,8 +68,8 @@ def load_application_config(path: str | None) -> LoadedConfig:
     if cfg.registrar.realm:
         domains.add(str(cfg.registrar.realm))
     sip = ServerSettings(
-        udp=[_hp(a) for a in srv.listen.udp],
-        tcp=[_hp(a) for a in srv.listen.tcp],
+        udp=[str(a) for a in srv.listen.udp],
+        tcp=[str(a) for a in srv.listen.tcp],
         advertised_address=str(srv.advertised_address) if srv.advertised_address else None,
         local_domains={d.lower() for d in domains},
         limits=TransportLimits(
@@ -86,7 +82,7 @@ def load_application_config(path: str | None) -> LoadedConfig:
             tcp_min_byte_rate=srv.limits.tcp_min_byte_rate,
             udp_receive_buffer=srv.limits.udp_receive_buffer,
         ),
-        metrics_address=_hp(srv.metrics) if srv.metrics else None,
+        metrics_address=str(srv.metrics) if srv.metrics else None,
         secure=secure_settings(srv, str(path) if path else None),
         max_server_transactions=srv.limits.max_server_transactions,
     )
@@ -98,7 +94,7 @@ def load_application_config(path: str | None) -> LoadedConfig:
         log_level=srv.log.level,
         state_dir=str(srv.state_dir),
         location_backend=cfg.registrar.location.backend,
-        admin_address=_hp(srv.admin.listen) if srv.admin else None,
+        admin_address=str(srv.admin.listen) if srv.admin else None,
     )
     return LoadedConfig(str(path) if path else None, cfg, settings)
 

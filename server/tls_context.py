@@ -20,7 +20,6 @@ from typing import Any
 
 import structlog
 
-from sipcore.transport import join_hostport
 from sipcore.transport_secure import SecureSettings
 
 log = structlog.get_logger("sipcore.tls")
@@ -189,16 +188,12 @@ def secure_settings(srv: Any, path: str | None = None) -> SecureSettings:
         except TlsConfigError as exc:
             raise ConfigError([Problem(path or "<config>", 0, 0, f"server.tls: {exc}")]) from None
     return SecureSettings(
-        tls=[_hp(a) for a in srv.tls.listen] if srv.tls is not None else [],
-        ws=[_hp(a) for a in wsc.listen] if wsc is not None else [],
-        wss=[_hp(a) for a in wsc.tls_listen] if wsc is not None else [],
+        tls=[str(a) for a in srv.tls.listen] if srv.tls is not None else [],
+        ws=[str(a) for a in wsc.listen] if wsc is not None else [],
+        wss=[str(a) for a in wsc.tls_listen] if wsc is not None else [],
         context=context,
         handshake_timeout=float(srv.tls.handshake_timeout) if srv.tls is not None else 10.0,
     )
-
-
-def _hp(value: Any) -> str:
-    return join_hostport(value.host, value.port)
 
 
 def tls_peers_of(cfg: Any) -> dict[tuple[str, int], PeerTls]:

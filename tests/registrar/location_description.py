@@ -67,11 +67,8 @@ def binding(b: Binding) -> list[Any]:
 
 
 def event(e: Any) -> list[Any]:
-    return [type(e).__name__, *(binding(v) if isinstance(v, Binding) else v for v in _fields(e))]
-
-
-def _fields(e: Any) -> list[Any]:
-    return [getattr(e, name) for name in e.__slots__]
+    fields = (getattr(e, name) for name in e.__slots__)
+    return [type(e).__name__, *(binding(v) if isinstance(v, Binding) else v for v in fields)]
 
 
 class Walk:
@@ -93,7 +90,12 @@ class Walk:
 
         return publish
 
-    def changes(self, aor: str, now: float) -> RegisterChanges:
+    def deliver(self, dest: int) -> None:
+        queue, self.queues[dest] = self.queues[dest], []
+        for payload in queue:
+            self.stores[dest].receive(payload)
+
+    def changes(self, aor: str) -> RegisterChanges:
         rng = self.rng
         phone = rng.randrange(4)
         serial = self.phones.setdefault((aor, phone), [0, 1])
@@ -131,7 +133,7 @@ class Walk:
             aor = AORS[rng.randrange(len(AORS))]
             limit = rng.choice((None, 0, 1, 2, 3))
             policy = rng.choice((OverflowPolicy.REJECT, OverflowPolicy.DROP_OLDEST))
-            changes = self.changes(aor, now)
+            changes = self.changes(aor)
             try:
                 result = self.stores[writer].register(aor, changes, now, limit, policy)
             except LocationError as exc:
@@ -140,10 +142,7 @@ class Walk:
                 self.out.append(["applied", writer, aor, [binding(b) for b in result.bindings],
                                  [event(e) for e in result.events]])  # fmt: skip
         elif roll < 0.85:
-            dest = rng.randrange(3)
-            queue, self.queues[dest] = self.queues[dest], []
-            for payload in queue:
-                self.stores[dest].receive(payload)
+            self.deliver(rng.randrange(3))
         elif roll < 0.9:
             worker = rng.randrange(3)
             cid = rng.choice([f.connection_id for f in FLOWS if f.connection_id])
@@ -173,16 +172,14 @@ async def walk(seed: int) -> list[Any]:
             if i % 50 == 49:
                 w.out.append(["views", w.views(now)])
         for dest in w.queues:  # everything delivered: the replicas agree
-            for payload in w.queues[dest]:
-                w.stores[dest].receive(payload)
+            w.deliver(dest)
         w.out.append(["views", w.views(now)])
-        await w.stores[0].flush()
-        w.stores[0].flush_now()
+        for store in w.stores:
+            await store.close()  # worker 0's flushes its state file
         reread = MemoryLocationStore(state)
         restored = reread.load(now)
         w.out.append(["reloaded", restored, {a: [binding(b) for b in reread.lookup(a, now)] for a in AORS}])
-        for store in (*w.stores, reread):
-            await store.close()
+        await reread.close()
         return w.out
 
 
