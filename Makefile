@@ -6,7 +6,9 @@ CONFIG ?= config/example.yaml
 COMPILED := $(addprefix sipcore/,grammar.py uri.py headers.py message.py timers.py transaction.py flow.py proxy.py digest.py) \
 	server/sip_server.py server/proxy_service.py server/registrar_service.py calls/controller.py calls/identity.py \
 	$(addprefix registrar/,lane.py invite_lane.py invite_auth.py registrar.py) \
-	$(addprefix registrar/location/,memory.py rules.py replicated.py codec.py contact_key.py)  # mypyc (setup.py)
+	$(addprefix registrar/location/,memory.py rules.py replicated.py codec.py contact_key.py) \
+	sipcore/checks.py server/call_journal.py \
+	$(addprefix routing/,state.py toll_fraud.py outgoing.py plan_nodes.py plan.py)  # mypyc (setup.py)
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= parser digest lane framing sdp config rater
@@ -36,13 +38,14 @@ check-config: install
 	$(BIN)/sipcore check-config $(CONFIG)
 
 # The whole suite on what the install built, then the tests of the SIP stack, the call controller, the
-# registrar's lanes and the location store on their Python sources alone (the reference of the mypyc
-# build and the C readers).
+# registrar's lanes, the location store, the routing code and the call journal on their Python sources
+# alone (the reference of the mypyc build and the C readers).
 test: dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	SIPCORE_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/sipcore tests/calls \
 		$(addprefix tests/registrar/test_,lane.py lane_c.py invite_lane.py answer_cache_cap.py guard.py) \
-		$(addprefix tests/registrar/test_location_,rules.py memory.py replicated.py contract.py)
+		$(addprefix tests/registrar/test_location_,rules.py memory.py replicated.py contract.py) \
+		tests/routing $(addprefix tests/server/test_,call_journal.py call_journal_crash.py)
 
 bench: dev
 	$(BIN)/python -m benchmarks.run_all

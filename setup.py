@@ -11,7 +11,8 @@ Python code alone (the reference each C part is tested against).
 
 The code every message, call and registration runs (COMPILED: the SIP stack's message model,
 transaction layer and proxy core, the server's message loop, the proxy and registrar adapters, the
-call controller, the registrar and its lanes, the memory location store) is also compiled by mypyc,
+call controller and its journal, the registrar and its lanes, the memory location store, the call
+plan and the outgoing decision of routing/) is also compiled by mypyc,
 from the same source, into each package's (or sub-package's) _compiled/ directory, with a record of the
 sources' SHA-256 (sipcore/_compiled/sources.json), which ``sipcore.speedups.compiled_first`` checks
 before it prefers the build. Without mypy, or when mypyc refuses the sources, every package is the
@@ -56,6 +57,15 @@ COMPILED = [  # one mypyc group: these modules call each other natively, so they
     "registrar/location/replicated.py",
     "registrar/location/codec.py",
     "registrar/location/contact_key.py",
+    # every call's routing: the call plan and its nodes (an incoming call), the outgoing decision and
+    # its fraud checks, the request checks, and the call journal's frames of each answered call
+    "sipcore/checks.py",
+    "routing/state.py",
+    "routing/toll_fraud.py",
+    "routing/outgoing.py",
+    "routing/plan_nodes.py",
+    "routing/plan.py",
+    "server/call_journal.py",
 ]
 RUNTIME = f"{GROUP_HOME}__mypyc"  # mypyc's shared runtime of the group, in GROUP_HOME/_compiled/
 # mypy reads what the compiled modules import, for their types, but reports only on the compiled

@@ -3,6 +3,10 @@
 Floor 1: plain values in, plain values out; no sockets, no clock, no SIP parsing. See docs/routing.md.
 """
 
+from sipcore.speedups import compiled_first
+
+compiled_first(__name__, __path__)  # before the imports below: the mypyc build of the plan (setup.py)
+
 from routing.authorise import Authorisation, Authoriser, AuthoriseRequest, allow_all
 from routing.feature_codes import ForwardingChange
 from routing.forwarding_store import ForwardingStore, JsonForwardingStore, MemoryForwardingStore

@@ -165,6 +165,14 @@ class Node:
         child.parent = self
         return child
 
+    def unlink(self) -> None:
+        """Let go of the plan and the parent (``CallPlan.dispose``, once the call is over): the
+        references that make a plan's graph cyclic. Each kind of node lets go of its own too."""
+        self.host = self.parent = DETACHED
+
+
+DETACHED = Host()  # what a disposed node points at instead of its plan and parent: refers to nothing
+
 
 class Fixed(Node):
     """Fails at once with a known result (loop, hop limit, refused forward target)."""
@@ -218,6 +226,14 @@ class Leaf(Node):
         if not self.done:
             self.done = True
             out.append(CancelBranch(self.branch_id))
+
+    def unlink(self) -> None:
+        super().unlink()
+        self.ring = _rings_nothing  # the closure held the plan
+
+
+def _rings_nothing(branch_id: int) -> RingBranch:
+    raise RuntimeError("a disposed plan rings nothing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,3 +381,10 @@ class Stagger(Node):
         for entry in self.armed.values():
             Timers.disarm(entry)
         self.armed.clear()
+
+    def unlink(self) -> None:
+        super().unlink()
+        self.slots = []  # their closures hold the plan and the nodes that made them
+        self.last_resort = None
+        self.active = {}
+        self.armed = {}  # timer entries hold their node

@@ -195,7 +195,8 @@ class Application:
         Path(self.loaded.settings.state_dir).mkdir(parents=True, exist_ok=True)
         cfg, worker = self.loaded.config, self.worker
         if self.journal is not None and worker is None:  # with workers the master did it before forking
-            from server.call_journal import lock_journals, recover_journals
+            from server.call_journal import recover_journals
+            from server.journal_lock import lock_journals
 
             self._journal_lock = lock_journals(self.journal.path.parent)
             await asyncio.to_thread(recover_journals, self.journal.path.parent, 1)

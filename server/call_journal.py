@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import os
 import time
 from collections.abc import Iterable
@@ -181,23 +180,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class JournalInUse(RuntimeError):
-    """Another server runs on this state directory."""
-
-
-def lock_journals(directory: Path) -> int:
-    """Hold ``<directory>/LOCK`` (flock) for as long as the returned descriptor stays open: one
-    server per state directory (a second one would rewrite the first one's journals under it)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise JournalInUse(f"{directory} is in use by another server (its call journals)") from None
-    return fd
-
-
 def recover_journals(directory: Path, workers: int) -> tuple[int, int]:
     """Run once before any process of the server serves (the master before forking, or the single
     process): every journal file read, what is live given to the owner of its Call-ID among
@@ -224,8 +206,8 @@ def recover_journals(directory: Path, workers: int) -> tuple[int, int]:
         open_calls.pop(call_id, None)
     for call_id, record in open_calls.items():
         per_worker[owner_of_call_id(call_id, workers)].append(_frame(["A", record.to_wire()]))
-    for call_id, wire in ended_calls.items():
-        per_worker[owner_of_call_id(call_id, workers)].append(_frame(["E", wire]))
+    for call_id, end in ended_calls.items():
+        per_worker[owner_of_call_id(call_id, workers)].append(_frame(["E", end]))
     opened, ended = len(open_calls), len(ended_calls)
     for index, frames in enumerate(per_worker):
         _write_file(journal_path(directory, index), frames)
@@ -277,13 +259,13 @@ class CallJournal:
                 log.error("call_journal_bad_record", call_id=call_id, error=repr(exc))
                 continue
             self._open[call_id] = _frame(["A", wire])
-        for call_id, wire in state.ended.items():
+        for call_id, end in state.ended.items():
             try:
-                recovered.ended.append(ended_from_wire(wire))
+                recovered.ended.append(ended_from_wire(end))
             except (ValueError, TypeError, KeyError) as exc:
                 log.error("call_journal_bad_record", call_id=call_id, error=repr(exc))
                 continue
-            self._ended[call_id] = _frame(["E", wire])
+            self._ended[call_id] = _frame(["E", end])
         self._alive = state.alive
         self._rewrite()  # a clean file (no torn tail) holding just the live frames
         RESTORED.labels("open").inc(len(recovered.open))
@@ -368,7 +350,10 @@ class CallJournal:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view) :]
+                # a name, not the call, as the slice's start: mypyc's build evaluates a call there
+                # twice (tests/sipcore/test_compiled_sources.py), and wrote every frame twice
+                written = os.write(self._fd, view)
+                view = view[written:]
             if must_sync and self.fsync == "reply":
                 self._fdatasync(self._fd)
             elif must_sync and self.fsync == "background":

@@ -116,7 +116,8 @@ def run_workers(loaded: LoadedConfig, media: MediaChild | None = None) -> int:
         return 1
     cfg = loaded.config
     if cfg is not None and cfg.proxy.call_journal.enabled:  # before any worker serves: its calls
-        from server.call_journal import JournalInUse, journal_dir, lock_journals, recover_journals
+        from server.call_journal import journal_dir, recover_journals
+        from server.journal_lock import JournalInUse, lock_journals
 
         try:
             lock_journals(journal_dir(settings.state_dir))  # held (and by the workers) until the end

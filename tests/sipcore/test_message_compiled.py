@@ -1,13 +1,15 @@
-"""The mypyc build (setup.py: the SIP stack's per-message code and the digest check in
-sipcore/_compiled/, the server's message loop, proxy adapter and registrar adapter in
-server/_compiled/, the call controller in calls/_compiled/, the registrar and its lanes in
-registrar/_compiled/, the location store in registrar/location/_compiled/) against its Python
+"""The mypyc build (setup.py: the SIP stack's per-message code, the request checks and the digest
+check in sipcore/_compiled/, the server's message loop, proxy adapter, registrar adapter and call
+journal in server/_compiled/, the call controller in calls/_compiled/, the registrar and its lanes in
+registrar/_compiled/, the location store in registrar/location/_compiled/, the call plan and the
+outgoing decision in routing/_compiled/) against its Python
 sources: the build is in use where it can be made, is left out as a whole when one source changes or
 with SIPCORE_PURE_PYTHON=1, and reads every message as the sources do (the sources are the
 reference; `make test` also runs tests/sipcore/, tests/calls/, the registrar lanes' and the location
 store's tests on them alone, tests/server/test_compiled_calls.py holds calls and registrations
-through the build to the same through the sources, and tests/registrar/test_location_compiled.py
-the location store's answers and replication)."""
+through the build to the same through the sources, tests/registrar/test_location_compiled.py
+the location store's answers and replication, tests/routing/test_plan_compiled.py the call plans'
+actions)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ import registrar.location.memory
 import registrar.location.replicated
 import registrar.location.rules
 import registrar.registrar
+import routing.outgoing
+import routing.plan
+import routing.plan_nodes
+import server.call_journal
 import server.proxy_service
 import server.registrar_service
 import server.sip_server
@@ -51,6 +57,8 @@ def test_the_build_is_what_runs() -> None:
         "server/registrar_service.py",
         "registrar/location/memory.py",
         "registrar/location/replicated.py",
+        "routing/plan.py",
+        "server/call_journal.py",
     } <= set(record)
     for module in (
         sipcore.message,
@@ -65,6 +73,10 @@ def test_the_build_is_what_runs() -> None:
         registrar.location.memory,
         registrar.location.replicated,
         registrar.location.rules,
+        routing.plan,
+        routing.plan_nodes,
+        routing.outgoing,
+        server.call_journal,
     ):
         origin = module.__spec__.origin  # (mypyc sets __file__ from its group's runtime)
         assert origin.endswith(".so") and "/_compiled/" in origin, origin
@@ -90,7 +102,7 @@ def test_the_switch_the_fuzzer_and_an_edited_source_leave_the_build_out(tmp_path
     assert printed.split()[2] == str(ROOT / "registrar" / "location"), printed
     # a copy of the group's packages: used as built, then left to its sources as a whole once one
     # module of another package (calls/controller.py) differs from the recorded one
-    for package in ("sipcore", "server", "calls", "registrar"):
+    for package in ("sipcore", "server", "calls", "registrar", "routing"):
         subprocess.run(["cp", "-r", str(ROOT / package), str(tmp_path / package)], check=True)
     code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {where}"
     printed = python_output(code, pure=False)
