@@ -91,6 +91,10 @@ class Driver:
         self.ringing.pop(branch_id, None)
         return self._take(self.plan.on_branch_event(branch_id, event, now))
 
+    def cancel(self) -> list[Action]:
+        """The caller gave up."""
+        return self._take(self.plan.cancel())
+
     def advance(self, now: float) -> list[Action]:
         """Fire every deadline up to ``now``, as the proxy's single timer would."""
         out: list[Action] = []

@@ -97,7 +97,7 @@ def _play(out: list[str], driver: Driver, rng: random.Random) -> None:
         deadline = plan.next_deadline()
         roll = rng.random()
         if roll < 0.05:
-            out.append("cancel " + repr(driver._take(plan.cancel())))
+            out.append("cancel " + repr(driver.cancel()))
             break
         if driver.ringing and (roll < 0.7 or deadline is None):
             now += rng.choice([0.0, 0.5, 3.0])
