@@ -17,11 +17,28 @@ from routing import (
     RoutingSetup,
     Trunk,
 )
-from routing.plan_events import Action, CancelBranch, RingBranch
+from routing.plan_events import (
+    Action,
+    BranchAnswered,
+    BranchBusy,
+    BranchFailed,
+    BranchNotAnswered,
+    BranchUnreachable,
+    CancelBranch,
+    RingBranch,
+)
 from routing.targets import AccountContacts, MediaService, TrunkNumber
 
 MEDIA = "sip:media@10.0.0.9:5080"
 FR = DialingRules(country_code=33, national_prefix="0", international_prefix="00")
+# what a ringing branch can come to (the plans' tests draw from them)
+BRANCH_EVENTS = (
+    BranchAnswered(),
+    BranchBusy(),
+    BranchNotAnswered(),
+    BranchUnreachable(),
+    BranchFailed(603, "Decline"),
+)
 
 
 def account(ext: str, **kw: Any) -> AccountRoute:

@@ -17,11 +17,6 @@ from functools import partial
 from typing import Any
 
 from routing import (
-    BranchAnswered,
-    BranchBusy,
-    BranchFailed,
-    BranchNotAnswered,
-    BranchUnreachable,
     Caller,
     CallState,
     FollowMe,
@@ -35,7 +30,7 @@ from routing import (
 )
 from routing.toll_fraud import RateLimit
 
-from .helpers import Driver, account, platform
+from .helpers import BRANCH_EVENTS, Driver, account, platform
 
 EXTS = ["2001", "2002", "2003", "2004"]
 NUMBERS = [*EXTS, "0612345678", "voicemail", "0892680000", "0140009010", "2222", "2020", "3001"]
@@ -51,13 +46,6 @@ DIDS = [
     "+33140009030",
     "+33140009040",
     "+3399",
-]
-EVENTS = [
-    BranchAnswered(),
-    BranchBusy(),
-    BranchNotAnswered(),
-    BranchUnreachable(),
-    BranchFailed(603, "Decline"),
 ]
 
 
@@ -104,7 +92,7 @@ def _play(out: list[str], driver: Driver, rng: random.Random) -> None:
             if deadline is not None and now > deadline:
                 now = deadline
             bid = sorted(driver.ringing)[rng.randrange(len(driver.ringing))]
-            out.append(f"event {bid} {now} " + repr(driver.event(bid, rng.choice(EVENTS), now)))
+            out.append(f"event {bid} {now} " + repr(driver.event(bid, rng.choice(BRANCH_EVENTS), now)))
         elif deadline is not None:
             now = deadline
             out.append(f"timer {now} " + repr(driver.advance(now)))

@@ -11,11 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routing import (
-    BranchAnswered,
-    BranchBusy,
-    BranchFailed,
     BranchNotAnswered,
-    BranchUnreachable,
     Caller,
     CallState,
     ConnectBranch,
@@ -30,7 +26,7 @@ from routing import (
 )
 from routing.targets import AccountContacts
 
-from .helpers import Driver, account, platform
+from .helpers import BRANCH_EVENTS, Driver, account, platform
 
 EXTS = ["2001", "2002", "2003", "2004"]
 target_numbers = st.sampled_from([*EXTS, "0612345678", "voicemail", "0892680000", "0140009010", "2222"])
@@ -69,9 +65,7 @@ def accounts(draw, ext: str):
     )
 
 
-events = st.sampled_from(
-    [BranchAnswered(), BranchBusy(), BranchNotAnswered(), BranchUnreachable(), BranchFailed(603, "Decline")]
-)
+events = st.sampled_from(BRANCH_EVENTS)
 
 
 @settings(max_examples=300, deadline=None)
